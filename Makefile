@@ -1,0 +1,30 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/evergreen: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or run: make PYTHON=python3 ...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+demo: $(BIN)/evergreen
+	$(BIN)/evergreen demo .demo
+
+test: $(BIN)/evergreen
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/evergreen
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+bench: $(BIN)/evergreen
+	$(BIN)/python bench/bench_ingest.py
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache

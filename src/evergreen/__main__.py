@@ -1,0 +1,3 @@
+from evergreen.cli import main
+
+main()

@@ -1,0 +1,325 @@
+"""The ``evergreen`` command line: a thin shell over :mod:`evergreen.project`.
+
+Errors come in two tiers: an :class:`~evergreen.errors.EvergreenError` prints one line and exits
+with its code (1); click's usage errors exit 2; anything else is a bug, printed as "internal
+error" with its traceback. ``--debug`` re-raises everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import click  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from evergreen import config as config_mod  # noqa: E402
+from evergreen.errors import ConfigError, EvergreenError, SpanBlocked  # noqa: E402
+from evergreen.project import Project  # noqa: E402
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+_config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    default="evergreen.toml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Pipeline config file.",
+)
+_root_option = click.option(
+    "--root", default=None, help="Override pipeline.root (env: EVERGREEN_ROOT)."
+)
+_metadata_option = click.option(
+    "--metadata-url",
+    default=None,
+    help="Override pipeline.metadata_url (env: EVERGREEN_METADATA_URL).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Re-raise errors with their traceback.")
+@click.version_option(package_name="evergreen")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Evergreen keeps TensorFlow models fresh: ingest new spans, validate, train, serve."""
+    ctx.obj = {"debug": debug}
+
+
+@contextmanager
+def _project(
+    config_path: str, root: str | None = None, metadata_url: str | None = None
+) -> Iterator[Project]:
+    project = Project(config_mod.load(config_path, root=root, metadata_url=metadata_url))
+    try:
+        yield project
+    finally:
+        project.close()
+
+
+@cli.command()
+@click.argument("name")
+@click.option(
+    "--template", type=click.Choice(["text", "tabular"]), default="text", show_default=True
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing config.")
+def init(name: str, template: str, force: bool) -> None:
+    """Create NAME/evergreen.toml, a commented config to edit."""
+    folder = Path(name)
+    target = folder / "evergreen.toml"
+    if target.exists() and not force:
+        raise ConfigError(f"{target} already exists; edit it, or pass --force to overwrite it")
+    text = (
+        resources.files("evergreen")
+        .joinpath(f"templates/{template}.toml")
+        .read_text(encoding="utf-8")
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "data").mkdir(exist_ok=True)
+    target.write_text(
+        text.replace("{name}", folder.resolve().name.replace(" ", "-")), encoding="utf-8"
+    )
+    out.print(
+        f"wrote {target}; put each span's files in {folder / 'data' / 'span-N'}/ and run `evergreen ingest -c {target}`"
+    )
+
+
+@cli.command()
+@_config_option
+@_root_option
+@_metadata_option
+@click.option(
+    "--accept",
+    "accept",
+    type=int,
+    multiple=True,
+    metavar="SPAN",
+    help="Accept a blocked span's anomalies into the schema.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def ingest(
+    config_path: str,
+    root: str | None,
+    metadata_url: str | None,
+    accept: tuple[int, ...],
+    as_json: bool,
+) -> None:
+    """Ingest every span not ingested yet: dedupe, split, quarantine, statistics, validation."""
+    with (
+        _project(config_path, root, metadata_url) as project,
+        _progress(enabled=not as_json) as progress,
+    ):
+        outcomes = project.ingest(accept=list(accept), progress=progress)
+    if as_json:
+        out.print_json(json.dumps([vars(o) for o in outcomes], default=str))
+    else:
+        _print_outcomes(outcomes)
+    blocked = sorted(
+        {o.span for o in outcomes if o.status == "blocked" and (o.ingested or o.span in accept)}
+    )
+    if blocked:
+        raise SpanBlocked(
+            f"span(s) {', '.join(map(str, blocked))} blocked by validation; fix the data, "
+            f"or run `evergreen ingest -c {config_path} --accept SPAN` to update the schema"
+        )
+
+
+@cli.command()
+@_config_option
+@_root_option
+@_metadata_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def status(config_path: str, root: str | None, metadata_url: str | None, as_json: bool) -> None:
+    """Spans, rows, duplicates, conflicts, quarantine and anomalies at a glance."""
+    with _project(config_path, root, metadata_url) as project:
+        data = project.status()
+    if as_json:
+        out.print_json(json.dumps(data, default=str))
+        return
+    out.print(
+        f"pipeline [bold]{data['pipeline']}[/] · root {data['root']} · metadata {data['metadata']}"
+    )
+    table = Table(
+        "span",
+        "v",
+        "status",
+        "read",
+        "kept",
+        "train/eval",
+        "dups",
+        "conflicts",
+        "quarant.",
+        "anomalies",
+    )
+    for s in data["spans"]:
+        splits = s.get("rows_written", {})
+        table.add_row(
+            str(s["span"]),
+            str(s["version"]),
+            s["status"],
+            str(s.get("rows_read", "")),
+            str(s.get("rows_kept", "")),
+            f"{splits.get('train', 0)}/{splits.get('eval', 0)}",
+            str(s.get("duplicates_within_span", 0) + s.get("duplicates_of_earlier_spans", 0)),
+            str(len(s.get("label_conflicts", []))),
+            str(s.get("quarantined_total", 0)),
+            _count_anomalies(s.get("anomalies", [])),
+        )
+    out.print(table)
+    t = data["totals"]
+    out.print(
+        f"{t['spans']} spans, {t['blocked']} blocked · {t['rows_kept']} rows kept of {t['rows_read']} read · "
+        f"{t['duplicates']} duplicates · {t['label_conflicts']} label conflicts · {t['quarantined']} quarantined"
+    )
+
+
+@cli.command()
+@_config_option
+@_root_option
+@_metadata_option
+@click.argument("ident", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def lineage(
+    config_path: str, root: str | None, metadata_url: str | None, ident: str, as_json: bool
+) -> None:
+    """Where artifact aN or run rN came from, and what used it."""
+    with _project(config_path, root, metadata_url) as project:
+        data = project.lineage(ident)
+    if as_json:
+        out.print_json(json.dumps(data, default=str))
+        return
+    if "run" in data and "artifact" not in data:
+        r = data["run"]
+        out.print(
+            f"run {r['id']} {r['component']} span={r['span']} {r['status']} ({r['seconds'] or 0:.2f}s)"
+        )
+        for label, group in (("in ", data["inputs"]), ("out", data["outputs"])):
+            for name, a in group.items():
+                out.print(f"  {label} {name}: {_describe_artifact(a)}")
+        return
+    out.print(_describe_artifact(data["artifact"]))
+    _print_upstream(data["upstream"], indent=1)
+    for r in data["consumers"]:
+        out.print(f"  used by run {r['id']} {r['component']} span={r['span']} {r['status']}")
+
+
+@cli.command()
+@click.argument("directory", default=".demo", type=click.Path(file_okay=False))
+@click.option(
+    "--days", default=5, show_default=True, help="Day 0 plus this many minus one incremental days."
+)
+def demo(directory: str, days: int) -> None:
+    """Generate a synthetic support-ticket stream in DIRECTORY and run the pipeline over it."""
+    from evergreen import demo as demo_mod
+
+    demo_mod.run(Path(directory), days=days, console=out)
+
+
+def _count_anomalies(anomalies: list[dict[str, Any]]) -> str:
+    errors = sum(1 for a in anomalies if a["severity"] == "error")
+    return f"{errors} errors, {len(anomalies) - errors} warnings" if anomalies else "-"
+
+
+def _describe_artifact(a: dict[str, Any]) -> str:
+    span = f" span {a['span']} v{a['version']}" if a["span"] is not None else ""
+    return f"{a['id']} {a['type']}{span} {a['uri']}"
+
+
+def _print_upstream(node: dict[str, Any] | None, indent: int) -> None:
+    if node is None:
+        return
+    pad = "  " * indent
+    r = node["run"]
+    out.print(f"{pad}← produced by run {r['id']} {r['component']} ({r['status']})")
+    for name, child in node["inputs"].items():
+        out.print(f"{pad}  {name}: {_describe_artifact(child['artifact'])}")
+        _print_upstream(child["upstream"], indent + 2)
+
+
+def _print_outcomes(outcomes: list[Any]) -> None:
+    table = Table(
+        "span", "v", "status", "read", "kept", "dups", "conflicts", "quarantined", "anomalies"
+    )
+    for o in outcomes:
+        if not o.ingested and o.status == "unchanged":
+            table.add_row(
+                str(o.span), str(o.version), "unchanged (skipped)", "", "", "", "", "", ""
+            )
+            continue
+        r = o.report
+        table.add_row(
+            str(o.span),
+            str(o.version),
+            o.status,
+            str(r.get("rows_read", "")),
+            str(sum(r.get("rows_written", {}).values())),
+            str(r.get("duplicates_within_span", 0) + r.get("duplicates_of_earlier_spans", 0)),
+            str(len(r.get("label_conflicts", []))),
+            str(sum(r.get("quarantined", {}).values())),
+            str(len(o.anomalies)),
+        )
+    out.print(table)
+    for o in outcomes:
+        for a in o.anomalies:
+            style = "red" if a["severity"] == "error" else "yellow"
+            out.print(f"[{style}]{a['severity']}[/]: {escape(a['message'])}")
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str], Callable[[int, int], None]] | None]:
+    if not enabled or not err.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+
+        def factory(description: str) -> Callable[[int, int], None]:
+            task = bar.add_task(description, total=None)
+            return lambda done, total: bar.update(task, completed=done, total=total)
+
+        yield factory
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point with the two error tiers."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="evergreen", standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except EvergreenError as e:
+        if debug:
+            raise
+        err.print(f"[red]{e.headline}:[/] {escape(str(e))}")
+        sys.exit(e.exit_code)
+    except Exception:
+        if debug:
+            raise
+        err.print("internal error (a bug in Evergreen; please report it with this traceback):")
+        err.print(traceback.format_exc(), markup=False)
+        sys.exit(3)

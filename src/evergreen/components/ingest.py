@@ -1,0 +1,455 @@
+"""Ingest one span: stream its files, quarantine bad rows, dedupe, split, write TFRecord shards.
+
+The core, :class:`RowProcessor`, turns raw records into kept rows and quarantined rows one
+record at a time; it never holds the span in memory. Dedupe and label-conflict checks go
+through the metadata store's row index (earlier spans are never re-read), in chunks, inside the
+run's transaction — so a killed ingest leaves no index entries behind either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from evergreen import examples, readers
+from evergreen.config import Config
+from evergreen.metadata import Artifact, IndexedRow
+from evergreen.pipeline import ExecutionContext
+from evergreen.spans import SpanFiles
+
+MISSING_MARKERS = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"})
+_CHUNK = 2000
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    source: str
+    reason: str
+    column: str | None = None
+    raw: str = ""
+
+
+@dataclass
+class IngestReport:
+    """What happened to every row of a span. Stored in the examples artifact as report.json."""
+
+    span: int
+    version: int
+    files: list[str]
+    rows_read: int = 0
+    rows_written: dict[str, int] = field(default_factory=dict)
+    duplicates_within_span: int = 0
+    duplicates_of_earlier_spans: int = 0
+    label_conflicts: list[dict[str, Any]] = field(default_factory=list)
+    quarantined: dict[str, int] = field(default_factory=dict)  # reason kind -> count
+    type_errors: dict[str, int] = field(default_factory=dict)  # column -> rows with a wrong type
+    columns_seen: list[str] = field(default_factory=list)
+    index_rows_replaced: int = 0
+
+    @property
+    def rows_kept(self) -> int:
+        return sum(self.rows_written.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IngestReport:
+        return cls(**data)
+
+
+def infer_types(
+    records: Iterable[readers.RawRecord], label: str, sample: int = 1000
+) -> dict[str, str]:
+    """Guess each column's feature type from the first ``sample`` parseable records.
+
+    numeric: every present value parses as a number; image: values are image file names;
+    categorical: few distinct short values; text: anything else.
+    """
+    values: dict[str, list[str]] = {}
+    seen = 0
+    for record in records:
+        if record.values is None:
+            continue
+        for column, value in record.values.items():
+            if column != label:
+                values.setdefault(column, [])
+                if value is not None and str(value) not in MISSING_MARKERS:
+                    values[column].append(str(value))
+        seen += 1
+        if seen >= sample:
+            break
+    types = {}
+    for column, present in values.items():
+        types[column] = _guess(present)
+    return types
+
+
+def _guess(present: list[str]) -> str:
+    if not present:
+        return "categorical"
+    if all(_is_number(v) for v in present):
+        return "numeric"
+    if all(v.lower().endswith(_IMAGE_SUFFIXES) for v in present):
+        return "image"
+    distinct = len(set(present))
+    mean_words = sum(v.count(" ") + 1 for v in present) / len(present)
+    if mean_words <= 3 and distinct <= max(50, len(present) // 5):
+        return "categorical"
+    return "text"
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def short_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", errors="surrogatepass"), digest_size=16).hexdigest()
+
+
+def split_bucket(key: str) -> float:
+    """A number in [0, 1) from the key's hash: the same key gets the same split everywhere."""
+    return (
+        int.from_bytes(
+            hashlib.sha256(key.encode("utf-8", errors="surrogatepass")).digest()[:8], "big"
+        )
+        / 2**64
+    )
+
+
+@dataclass
+class _Row:
+    source: str
+    values: dict[str, Any]
+    label: str
+    input_hash: str
+    row_hash: str
+    split: str
+
+
+class RowProcessor:
+    """Checks and coerces one raw record at a time; decides dedupe in chunks against the index.
+
+    Args:
+        types: feature column -> type, in a fixed order (the order matters for hashing).
+        label: the label column.
+        split_ratios: split name -> fraction (summing to 1).
+        split_key: a column whose value decides the split; empty means the row's inputs.
+        max_field_bytes: larger values are quarantined as oversized.
+        label_conflicts: "quarantine" keeps the first label seen; "keep" keeps both rows.
+        lookup: input hashes -> earlier index rows (the metadata store, in the run's transaction).
+        remember: adds kept rows to the index.
+    """
+
+    def __init__(
+        self,
+        *,
+        span: int,
+        types: Mapping[str, str],
+        label: str,
+        split_ratios: Mapping[str, float],
+        split_key: str,
+        max_field_bytes: int,
+        label_conflicts: str,
+        lookup: Callable[[Iterable[str]], dict[str, list[IndexedRow]]],
+        remember: Callable[[list[IndexedRow]], None],
+    ) -> None:
+        self.span = span
+        self.types = dict(types)
+        self.label = label
+        self.boundaries = _boundaries(split_ratios)
+        self.split_key = split_key
+        self.max_field_bytes = max_field_bytes
+        self.label_conflicts = label_conflicts
+        self.lookup = lookup
+        self.remember = remember
+
+    def process(
+        self, records: Iterable[readers.RawRecord], report: IngestReport
+    ) -> Iterator[_Row | Quarantined]:
+        """Yield kept rows and quarantined records, in input order, updating ``report``."""
+        chunk: list[_Row | Quarantined] = []
+        for record in records:
+            report.rows_read += 1
+            chunk.append(self._check(record, report))
+            if len(chunk) >= _CHUNK:
+                yield from self._dedupe(chunk, report)
+                chunk = []
+        yield from self._dedupe(chunk, report)
+
+    def _check(self, record: readers.RawRecord, report: IngestReport) -> _Row | Quarantined:
+        if record.values is None:
+            return Quarantined(record.source, f"unparseable: {record.error}", raw=record.raw)
+        raw_values = record.values
+        for column, value in raw_values.items():
+            if isinstance(value, str):
+                if readers.invalid_utf8(value):
+                    return Quarantined(record.source, "invalid UTF-8", column, _preview(raw_values))
+                if (
+                    len(value) * 4 > self.max_field_bytes
+                    and len(value.encode("utf-8")) > self.max_field_bytes
+                ):
+                    return Quarantined(
+                        record.source,
+                        f"oversized: {len(value.encode('utf-8'))} bytes, over data.max_field_bytes={self.max_field_bytes}",
+                        column,
+                        _preview(raw_values),
+                    )
+        label = raw_values.get(self.label)
+        if label is None or str(label).strip() == "":
+            return Quarantined(record.source, "missing label", self.label, _preview(raw_values))
+        values: dict[str, Any] = {}
+        for column, kind in self.types.items():
+            value = raw_values.get(column)
+            try:
+                values[column] = _coerce(value, kind)
+            except ValueError:
+                report.type_errors[column] = report.type_errors.get(column, 0) + 1
+                return Quarantined(
+                    record.source,
+                    f"wrong type: expected {kind}, found {str(value)[:60]!r}",
+                    column,
+                    _preview(raw_values),
+                )
+        inputs = json.dumps([values[c] for c in self.types], ensure_ascii=False)
+        input_hash = short_hash(inputs)
+        label_text = str(label)
+        row_hash = short_hash(input_hash + "\x00" + label_text)
+        key = inputs if not self.split_key else str(raw_values.get(self.split_key, ""))
+        split = _pick(self.boundaries, split_bucket(key))
+        return _Row(record.source, values, label_text, input_hash, row_hash, split)
+
+    def _dedupe(
+        self, chunk: list[_Row | Quarantined], report: IngestReport
+    ) -> Iterator[_Row | Quarantined]:
+        rows = [r for r in chunk if isinstance(r, _Row)]
+        earlier = self.lookup(r.input_hash for r in rows)
+        fresh: list[IndexedRow] = []
+        for item in chunk:
+            if isinstance(item, Quarantined):
+                yield item
+                continue
+            known = earlier.setdefault(item.input_hash, [])
+            same = next((k for k in known if k.row_hash == item.row_hash), None)
+            if same is not None:
+                if same.span == self.span:
+                    report.duplicates_within_span += 1
+                else:
+                    report.duplicates_of_earlier_spans += 1
+                continue
+            if known:
+                first = known[0]
+                report.label_conflicts.append(
+                    {
+                        "source": item.source,
+                        "label": item.label,
+                        "earlier_label": first.label,
+                        "earlier_span": first.span,
+                    }
+                )
+                if self.label_conflicts == "quarantine":
+                    yield Quarantined(
+                        item.source,
+                        f"label conflict: the same inputs are labelled {first.label!r} in span {first.span}",
+                        self.label,
+                        _preview(item.values),
+                    )
+                    continue
+            entry = IndexedRow(item.row_hash, item.input_hash, item.label, self.span)
+            known.append(entry)
+            fresh.append(entry)
+            yield item
+        self.remember(fresh)
+
+
+def _coerce(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    if kind == "numeric":
+        if isinstance(value, bool):
+            raise ValueError(value)
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip()
+        if text in MISSING_MARKERS:
+            return None
+        return float(text)
+    text = value if isinstance(value, str) else str(value)
+    return None if text == "" else text
+
+
+def _preview(values: Mapping[str, Any]) -> str:
+    return json.dumps(values, ensure_ascii=False, default=str)[:500]
+
+
+def _boundaries(ratios: Mapping[str, float]) -> list[tuple[float, str]]:
+    total, out = 0.0, []
+    for name, ratio in ratios.items():
+        total += ratio
+        out.append((total, name))
+    return out
+
+
+def _pick(boundaries: list[tuple[float, str]], bucket: float) -> str:
+    for upper, name in boundaries:
+        if bucket < upper:
+            return name
+    return boundaries[-1][1]
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(":", 1)[0]
+
+
+class IngestSpan:
+    """Pipeline component: one span version → an ``examples`` artifact.
+
+    The artifact holds ``<split>/part-*.tfrecord``, ``quarantine.jsonl`` (every rejected row
+    with file, line, reason and column) and ``report.json`` (an :class:`IngestReport`).
+    """
+
+    name: ClassVar[str] = "ingest"
+    version: ClassVar[str] = "1"
+
+    def __init__(
+        self,
+        config: Config,
+        span: SpanFiles,
+        *,
+        version: int,
+        fingerprint: str,
+        types: Mapping[str, str],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.span = span
+        self.span_version = version
+        self.fingerprint = fingerprint
+        self.types = dict(types)
+        self.progress = progress
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "span": self.span.span,
+            "version": self.span_version,
+            "fingerprint": self.fingerprint,
+            "format": self.config.data.format,
+            "label": self.config.data.label,
+            "types": self.types,
+            "split": {"ratios": self.config.split.ratios, "key": self.config.split.key},
+            "max_field_bytes": self.config.data.max_field_bytes,
+            "shard_rows": self.config.data.shard_rows,
+            "label_conflicts": self.config.dedupe.label_conflicts,
+        }
+
+    def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
+        store, conn = ctx.store, ctx.conn
+        report = IngestReport(self.span.span, self.span_version, [str(f) for f in self.span.files])
+        # A new version replaces the old one: forget its rows so they are not seen as duplicates.
+        report.index_rows_replaced = store.drop_index_span(conn, self.span.span)
+        processor = RowProcessor(
+            span=self.span.span,
+            types=self.types,
+            label=self.config.data.label,
+            split_ratios=self.config.split.ratios,
+            split_key=self.config.split.key,
+            max_field_bytes=self.config.data.max_field_bytes,
+            label_conflicts=self.config.dedupe.label_conflicts,
+            lookup=lambda hashes: store.lookup_inputs(conn, hashes),
+            remember=lambda rows: store.add_index_rows(conn, rows, self.span_version),
+        )
+        writer = ctx.output("examples", "Examples", span=self.span.span, version=self.span_version)
+        shards = {
+            name: examples.ShardWriter(writer.path / name, self.config.data.shard_rows)
+            for name in self.config.split.ratios
+        }
+        quarantine = open(writer.path / "quarantine.jsonl", "w", encoding="utf-8")
+        columns_seen: set[str] = set()
+        try:
+            for item in processor.process(self._records(columns_seen), report):
+                if isinstance(item, Quarantined):
+                    kind = _reason_kind(item.reason)
+                    report.quarantined[kind] = report.quarantined.get(kind, 0) + 1
+                    quarantine.write(
+                        json.dumps(asdict(item), ensure_ascii=False, default=str) + "\n"
+                    )
+                    continue
+                shards[item.split].write(
+                    examples.encode(
+                        item.values, self.types, self.config.data.label, item.label, item.row_hash
+                    )
+                )
+        finally:
+            quarantine.close()
+            for shard in shards.values():
+                shard.close()
+        report.rows_written = {name: shard.rows for name, shard in shards.items()}
+        report.columns_seen = sorted(columns_seen)
+        writer.write_json("report.json", report.to_dict())
+        ctx.set_properties(
+            "examples",
+            {
+                "rows": report.rows_kept,
+                "splits": report.rows_written,
+                "types": self.types,
+                "label": self.config.data.label,
+                "fingerprint_of_source": self.fingerprint,
+            },
+        )
+        return {
+            "rows_read": report.rows_read,
+            "rows_written": report.rows_written,
+            "quarantined": sum(report.quarantined.values()),
+            "duplicates": report.duplicates_within_span + report.duplicates_of_earlier_spans,
+            "label_conflicts": len(report.label_conflicts),
+        }
+
+    def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:
+        ctx.store.add_span_version(
+            ctx.conn,
+            self.span.span,
+            self.span_version,
+            self.fingerprint,
+            [str(f) for f in self.span.files],
+            outputs["examples"].id,
+        )
+
+    def _records(self, columns_seen: set[str]) -> Iterator[readers.RawRecord]:
+        total = sum(f.stat().st_size for f in self.span.files)
+        done = 0
+        for path in self.span.files:
+            columns_seen.update(readers.header(path, self.config.data.format))
+            progress = readers.ReadProgress()
+            for n, record in enumerate(readers.read(path, self.config.data.format, progress)):
+                yield record
+                if self.progress and n % 5000 == 0:
+                    self.progress(done + progress.bytes_done, total)
+            done += path.stat().st_size
+        if self.progress:
+            self.progress(total, total)
+
+
+def read_report(examples_artifact: Artifact) -> IngestReport:
+    return IngestReport.from_dict(
+        json.loads((Path(examples_artifact.uri) / "report.json").read_text(encoding="utf-8"))
+    )
+
+
+def quarantine_rows(examples_artifact: Artifact) -> list[dict[str, Any]]:
+    path = Path(examples_artifact.uri) / "quarantine.jsonl"
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def count_by_reason(rows: Iterable[Mapping[str, Any]]) -> Counter[str]:
+    return Counter(_reason_kind(r["reason"]) for r in rows)

@@ -1,0 +1,274 @@
+"""Per-span statistics as mergeable sketches (Apache DataSketches).
+
+numeric columns: KLL quantiles, HLL distinct count, sum and sum of squares;
+categorical columns: frequent items and HLL;
+text columns: KLL of lengths in characters and in words, frequent words, HLL of whole values.
+Every column counts present and missing values; the label keeps exact class counts.
+
+:class:`SpanStatistics` follows the combiner contract (``add_batch`` / ``merge`` / ``to_dict``)
+so it runs unchanged inside a Beam ``CombineFn``; dataset-level statistics are the merge of span
+statistics and never re-read a span.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import datasketches as ds
+
+from evergreen import examples
+from evergreen.metadata import Artifact
+from evergreen.pipeline import ExecutionContext
+
+KLL_K = 200
+HLL_LG_K = 12
+FREQ_LG_MAX_K = 10  # up to 768 items tracked exactly before the sketch starts evicting
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _b64(sketch: Any) -> str:
+    data = sketch.serialize_compact() if isinstance(sketch, ds.hll_sketch) else sketch.serialize()
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(kind: Any, text: str) -> Any:
+    return kind.deserialize(base64.b64decode(text))
+
+
+@dataclass
+class ColumnStatistics:
+    """Sketches of one column. ``kind`` is the feature type."""
+
+    kind: str
+    present: int = 0
+    missing: int = 0
+    distinct: Any = field(default_factory=lambda: ds.hll_sketch(HLL_LG_K))
+    quantiles: Any = field(default_factory=lambda: ds.kll_floats_sketch(KLL_K))  # values or lengths
+    word_counts: Any = field(default_factory=lambda: ds.kll_floats_sketch(KLL_K))  # text only
+    frequent: Any = field(
+        default_factory=lambda: ds.frequent_strings_sketch(FREQ_LG_MAX_K)
+    )  # items or words
+    total: float = 0.0
+    total_squares: float = 0.0
+
+    def add(self, value: Any) -> None:
+        if value is None:
+            self.missing += 1
+            return
+        self.present += 1
+        if self.kind == "numeric":
+            self.quantiles.update(value)
+            self.distinct.update(float(value))
+            self.total += value
+            self.total_squares += value * value
+        elif self.kind == "text":
+            self.distinct.update(value)
+            tokens = words(value)
+            self.quantiles.update(float(len(value)))
+            self.word_counts.update(float(len(tokens)))
+            for token in tokens:
+                self.frequent.update(token)
+        else:
+            self.distinct.update(value)
+            self.frequent.update(value)
+
+    def merge(self, other: ColumnStatistics) -> None:
+        self.present += other.present
+        self.missing += other.missing
+        union = ds.hll_union(HLL_LG_K)
+        union.update(self.distinct)
+        union.update(other.distinct)
+        self.distinct = union.get_result()
+        self.quantiles.merge(other.quantiles)
+        self.word_counts.merge(other.word_counts)
+        self.frequent.merge(other.frequent)
+        self.total += other.total
+        self.total_squares += other.total_squares
+
+    @property
+    def presence(self) -> float:
+        n = self.present + self.missing
+        return self.present / n if n else 0.0
+
+    def top(self, n: int = 20) -> list[tuple[str, int]]:
+        items = self.frequent.get_frequent_items(ds.frequent_items_error_type.NO_FALSE_NEGATIVES)
+        return [(item, int(estimate)) for item, estimate, _lb, _ub in items[:n]]
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "present": self.present,
+            "missing": self.missing,
+            "presence": round(self.presence, 4),
+            "distinct": round(self.distinct.get_estimate()),
+        }
+        if self.present and self.kind == "numeric":
+            mean = self.total / self.present
+            out.update(
+                min=self.quantiles.get_min_value(),
+                max=self.quantiles.get_max_value(),
+                mean=mean,
+                std=max(self.total_squares / self.present - mean * mean, 0.0) ** 0.5,
+                quantiles={
+                    str(q): self.quantiles.get_quantile(q) for q in (0.01, 0.25, 0.5, 0.75, 0.99)
+                },
+            )
+        elif self.present and self.kind == "text":
+            out.update(
+                length_chars={str(q): self.quantiles.get_quantile(q) for q in (0.5, 0.99)},
+                length_words={str(q): self.word_counts.get_quantile(q) for q in (0.5, 0.99)},
+                top_words=self.top(10),
+            )
+        elif self.present:
+            out["top_values"] = self.top(10)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "present": self.present,
+            "missing": self.missing,
+            "distinct": _b64(self.distinct),
+            "quantiles": _b64(self.quantiles),
+            "word_counts": _b64(self.word_counts),
+            "frequent": _b64(self.frequent),
+            "total": self.total,
+            "total_squares": self.total_squares,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ColumnStatistics:
+        return cls(
+            kind=data["kind"],
+            present=data["present"],
+            missing=data["missing"],
+            distinct=_unb64(ds.hll_sketch, data["distinct"]),
+            quantiles=_unb64(ds.kll_floats_sketch, data["quantiles"]),
+            word_counts=_unb64(ds.kll_floats_sketch, data["word_counts"]),
+            frequent=_unb64(ds.frequent_strings_sketch, data["frequent"]),
+            total=data["total"],
+            total_squares=data["total_squares"],
+        )
+
+
+@dataclass
+class SpanStatistics:
+    """Statistics of one or more spans: a mergeable accumulator."""
+
+    types: dict[str, str]
+    rows: int = 0
+    labels: dict[str, int] = field(default_factory=dict)
+    columns: dict[str, ColumnStatistics] = field(default_factory=dict)
+    spans: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for column, kind in self.types.items():
+            self.columns.setdefault(column, ColumnStatistics(kind))
+
+    def add_batch(self, rows: Iterable[Mapping[str, Any]], label: str) -> None:
+        for row in rows:
+            self.rows += 1
+            value = row[label]
+            self.labels[value] = self.labels.get(value, 0) + 1
+            for column, stats in self.columns.items():
+                stats.add(row.get(column))
+
+    def merge(self, other: SpanStatistics) -> SpanStatistics:
+        for column, kind in other.types.items():
+            if column not in self.columns:
+                self.types[column] = kind
+                self.columns[column] = ColumnStatistics(kind)
+            self.columns[column].merge(other.columns[column])
+        self.rows += other.rows
+        for value, n in other.labels.items():
+            self.labels[value] = self.labels.get(value, 0) + n
+        self.spans = sorted(set(self.spans) | set(other.spans))
+        return self
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "spans": self.spans,
+            "rows": self.rows,
+            "labels": dict(sorted(self.labels.items())),
+            "columns": {c: s.summary() for c, s in self.columns.items()},
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "types": self.types,
+            "rows": self.rows,
+            "labels": self.labels,
+            "spans": self.spans,
+            "columns": {c: s.to_dict() for c, s in self.columns.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SpanStatistics:
+        return cls(
+            types=dict(data["types"]),
+            rows=data["rows"],
+            labels=dict(data["labels"]),
+            spans=list(data["spans"]),
+            columns={c: ColumnStatistics.from_dict(s) for c, s in data["columns"].items()},
+        )
+
+
+def merge_all(parts: Iterable[SpanStatistics]) -> SpanStatistics | None:
+    merged: SpanStatistics | None = None
+    for part in parts:
+        merged = SpanStatistics.from_dict(part.to_dict()) if merged is None else merged.merge(part)
+    return merged
+
+
+def load(artifact: Artifact) -> SpanStatistics:
+    return SpanStatistics.from_dict(
+        json.loads((Path(artifact.uri) / "statistics.json").read_text(encoding="utf-8"))
+    )
+
+
+class ComputeStatistics:
+    """Pipeline component: an ``examples`` artifact → a ``statistics`` artifact (all splits)."""
+
+    name: ClassVar[str] = "statistics"
+    version: ClassVar[str] = "1"
+
+    def __init__(self, span: int, version: int) -> None:
+        self.span = span
+        self.span_version = version
+
+    def parameters(self) -> dict[str, Any]:
+        return {"kll_k": KLL_K, "hll_lg_k": HLL_LG_K, "frequent_lg_max_k": FREQ_LG_MAX_K}
+
+    def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
+        source = ctx.inputs["examples"]
+        types, label = source.properties["types"], source.properties["label"]
+        stats = SpanStatistics(types=dict(types), spans=[self.span])
+        for split_dir in sorted(p for p in Path(source.uri).iterdir() if p.is_dir()):
+            batch: list[dict[str, Any]] = []
+            for record in examples.iter_records(split_dir):
+                batch.append(examples.decode(record, types, label))
+                if len(batch) >= 1024:
+                    stats.add_batch(batch, label)
+                    batch = []
+            stats.add_batch(batch, label)
+        writer = ctx.output(
+            "statistics", "ExampleStatistics", span=self.span, version=self.span_version
+        )
+        writer.write_json("statistics.json", stats.to_dict())
+        writer.write_json("summary.json", stats.summary())
+        return {"rows": stats.rows, "labels": stats.labels}
+
+    def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:
+        ctx.store.update_span(
+            ctx.conn, self.span, self.span_version, statistics_id=outputs["statistics"].id
+        )

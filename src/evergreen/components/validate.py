@@ -1,0 +1,225 @@
+"""Validate a span against the schema: anomalies with a severity, a message and a fix.
+
+:func:`validate` is the pure core (statistics + ingest report + schema → anomalies);
+:class:`ValidateSpan` is the pipeline component that stores them and blocks the span when any
+anomaly has severity ``error``. :func:`accept` updates a schema so that a span's deliberate
+changes stop being anomalies.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from evergreen.components.ingest import IngestReport, read_report
+from evergreen.components.schema import Schema
+from evergreen.components.statistics import SpanStatistics
+from evergreen.config import ValidationConfig
+from evergreen.errors import SchemaError
+from evergreen.metadata import Artifact
+from evergreen.pipeline import ExecutionContext
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    kind: str
+    column: str | None
+    severity: str
+    message: str
+
+
+def validate(
+    stats: SpanStatistics, report: IngestReport, schema: Schema, cfg: ValidationConfig
+) -> list[Anomaly]:
+    """Every way the span departs from the schema, most severe first (``ignore``-d kinds dropped)."""
+    span = f"span {report.span}"
+    found: list[tuple[str, str | None, str]] = []
+    if report.rows_kept == 0:
+        found.append(
+            (
+                "empty_span",
+                None,
+                f"{span} has no usable rows (read {report.rows_read}, quarantined {sum(report.quarantined.values())}); "
+                "check its files and quarantine.jsonl",
+            )
+        )
+    seen = set(report.columns_seen)
+    missing = set()
+    for name, column in schema.columns.items():
+        if seen and name not in seen:
+            missing.add(name)
+            if column.min_presence > 0:
+                found.append(
+                    (
+                        "missing_column",
+                        name,
+                        f"{span}: column '{name}' is missing from its files. Restore it in the source, or run "
+                        f"`evergreen ingest --accept {report.span}` if it is deliberately gone",
+                    )
+                )
+    for name in sorted(seen - set(schema.columns) - {schema.label} - set(schema.ignored_columns)):
+        found.append(
+            (
+                "new_column",
+                name,
+                f"{span}: column '{name}' is not in the schema; add it to data.features to use it, or accept the span to ignore it",
+            )
+        )
+    for name, errors in sorted(report.type_errors.items()):
+        fraction = errors / max(report.rows_read, 1)
+        if fraction > cfg.max_type_error_fraction:
+            expected = schema.columns[name].type if name in schema.columns else "?"
+            found.append(
+                (
+                    "type_change",
+                    name,
+                    f"{span}: column '{name}' should be {expected} but {errors} of {report.rows_read} rows "
+                    f"({fraction:.0%}) had values of another type (see quarantine.jsonl). Fix the source, or if the "
+                    f"column really changed, set data.features.{name} and re-ingest",
+                )
+            )
+    for name, column in schema.columns.items():
+        col = stats.columns.get(name)
+        if col is None or name in missing or stats.rows == 0:
+            continue
+        if col.presence < column.min_presence:
+            found.append(
+                (
+                    "low_presence",
+                    name,
+                    f"{span}: column '{name}' is present in {col.presence:.0%} of rows, below the schema's "
+                    f"{column.min_presence:.0%}; fix the source, or accept the span to lower the floor",
+                )
+            )
+        if column.domain is not None and col.present:
+            unseen = [(v, n) for v, n in col.top(50) if v not in set(column.domain)]
+            if unseen:
+                share = sum(n for _, n in unseen) / col.present
+                examples = ", ".join(repr(v) for v, _ in unseen[:5])
+                found.append(
+                    (
+                        "out_of_domain",
+                        name,
+                        f"{span}: column '{name}' has values outside the schema's domain ({share:.0%} of rows: {examples}); accept the span to add them",
+                    )
+                )
+        if (
+            column.type == "numeric"
+            and col.present
+            and column.min is not None
+            and column.max is not None
+        ):
+            low, high = col.quantiles.get_min_value(), col.quantiles.get_max_value()
+            if low < column.min or high > column.max:
+                found.append(
+                    (
+                        "out_of_range",
+                        name,
+                        f"{span}: column '{name}' ranges over [{low:g}, {high:g}], outside the schema's [{column.min:g}, {column.max:g}]",
+                    )
+                )
+    new_labels = sorted(set(stats.labels) - set(schema.label_domain))
+    if new_labels and schema.label_domain:
+        found.append(
+            (
+                "out_of_domain",
+                schema.label,
+                f"{span}: label '{schema.label}' has new classes {new_labels}; accept the span if they are intended",
+            )
+        )
+    anomalies = [
+        Anomaly(kind, column, cfg.severity[kind], message) for kind, column, message in found
+    ]
+    order = {"error": 0, "warning": 1}
+    return sorted((a for a in anomalies if a.severity != "ignore"), key=lambda a: order[a.severity])
+
+
+def accept(
+    schema: Schema, stats: SpanStatistics, report: IngestReport, anomalies: list[Anomaly]
+) -> Schema:
+    """A copy of ``schema`` relaxed so that the span's anomalies become expected.
+
+    Raises:
+        SchemaError: a type change, which cannot be accepted in place (the rows were quarantined).
+    """
+    updated = copy.deepcopy(schema)
+    for anomaly in anomalies:
+        name = anomaly.column
+        if anomaly.kind == "type_change":
+            raise SchemaError(
+                f"span {report.span}: the type change of column '{name}' cannot be accepted in place; set "
+                f"data.features.{name} in the config and re-ingest the span"
+            )
+        if anomaly.kind == "empty_span":
+            raise SchemaError(
+                f"span {report.span} is empty; there is nothing to accept. Fix its files instead"
+            )
+        if anomaly.kind == "new_column" and name:
+            updated.ignored_columns = sorted(set(updated.ignored_columns) | {name})
+        elif anomaly.kind == "missing_column" and name:
+            updated.columns[name].min_presence = 0.0
+        elif anomaly.kind == "low_presence" and name:
+            updated.columns[name].min_presence = round(stats.columns[name].presence, 4)
+        elif anomaly.kind == "out_of_domain" and name == schema.label:
+            updated.label_domain = sorted(set(updated.label_domain) | set(stats.labels))
+        elif anomaly.kind == "out_of_domain" and name:
+            column = updated.columns[name]
+            column.domain = sorted(
+                set(column.domain or []) | {v for v, _ in stats.columns[name].top(500)}
+            )
+        elif anomaly.kind == "out_of_range" and name:
+            column, col = updated.columns[name], stats.columns[name]
+            column.min = min(column.min or 0.0, col.quantiles.get_min_value())
+            column.max = max(column.max or 0.0, col.quantiles.get_max_value())
+    return updated
+
+
+def load(artifact: Artifact) -> list[Anomaly]:
+    data = json.loads((Path(artifact.uri) / "anomalies.json").read_text(encoding="utf-8"))
+    return [Anomaly(**a) for a in data["anomalies"]]
+
+
+class ValidateSpan:
+    """Pipeline component: statistics + examples + schema → an ``anomalies`` artifact."""
+
+    name: ClassVar[str] = "validate"
+    version: ClassVar[str] = "1"
+
+    def __init__(self, span: int, version: int, cfg: ValidationConfig) -> None:
+        self.span = span
+        self.span_version = version
+        self.cfg = cfg
+
+    def parameters(self) -> dict[str, Any]:
+        return asdict(self.cfg)
+
+    def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
+        from evergreen.components import schema as schema_mod
+        from evergreen.components import statistics
+
+        stats = statistics.load(ctx.inputs["statistics"])
+        report = read_report(ctx.inputs["examples"])
+        self.anomalies = validate(stats, report, schema_mod.load(ctx.inputs["schema"]), self.cfg)
+        self.blocked = any(a.severity == "error" for a in self.anomalies)
+        writer = ctx.output(
+            "anomalies", "ExampleAnomalies", span=self.span, version=self.span_version
+        )
+        writer.write_json(
+            "anomalies.json",
+            {"blocked": self.blocked, "anomalies": [asdict(a) for a in self.anomalies]},
+        )
+        ctx.set_properties("anomalies", {"blocked": self.blocked, "count": len(self.anomalies)})
+        return {"blocked": self.blocked, "anomalies": len(self.anomalies)}
+
+    def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:
+        ctx.store.update_span(
+            ctx.conn,
+            self.span,
+            self.span_version,
+            anomalies_id=outputs["anomalies"].id,
+            status="blocked" if self.blocked else "validated",
+        )

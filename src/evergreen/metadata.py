@@ -1,0 +1,547 @@
+"""The lineage store: artifacts, runs, the edges between them, spans and the row index.
+
+One SQLAlchemy schema, two engines: a SQLite file under the pipeline root by default, or a
+PostgreSQL URL for a team. Writes that must land together (a run's outputs, its row-index
+entries and its status) share one transaction handed out by :meth:`MetadataStore.transaction`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from evergreen.errors import MetadataError, NotFound
+
+_meta = sa.MetaData()
+
+artifacts_table = sa.Table(
+    "artifacts",
+    _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pipeline", sa.String(200), nullable=False, index=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("uri", sa.Text, nullable=False),
+    sa.Column("span", sa.Integer, nullable=True),
+    sa.Column("version", sa.Integer, nullable=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("properties", sa.JSON, nullable=False, default=dict),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+runs_table = sa.Table(
+    "runs",
+    _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pipeline", sa.String(200), nullable=False, index=True),
+    sa.Column("component", sa.String(64), nullable=False),
+    sa.Column("span", sa.Integer, nullable=True),
+    sa.Column("cache_key", sa.String(64), nullable=False, index=True),
+    sa.Column("parameters", sa.JSON, nullable=False, default=dict),
+    sa.Column("status", sa.String(16), nullable=False),  # running, succeeded, failed, abandoned
+    sa.Column("host", sa.String(255), nullable=True),
+    sa.Column("pid", sa.Integer, nullable=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("seconds", sa.Float, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("summary", sa.JSON, nullable=False, default=dict),
+)
+
+events_table = sa.Table(
+    "events",
+    _meta,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("artifact_id", sa.Integer, sa.ForeignKey("artifacts.id"), primary_key=True),
+    sa.Column("kind", sa.String(8), primary_key=True),  # input or output
+    sa.Column("name", sa.String(64), nullable=False),
+)
+
+spans_table = sa.Table(
+    "spans",
+    _meta,
+    sa.Column("pipeline", sa.String(200), primary_key=True),
+    sa.Column("span", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("files", sa.JSON, nullable=False),
+    # ingested -> validated | blocked; accepted (blocked, then accepted); superseded (newer version)
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("examples_id", sa.Integer, sa.ForeignKey("artifacts.id"), nullable=True),
+    sa.Column("statistics_id", sa.Integer, sa.ForeignKey("artifacts.id"), nullable=True),
+    sa.Column("anomalies_id", sa.Integer, sa.ForeignKey("artifacts.id"), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# One entry per unique (inputs, label) row ever ingested: dedupe and label-conflict checks look
+# rows up here instead of re-reading old spans.
+row_index_table = sa.Table(
+    "row_index",
+    _meta,
+    sa.Column("pipeline", sa.String(200), primary_key=True),
+    sa.Column("row_hash", sa.String(32), primary_key=True),
+    sa.Column("input_hash", sa.String(32), nullable=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("span", sa.Integer, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Index("ix_row_index_input", "pipeline", "input_hash"),
+)
+
+# Content digests of span files, reused while size and mtime are unchanged (as git does), so
+# checking for changed spans does not re-read the whole history on every run.
+file_digests_table = sa.Table(
+    "file_digests",
+    _meta,
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+)
+
+_LOOKUP_CHUNK = 900  # stays under SQLite's bound-parameter limit with room to spare
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    id: int
+    type: str
+    uri: str
+    span: int | None
+    version: int | None
+    fingerprint: str
+    properties: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: Any) -> Artifact:
+        return cls(
+            row.id,
+            row.type,
+            row.uri,
+            row.span,
+            row.version,
+            row.fingerprint,
+            dict(row.properties or {}),
+        )
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    component: str
+    span: int | None
+    cache_key: str
+    parameters: dict[str, Any]
+    status: str
+    seconds: float | None
+    error: str | None
+    summary: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: Any) -> Run:
+        return cls(
+            row.id,
+            row.component,
+            row.span,
+            row.cache_key,
+            dict(row.parameters or {}),
+            row.status,
+            row.seconds,
+            row.error,
+            dict(row.summary or {}),
+        )
+
+
+@dataclass(frozen=True)
+class SpanRecord:
+    span: int
+    version: int
+    fingerprint: str
+    files: list[str]
+    status: str
+    examples_id: int | None
+    statistics_id: int | None
+    anomalies_id: int | None
+
+
+@dataclass(frozen=True)
+class IndexedRow:
+    row_hash: str
+    input_hash: str
+    label: str
+    span: int
+
+
+def normalize_url(url: str) -> str:
+    """Use the psycopg 3 driver for plain ``postgresql://`` URLs (psycopg2 is not a dependency)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class MetadataStore:
+    """Lineage store for one pipeline, over any SQLAlchemy URL (SQLite or PostgreSQL)."""
+
+    def __init__(self, url: str, pipeline: str) -> None:
+        self.url = normalize_url(url)
+        self.pipeline = pipeline
+        if self.url.startswith("sqlite:///"):
+            from pathlib import Path
+
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine: Engine = sa.create_engine(self.url, future=True)
+            if self.engine.dialect.name == "sqlite":
+                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            _meta.create_all(self.engine)
+        except sa.exc.OperationalError as e:
+            raise MetadataError(
+                f"cannot open the metadata store at {_redact(self.url)}: {e.orig}; check pipeline.metadata_url"
+            ) from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One database transaction: committed on success, rolled back on any exception."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- runs ---------------------------------------------------------------------------
+    def start_run(
+        self, component: str, cache_key: str, parameters: dict[str, Any], span: int | None
+    ) -> int:
+        with self.transaction() as conn:
+            result = conn.execute(
+                runs_table.insert().values(
+                    pipeline=self.pipeline,
+                    component=component,
+                    span=span,
+                    cache_key=cache_key,
+                    parameters=parameters,
+                    status="running",
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    started_at=utcnow(),
+                    summary={},
+                )
+            )
+            return int(result.inserted_primary_key[0])
+
+    def finish_run(
+        self,
+        conn: Connection,
+        run_id: int,
+        *,
+        status: str,
+        seconds: float,
+        summary: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        conn.execute(
+            runs_table.update()
+            .where(runs_table.c.id == run_id)
+            .values(
+                status=status,
+                finished_at=utcnow(),
+                seconds=seconds,
+                summary=summary or {},
+                error=error,
+            )
+        )
+
+    def fail_run(self, run_id: int, seconds: float, error: str) -> None:
+        with self.transaction() as conn:
+            self.finish_run(conn, run_id, status="failed", seconds=seconds, error=error)
+
+    def mark_abandoned(self, host: str, alive: Callable[[int], bool]) -> int:
+        """Runs still 'running' whose process on this host is gone were killed: say so."""
+        t = runs_table
+        with self.transaction() as conn:
+            rows = conn.execute(
+                sa.select(t.c.id, t.c.pid).where(
+                    t.c.pipeline == self.pipeline, t.c.status == "running", t.c.host == host
+                )
+            ).all()
+            dead = [r.id for r in rows if r.pid is not None and not alive(r.pid)]
+            if dead:
+                conn.execute(
+                    t.update()
+                    .where(t.c.id.in_(dead))
+                    .values(status="abandoned", error="process ended without finishing (killed?)")
+                )
+        return len(dead)
+
+    def succeeded_run(self, cache_key: str) -> Run | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(runs_table)
+                .where(runs_table.c.pipeline == self.pipeline, runs_table.c.cache_key == cache_key)
+                .where(runs_table.c.status == "succeeded")
+                .order_by(runs_table.c.id.desc())
+                .limit(1)
+            ).first()
+        return Run.from_row(row) if row else None
+
+    def run(self, run_id: int) -> Run:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(runs_table).where(runs_table.c.id == run_id)).first()
+        if row is None:
+            raise NotFound(f"run r{run_id} does not exist; `evergreen status` lists recent runs")
+        return Run.from_row(row)
+
+    def runs(self, component: str | None = None, limit: int = 1000) -> list[Run]:
+        query = sa.select(runs_table).where(runs_table.c.pipeline == self.pipeline)
+        if component:
+            query = query.where(runs_table.c.component == component)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(runs_table.c.id.desc()).limit(limit)).all()
+        return [Run.from_row(r) for r in rows]
+
+    # -- artifacts and events --------------------------------------------------------------
+    def register_artifact(
+        self,
+        conn: Connection,
+        *,
+        type: str,
+        uri: str,
+        fingerprint: str,
+        span: int | None = None,
+        version: int | None = None,
+        properties: dict[str, Any] | None = None,
+    ) -> Artifact:
+        values = dict(
+            pipeline=self.pipeline,
+            type=type,
+            uri=uri,
+            span=span,
+            version=version,
+            fingerprint=fingerprint,
+            properties=properties or {},
+            created_at=utcnow(),
+        )
+        result = conn.execute(artifacts_table.insert().values(**values))
+        return Artifact(
+            int(result.inserted_primary_key[0]),
+            type,
+            uri,
+            span,
+            version,
+            fingerprint,
+            properties or {},
+        )
+
+    def link(self, conn: Connection, run_id: int, artifact_id: int, kind: str, name: str) -> None:
+        conn.execute(
+            events_table.insert().values(
+                run_id=run_id, artifact_id=artifact_id, kind=kind, name=name
+            )
+        )
+
+    def artifact(self, artifact_id: int) -> Artifact:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(artifacts_table).where(artifacts_table.c.id == artifact_id)
+            ).first()
+        if row is None:
+            raise NotFound(
+                f"artifact a{artifact_id} does not exist; `evergreen status` lists artifacts"
+            )
+        return Artifact.from_row(row)
+
+    def artifacts(self, type: str | None = None, span: int | None = None) -> list[Artifact]:
+        query = sa.select(artifacts_table).where(artifacts_table.c.pipeline == self.pipeline)
+        if type:
+            query = query.where(artifacts_table.c.type == type)
+        if span is not None:
+            query = query.where(artifacts_table.c.span == span)
+        with self.engine.connect() as conn:
+            return [
+                Artifact.from_row(r)
+                for r in conn.execute(query.order_by(artifacts_table.c.id)).all()
+            ]
+
+    def run_outputs(self, run_id: int) -> dict[str, Artifact]:
+        return {name: art for name, art in self._edges(events_table.c.run_id == run_id, "output")}
+
+    def producer(self, artifact_id: int) -> Run | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(runs_table)
+                .join(events_table, events_table.c.run_id == runs_table.c.id)
+                .where(events_table.c.artifact_id == artifact_id, events_table.c.kind == "output")
+            ).first()
+        return Run.from_row(row) if row else None
+
+    def run_inputs(self, run_id: int) -> dict[str, Artifact]:
+        return {name: art for name, art in self._edges(events_table.c.run_id == run_id, "input")}
+
+    def consumers(self, artifact_id: int) -> list[Run]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(runs_table)
+                .join(events_table, events_table.c.run_id == runs_table.c.id)
+                .where(events_table.c.artifact_id == artifact_id, events_table.c.kind == "input")
+                .order_by(runs_table.c.id)
+            ).all()
+        return [Run.from_row(r) for r in rows]
+
+    def _edges(self, where: Any, kind: str) -> list[tuple[str, Artifact]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(events_table.c.name, artifacts_table)
+                .join(artifacts_table, artifacts_table.c.id == events_table.c.artifact_id)
+                .where(where, events_table.c.kind == kind)
+                .order_by(artifacts_table.c.id)
+            ).all()
+        return [(r.name, Artifact.from_row(r)) for r in rows]
+
+    # -- spans --------------------------------------------------------------------------------
+    def spans(self, include_superseded: bool = False) -> list[SpanRecord]:
+        query = sa.select(spans_table).where(spans_table.c.pipeline == self.pipeline)
+        if not include_superseded:
+            query = query.where(spans_table.c.status != "superseded")
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(spans_table.c.span, spans_table.c.version)).all()
+        return [
+            SpanRecord(
+                r.span,
+                r.version,
+                r.fingerprint,
+                list(r.files),
+                r.status,
+                r.examples_id,
+                r.statistics_id,
+                r.anomalies_id,
+            )
+            for r in rows
+        ]
+
+    def add_span_version(
+        self,
+        conn: Connection,
+        span: int,
+        version: int,
+        fingerprint: str,
+        files: list[str],
+        examples_id: int,
+    ) -> None:
+        conn.execute(
+            spans_table.update()
+            .where(spans_table.c.pipeline == self.pipeline, spans_table.c.span == span)
+            .where(spans_table.c.status != "superseded")
+            .values(status="superseded")
+        )
+        conn.execute(
+            spans_table.insert().values(
+                pipeline=self.pipeline,
+                span=span,
+                version=version,
+                fingerprint=fingerprint,
+                files=files,
+                status="ingested",
+                examples_id=examples_id,
+                created_at=utcnow(),
+            )
+        )
+
+    def update_span(self, conn: Connection, span: int, version: int, **values: Any) -> None:
+        conn.execute(
+            spans_table.update()
+            .where(spans_table.c.pipeline == self.pipeline, spans_table.c.span == span)
+            .where(spans_table.c.version == version)
+            .values(**values)
+        )
+
+    # -- row index ----------------------------------------------------------------------------
+    def lookup_inputs(
+        self, conn: Connection, input_hashes: Iterable[str]
+    ) -> dict[str, list[IndexedRow]]:
+        """Earlier rows whose inputs hash to any of ``input_hashes``, grouped by input hash."""
+        found: dict[str, list[IndexedRow]] = {}
+        keys = list(set(input_hashes))
+        t = row_index_table
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            rows = conn.execute(
+                sa.select(t.c.row_hash, t.c.input_hash, t.c.label, t.c.span).where(
+                    t.c.pipeline == self.pipeline,
+                    t.c.input_hash.in_(keys[start : start + _LOOKUP_CHUNK]),
+                )
+            ).all()
+            for r in rows:
+                found.setdefault(r.input_hash, []).append(
+                    IndexedRow(r.row_hash, r.input_hash, r.label, r.span)
+                )
+        return found
+
+    def add_index_rows(self, conn: Connection, rows: Sequence[IndexedRow], version: int) -> None:
+        if rows:
+            conn.execute(
+                row_index_table.insert(),
+                [
+                    dict(
+                        pipeline=self.pipeline,
+                        row_hash=r.row_hash,
+                        input_hash=r.input_hash,
+                        label=r.label,
+                        span=r.span,
+                        version=version,
+                    )
+                    for r in rows
+                ],
+            )
+
+    def drop_index_span(self, conn: Connection, span: int) -> int:
+        """Forget a span's rows (its files changed: the new version replaces them)."""
+        t = row_index_table
+        result = conn.execute(t.delete().where(t.c.pipeline == self.pipeline, t.c.span == span))
+        return int(result.rowcount or 0)
+
+    def index_size(self) -> int:
+        t = row_index_table
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(t).where(t.c.pipeline == self.pipeline)
+                ).scalar_one()
+            )
+
+    # -- file digests ---------------------------------------------------------------------------
+    def cached_digest(self, path: str, size: int, mtime_ns: int) -> str | None:
+        t = file_digests_table
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t).where(t.c.path == path)).first()
+        if row is not None and row.size == size and row.mtime_ns == mtime_ns:
+            return str(row.sha256)
+        return None
+
+    def store_digest(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
+        t = file_digests_table
+        with self.transaction() as conn:
+            conn.execute(t.delete().where(t.c.path == path))
+            conn.execute(t.insert().values(path=path, size=size, mtime_ns=mtime_ns, sha256=sha256))
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets `evergreen status` read while an ingest holds the write lock; the busy timeout
+    # makes a second writer wait instead of failing at once.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _redact(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,362 @@
+"""A pipeline project: its config, metadata store and runner, and the data stages as one DAG.
+
+``Project.ingest()`` is what ``evergreen ingest`` does:
+
+    for every span not yet ingested (or whose files changed):
+        ingest → statistics → [schema, from the first span] → validate
+
+Each stage is a component run through :class:`~evergreen.pipeline.Runner`, so finished work is
+cached and a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evergreen import readers, spans
+from evergreen.artifacts import file_sha256
+from evergreen.components import ingest as ingest_mod
+from evergreen.components import schema as schema_mod
+from evergreen.components import statistics as stats_mod
+from evergreen.components import validate as validate_mod
+from evergreen.config import Config
+from evergreen.errors import DataError, NotFound, SchemaError
+from evergreen.metadata import Artifact, MetadataStore, SpanRecord
+from evergreen.pipeline import Runner
+
+ProgressFactory = Callable[[str], Callable[[int, int], None]]
+
+
+@dataclass
+class SpanOutcome:
+    """What one ``ingest`` did to one span."""
+
+    span: int
+    version: int
+    status: str  # validated, blocked, or unchanged
+    ingested: bool
+    report: dict[str, Any] = field(default_factory=dict)
+    anomalies: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Project:
+    """Everything Evergreen knows about one pipeline, opened from its config."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = MetadataStore(config.metadata_url, config.name)
+        self.runner = Runner(self.store, config.artifacts_dir)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- ingest -----------------------------------------------------------------------------
+    def discover(self) -> list[spans.SpanFiles]:
+        pattern = self.config.resolve(self.config.data.pattern)
+        found = spans.discover(pattern)
+        if not found:
+            raise DataError(
+                f"no files match data.pattern {self.config.data.pattern!r} (looked for {pattern}); put each span's files there"
+            )
+        return found
+
+    def ingest(
+        self, *, accept: list[int] | None = None, progress: ProgressFactory | None = None
+    ) -> list[SpanOutcome]:
+        """Ingest, describe and validate every new or changed span; accept the listed spans.
+
+        Raises:
+            DataError: no span files, or a file that cannot be read at all.
+            SchemaError: ``accept`` names a span that cannot be accepted.
+        """
+        outcomes = []
+        current = {r.span: r for r in self.store.spans()}
+        all_versions: dict[int, int] = {}
+        for r in self.store.spans(include_superseded=True):
+            all_versions[r.span] = max(all_versions.get(r.span, 0), r.version)
+        found = self.discover()
+        types = self.feature_types(found[0])
+        for span_files in found:
+            fingerprint = span_files.fingerprint(self._digest)
+            record = current.get(span_files.span)
+            if (
+                record is not None
+                and record.fingerprint == fingerprint
+                and record.anomalies_id is not None
+            ):
+                outcomes.append(SpanOutcome(record.span, record.version, "unchanged", False))
+                continue
+            version = (
+                record.version
+                if record is not None and record.fingerprint == fingerprint
+                else all_versions.get(span_files.span, 0) + 1
+            )
+            callback = progress(f"span {span_files.span}") if progress else None
+            outcomes.append(self._ingest_span(span_files, version, fingerprint, types, callback))
+        for span in accept or []:
+            outcomes.append(self._accept(span))
+        return outcomes
+
+    def feature_types(self, first: spans.SpanFiles) -> dict[str, str]:
+        """Feature types: from the config if given, else the current schema, else inferred."""
+        fmt = self.config.data.format
+        columns = readers.header(first.files[0], fmt)
+        if self.config.data.label not in columns:
+            raise DataError(
+                f"data.label={self.config.data.label!r} is not a column of span {first.span} "
+                f"({first.files[0]}). Columns: {', '.join(columns)}"
+            )
+        if self.config.data.features:
+            return dict(self.config.data.features)
+        schema = self.current_schema()
+        if schema is not None:
+            return schema.types
+        records = (r for path in first.files for r in readers.read(path, fmt))
+        return ingest_mod.infer_types(records, self.config.data.label)
+
+    def _ingest_span(
+        self,
+        span_files: spans.SpanFiles,
+        version: int,
+        fingerprint: str,
+        types: dict[str, str],
+        progress: Callable[[int, int], None] | None,
+    ) -> SpanOutcome:
+        span = span_files.span
+        ingested = self.runner.run(
+            ingest_mod.IngestSpan(
+                self.config,
+                span_files,
+                version=version,
+                fingerprint=fingerprint,
+                types=types,
+                progress=progress,
+            ),
+            span=span,
+        )
+        examples = ingested.outputs["examples"]
+        stats = self.runner.run(
+            stats_mod.ComputeStatistics(span, version), {"examples": examples}, span=span
+        ).outputs["statistics"]
+        schema = self._schema_artifact(stats)
+        validated = self.runner.run(
+            validate_mod.ValidateSpan(span, version, self.config.validation),
+            {"examples": examples, "statistics": stats, "schema": schema},
+            span=span,
+        )
+        blocked = validated.summary["blocked"]
+        return SpanOutcome(
+            span,
+            version,
+            "blocked" if blocked else "validated",
+            not ingested.cached,
+            ingest_mod.read_report(examples).to_dict(),
+            [vars(a) for a in validate_mod.load(validated.outputs["anomalies"])],
+        )
+
+    def _schema_artifact(self, first_statistics: Artifact) -> Artifact:
+        if self.config.validation.schema_file:
+            path = self.config.resolve(self.config.validation.schema_file)
+            component: Any = schema_mod.ImportSchema(schema_mod.Schema.read(path), str(path))
+            return self.runner.run(component).outputs["schema"]
+        existing = self.store.artifacts(type="Schema")
+        if existing:
+            return existing[-1]
+        component = schema_mod.InferSchema(
+            self.config.data.label, self.config.validation.min_presence, self.config.split.key
+        )
+        return self.runner.run(component, {"statistics": first_statistics}).outputs["schema"]
+
+    def _accept(self, span: int) -> SpanOutcome:
+        record = next((r for r in self.store.spans() if r.span == span), None)
+        if (
+            record is None
+            or record.anomalies_id is None
+            or record.statistics_id is None
+            or record.examples_id is None
+        ):
+            raise NotFound(f"span {span} has not been ingested; run `evergreen ingest` first")
+        if record.status != "blocked":
+            raise SchemaError(
+                f"span {span} is not blocked (status: {record.status}); there is nothing to accept"
+            )
+        schema_art = self.store.artifacts(type="Schema")[-1]
+        examples = self.store.artifact(record.examples_id)
+        stats = self.store.artifact(record.statistics_id)
+        updated = validate_mod.accept(
+            schema_mod.load(schema_art),
+            stats_mod.load(stats),
+            ingest_mod.read_report(examples),
+            validate_mod.load(self.store.artifact(record.anomalies_id)),
+        )
+        new_schema = self.runner.run(
+            schema_mod.ImportSchema(updated, f"accepted span {span}")
+        ).outputs["schema"]
+        validated = self.runner.run(
+            validate_mod.ValidateSpan(span, record.version, self.config.validation),
+            {"examples": examples, "statistics": stats, "schema": new_schema},
+            span=span,
+        )
+        return SpanOutcome(
+            span,
+            record.version,
+            "blocked" if validated.summary["blocked"] else "validated",
+            False,
+            ingest_mod.read_report(examples).to_dict(),
+            [vars(a) for a in validate_mod.load(validated.outputs["anomalies"])],
+        )
+
+    def _digest(self, path: Path) -> str:
+        stat = path.stat()
+        key = str(path.resolve())
+        cached = self.store.cached_digest(key, stat.st_size, stat.st_mtime_ns)
+        if cached is None:
+            cached = file_sha256(path)
+            self.store.store_digest(key, stat.st_size, stat.st_mtime_ns, cached)
+        return cached
+
+    # -- reading back -------------------------------------------------------------------------
+    def current_schema(self) -> schema_mod.Schema | None:
+        existing = self.store.artifacts(type="Schema")
+        return schema_mod.load(existing[-1]) if existing else None
+
+    def dataset_statistics(self) -> stats_mod.SpanStatistics | None:
+        """Statistics of every usable span: a merge of span sketches (no span is re-read)."""
+        parts = [
+            stats_mod.load(self.store.artifact(r.statistics_id))
+            for r in self.store.spans()
+            if r.statistics_id is not None and r.status == "validated"
+        ]
+        return stats_mod.merge_all(parts)
+
+    def status(self) -> dict[str, Any]:
+        """Everything `evergreen status` shows, as JSON-ready data."""
+        span_rows = []
+        for record in self.store.spans():
+            span_rows.append(self._span_status(record))
+        runs = self.store.runs(limit=10_000)
+        schema = self.store.artifacts(type="Schema")
+        totals = {
+            "spans": len(span_rows),
+            "blocked": sum(1 for s in span_rows if s["status"] == "blocked"),
+            "rows_read": sum(s.get("rows_read", 0) for s in span_rows),
+            "rows_kept": sum(s.get("rows_kept", 0) for s in span_rows),
+            "quarantined": sum(s.get("quarantined_total", 0) for s in span_rows),
+            "duplicates": sum(
+                s.get("duplicates_within_span", 0) + s.get("duplicates_of_earlier_spans", 0)
+                for s in span_rows
+            ),
+            "label_conflicts": sum(len(s.get("label_conflicts", [])) for s in span_rows),
+        }
+        return {
+            "pipeline": self.config.name,
+            "root": str(self.config.root),
+            "metadata": self.store.url.split("://", 1)[0],
+            "schema": {"artifact": f"a{schema[-1].id}", "uri": schema[-1].uri} if schema else None,
+            "spans": span_rows,
+            "totals": totals,
+            "runs": {
+                status: sum(1 for r in runs if r.status == status)
+                for status in sorted({r.status for r in runs})
+            },
+        }
+
+    def _span_status(self, record: SpanRecord) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "span": record.span,
+            "version": record.version,
+            "status": record.status,
+            "files": record.files,
+        }
+        if record.examples_id is not None:
+            examples = self.store.artifact(record.examples_id)
+            report = ingest_mod.read_report(examples)
+            row.update(
+                examples=f"a{examples.id}",
+                rows_read=report.rows_read,
+                rows_kept=report.rows_kept,
+                rows_written=report.rows_written,
+                duplicates_within_span=report.duplicates_within_span,
+                duplicates_of_earlier_spans=report.duplicates_of_earlier_spans,
+                label_conflicts=report.label_conflicts,
+                quarantined=report.quarantined,
+                quarantined_total=sum(report.quarantined.values()),
+                quarantine_file=str(Path(examples.uri) / "quarantine.jsonl"),
+            )
+        if record.statistics_id is not None:
+            row["statistics"] = f"a{record.statistics_id}"
+        if record.anomalies_id is not None:
+            row["anomalies"] = [
+                vars(a) for a in validate_mod.load(self.store.artifact(record.anomalies_id))
+            ]
+        return row
+
+    def lineage(self, ident: str) -> dict[str, Any]:
+        """Where an artifact (``a12``) or run (``r5``) came from and what used it."""
+        kind, number = _parse_id(ident)
+        if kind == "r":
+            run = self.store.run(number)
+            return {
+                "run": _run_dict(run),
+                "inputs": {n: _artifact_dict(a) for n, a in self.store.run_inputs(run.id).items()},
+                "outputs": {
+                    n: _artifact_dict(a) for n, a in self.store.run_outputs(run.id).items()
+                },
+            }
+        artifact = self.store.artifact(number)
+        return {
+            "artifact": _artifact_dict(artifact),
+            "upstream": self._upstream(artifact),
+            "consumers": [_run_dict(r) for r in self.store.consumers(artifact.id)],
+        }
+
+    def _upstream(self, artifact: Artifact) -> dict[str, Any] | None:
+        producer = self.store.producer(artifact.id)
+        if producer is None:
+            return None
+        return {
+            "run": _run_dict(producer),
+            "inputs": {
+                name: {"artifact": _artifact_dict(a), "upstream": self._upstream(a)}
+                for name, a in self.store.run_inputs(producer.id).items()
+            },
+        }
+
+
+def _parse_id(ident: str) -> tuple[str, int]:
+    text = ident.strip().lower()
+    if len(text) > 1 and text[0] in "ar" and text[1:].isdigit():
+        return text[0], int(text[1:])
+    raise NotFound(
+        f"{ident!r} is not an artifact or run id; use a12 for artifact 12 or r5 for run 5"
+    )
+
+
+def _artifact_dict(a: Artifact) -> dict[str, Any]:
+    return {
+        "id": f"a{a.id}",
+        "type": a.type,
+        "span": a.span,
+        "version": a.version,
+        "uri": a.uri,
+        "fingerprint": a.fingerprint[:16],
+    }
+
+
+def _run_dict(r: Any) -> dict[str, Any]:
+    return {
+        "id": f"r{r.id}",
+        "component": r.component,
+        "span": r.span,
+        "status": r.status,
+        "seconds": r.seconds,
+    }

@@ -1,0 +1,46 @@
+"""Importing TensorFlow quietly, and only when needed.
+
+TensorFlow 2.21 writes several lines of C++ start-up logs (oneDNN, CUDA probing) straight to
+file descriptor 2 before ``TF_CPP_MIN_LOG_LEVEL`` takes effect. We hide them while importing,
+and print them after all if the import fails. Set ``EVERGREEN_TF_LOGS=1`` to see them anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_module: Any = None
+
+
+def tensorflow() -> Any:
+    """The ``tensorflow`` module, imported once (seconds: commands that don't need it skip it)."""
+    global _module
+    if _module is not None:
+        return _module
+    if os.environ.get("EVERGREEN_TF_LOGS"):
+        import tensorflow as tf
+
+        _module = tf
+        return tf
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # device probing logs happen here, not at first use
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode("utf-8", errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    _module = tf
+    return tf
