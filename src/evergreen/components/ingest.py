@@ -70,7 +70,7 @@ def infer_types(
     """Guess each column's feature type from the first ``sample`` parseable records.
 
     numeric: every present value parses as a number; image: values are image file names;
-    categorical: few distinct short values; text: anything else.
+    categorical: codes (one or two words) or short, often repeated phrases; text: the rest.
     """
     values: dict[str, list[str]] = {}
     seen = 0
@@ -100,7 +100,9 @@ def _guess(present: list[str]) -> str:
         return "image"
     distinct = len(set(present))
     mean_words = sum(v.count(" ") + 1 for v in present) / len(present)
-    if mean_words <= 3 and distinct <= max(50, len(present) // 5):
+    # Codes and ids (one or two words) are categorical at any cardinality; short phrases only
+    # when they repeat a lot; anything longer is free text.
+    if mean_words <= 2 or (mean_words <= 4 and distinct <= max(50, len(present) // 5)):
         return "categorical"
     return "text"
 
@@ -189,7 +191,7 @@ class RowProcessor:
 
     def _check(self, record: readers.RawRecord, report: IngestReport) -> _Row | Quarantined:
         if record.values is None:
-            return Quarantined(record.source, f"unparseable: {record.error}", raw=record.raw)
+            return Quarantined(record.source, f"unparseable: {record.error}", raw=printable(record.raw))
         raw_values = record.values
         for column, value in raw_values.items():
             if isinstance(value, str):
@@ -289,7 +291,12 @@ def _coerce(value: Any, kind: str) -> Any:
 
 
 def _preview(values: Mapping[str, Any]) -> str:
-    return json.dumps(values, ensure_ascii=False, default=str)[:500]
+    return printable(json.dumps(values, ensure_ascii=False, default=str)[:500])
+
+
+def printable(text: str) -> str:
+    """Invalid bytes (kept as surrogates while reading) shown as ``\\xe9`` escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _boundaries(ratios: Mapping[str, float]) -> list[tuple[float, str]]:

@@ -147,7 +147,8 @@ def accept(
         SchemaError: a type change, which cannot be accepted in place (the rows were quarantined).
     """
     updated = copy.deepcopy(schema)
-    for anomaly in anomalies:
+    # A type change also empties the span; name the cause, not the symptom.
+    for anomaly in sorted(anomalies, key=lambda a: a.kind != "type_change"):
         name = anomaly.column
         if anomaly.kind == "type_change":
             raise SchemaError(

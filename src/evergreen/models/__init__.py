@@ -1,0 +1,1 @@
+"""Model families (text, tabular, image): featurizer, Keras model and raw-input export each."""
