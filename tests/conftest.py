@@ -13,7 +13,9 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-POSTGRES_ADMIN_URL = os.environ.get("EVERGREEN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "EVERGREEN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def dataset(name: str) -> Path:
@@ -39,7 +41,14 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
     return path
 
 
-def write_config(folder: Path, *, label: str, features: dict[str, str] | None = None, extra: str = "", metadata_url: str = "") -> Path:
+def write_config(
+    folder: Path,
+    *,
+    label: str,
+    features: dict[str, str] | None = None,
+    extra: str = "",
+    metadata_url: str = "",
+) -> Path:
     lines = [
         "[pipeline]",
         f'name = "{folder.name.replace(".", "-")[:40] or "test"}"',
@@ -75,7 +84,10 @@ def _postgres_database() -> Iterator[str]:
     import sqlalchemy as sa
 
     name = f"evergreen_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(
+        POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"),
+        isolation_level="AUTOCOMMIT",
+    )
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
@@ -114,7 +126,14 @@ def fine_foods_project(tmp_path: Path) -> dict:
     spans = [rows[i * FINE_FOODS_SPAN_ROWS : (i + 1) * FINE_FOODS_SPAN_ROWS] for i in range(5)]
     conflict = list(spans[1][7])
     conflict[2] = "other" if conflict[2] == "great" else "great"
-    injected = spans[4] + [spans[4][0], spans[4][1], spans[4][2], spans[0][0], spans[0][1], conflict]
+    injected = spans[4] + [
+        spans[4][0],
+        spans[4][1],
+        spans[4][2],
+        spans[0][0],
+        spans[0][1],
+        conflict,
+    ]
     for number, span_rows in enumerate(spans[:4] + [injected], start=1):
         write_csv(project / "data" / f"span-{number}" / "reviews.csv", header, span_rows)
     span5 = project / "data" / "span-5" / "reviews.csv"
@@ -122,5 +141,14 @@ def fine_foods_project(tmp_path: Path) -> dict:
         f.write(b'"B000BAD1","only two fields"\n')  # ragged: 2 fields instead of 3
         f.write(b'"B000BAD2","a review without its score",""\n')  # missing label
         f.write(b'"B000BAD3","caf\xe9 latte, latin-1 bytes","great"\n')  # invalid UTF-8
-    config = write_config(project, label="score", features={"product": "categorical", "review": "text"})
-    return {"config": config, "project": project, "spans": spans, "injected_rows": injected, "conflict": conflict, "header": header}
+    config = write_config(
+        project, label="score", features={"product": "categorical", "review": "text"}
+    )
+    return {
+        "config": config,
+        "project": project,
+        "spans": spans,
+        "injected_rows": injected,
+        "conflict": conflict,
+        "header": header,
+    }

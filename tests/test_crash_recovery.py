@@ -21,7 +21,10 @@ ROWS = 120_000
 
 def _large_span(project: Path) -> int:
     header, rows = read_csv(dataset("fine_foods_train.csv"))
-    big = [[p, f"{review} (copy {i // len(rows)})", s] for i, (p, review, s) in enumerate(rows[i % len(rows)] for i in range(ROWS))]
+    big = [
+        [p, f"{review} (copy {i // len(rows)})", s]
+        for i, (p, review, s) in enumerate(rows[i % len(rows)] for i in range(ROWS))
+    ]
     write_csv(project / "data" / "span-1" / "big.csv", header, big)
     return len(big)
 
@@ -34,7 +37,9 @@ def _in_progress_shards(root: Path) -> list[Path]:
 def test_kill_during_ingest_then_rerun_ingests_once(tmp_path: Path) -> None:
     project_dir = tmp_path / "big"
     rows = _large_span(project_dir)
-    config = write_config(project_dir, label="score", features={"product": "categorical", "review": "text"})
+    config = write_config(
+        project_dir, label="score", features={"product": "categorical", "review": "text"}
+    )
     cfg = config_mod.load(config)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     command = [sys.executable, "-m", "evergreen", "ingest", "-c", str(config)]
@@ -42,7 +47,9 @@ def test_kill_during_ingest_then_rerun_ingests_once(tmp_path: Path) -> None:
     victim = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not _in_progress_shards(cfg.artifacts_dir):
-        assert victim.poll() is None, f"ingest ended before it could be killed: {victim.stderr.read().decode()}"
+        assert victim.poll() is None, (
+            f"ingest ended before it could be killed: {victim.stderr.read().decode()}"
+        )
         assert time.monotonic() < deadline, "ingest never started writing shards"
         time.sleep(0.05)
     time.sleep(0.5)  # well inside the span: shards and index rows are half written
@@ -63,7 +70,9 @@ def test_kill_during_ingest_then_rerun_ingests_once(tmp_path: Path) -> None:
         assert (record.span, record.version, record.status) == (1, 1, "validated")
         [examples_artifact] = project.store.artifacts(type="Examples")
         kept = sum(
-            1 for split in ("train", "eval") for _ in examples.iter_records(Path(examples_artifact.uri) / split)
+            1
+            for split in ("train", "eval")
+            for _ in examples.iter_records(Path(examples_artifact.uri) / split)
         )
         assert kept == project.store.index_size() == examples_artifact.properties["rows"]
         assert kept > 0.95 * rows  # only the dataset's own duplicates were removed

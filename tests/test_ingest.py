@@ -45,7 +45,8 @@ def split_hashes(project: Project) -> dict[tuple[int, str], set[str]]:
         types, label = art.properties["types"], art.properties["label"]
         for split in ("train", "eval"):
             out[(record.span, split)] = {
-                examples.decode(r, types, label)[examples.ROW_HASH] for r in examples.iter_records(Path(art.uri) / split)
+                examples.decode(r, types, label)[examples.ROW_HASH]
+                for r in examples.iter_records(Path(art.uri) / split)
             }
     return out
 
@@ -71,14 +72,19 @@ def test_fine_foods_spans_counts_dedupe_conflicts_and_quarantine(fine_foods_proj
         span5 = outcomes[-1].report
         assert span5["duplicates_within_span"] >= 3 and span5["duplicates_of_earlier_spans"] >= 2
         conflict = fine_foods_project["conflict"]
-        assert any(c["label"] == conflict[2] and c["earlier_span"] == 2 for c in span5["label_conflicts"])
+        assert any(
+            c["label"] == conflict[2] and c["earlier_span"] == 2 for c in span5["label_conflicts"]
+        )
 
         quarantined = quarantine_rows(project.store.artifact(project.store.spans()[-1].examples_id))
         reasons = [q["reason"] for q in quarantined if not q["reason"].startswith("label conflict")]
         assert len(reasons) == 3
         assert any(r.startswith("unparseable: expected 3 fields, found 2") for r in reasons)
         assert "missing label" in reasons and "invalid UTF-8" in reasons
-        assert all(q["source"].startswith(str(fine_foods_project["project"])) and ":" in q["source"] for q in quarantined)
+        assert all(
+            q["source"].startswith(str(fine_foods_project["project"])) and ":" in q["source"]
+            for q in quarantined
+        )
 
         # A second ingest finds nothing new.
         again = project.ingest()
@@ -110,12 +116,17 @@ def test_status_json_shows_counts_conflicts_and_quarantine(fine_foods_project: d
     assert status["totals"]["label_conflicts"] >= 1
 
 
-def test_split_is_identical_across_reruns_and_roots(fine_foods_project: dict, tmp_path: Path) -> None:
+def test_split_is_identical_across_reruns_and_roots(
+    fine_foods_project: dict, tmp_path: Path
+) -> None:
     project_dir = fine_foods_project["project"]
     copy = tmp_path / "copy"
     shutil.copytree(project_dir / "data", copy / "data")
     shutil.copy(fine_foods_project["config"], copy / "evergreen.toml")
-    with Project(config_mod.load(fine_foods_project["config"])) as a, Project(config_mod.load(copy / "evergreen.toml")) as b:
+    with (
+        Project(config_mod.load(fine_foods_project["config"])) as a,
+        Project(config_mod.load(copy / "evergreen.toml")) as b,
+    ):
         a.ingest()
         b.ingest()
         first, second = split_hashes(a), split_hashes(b)
@@ -139,7 +150,10 @@ def test_changed_span_becomes_a_new_version(fine_foods_project: dict) -> None:
         assert outcomes[3].report["duplicates_of_earlier_spans"] == 0
         assert outcomes[3].report["rows_read"] == len(lines) - 1 - 100
         records = project.store.spans(include_superseded=True)
-        assert [(r.span, r.version, r.status) for r in records if r.span == 3] == [(3, 1, "superseded"), (3, 2, "validated")]
+        assert [(r.span, r.version, r.status) for r in records if r.span == 3] == [
+            (3, 1, "superseded"),
+            (3, 2, "validated"),
+        ]
 
 
 def test_type_inference_on_churn() -> None:

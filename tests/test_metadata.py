@@ -31,7 +31,9 @@ class WriteText:
         WriteText.executions += 1
         writer = ctx.output("out", "Text")
         (writer.path / "text.txt").write_text(self.text)
-        ctx.store.add_index_rows(ctx.conn, [IndexedRow("r" + self.text, "i" + self.text, "x", 1)], version=1)
+        ctx.store.add_index_rows(
+            ctx.conn, [IndexedRow("r" + self.text, "i" + self.text, "x", 1)], version=1
+        )
         if self.fail:
             raise RuntimeError("boom")
         return {"chars": len(self.text)}
@@ -57,7 +59,10 @@ def test_runs_artifacts_edges_and_cache(metadata_url: str, tmp_path: Path) -> No
     assert store.run_inputs(downstream.run_id)["source"].id == out.id
     assert store.producer(out.id).id == first.run_id
     assert [r.id for r in store.consumers(out.id)] == [downstream.run_id]
-    assert store.run(first.run_id).status == "succeeded" and store.run(first.run_id).seconds is not None
+    assert (
+        store.run(first.run_id).status == "succeeded"
+        and store.run(first.run_id).seconds is not None
+    )
     assert store.lookup_inputs(store.engine.connect(), ["ihello"])["ihello"][0].row_hash == "rhello"
 
     # Another pipeline in the same database sees none of it.

@@ -21,7 +21,11 @@ def churn(tmp_path: Path) -> dict:
     header, rows = read_csv(dataset("mlc_churn.csv"))
     project = tmp_path / "churn"
     for n in range(3):
-        write_csv(project / "data" / f"span-{n + 1}" / "churn.csv", header, rows[n * 1000 : (n + 1) * 1000])
+        write_csv(
+            project / "data" / f"span-{n + 1}" / "churn.csv",
+            header,
+            rows[n * 1000 : (n + 1) * 1000],
+        )
     config = write_config(project, label="churn")
     return {"project": project, "config": config, "header": header, "rows": rows}
 
@@ -33,7 +37,9 @@ def test_clean_spans_pass_and_schema_is_inferred(churn: dict) -> None:
         schema = project.current_schema()
     assert schema is not None
     assert schema.columns["total_day_minutes"].type == "numeric"
-    assert schema.columns["state"].type == "categorical" and "KS" in (schema.columns["state"].domain or [])
+    assert schema.columns["state"].type == "categorical" and "KS" in (
+        schema.columns["state"].domain or []
+    )
     assert schema.label_domain == ["no", "yes"]
     assert Schema.from_dict(schema.to_dict()) == schema  # round trip
 
@@ -66,7 +72,9 @@ def test_numeric_column_turned_text_is_blocked(churn: dict) -> None:
         outcome = project.ingest()[-1]
         assert outcome.span == 4 and outcome.status == "blocked"
         errors = [a for a in outcome.anomalies if a["severity"] == "error"]
-        assert any(a["kind"] == "type_change" and a["column"] == "total_day_minutes" for a in errors)
+        assert any(
+            a["kind"] == "type_change" and a["column"] == "total_day_minutes" for a in errors
+        )
         message = next(a["message"] for a in errors if a["kind"] == "type_change")
         assert message.startswith("span 4: column 'total_day_minutes' should be numeric")
         assert outcome.report["quarantined"]["wrong type"] == 1000
@@ -101,7 +109,11 @@ def test_new_categorical_values_warn_and_severity_is_configurable(churn: dict) -
     # The same change blocks when the team makes out-of-domain values an error.
     config = churn["config"]
     config.write_text(config.read_text() + '\n[validation.severity]\nout_of_domain = "error"\n')
-    write_csv(churn["project"] / "data" / "span-5" / "churn.csv", header, [r[:col] + ["area_code_998"] + r[col + 1 :] for r in rows[3500:4000]])
+    write_csv(
+        churn["project"] / "data" / "span-5" / "churn.csv",
+        header,
+        [r[:col] + ["area_code_998"] + r[col + 1 :] for r in rows[3500:4000]],
+    )
     with Project(config_mod.load(config)) as project:
         assert project.ingest()[-1].status == "blocked"
 
@@ -111,4 +123,7 @@ def test_empty_span_is_blocked(churn: dict) -> None:
     with Project(config_mod.load(churn["config"])) as project:
         outcome = project.ingest()[-1]
     assert outcome.status == "blocked"
-    assert outcome.anomalies[0]["kind"] == "empty_span" and "span 4 has no usable rows" in outcome.anomalies[0]["message"]
+    assert (
+        outcome.anomalies[0]["kind"] == "empty_span"
+        and "span 4 has no usable rows" in outcome.anomalies[0]["message"]
+    )

@@ -191,7 +191,9 @@ class RowProcessor:
 
     def _check(self, record: readers.RawRecord, report: IngestReport) -> _Row | Quarantined:
         if record.values is None:
-            return Quarantined(record.source, f"unparseable: {record.error}", raw=printable(record.raw))
+            return Quarantined(
+                record.source, f"unparseable: {record.error}", raw=printable(record.raw)
+            )
         raw_values = record.values
         for column, value in raw_values.items():
             if isinstance(value, str):

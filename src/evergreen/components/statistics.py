@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,26 +63,33 @@ class ColumnStatistics:
     total: float = 0.0
     total_squares: float = 0.0
 
-    def add(self, value: Any) -> None:
-        if value is None:
-            self.missing += 1
+    def add_many(self, values: list[Any]) -> None:
+        """Add a batch of values (None = missing). Items are counted per batch, then sketched."""
+        present = [v for v in values if v is not None]
+        self.missing += len(values) - len(present)
+        self.present += len(present)
+        if not present:
             return
-        self.present += 1
         if self.kind == "numeric":
-            self.quantiles.update(value)
-            self.distinct.update(float(value))
-            self.total += value
-            self.total_squares += value * value
-        elif self.kind == "text":
+            for value in present:
+                self.quantiles.update(value)
+                self.distinct.update(value)
+            self.total += math.fsum(present)
+            self.total_squares += math.fsum(v * v for v in present)
+            return
+        for value in present:
             self.distinct.update(value)
-            tokens = words(value)
-            self.quantiles.update(float(len(value)))
-            self.word_counts.update(float(len(tokens)))
-            for token in tokens:
-                self.frequent.update(token)
+        if self.kind == "text":
+            counts: Counter[str] = Counter()
+            for value in present:
+                tokens = words(value)
+                counts.update(tokens)
+                self.quantiles.update(float(len(value)))
+                self.word_counts.update(float(len(tokens)))
         else:
-            self.distinct.update(value)
-            self.frequent.update(value)
+            counts = Counter(present)
+        for item, n in counts.items():
+            self.frequent.update(item, n)
 
     def merge(self, other: ColumnStatistics) -> None:
         self.present += other.present
@@ -176,12 +185,12 @@ class SpanStatistics:
             self.columns.setdefault(column, ColumnStatistics(kind))
 
     def add_batch(self, rows: Iterable[Mapping[str, Any]], label: str) -> None:
-        for row in rows:
-            self.rows += 1
-            value = row[label]
-            self.labels[value] = self.labels.get(value, 0) + 1
-            for column, stats in self.columns.items():
-                stats.add(row.get(column))
+        rows = list(rows)
+        self.rows += len(rows)
+        for value, n in Counter(row[label] for row in rows).items():
+            self.labels[value] = self.labels.get(value, 0) + n
+        for column, stats in self.columns.items():
+            stats.add_many([row.get(column) for row in rows])
 
     def merge(self, other: SpanStatistics) -> SpanStatistics:
         for column, kind in other.types.items():

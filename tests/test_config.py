@@ -1,0 +1,108 @@
+"""Config: validated once at load, errors name key, value and fix; round trip; precedence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evergreen import config as config_mod
+from evergreen.errors import ConfigError
+
+MINIMAL = {
+    "pipeline": {"name": "reviews"},
+    "data": {"pattern": "data/span-{SPAN}/*.csv", "label": "score"},
+}
+
+
+def test_defaults_and_round_trip(tmp_path: Path) -> None:
+    cfg = config_mod.from_dict(MINIMAL, base_dir=tmp_path)
+    assert cfg.data.format == "csv"
+    assert cfg.split.ratios == {"train": 0.8, "eval": 0.2}
+    assert cfg.root == tmp_path / ".evergreen"
+    assert cfg.metadata_url == f"sqlite:///{tmp_path / '.evergreen' / 'metadata.db'}"
+    again = config_mod.from_dict(cfg.to_dict(), base_dir=tmp_path)
+    assert again == cfg
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"data": {"pattern": "data/*.csv", "label": "score"}},
+            "data.pattern = 'data/*.csv' is not valid: put {SPAN}",
+        ),
+        (
+            {
+                "data": {
+                    "pattern": "d/{SPAN}/*.csv",
+                    "label": "score",
+                    "features": {"review": "txt"},
+                }
+            },
+            "data.features.review = 'txt' is not valid: use one of text",
+        ),
+        (
+            {"data": {"pattern": "d/{SPAN}/*.csv", "label": "score", "formt": "csv"}},
+            "unknown key 'data.formt'; did you mean 'format'?",
+        ),
+        (
+            {"data": {"pattern": "d/{SPAN}/*.xlsx", "label": "score"}},
+            "set data.format to one of csv",
+        ),
+        ({"split": {"ratios": {"train": 0.8}}}, "name at least a 'train' and an 'eval' split"),
+        ({"split": {"key": "score"}}, "split.key = 'score' is not valid: splitting by the label"),
+        (
+            {"validation": {"min_presence": 2}},
+            "validation.min_presence = 2 is not valid: use a number between 0 and 1",
+        ),
+        (
+            {"validation": {"severity": {"new_column": "fatal"}}},
+            "validation.severity.new_column = 'fatal'",
+        ),
+        (
+            {"dedupe": {"label_conflicts": "drop"}},
+            "dedupe.label_conflicts = 'drop' is not valid: use one of quarantine, keep",
+        ),
+        ({"pipeline": {"name": "my reviews"}}, "pipeline.name = 'my reviews' is not valid"),
+    ],
+    ids=[
+        "no-placeholder",
+        "bad-type",
+        "typo",
+        "unknown-ext",
+        "no-eval",
+        "split-by-label",
+        "presence",
+        "severity",
+        "policy",
+        "name",
+    ],
+)
+def test_errors_name_key_value_and_fix(change: dict, message: str) -> None:
+    raw = {**MINIMAL, **change}
+    with pytest.raises(ConfigError) as info:
+        config_mod.from_dict(raw)
+    assert message in str(info.value)
+
+
+def test_precedence_flag_then_env_then_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "evergreen.toml"
+    path.write_text(
+        '[pipeline]\nname = "r"\nroot = "from-file"\n[data]\npattern = "d/{SPAN}/*.csv"\nlabel = "y"\n'
+    )
+    assert config_mod.load(path).root == tmp_path / "from-file"
+    monkeypatch.setenv("EVERGREEN_ROOT", str(tmp_path / "from-env"))
+    assert config_mod.load(path).root == tmp_path / "from-env"
+    assert config_mod.load(path, root=str(tmp_path / "from-flag")).root == tmp_path / "from-flag"
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist; create one with `evergreen init NAME`"):
+        config_mod.load(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[pipeline\nname=")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        config_mod.load(bad)
