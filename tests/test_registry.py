@@ -278,6 +278,7 @@ def _publish_many(root: str, saved_model: str, worker: int, count: int, barrier)
         registry.publish(MODEL, Path(saved_model), _manifest(f"w{worker}-{i}"))
 
 
+@pytest.mark.slow  # two spawned interpreters each import TensorFlow: ~10 s on 2 cores
 def test_concurrent_publishers_get_distinct_versions(registry, saved_model):
     workers, count = 2, 4
     ctx = multiprocessing.get_context("spawn")

@@ -218,6 +218,117 @@ def lineage(
 
 
 @cli.command()
+@_config_option
+@_root_option
+@_metadata_option
+@click.option("--full", is_flag=True, help="Retrain from scratch (refit the featurizer) on all spans.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON record per span.")
+def run(config_path: str, root: str | None, metadata_url: str | None, full: bool, as_json: bool) -> None:
+    """Every new span: ingest → validate → featurize → train → evaluate → push."""
+    from evergreen.loop import TrainingLoop, dumps
+
+    with _project(config_path, root, metadata_url) as project, _progress(enabled=not as_json) as progress:
+        records = TrainingLoop(project).run(full=full, progress=progress)
+    if as_json:
+        out.print_json(dumps(records))
+        return
+    print_run_table(records)
+
+
+def print_run_table(records: list[dict[str, Any]]) -> None:
+    if not records:
+        out.print("nothing new to train on")
+        return
+    table = Table("span", "mode", "rows new/total", "tokens computed/reused", "seconds", "cand. acc new/hist", "champ. acc new/hist", "blessed", "version")
+    for r in records:
+        cand, champ = r["metrics"]["candidate"], r["metrics"]["champion"]
+        table.add_row(
+            str(r["span"]),
+            r["mode"],
+            f"{r['rows_new']}/{r['rows_total']}",
+            f"{r['tokens_computed']}/{r['tokens_reused']}",
+            f"{sum(r['seconds'].values()):.1f}",
+            _acc(cand),
+            _acc(champ),
+            "yes" if r["blessed"] else "no",
+            str(r["version"] or "-"),
+        )
+    out.print(table)
+    for r in records:
+        out.print(f"span {r['span']}: {r['mode']} ({escape(r['reason'])}); " + escape("; ".join(r["verdict"])))
+
+
+def _acc(side: dict[str, Any]) -> str:
+    if not side:
+        return "-"
+    return "/".join(f"{side[k]['accuracy']:.3f}" if k in side else "-" for k in ("new", "historic"))
+
+
+@cli.command()
+@_config_option
+@_root_option
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--version", "version", type=int, default=None, help="A registry version (default: the champion).")
+@click.option("--json", "as_json", is_flag=True)
+def predict(config_path: str, root: str | None, texts: tuple[str, ...], version: int | None, as_json: bool) -> None:
+    """Classify raw TEXTS with the champion (or --version) SavedModel."""
+    from evergreen.loop import champion_saved_model
+    from evergreen.models.text import predict_texts
+
+    with _project(config_path, root) as project:
+        path = champion_saved_model(project, version)
+    results = predict_texts(path, list(texts))
+    if as_json:
+        out.print_json(json.dumps({"version": int(path.name), "predictions": results}))
+        return
+    for text, r in zip(texts, results, strict=True):
+        out.print(f"{r['label']}\t{r['score']:.3f}\t{escape(text)}  (version {path.name})")
+
+
+@cli.command()
+@_config_option
+@_root_option
+@click.option("--json", "as_json", is_flag=True)
+def history(config_path: str, root: str | None, as_json: bool) -> None:
+    """Registry versions, the champion, metrics and cost per run."""
+    from evergreen import loop
+
+    with _project(config_path, root) as project:
+        versions = loop.history(project)
+    if as_json:
+        out.print_json(json.dumps(versions, default=str))
+        return
+    table = Table("version", "champion", "mode", "spans", "acc new", "acc historic", "tokens computed/reused", "created")
+    for v in versions:
+        metrics = v["metrics"] or {}
+        cost = v["cost"] or {}
+        table.add_row(
+            str(v["version"]),
+            "★" if v["champion"] else "",
+            str(v["mode"]),
+            ",".join(map(str, v["spans"] or [])),
+            f"{metrics['new']['accuracy']:.3f}" if "new" in metrics else "-",
+            f"{metrics['historic']['accuracy']:.3f}" if "historic" in metrics else "-",
+            f"{cost.get('tokens_computed', 0)}/{cost.get('tokens_reused', 0)}",
+            str(v["created_at"])[:19],
+        )
+    out.print(table)
+
+
+@cli.command()
+@_config_option
+@_root_option
+@click.argument("version", type=int)
+def rollback(config_path: str, root: str | None, version: int) -> None:
+    """Move the champion back to VERSION (recorded in the alias history)."""
+    from evergreen.registry import Registry
+
+    with _project(config_path, root) as project:
+        moved = Registry(project.config.registry_dir).rollback(project.config.name, version, reason="evergreen rollback")
+    out.print(f"champion is now version {moved}")
+
+
+@cli.command()
 @click.argument("directory", default=".demo", type=click.Path(file_okay=False))
 @click.option(
     "--days", default=5, show_default=True, help="Day 0 plus this many minus one incremental days."

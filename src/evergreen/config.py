@@ -85,6 +85,28 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """Model family, featurizer and the incremental-training policy ([train] in the file)."""
+
+    text_feature: str = ""  # the text column the model reads; default: the only text feature
+    max_tokens: int = 20_000
+    sequence_length: int = 200
+    epochs: int = 5  # full retrain
+    incremental_epochs: int = 3  # cap for an incremental run (early stopping may end it sooner)
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    incremental_learning_rate: float = 3e-4
+    replay_rows: int = 2000  # rows of earlier spans mixed into an incremental run
+    freeze_lower_layers: int = 0
+    full_every: int = 0  # a full retrain after this many increments (0: never by count)
+    max_unknown_rate: float = 0.25  # above this unknown-token rate on a new span: full retrain
+    holdout_rows: int = 2000  # cap on the historic holdout (eval splits of earlier spans)
+    max_historic_regression: float = 0.005  # the forgetting guard, in accuracy
+    max_new_regression: float = 0.02  # guard on the new span's eval split, in accuracy
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole pipeline config, as validated at load."""
 
@@ -95,6 +117,7 @@ class Config:
     split: SplitConfig = field(default_factory=SplitConfig)
     dedupe: DedupeConfig = field(default_factory=DedupeConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     base_dir: Path = Path(".")  # the config file's folder; relative paths resolve against it
 
     @property
@@ -121,6 +144,7 @@ class Config:
             "split": asdict(self.split),
             "dedupe": asdict(self.dedupe),
             "validation": asdict(self.validation),
+            "train": asdict(self.train),
         }
 
 
@@ -161,7 +185,7 @@ def from_dict(
 ) -> Config:
     """Validate TOML-shaped data into a :class:`Config` (see :func:`load`)."""
     v = _Validator(source)
-    v.known_keys("", raw, ("pipeline", "data", "split", "dedupe", "validation"))
+    v.known_keys("", raw, ("pipeline", "data", "split", "dedupe", "validation", "train"))
     pipeline = v.table(raw, "pipeline")
     v.known_keys("pipeline", pipeline, ("name", "root", "metadata_url"))
     name = v.string(pipeline, "pipeline.name", required=True)
@@ -196,6 +220,7 @@ def from_dict(
         )
     )
     validation = _validation(v, v.table(raw, "validation"))
+    train = _train(v, v.table(raw, "train"))
     return Config(
         name=name,
         data=data,
@@ -204,6 +229,7 @@ def from_dict(
         split=split,
         dedupe=dedupe,
         validation=validation,
+        train=train,
         base_dir=base_dir,
     )
 
@@ -294,6 +320,28 @@ def _validation(v: _Validator, raw: Mapping[str, Any]) -> ValidationConfig:
         severity=severity,
         schema_file=v.string(raw, "validation.schema_file"),
     )
+
+
+def _train(v: _Validator, raw: Mapping[str, Any]) -> TrainConfig:
+    defaults = TrainConfig()
+    allowed = tuple(f.name for f in fields(TrainConfig))
+    v.known_keys("train", raw, allowed)
+    values: dict[str, Any] = {}
+    for name in allowed:
+        default = getattr(defaults, name)
+        key = f"train.{name}"
+        if isinstance(default, str):
+            values[name] = v.string(raw, key)
+        elif isinstance(default, int):
+            values[name] = v.integer(raw, key, default, minimum=0 if name in ("full_every", "freeze_lower_layers", "seed", "replay_rows") else 1)
+        elif name.startswith("max_") or name.endswith("_rate") and "learning" not in name:
+            values[name] = v.fraction(raw, key, default)
+        else:
+            value = raw.get(name, default)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                v.fail(key, value, "use a positive number")
+            values[name] = float(value)
+    return TrainConfig(**values)
 
 
 class _Validator:

@@ -133,7 +133,7 @@ key = "ticket_id"
 
 
 def run(directory: Path, *, days: int = 5, console: Console | None = None) -> None:
-    """Write the stream and config into ``directory`` and ingest every day, printing each step."""
+    """Write the stream and config into ``directory`` and run the whole loop over every day."""
     from evergreen import config as config_mod
     from evergreen.project import Project
 
@@ -145,25 +145,19 @@ def run(directory: Path, *, days: int = 5, console: Console | None = None) -> No
         f"[bold]Evergreen demo[/] in {directory}: {days} days of synthetic support tickets"
     )
     with Project(config_mod.load(directory / "evergreen.toml")) as project:
-        for outcome in project.ingest():
-            r = outcome.report
-            if not outcome.ingested:
-                console.print(f"day {outcome.span - 1}: span {outcome.span} unchanged, skipped")
-                continue
-            console.print(
-                f"day {outcome.span - 1}: span {outcome.span} {outcome.status} · read {r['rows_read']} · "
-                f"train {r['rows_written'].get('train', 0)} / eval {r['rows_written'].get('eval', 0)} · "
-                f"duplicates {r['duplicates_within_span'] + r['duplicates_of_earlier_spans']} · "
-                f"quarantined {sum(r['quarantined'].values())} · anomalies {len(outcome.anomalies)}"
-            )
-            for a in outcome.anomalies:
-                console.print(f"    {a['severity']}: {a['message']}", markup=False)
+        from evergreen.cli import print_run_table
+        from evergreen.loop import TrainingLoop
+
+        records = TrainingLoop(project).run()
+        print_run_table(records)
+        for outcome in project.status()["spans"]:
+            if outcome.get("anomalies"):
+                for a in outcome["anomalies"]:
+                    console.print(f"    {a['severity']}: {a['message']}", markup=False)
         merged = project.dataset_statistics()
         if merged is not None:
-            console.print(
-                f"dataset statistics (merged from span sketches): {merged.rows} rows, labels {merged.labels}"
-            )
+            console.print(f"dataset statistics (merged from span sketches): {merged.rows} rows, labels {merged.labels}")
     console.print(
-        f"next: `evergreen status -c {directory / 'evergreen.toml'}`. Training, evaluation and serving are "
-        "not built yet (see the open issues); this demo stops after validation."
+        f"next: `evergreen status -c {directory / 'evergreen.toml'}`, `evergreen history -c …`, "
+        f"`evergreen predict -c {directory / 'evergreen.toml'} \"my parcel never arrived\"`"
     )

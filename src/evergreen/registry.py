@@ -47,7 +47,8 @@ ALIASES = "aliases.json"
 HISTORY = "alias_history.jsonl"
 CHAMPION = "champion"
 
-_VERSION = re.compile(r"[1-9][0-9]*")  # "007" or "0" would be ambiguous or invalid for TF Serving
+# Canonical positive numbers only: "007" would be a second name for version 7.
+_VERSION = re.compile(r"[1-9][0-9]*")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 

@@ -526,12 +526,18 @@ def export_serving_model(
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels must be distinct, got {labels!r}.")
     vectorize = featurizer.layer()
-    vectorize(tf.constant([""], dtype=tf.string))  # builds it: ExportArchive only tracks built layers
+    vectorize(tf.constant([""], dtype=tf.string))  # ExportArchive only tracks built layers
     label_names = tf.constant(labels, dtype=tf.string)
     text_spec = [tf.TensorSpec(shape=[None], dtype=tf.string, name="text")]
 
     def probabilities(text: Any) -> Any:
-        return tf.cast(model(vectorize(text), training=False), tf.float32)
+        ids = vectorize(text)
+        # An empty batch would fail inside Conv1D/Dense (shape error), so answer it directly.
+        return tf.cond(
+            tf.shape(ids)[0] > 0,
+            lambda: tf.cast(model(ids, training=False), tf.float32),
+            lambda: tf.zeros([0, num_classes], dtype=tf.float32),
+        )
 
     def serve(text: Any) -> dict[str, Any]:
         scores = probabilities(text)

@@ -1,0 +1,135 @@
+"""Train a candidate: a full fit on every span, or a warm start from the champion with replay.
+
+Training reads featurized shards (token ids) through ``tf.data`` — interleaved, shuffled,
+batched, prefetched — so nothing is re-tokenized and the history never sits in memory. Training
+policy lives in Keras callbacks: early stopping and learning-rate reduction on the new span's
+eval loss, TensorBoard logs, and ``BackupAndRestore`` so a killed run resumes from its last
+finished epoch. The candidate is exported as a raw-string SavedModel next to ``model.keras``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, ClassVar
+
+from evergreen.config import TrainConfig
+from evergreen.examples import shard_paths
+from evergreen.metadata import Artifact
+from evergreen.pipeline import ExecutionContext
+
+
+def featurized_dataset(folders: list[Path], labels: list[str], sequence_length: int, batch_size: int, *, shuffle_seed: int | None = None, take_per_folder: int | None = None) -> Any:
+    """A ``tf.data`` pipeline of ``(token_ids, label_id)`` batches from featurized shards."""
+    from evergreen.tf import tensorflow
+
+    tf = tensorflow()
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(tf.constant(labels), tf.range(len(labels), dtype=tf.int64)), default_value=-1)
+    parts = []
+    for folder in folders:
+        paths = [str(p) for p in shard_paths(folder)]
+        if not paths:
+            continue
+        part = tf.data.Dataset.from_tensor_slices(paths).interleave(tf.data.TFRecordDataset, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        parts.append(part.take(take_per_folder) if take_per_folder is not None else part)
+    if not parts:
+        return None
+    dataset = parts[0]
+    for part in parts[1:]:
+        dataset = dataset.concatenate(part)
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(20_000, seed=shuffle_seed, reshuffle_each_iteration=True)
+    spec = {"ids": tf.io.FixedLenFeature([sequence_length], tf.int64), "label": tf.io.FixedLenFeature([], tf.string)}
+
+    def parse(batch: Any) -> Any:
+        parsed = tf.io.parse_example(batch, spec)
+        return parsed["ids"], table.lookup(parsed["label"])
+
+    return dataset.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+class TrainModel:
+    """Pipeline component: featurizer + featurized spans (+ champion) → a ``Model`` artifact.
+
+    Inputs: ``featurizer``; ``span-<N>`` for every featurized span used; ``champion`` (a Model
+    artifact) in incremental mode. In full mode every span's train split is used; in incremental
+    mode the new span's train split plus ``replay_rows`` from earlier spans' replay samples.
+    """
+
+    name: ClassVar[str] = "train"
+    version: ClassVar[str] = "1"
+
+    def __init__(self, cfg: TrainConfig, *, mode: str, reason: str, new_span: int, shuffle_labels: bool = False) -> None:
+        self.cfg = cfg
+        self.mode = mode
+        self.reason = reason
+        self.new_span = new_span
+        self.shuffle_labels = shuffle_labels  # a deliberately broken candidate, for guard tests
+
+    def parameters(self) -> dict[str, Any]:
+        return {"train": asdict(self.cfg), "mode": self.mode, "new_span": self.new_span, "shuffle_labels": self.shuffle_labels}
+
+    def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
+        import keras
+
+        from evergreen.models import text
+
+        cfg = self.cfg
+        keras.utils.set_random_seed(cfg.seed)
+        fitted = ctx.inputs["featurizer"]
+        labels, length = fitted.properties["labels"], int(fitted.properties.get("sequence_length", cfg.sequence_length))
+        spans = sorted((int(k.split("-")[1]), a) for k, a in ctx.inputs.items() if k.startswith("span-"))
+        new = Path(dict(spans)[self.new_span].uri)
+        earlier = [Path(a.uri) for s, a in spans if s != self.new_span]
+        if self.mode == "full":
+            train_parts = [Path(a.uri) / "train" for _, a in spans]
+            train = featurized_dataset(train_parts, labels, length, cfg.batch_size, shuffle_seed=cfg.seed)
+            epochs, lr = cfg.epochs, cfg.learning_rate
+            model = text.build_model(int(fitted.properties["vocabulary_size"]), len(labels), sequence_length=length)
+            replayed = 0
+        else:
+            per_span = cfg.replay_rows // max(len(earlier), 1)
+            replay = featurized_dataset([p / "replay" for p in earlier], labels, length, cfg.batch_size, take_per_folder=per_span)
+            new_train = featurized_dataset([new / "train"], labels, length, cfg.batch_size)
+            train = new_train.unbatch()
+            replayed = sum(1 for _ in replay.unbatch()) if replay is not None else 0
+            if replay is not None:
+                train = train.concatenate(replay.unbatch())
+            train = train.shuffle(20_000, seed=cfg.seed).batch(cfg.batch_size)
+            epochs, lr = cfg.incremental_epochs, cfg.incremental_learning_rate
+            model = keras.models.load_model(Path(ctx.inputs["champion"].uri) / "model.keras")
+            text.freeze_lower(model, cfg.freeze_lower_layers)
+        if self.shuffle_labels:
+            from evergreen.tf import tensorflow
+
+            tf = tensorflow()
+            train = train.map(lambda x, y: (x, tf.random.shuffle(y, seed=cfg.seed)))
+        text.compile_model(model, learning_rate=lr)
+        validation = featurized_dataset([new / "eval"], labels, length, cfg.batch_size)
+        writer = ctx.output("model", "Model", span=self.new_span)
+        backup = ctx.output_root / "_backup"  # outside the temp folder: survives kill -9
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(backup)),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1),
+            keras.callbacks.TensorBoard(log_dir=str(writer.path / "logs"), write_graph=False),
+        ]
+        history = model.fit(train, validation_data=validation, epochs=epochs, callbacks=callbacks, verbose=0)
+        model.save(writer.path / "model.keras")
+        featurizer = text.TextFeaturizer.load(fitted.uri)
+        text.export_serving_model(featurizer, model, labels, writer.path / "saved_model")
+        shutil.rmtree(backup, ignore_errors=True)
+        summary = {
+            "mode": self.mode,
+            "reason": self.reason,
+            "epochs": len(history.history.get("loss", [])),
+            "replay_rows": replayed,
+            "final_loss": float(history.history["loss"][-1]) if history.history.get("loss") else None,
+        }
+        ctx.set_properties("model", {**summary, "labels": labels, "featurizer": fitted.id, "spans": [s for s, _ in spans], "new_span": self.new_span})
+        return summary
+
+    def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:
+        pass

@@ -1,0 +1,224 @@
+"""The incremental training loop: ``evergreen run``.
+
+For every validated span not yet trained on, in order::
+
+    decide mode → [fit featurizer] → featurize (new span only, unless full) → train
+                → evaluate vs champion (new span + historic holdout) → push if blessed
+
+The mode is *full* when there is no champion, when ``--full`` is asked, after ``full_every``
+increments, when the new span's unknown-token rate under the frozen vocabulary exceeds
+``max_unknown_rate``, or when a label class appears that the champion does not know; otherwise
+*incremental*. Every stage goes through the runner (cached, resumable); every span yields one
+record with its cost: rows new/total, tokens computed/reused, seconds per stage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+from evergreen.components.evaluate import EvaluateCandidate
+from evergreen.components.featurize import FeaturizeSpan, FitFeaturizer, span_texts
+from evergreen.components.train import TrainModel
+from evergreen.errors import ConfigError, NotFound
+from evergreen.metadata import Artifact
+from evergreen.pipeline import ExecutionContext
+from evergreen.project import Project
+from evergreen.registry import CHAMPION, Registry
+
+
+class PushModel:
+    """Pipeline component: a blessed candidate → the next registry version; champion moves."""
+
+    name: ClassVar[str] = "push"
+    version: ClassVar[str] = "1"
+
+    def __init__(self, registry: Registry, model_name: str, manifest: dict[str, Any]) -> None:
+        self.registry = registry
+        self.model_name = model_name
+        self.manifest = manifest
+
+    def parameters(self) -> dict[str, Any]:
+        return {"model": self.model_name, "registry": str(self.registry.root)}
+
+    def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
+        candidate = ctx.inputs["candidate"]
+        published = self.registry.publish(self.model_name, Path(candidate.uri) / "saved_model", self.manifest)
+        self.registry.set_alias(self.model_name, CHAMPION, published.version, reason=f"blessed candidate a{candidate.id}")
+        writer = ctx.output("pushed", "PushedModel", span=candidate.span)
+        writer.write_json("pushed.json", {"version": published.version, "path": str(published.path)})
+        ctx.set_properties("pushed", {"version": published.version, "path": str(published.path)})
+        return {"version": published.version}
+
+    def registered(self, ctx: ExecutionContext, outputs: Any) -> None:
+        pass
+
+
+class TrainingLoop:
+    """Runs the loop for one project; see the module docstring."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.cfg = project.config
+        self.registry = Registry(self.cfg.registry_dir)
+        self.store = project.store
+        self.runner = project.runner
+
+    def text_feature(self) -> str:
+        types = self.project.current_schema().types if self.project.current_schema() else dict(self.cfg.data.features)
+        if self.cfg.train.text_feature:
+            if types.get(self.cfg.train.text_feature) != "text":
+                raise ConfigError(f"train.text_feature = {self.cfg.train.text_feature!r} is not a text feature; text features: {[c for c, t in types.items() if t == 'text']}")
+            return self.cfg.train.text_feature
+        texts = [c for c, t in types.items() if t == "text"]
+        if len(texts) != 1:
+            raise ConfigError(f"the text model needs one text feature; found {texts or 'none'}. Set train.text_feature")
+        return texts[0]
+
+    def champion_model(self) -> Artifact | None:
+        version = self.registry.alias(self.cfg.name, CHAMPION)
+        if version is None:
+            return None
+        candidate = self.registry.get(self.cfg.name, version).manifest.get("lineage", {}).get("candidate")
+        return self.store.artifact(int(candidate)) if candidate else None
+
+    def run(self, *, full: bool = False, shuffle_labels: bool = False, progress: Any = None) -> list[dict[str, Any]]:
+        self.project.ingest(progress=progress)
+        usable = [r for r in self.store.spans() if r.status == "validated"]
+        done = {a.span for a in self.store.artifacts(type="ModelEvaluation")}
+        pending = [r for r in usable if r.span not in done]
+        if full and not pending and usable:
+            pending = [usable[-1]]
+        records = []
+        for i, record in enumerate(pending):
+            history = [r for r in usable if r.span <= record.span]
+            records.append(self._one_span(record, history, force_full=full and i == 0, shuffle_labels=shuffle_labels))
+        return records
+
+    def _one_span(self, record: Any, history: list[Any], *, force_full: bool, shuffle_labels: bool) -> dict[str, Any]:
+        cfg = self.cfg.train
+        text_feature = self.text_feature()
+        examples = {r.span: self.store.artifact(r.examples_id) for r in history}
+        seconds = self._data_seconds(record.span)
+        champion = self.champion_model()
+        schema = self.project.current_schema()
+        labels = sorted(schema.label_domain) if schema else []
+        mode, reason = self._decide(record, champion, force_full, examples[record.span], text_feature, labels)
+
+        ledger = {"tokens_computed": 0, "tokens_reused": 0, "rows_featurized": 0, "rows_reused": 0}
+        if mode == "full":
+            fit = self.runner.run(FitFeaturizer(text_feature, cfg.max_tokens, cfg.sequence_length, labels), {f"span-{s}": a for s, a in examples.items()})
+            featurizer = fit.outputs["featurizer"]
+            seconds["fit_featurizer"] = fit.seconds
+            to_featurize = list(examples)
+        else:
+            featurizer = self.store.artifact(int(champion.properties["featurizer"]))
+            to_featurize = [s for s in examples if s < record.span] + [record.span]
+        featurized = {}
+        seconds["featurize"] = 0.0
+        for span in to_featurize:
+            r = next(r for r in history if r.span == span)
+            result = self.runner.run(FeaturizeSpan(span, r.version, self.cfg.data.shard_rows), {"examples": examples[span], "featurizer": featurizer}, span=span)
+            featurized[span] = result.outputs["featurized"]
+            seconds["featurize"] += result.seconds
+            if not result.cached:
+                for key in ledger:
+                    ledger[key] += result.summary[key]
+        if mode == "incremental":  # the history's tokens are reused from the earlier spans' shards
+            for span in to_featurize[:-1]:
+                props = featurized[span].properties
+                ledger["tokens_reused"] += props["tokens_computed"] + props["tokens_reused"]
+        inputs = {"featurizer": featurizer, **{f"span-{s}": a for s, a in featurized.items()}}
+        if mode == "incremental":
+            inputs["champion"] = champion
+        trained = self.runner.run(TrainModel(cfg, mode=mode, reason=reason, new_span=record.span, shuffle_labels=shuffle_labels), inputs, span=record.span)
+        seconds["train"] = trained.seconds
+        candidate = trained.outputs["model"]
+        eval_inputs = {"candidate": candidate, **{f"examples-{s}": a for s, a in examples.items()}}
+        if champion is not None:
+            eval_inputs["champion"] = champion
+        evaluated = self.runner.run(EvaluateCandidate(cfg, record.span, text_feature), eval_inputs, span=record.span)
+        seconds["evaluate"] = evaluated.seconds
+        verdict = evaluated.summary
+        version = None
+        if verdict["blessed"]:
+            manifest = {
+                "metrics": verdict["candidate"],
+                "lineage": {"candidate": candidate.id, "featurizer": featurizer.id, "spans": sorted(examples), "mode": mode, "reason": reason, "evaluation": evaluated.outputs["evaluation"].id},
+                "cost": ledger,
+            }
+            pushed = self.runner.run(PushModel(self.registry, self.cfg.name, manifest), {"candidate": candidate, "evaluation": evaluated.outputs["evaluation"]}, span=record.span)
+            seconds["push"] = pushed.seconds
+            version = pushed.summary["version"]
+        rows_new = sum(examples[record.span].properties["splits"].values())
+        rows_total = sum(sum(a.properties["splits"].values()) for a in examples.values())
+        return {
+            "span": record.span,
+            "mode": mode,
+            "reason": reason,
+            "rows_new": rows_new,
+            "rows_total": rows_total,
+            **ledger,
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "metrics": {"candidate": verdict["candidate"], "champion": verdict["champion"]},
+            "blessed": verdict["blessed"],
+            "verdict": verdict["reasons"],
+            "version": version,
+        }
+
+    def _decide(self, record: Any, champion: Artifact | None, force_full: bool, new_examples: Artifact, text_feature: str, labels: list[str]) -> tuple[str, str]:
+        cfg = self.cfg.train
+        if champion is None:
+            return "full", "no champion yet"
+        if force_full:
+            return "full", "requested with --full"
+        if set(labels) - set(champion.properties.get("labels", [])):
+            return "full", f"new label classes {sorted(set(labels) - set(champion.properties['labels']))}"
+        if cfg.full_every:
+            since = 0
+            for artifact in reversed(self.store.artifacts(type="Model")):
+                if artifact.properties.get("mode") == "full":
+                    break
+                since += 1
+            if since >= cfg.full_every:
+                return "full", f"{since} increments since the last full retrain (train.full_every = {cfg.full_every})"
+        from evergreen.models.text import TextFeaturizer
+
+        featurizer = TextFeaturizer.load(self.store.artifact(int(champion.properties["featurizer"])).uri)
+        texts = span_texts(new_examples, "train", text_feature)[0][:2000]
+        rate = TextFeaturizer.unknown_rate(featurizer.transform(texts)) if texts else 0.0
+        if rate > cfg.max_unknown_rate:
+            return "full", f"unknown-token rate {rate:.2f} above train.max_unknown_rate = {cfg.max_unknown_rate}"
+        return "incremental", f"champion fits the new span (unknown-token rate {rate:.2f})"
+
+    def _data_seconds(self, span: int) -> dict[str, float]:
+        seconds: dict[str, float] = {}
+        for run in reversed(self.store.runs(limit=10_000)):
+            if run.span == span and run.status == "succeeded" and run.component in ("ingest", "statistics", "validate"):
+                seconds[run.component] = round(run.seconds or 0.0, 3)
+        return seconds
+
+
+def history(project: Project) -> list[dict[str, Any]]:
+    """Registry versions with metrics, lineage, cost and which one is champion."""
+    registry = Registry(project.config.registry_dir)
+    champion = registry.alias(project.config.name, CHAMPION)
+    out = []
+    for v in registry.versions(project.config.name):
+        m = v.manifest
+        out.append({"version": v.version, "champion": v.version == champion, "created_at": m.get("created_at"), "mode": m.get("lineage", {}).get("mode"), "spans": m.get("lineage", {}).get("spans"), "metrics": m.get("metrics"), "cost": m.get("cost")})
+    return out
+
+
+def champion_saved_model(project: Project, version: int | None = None) -> Path:
+    registry = Registry(project.config.registry_dir)
+    if version is None:
+        version = registry.alias(project.config.name, CHAMPION)
+        if version is None:
+            raise NotFound(f"pipeline {project.config.name!r} has no champion yet; run `evergreen run` first")
+    return registry.get(project.config.name, version).path
+
+
+def dumps(records: list[dict[str, Any]]) -> str:
+    return json.dumps(records, default=str)
