@@ -78,13 +78,22 @@ def test_no_files_and_bad_ids_are_clear(tmp_path: Path) -> None:
 def test_demo_runs_and_status_json_reads_it(tmp_path: Path) -> None:
     result = evergreen("demo", "stream", "--days", "3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert (
-        "span 3 validated" in result.stdout
-        and "Training, evaluation and serving are not built yet" in result.stdout
-    )
+    assert "span 1: full (no champion yet)" in result.stdout
+    assert "span 3: incremental" in result.stdout
     status = json.loads(
         evergreen("status", "-c", "stream/evergreen.toml", "--json", cwd=tmp_path).stdout
     )
     assert [s["status"] for s in status["spans"]] == ["validated"] * 3
     assert all(s["quarantined"].get("unparseable") == 1 for s in status["spans"][1:])
     assert status["totals"]["duplicates"] > 0
+    history = json.loads(
+        evergreen("history", "-c", "stream/evergreen.toml", "--json", cwd=tmp_path).stdout
+    )
+    assert history[0]["version"] == 1 and history[0]["mode"] == "full"
+    assert sum(v["champion"] for v in history) == 1
+    text = "I want a refund for the broken drone"
+    predicted = evergreen("predict", "-c", "stream/evergreen.toml", "--json", text, cwd=tmp_path)
+    assert json.loads(predicted.stdout)["predictions"][0]["label"] == "refund"
+    if len(history) > 1:
+        back = evergreen("rollback", "-c", "stream/evergreen.toml", "1", cwd=tmp_path)
+        assert back.returncode == 0 and "champion is now version 1" in back.stdout

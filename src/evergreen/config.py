@@ -96,7 +96,7 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     incremental_learning_rate: float = 3e-4
-    replay_rows: int = 2000  # rows of earlier spans mixed into an incremental run
+    replay_rows: int = 2000  # cap on rows of earlier spans replayed (never more than the new rows)
     freeze_lower_layers: int = 0
     full_every: int = 0  # a full retrain after this many increments (0: never by count)
     max_unknown_rate: float = 0.25  # above this unknown-token rate on a new span: full retrain

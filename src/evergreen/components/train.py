@@ -90,7 +90,10 @@ class TrainModel:
             model = text.build_model(int(fitted.properties["vocabulary_size"]), len(labels), sequence_length=length)
             replayed = 0
         else:
-            per_span = cfg.replay_rows // max(len(earlier), 1)
+            # Replay at most as many old rows as there are new ones: the cost stays proportional
+            # to the new data, and old and new weigh the same in the update.
+            new_rows = int(dict(spans)[self.new_span].properties["rows"]["train"])
+            per_span = min(cfg.replay_rows, new_rows) // max(len(earlier), 1)
             replay = featurized_dataset([p / "replay" for p in earlier], labels, length, cfg.batch_size, take_per_folder=per_span)
             new_train = featurized_dataset([new / "train"], labels, length, cfg.batch_size)
             train = new_train.unbatch()
