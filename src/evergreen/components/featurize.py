@@ -55,7 +55,7 @@ class FitFeaturizer:
         from evergreen.models.text import TextFeaturizer
 
         def texts() -> Any:
-            for name, artifact in sorted(ctx.inputs.items()):
+            for _, artifact in sorted(ctx.inputs.items()):
                 yield from span_texts(artifact, "train", self.text_feature)[0]
 
         featurizer = TextFeaturizer(max_tokens=self.max_tokens, sequence_length=self.sequence_length).fit(texts())
