@@ -96,8 +96,10 @@ def test_candidate_trained_on_shuffled_labels_is_not_blessed(tmp_path: Path) -> 
         champion_before = registry.alias(project.config.name, "champion")
         versions_before = len(registry.versions(project.config.name))
         (tmp_path / "later-3").rename(tmp_path / "reviews" / "data" / "span-3")
-        [bad] = loop.run(shuffle_labels=True)
-        assert not bad["blessed"] and bad["version"] is None
+        # Retrained from scratch on shuffled labels: the candidate learns nothing real.
+        [bad] = loop.run(full=True, shuffle_labels=True)
+        assert bad["mode"] == "full" and bad["span"] == 3
+        assert not bad["blessed"] and bad["version"] is None, bad["verdict"]
         assert any("historic accuracy fell" in r for r in bad["verdict"])
         assert registry.alias(project.config.name, "champion") == champion_before
         assert len(registry.versions(project.config.name)) == versions_before

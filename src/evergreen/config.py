@@ -96,13 +96,15 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     incremental_learning_rate: float = 3e-4
-    replay_rows: int = 2000  # cap on rows of earlier spans replayed (never more than the new rows)
+    replay_rows: int = 2000  # cap on rows of earlier spans replayed in an incremental run
+    replay_ratio: float = 1.0  # replayed rows per new row (the cost stays proportional to the new data)
     freeze_lower_layers: int = 0
     full_every: int = 0  # a full retrain after this many increments (0: never by count)
     max_unknown_rate: float = 0.25  # above this unknown-token rate on a new span: full retrain
     holdout_rows: int = 2000  # cap on the historic holdout (eval splits of earlier spans)
     max_historic_regression: float = 0.005  # the forgetting guard, in accuracy
     max_new_regression: float = 0.02  # guard on the new span's eval split, in accuracy
+    guard_confidence: float = 0.95  # a drop counts only beyond the eval sets' noise at this level (0: exact)
     seed: int = 0
 
 
@@ -334,7 +336,7 @@ def _train(v: _Validator, raw: Mapping[str, Any]) -> TrainConfig:
             values[name] = v.string(raw, key)
         elif isinstance(default, int):
             values[name] = v.integer(raw, key, default, minimum=0 if name in ("full_every", "freeze_lower_layers", "seed", "replay_rows") else 1)
-        elif name.startswith("max_") or name.endswith("_rate") and "learning" not in name:
+        elif name.startswith("max_") or name == "guard_confidence" or name.endswith("_rate") and "learning" not in name:
             values[name] = v.fraction(raw, key, default)
         else:
             value = raw.get(name, default)

@@ -4,12 +4,19 @@ Both models are scored through their exported SavedModels on raw text, so a cham
 older featurizer is compared fairly. The historic holdout — eval splits of earlier spans, capped
 at ``holdout_rows`` — is the forgetting guard: the candidate is blessed only if no guarded metric
 regresses beyond its threshold.
+
+Eval sets of a few hundred rows are noisy: two equally good models differ by a point or two by
+chance. Both models answer the *same* rows, so the guard uses the paired difference: a drop
+counts as a regression only when it exceeds its threshold by more than the paired standard
+error × z at ``guard_confidence`` (one-sided). A candidate that is really worse — trained on
+shuffled labels, or one that forgot — is still refused; a coin flip on six rows is not.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,7 +38,9 @@ def metrics(scores: np.ndarray, truth: list[str], labels: list[str]) -> dict[str
     out = {
         "rows": float(len(truth)),
         "accuracy": float(np.mean(predicted == y)),
-        "loss": float(-np.mean(np.log(np.clip(scores[known, y[known]], 1e-7, 1.0)))) if known.any() else float("nan"),
+        "loss": float(-np.mean(np.log(np.clip(scores[known, y[known]], 1e-7, 1.0))))
+        if known.any()
+        else float("nan"),
     }
     f1s = [_f1(predicted == c, y == c) for c in range(len(labels))]
     out["macro_f1"] = float(np.mean(f1s))
@@ -39,6 +48,32 @@ def metrics(scores: np.ndarray, truth: list[str], labels: list[str]) -> dict[str
         out["f1"] = f1s[1]
         out["auc"] = _auc(scores[:, 1], y == 1)
     return out
+
+
+def paired_regression(
+    champion_correct: np.ndarray, candidate_correct: np.ndarray, threshold: float, confidence: float
+) -> dict[str, Any]:
+    """Is the candidate's accuracy drop on the same rows beyond ``threshold`` plus noise?
+
+    Returns the drop (champion accuracy − candidate accuracy), the noise allowance (z × the
+    standard error of the per-row paired difference) and ``regressed``.
+    """
+    difference = champion_correct.astype(float) - candidate_correct.astype(float)
+    drop = float(difference.mean()) if len(difference) else 0.0
+    noise = 0.0
+    if confidence > 0 and len(difference) > 1:
+        noise = (
+            NormalDist().inv_cdf(confidence)
+            * float(difference.std(ddof=1))
+            / float(np.sqrt(len(difference)))
+        )
+    return {
+        "drop": drop,
+        "noise": noise,
+        "threshold": threshold,
+        "rows": len(difference),
+        "regressed": bool(drop > threshold + noise),
+    }
 
 
 def _f1(predicted: np.ndarray, actual: np.ndarray) -> float:
@@ -92,11 +127,14 @@ class EvaluateCandidate:
             "holdout_rows": self.cfg.holdout_rows,
             "max_historic_regression": self.cfg.max_historic_regression,
             "max_new_regression": self.cfg.max_new_regression,
+            "guard_confidence": self.cfg.guard_confidence,
             "text_feature": self.text_feature,
         }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
-        spans = sorted((int(k.split("-")[1]), a) for k, a in ctx.inputs.items() if k.startswith("examples-"))
+        spans = sorted(
+            (int(k.split("-")[1]), a) for k, a in ctx.inputs.items() if k.startswith("examples-")
+        )
         new_texts, new_truth, _ = span_texts(dict(spans)[self.new_span], "eval", self.text_feature)
         earlier = [a for s, a in spans if s != self.new_span]
         hist_texts: list[str] = []
@@ -107,35 +145,61 @@ class EvaluateCandidate:
             hist_texts += texts[:per_span]
             hist_truth += truth[:per_span]
         result: dict[str, Any] = {"candidate": {}, "champion": {}}
+        correct: dict[tuple[str, str], np.ndarray] = {}
         for side in ("candidate", "champion"):
             if side not in ctx.inputs:
                 continue
             saved = Path(ctx.inputs[side].uri) / "saved_model"
-            for name, texts, truth in (("new", new_texts, new_truth), ("historic", hist_texts, hist_truth)):
+            for name, texts, truth in (
+                ("new", new_texts, new_truth),
+                ("historic", hist_texts, hist_truth),
+            ):
                 if texts:
                     scores, labels = score_saved_model(saved, texts)
                     result[side][name] = metrics(scores, truth, labels)
+                    correct[side, name] = np.array(
+                        [labels[i] == t for i, t in zip(scores.argmax(axis=1), truth, strict=True)]
+                    )
+        result["guards"] = self._guards(correct)
         result["blessed"], result["reasons"] = self._verdict(result)
         writer = ctx.output("evaluation", "ModelEvaluation", span=self.new_span)
         writer.write_json("evaluation.json", result)
-        ctx.set_properties("evaluation", {"blessed": result["blessed"], "candidate": ctx.inputs["candidate"].id})
+        ctx.set_properties(
+            "evaluation", {"blessed": result["blessed"], "candidate": ctx.inputs["candidate"].id}
+        )
         return result
+
+    def _guards(self, correct: dict[tuple[str, str], np.ndarray]) -> dict[str, dict[str, Any]]:
+        thresholds = {
+            "historic": self.cfg.max_historic_regression,
+            "new": self.cfg.max_new_regression,
+        }
+        return {
+            name: paired_regression(
+                correct["champion", name],
+                correct["candidate", name],
+                threshold,
+                self.cfg.guard_confidence,
+            )
+            for name, threshold in thresholds.items()
+            if ("champion", name) in correct and ("candidate", name) in correct
+        }
 
     def _verdict(self, result: dict[str, Any]) -> tuple[bool, list[str]]:
         if not result["champion"]:
             return True, ["no champion yet"]
         reasons, blessed = [], True
-        guards = (("historic", self.cfg.max_historic_regression), ("new", self.cfg.max_new_regression))
-        for name, threshold in guards:
-            cand, champ = result["candidate"].get(name), result["champion"].get(name)
-            if not cand or not champ:
-                continue
-            drop = champ["accuracy"] - cand["accuracy"]
-            if drop > threshold:
+        for name, guard in result["guards"].items():
+            cand, champ = result["candidate"][name], result["champion"][name]
+            if guard["regressed"]:
                 blessed = False
-                reasons.append(f"{name} accuracy fell {drop * 100:.1f} points (limit {threshold * 100:.1f})")
+                reasons.append(
+                    f"{name} accuracy fell {guard['drop'] * 100:.1f} points (limit {guard['threshold'] * 100:.1f} + noise {guard['noise'] * 100:.1f} on {guard['rows']} rows)"
+                )
             else:
-                reasons.append(f"{name} accuracy {cand['accuracy']:.3f} vs champion {champ['accuracy']:.3f}")
+                reasons.append(
+                    f"{name} accuracy {cand['accuracy']:.3f} vs champion {champ['accuracy']:.3f} (within limit + noise)"
+                )
         return blessed, reasons
 
     def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:

@@ -10,6 +10,7 @@ finished epoch. The candidate is exported as a raw-string SavedModel next to ``m
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -48,6 +49,16 @@ def featurized_dataset(folders: list[Path], labels: list[str], sequence_length: 
         return parsed["ids"], table.lookup(parsed["label"])
 
     return dataset.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _backed_up_epoch(backup: Path) -> int:
+    """Epochs a killed earlier attempt finished (``BackupAndRestore`` resumes after them); 0 if none."""
+    import json
+
+    try:
+        return int(json.loads((backup / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 class TrainModel:
@@ -90,10 +101,10 @@ class TrainModel:
             model = text.build_model(int(fitted.properties["vocabulary_size"]), len(labels), sequence_length=length)
             replayed = 0
         else:
-            # Replay at most as many old rows as there are new ones: the cost stays proportional
-            # to the new data, and old and new weigh the same in the update.
+            # Replay at most replay_ratio old rows per new one: the cost stays proportional to
+            # the new data, and old and new weigh in the update as the ratio says.
             new_rows = int(dict(spans)[self.new_span].properties["rows"]["train"])
-            per_span = min(cfg.replay_rows, new_rows) // max(len(earlier), 1)
+            per_span = min(cfg.replay_rows, int(cfg.replay_ratio * new_rows)) // max(len(earlier), 1)
             replay = featurized_dataset([p / "replay" for p in earlier], labels, length, cfg.batch_size, take_per_folder=per_span)
             new_train = featurized_dataset([new / "train"], labels, length, cfg.batch_size)
             train = new_train.unbatch()
@@ -113,13 +124,19 @@ class TrainModel:
         validation = featurized_dataset([new / "eval"], labels, length, cfg.batch_size)
         writer = ctx.output("model", "Model", span=self.new_span)
         backup = ctx.output_root / "_backup"  # outside the temp folder: survives kill -9
+        resumed_from_epoch = _backed_up_epoch(backup)
         callbacks = [
-            keras.callbacks.BackupAndRestore(str(backup)),
+            # double_checkpoint: a kill during the backup write falls back to the previous one
+            keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True),
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True),
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1),
             keras.callbacks.TensorBoard(log_dir=str(writer.path / "logs"), write_graph=False),
         ]
-        history = model.fit(train, validation_data=validation, epochs=epochs, callbacks=callbacks, verbose=0)
+        with warnings.catch_warnings():
+            # Keras 3 warns once per fit that a tf.data input of unknown length "ran out of
+            # data" at the end of the first epoch: that is how it learns the epoch's length.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            history = model.fit(train, validation_data=validation, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=0)
         model.save(writer.path / "model.keras")
         featurizer = text.TextFeaturizer.load(fitted.uri)
         text.export_serving_model(featurizer, model, labels, writer.path / "saved_model")
@@ -129,6 +146,7 @@ class TrainModel:
             "reason": self.reason,
             "epochs": len(history.history.get("loss", [])),
             "replay_rows": replayed,
+            "resumed_from_epoch": resumed_from_epoch,
             "final_loss": float(history.history["loss"][-1]) if history.history.get("loss") else None,
         }
         ctx.set_properties("model", {**summary, "labels": labels, "featurizer": fitted.id, "spans": [s for s, _ in spans], "new_span": self.new_span})
