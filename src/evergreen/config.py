@@ -45,7 +45,7 @@ DEFAULT_SEVERITY = {
 # alarm; above "major" it is heavy drift (by default: a full retrain). See components/drift.py.
 DRIFT_METRICS = {
     "linf": (0.1, 0.2),  # categorical and label: largest change in one value's share
-    "js_distance": (0.1, 0.2),  # categorical, label, text words: Jensen-Shannon distance (base 2)
+    "js_distance": (0.1, 0.3),  # categorical, label, text words: Jensen-Shannon distance (base 2)
     "ks": (0.1, 0.2),  # numeric: Kolmogorov-Smirnov statistic
     "wasserstein": (0.15, 0.3),  # numeric: Wasserstein-1 distance / reference standard deviation
     "psi": (0.1, 0.25),  # numeric: population stability index over reference deciles

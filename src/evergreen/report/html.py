@@ -393,12 +393,7 @@ def _metrics(record: dict[str, Any] | None) -> str:
             values = side.get(data_set)
             if not values:
                 continue
-            cells = "".join(
-                f'<td class="num">{values[n]:.4f}</td>'
-                if isinstance(values.get(n), int | float)
-                else "<td>-</td>"
-                for n in names
-            )
+            cells = "".join(_metric_cell(values.get(n)) for n in names)
             rows.append(f"<tr><td>{who}</td><td>{data_set}</td>{cells}</tr>")
         if "accuracy" in (candidate.get(data_set) or {}):
             labels.append(f"accuracy, {data_set}")
@@ -421,6 +416,14 @@ def _metrics(record: dict[str, Any] | None) -> str:
             )
         )
     return "".join(out)
+
+
+def _metric_cell(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "<td>-</td>"
+    if isinstance(value, int) or float(value).is_integer():
+        return f'<td class="num">{int(value)}</td>'
+    return f'<td class="num">{value:.4f}</td>'
 
 
 def report_for(project: Any, span: int, output: Path | None = None) -> Path:
