@@ -13,7 +13,7 @@ import pytest
 
 from evergreen import config as config_mod
 from evergreen.project import Project
-from evergreen.report import load_record, save_run_report, write_report
+from evergreen.report import load_record, write_report
 from tests.test_drift import write_request_log
 
 pytestmark = pytest.mark.slow  # the report test runs the real training loop (about 15 s)
@@ -36,23 +36,34 @@ holdout_rows = 200
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Two days of the demo's support tickets (300 then 150 rows), trained by the real loop."""
+    """Two days of the demo's support tickets (300 then 150 rows) through `evergreen run`."""
     from evergreen import demo
-    from evergreen.loop import TrainingLoop
 
     folder = tmp_path_factory.mktemp("report") / "tickets"
     folder.mkdir()
     demo.write_stream(folder, 2, day0_rows=300, daily_rows=150)
     (folder / "evergreen.toml").write_text(demo.CONFIG + TINY_TRAIN, encoding="utf-8")
-    config = config_mod.load(folder / "evergreen.toml")
     started = time.perf_counter()
+    run = subprocess.run(
+        [sys.executable, "-m", "evergreen", "run", "-c", str(folder / "evergreen.toml")],
+        env=dict(ENV, COLUMNS="250"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    paths = [
+        Path(line.split("report: ", 1)[1])
+        for line in run.stdout.splitlines()
+        if line.startswith("report: ")
+    ]
+    config = config_mod.load(folder / "evergreen.toml")
     with Project(config) as project:
-        records = TrainingLoop(project).run()
-        paths = [save_run_report(project, r) for r in records]
+        records = [load_record(project, span) for span in (1, 2)]
         texts = [r["text"] for r in demo.generate_day(1, 80, seed=7)]
         write_request_log(config.root, config.name, "2026-11-25", [{"text": t} for t in texts])
-        skew_report = write_report(project, 2, load_record(project, 2), folder / "with-skew.html")
-    print(f"tiny loop + reports: {time.perf_counter() - started:.1f} s")
+        skew_report = write_report(project, 2, records[1], folder / "with-skew.html")
+    print(f"evergreen run (2 spans) + reports: {time.perf_counter() - started:.1f} s")
     return {
         "folder": folder,
         "config": folder / "evergreen.toml",
@@ -65,6 +76,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_run_records_and_reports_are_written(trained: dict) -> None:
     records, paths = trained["records"], trained["paths"]
     assert [r["mode"] for r in records] == ["full", "incremental"]
+    assert paths == [record_path_html(trained, span) for span in (1, 2)]
     for record, path in zip(records, paths, strict=True):
         assert path.name == f"span-{record['span']}.html"
         saved = json.loads(path.with_suffix(".json").read_text())
@@ -123,6 +135,10 @@ def test_report_and_status_commands(trained: dict, tmp_path: Path) -> None:
     assert "latest drift (span 2)" in status.stdout
     assert "latest decision (span 2): incremental" in status.stdout
     assert "serving skew" in status.stdout
+
+
+def record_path_html(trained: dict, span: int) -> Path:
+    return trained["folder"] / ".evergreen" / "reports" / f"span-{span}.html"
 
 
 def _browser_or_skip() -> None:

@@ -26,26 +26,25 @@ from evergreen.components.statistics import SpanStatistics, merge_all
 from evergreen.config import DriftConfig
 
 _BATCH = 1024
+DEFAULT_DAYS = 7  # status and reports compare the newest week of day files
 
 
 def request_log_dir(root: Path, model: str) -> Path:
     return root / "serving" / "requests" / model
 
 
-def log_files(folder: Path, *, days: int | None = None, today: dt.date | None = None) -> list[Path]:
-    """The day files in ``folder`` (oldest first); with ``days``, only the last ``days`` days."""
+def log_files(folder: Path, *, last: int | None = None) -> list[Path]:
+    """The day files (``YYYY-MM-DD.jsonl``) in ``folder``, oldest first; only the ``last`` N."""
     if not folder.is_dir():
         return []
     files = []
     for path in sorted(folder.glob("*.jsonl")):
         try:
-            day = dt.date.fromisoformat(path.stem)
+            dt.date.fromisoformat(path.stem)
         except ValueError:
             continue
-        if days is not None and day <= (today or dt.date.today()) - dt.timedelta(days=days):
-            continue
         files.append(path)
-    return files
+    return files[-last:] if last else files
 
 
 def serving_statistics(
@@ -108,13 +107,17 @@ def compute_skew(
     )
 
 
-def project_skew(project: Any, *, days: int | None = None) -> DriftResult | None:
-    """Skew for a :class:`~evergreen.project.Project`: its model's request log vs its spans."""
+def project_skew(project: Any, *, days: int | None = DEFAULT_DAYS) -> DriftResult | None:
+    """Skew for a :class:`~evergreen.project.Project`: its model's recent requests vs its spans.
+
+    Args:
+        days: how many of the newest day files to read (default 7; None: all).
+    """
     from evergreen.components import statistics as stats_mod
     from evergreen.components.drift import read_vocabulary
 
     cfg = project.config
-    files = log_files(request_log_dir(cfg.root, cfg.name), days=days)
+    files = log_files(request_log_dir(cfg.root, cfg.name), last=days)
     if not files:
         return None
     parts = [
