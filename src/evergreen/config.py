@@ -47,7 +47,7 @@ DRIFT_METRICS = {
     "linf": (0.1, 0.2),  # categorical and label: largest change in one value's share
     "js_distance": (0.1, 0.3),  # categorical, label, text words: Jensen-Shannon distance (base 2)
     "ks": (0.1, 0.2),  # numeric: Kolmogorov-Smirnov statistic
-    "wasserstein": (0.15, 0.3),  # numeric: Wasserstein-1 distance / reference standard deviation
+    "wasserstein": (0.2, 0.5),  # numeric: Wasserstein-1 (central 98%) / reference std
     "psi": (0.1, 0.25),  # numeric: population stability index over reference deciles
     "length_ks": (0.1, 0.2),  # text: KS statistic of words per text
     "unknown_rate": (0.1, 0.25),  # text: share of word occurrences outside the frozen vocabulary

@@ -172,19 +172,16 @@ def _drift_section(drift: DriftResult | None, label: str) -> str:
     if drift is None:
         out.append('<p class="muted">No drift report for this span (drift.enabled = false?).</p>')
         return "".join(out)
-    out.append(
-        f"<p>Overall {_badge(drift.severity)} · "
-        + (
-            f"unknown-token rate under the champion's vocabulary {drift.unknown_rate:.1%} · "
-            if drift.unknown_rate is not None
-            else ""
+    summary = [f"Overall {_badge(drift.severity)}"]
+    if drift.unknown_rate is not None:
+        summary.append(
+            f"unknown-token rate under the champion's vocabulary {drift.unknown_rate:.1%}"
         )
-        + ", ".join(
-            f"vs {escape(c.reference)}: span(s) {escape(_spans(c.spans))}, {c.rows_reference} rows"
-            for c in drift.comparisons
-        )
-        + "</p>"
-    )
+    summary += [
+        f"vs {escape(c.reference)}: span(s) {escape(_spans(c.spans))}, {c.rows_reference} rows"
+        for c in drift.comparisons
+    ]
+    out.append(f"<p>{' · '.join(summary)}</p>")
     for note in drift.notes:
         out.append(f'<p class="muted">{escape(note)}</p>')
     alarms = drift.alarms
