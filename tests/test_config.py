@@ -180,3 +180,18 @@ def test_drift_errors_name_key_value_and_fix(drift: dict, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         config_mod.from_dict({**MINIMAL, "drift": drift})
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("template", ["text", "tabular"])
+def test_templates_document_the_drift_defaults(template: str) -> None:
+    """The commented [drift.thresholds] in `evergreen init`'s templates are the real defaults."""
+    import tomllib
+    from importlib import resources
+
+    text = resources.files("evergreen").joinpath(f"templates/{template}.toml").read_text()
+    documented = {}
+    for line in text.splitlines():
+        body = line.removeprefix("# ")
+        if body != line and "= { minor" in body:
+            documented |= tomllib.loads(body)
+    assert {m: (t["minor"], t["major"]) for m, t in documented.items()} == config_mod.DRIFT_METRICS

@@ -197,3 +197,33 @@ def test_report_opens_in_headless_chromium_without_errors(trained: dict) -> None
         assert seen["screenshot"].stat().st_size > 10_000
     html = trained["skew"].read_text(encoding="utf-8")
     assert "80 sampled requests" in html and 'id="skew"' in html
+
+
+def test_a_span_ingested_after_training_gets_the_unknown_rate_and_a_preview(
+    trained: dict, tmp_path: Path
+) -> None:
+    """Runs last: it adds span 3 to the shared project."""
+    import csv
+
+    from evergreen import demo
+    from evergreen.components.drift import find_report
+
+    folder = trained["folder"] / "data" / "span-3"
+    folder.mkdir()
+    with open(folder / "tickets.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["ticket_id", "channel", "text", "intent"])
+        writer.writeheader()
+        writer.writerows(demo.generate_day(2, 150))
+    with Project(config_mod.load(trained["config"])) as project:
+        [outcome] = [o for o in project.ingest() if o.span == 3]
+        drift = find_report(project.store, 3)
+        path = write_report(project, 3, None, tmp_path / "span-3.html")
+        status = project.status()
+    assert outcome.status == "validated"
+    assert drift.unknown_rate is not None and 0.0 < drift.unknown_rate < 0.3
+    text = drift.comparison("window").feature("text")
+    assert text.score("unknown_rate") == pytest.approx(drift.unknown_rate, abs=1e-5)
+    html = path.read_text(encoding="utf-8")
+    assert "not trained yet: what the policy would decide" in html
+    assert "unknown-token rate under the champion" in html
+    assert status["latest_drift"]["span"] == 3 and "decision" not in status["spans"][2]
