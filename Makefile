@@ -17,6 +17,9 @@ demo: $(BIN)/evergreen
 	$(BIN)/evergreen demo .demo
 
 test: $(BIN)/evergreen
+	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null \
+	  && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	  || echo "note: /usr/bin/chromium is missing and could not be installed; the report's browser test will skip (in CI it fails)"; }
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/evergreen

@@ -106,3 +106,92 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
     bad.write_text("[pipeline\nname=")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         config_mod.load(bad)
+
+
+def test_drift_defaults_overrides_and_round_trip(tmp_path: Path) -> None:
+    cfg = config_mod.from_dict(MINIMAL, base_dir=tmp_path)
+    assert cfg.drift.enabled and cfg.drift.full_retrain_on == "major"
+    assert cfg.drift.threshold("anything", "psi") == (0.1, 0.25)
+    assert cfg.drift.threshold("anything", "js_distance") == (0.1, 0.3)
+    raw = {
+        **MINIMAL,
+        "drift": {
+            "full_retrain_on": "minor",
+            "thresholds": {"ks": {"minor": 0.05}},
+            "features": {
+                "review": {"js_distance": {"minor": 0.2, "major": 0.4}},
+                "id": {"enabled": False},
+            },
+        },
+    }
+    cfg = config_mod.from_dict(raw, base_dir=tmp_path)
+    assert cfg.drift.threshold("x", "ks") == (0.05, 0.2)  # the default major stays
+    assert cfg.drift.threshold("review", "js_distance") == (0.2, 0.4)
+    assert cfg.drift.threshold("x", "js_distance") == (0.1, 0.3)
+    assert not cfg.drift.feature_enabled("id") and cfg.drift.feature_enabled("review")
+    assert config_mod.from_dict(cfg.to_dict(), base_dir=tmp_path) == cfg
+
+
+@pytest.mark.parametrize(
+    ("drift", "message"),
+    [
+        ({"enabled": "yes"}, "drift.enabled = 'yes' is not valid: use true or false"),
+        (
+            {"full_retrain_on": "huge"},
+            "drift.full_retrain_on = 'huge' is not valid: use one of minor, major, never",
+        ),
+        (
+            {"thresholds": {"js_distanse": {"minor": 0.1}}},
+            "unknown key 'drift.thresholds.js_distanse'; did you mean 'js_distance'?",
+        ),
+        (
+            {"thresholds": {"psi": 0.1}},
+            "drift.thresholds.psi = 0.1 is not valid: use a table such as { minor = 0.1, major = 0.25 }",
+        ),
+        (
+            {"thresholds": {"psi": {"minor": 0.3, "major": 0.2}}},
+            "major (0.2) must be at least minor (0.3)",
+        ),
+        (
+            {"thresholds": {"ks": {"minor": -1}}},
+            "drift.thresholds.ks.minor = -1 is not valid: use a number ≥ 0",
+        ),
+        (
+            {"features": {"age": {"enable": False}}},
+            "unknown key 'drift.features.age.enable'; did you mean 'enabled'?",
+        ),
+        (
+            {"min_item_share": 2},
+            "drift.min_item_share = 2 is not valid: use a number between 0 and 1",
+        ),
+    ],
+    ids=[
+        "enabled",
+        "level",
+        "metric-typo",
+        "not-a-table",
+        "major-below-minor",
+        "negative",
+        "feature-typo",
+        "share",
+    ],
+)
+def test_drift_errors_name_key_value_and_fix(drift: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_mod.from_dict({**MINIMAL, "drift": drift})
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("template", ["text", "tabular"])
+def test_templates_document_the_drift_defaults(template: str) -> None:
+    """The commented [drift.thresholds] in `evergreen init`'s templates are the real defaults."""
+    import tomllib
+    from importlib import resources
+
+    text = resources.files("evergreen").joinpath(f"templates/{template}.toml").read_text()
+    documented = {}
+    for line in text.splitlines():
+        body = line.removeprefix("# ")
+        if body != line and "= { minor" in body:
+            documented |= tomllib.loads(body)
+    assert {m: (t["minor"], t["major"]) for m, t in documented.items()} == config_mod.DRIFT_METRICS

@@ -99,7 +99,7 @@ def test_full_ingest_on_each_engine(metadata_url: str, fine_foods_project: dict)
         lineage = project.lineage(status["spans"][4]["statistics"])
         assert lineage["upstream"]["run"]["component"] == "statistics"
         assert lineage["upstream"]["inputs"]["examples"]["upstream"]["run"]["component"] == "ingest"
-        assert [r["component"] for r in lineage["consumers"]] == ["validate"]
+        assert [r["component"] for r in lineage["consumers"]] == ["validate", "drift"]
         assert all(o.status == "unchanged" for o in project.ingest())
 
 

@@ -144,7 +144,7 @@ def ingest(
 @_metadata_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def status(config_path: str, root: str | None, metadata_url: str | None, as_json: bool) -> None:
-    """Spans, rows, duplicates, conflicts, quarantine and anomalies at a glance."""
+    """Spans, rows, duplicates, conflicts, quarantine, anomalies, drift and decisions at a glance."""
     with _project(config_path, root, metadata_url) as project:
         data = project.status()
     if as_json:
@@ -164,9 +164,12 @@ def status(config_path: str, root: str | None, metadata_url: str | None, as_json
         "conflicts",
         "quarant.",
         "anomalies",
+        "drift",
+        "decision",
     )
     for s in data["spans"]:
         splits = s.get("rows_written", {})
+        decision = s.get("decision") or {}
         table.add_row(
             str(s["span"]),
             str(s["version"]),
@@ -178,8 +181,11 @@ def status(config_path: str, root: str | None, metadata_url: str | None, as_json
             str(len(s.get("label_conflicts", []))),
             str(s.get("quarantined_total", 0)),
             _count_anomalies(s.get("anomalies", [])),
+            _drift_cell(s.get("drift")),
+            escape(str(decision.get("mode") or "-")),
         )
     out.print(table)
+    _print_latest(data)
     t = data["totals"]
     out.print(
         f"{t['spans']} spans, {t['blocked']} blocked · {t['rows_kept']} rows kept of {t['rows_read']} read · "
@@ -226,13 +232,17 @@ def lineage(
 def run(config_path: str, root: str | None, metadata_url: str | None, full: bool, as_json: bool) -> None:
     """Every new span: ingest → validate → featurize → train → evaluate → push."""
     from evergreen.loop import TrainingLoop, dumps
+    from evergreen.report import save_run_report
 
     with _project(config_path, root, metadata_url) as project, _progress(enabled=not as_json) as progress:
         records = TrainingLoop(project).run(full=full, progress=progress)
+        reports = [save_run_report(project, r) for r in records]
     if as_json:
         out.print_json(dumps(records))
         return
     print_run_table(records)
+    for path in reports:
+        out.print(f"report: {path}")
 
 
 def print_run_table(records: list[dict[str, Any]]) -> None:
@@ -262,6 +272,29 @@ def _acc(side: dict[str, Any]) -> str:
     if not side:
         return "-"
     return "/".join(f"{side[k]['accuracy']:.3f}" if k in side else "-" for k in ("new", "historic"))
+
+
+@cli.command()
+@_config_option
+@_root_option
+@_metadata_option
+@click.argument("span", type=int)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The HTML file to write (default: <root>/reports/span-SPAN.html).",
+)
+def report(
+    config_path: str, root: str | None, metadata_url: str | None, span: int, output: str | None
+) -> None:
+    """Write SPAN's HTML report: drift charts, anomalies, cost, metrics, the decision and why."""
+    from evergreen.report import report_for
+
+    with _project(config_path, root, metadata_url) as project:
+        path = report_for(project, span, Path(output) if output else None)
+    out.print(f"report: {path}")
 
 
 @cli.command()
@@ -338,6 +371,41 @@ def demo(directory: str, days: int) -> None:
     from evergreen import demo as demo_mod
 
     demo_mod.run(Path(directory), days=days, console=out)
+
+
+def _drift_cell(drift: dict[str, Any] | None) -> str:
+    if drift is None:
+        return "-"
+    style = {"none": "green", "minor": "yellow", "major": "red"}[drift["severity"]]
+    features = f" ({escape(', '.join(drift['features']))})" if drift["features"] else ""
+    return f"[{style}]{drift['severity']}[/]{features}"
+
+
+def _print_latest(data: dict[str, Any]) -> None:
+    """The latest span's drift alarms and decision, under the table."""
+    if not data.get("drift_enabled", True):
+        out.print("drift detection is off (drift.enabled = false)")
+    latest = data.get("latest_drift")
+    if latest is not None:
+        head = f"latest drift (span {latest['span']}): {_drift_cell(latest)}"
+        if latest.get("unknown_rate") is not None:
+            head += f" · unknown-token rate {latest['unknown_rate']:.1%}"
+        out.print(head)
+        for alarm in latest["alarms"][:8]:
+            out.print(f"  {escape(alarm)}")
+    decided = [s for s in data["spans"] if s.get("decision")]
+    if decided:
+        s = decided[-1]
+        d = s["decision"]
+        out.print(
+            f"latest decision (span {s['span']}): {escape(str(d['mode']))} ({escape(str(d['reason']))})"
+            f" · report {escape(d['report'])}"
+        )
+    skew = data.get("skew")
+    if skew:
+        out.print(f"serving skew: {_drift_cell(skew)} over {skew['rows']} sampled requests")
+        for alarm in skew["alarms"][:8]:
+            out.print(f"  {escape(alarm)}")
 
 
 def _count_anomalies(anomalies: list[dict[str, Any]]) -> str:

@@ -41,6 +41,18 @@ DEFAULT_SEVERITY = {
     "low_presence": "error",
     "empty_span": "error",
 }
+# Drift metrics and their default (minor, major) thresholds. A score above "minor" raises an
+# alarm; above "major" it is heavy drift (by default: a full retrain). See components/drift.py.
+DRIFT_METRICS = {
+    "linf": (0.1, 0.2),  # categorical and label: largest change in one value's share
+    "js_distance": (0.1, 0.3),  # categorical, label, text words: Jensen-Shannon distance (base 2)
+    "ks": (0.1, 0.2),  # numeric: Kolmogorov-Smirnov statistic
+    "wasserstein": (0.2, 0.5),  # numeric: Wasserstein-1 (central 98%) / reference std
+    "psi": (0.1, 0.25),  # numeric: population stability index over reference deciles
+    "length_ks": (0.1, 0.2),  # text: KS statistic of words per text
+    "unknown_rate": (0.1, 0.25),  # text: share of word occurrences outside the frozen vocabulary
+}
+DRIFT_LEVELS = ("minor", "major", "never")
 _EXTENSIONS = {
     ".csv": "csv",
     ".jsonl": "jsonl",
@@ -108,6 +120,35 @@ class TrainConfig:
     seed: int = 0
 
 
+def _default_thresholds() -> dict[str, dict[str, float]]:
+    return {m: {"minor": lo, "major": hi} for m, (lo, hi) in DRIFT_METRICS.items()}
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Drift and skew detection ([drift] in the file): on by default, thresholds per metric.
+
+    ``thresholds`` maps a metric to ``{"minor": x, "major": y}``; ``features`` holds per-feature
+    overrides, ``{"enabled": False}`` or ``{metric: {"minor": x, "major": y}}``.
+    """
+
+    enabled: bool = True
+    thresholds: dict[str, dict[str, float]] = field(default_factory=_default_thresholds)
+    features: dict[str, dict[str, Any]] = field(default_factory=dict)
+    full_retrain_on: str = "major"  # drift of this severity (or worse) forces a full retrain
+    block_on: str = "never"  # drift of this severity (or worse) blocks training on the span
+    block_on_single_label: bool = True  # a span whose labels collapsed to one class is blocked
+    min_item_share: float = 0.005  # values/words rarer than this on both sides pool as "other"
+
+    def threshold(self, feature: str, metric: str) -> tuple[float, float]:
+        """The (minor, major) thresholds of ``metric`` for ``feature``, overrides applied."""
+        given = self.features.get(feature, {}).get(metric) or self.thresholds[metric]
+        return float(given["minor"]), float(given["major"])
+
+    def feature_enabled(self, feature: str) -> bool:
+        return bool(self.features.get(feature, {}).get("enabled", True))
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole pipeline config, as validated at load."""
@@ -120,6 +161,7 @@ class Config:
     dedupe: DedupeConfig = field(default_factory=DedupeConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
     base_dir: Path = Path(".")  # the config file's folder; relative paths resolve against it
 
     @property
@@ -147,6 +189,7 @@ class Config:
             "dedupe": asdict(self.dedupe),
             "validation": asdict(self.validation),
             "train": asdict(self.train),
+            "drift": asdict(self.drift),
         }
 
 
@@ -187,7 +230,9 @@ def from_dict(
 ) -> Config:
     """Validate TOML-shaped data into a :class:`Config` (see :func:`load`)."""
     v = _Validator(source)
-    v.known_keys("", raw, ("pipeline", "data", "split", "dedupe", "validation", "train"))
+    v.known_keys(
+        "", raw, ("pipeline", "data", "split", "dedupe", "validation", "train", "drift")
+    )
     pipeline = v.table(raw, "pipeline")
     v.known_keys("pipeline", pipeline, ("name", "root", "metadata_url"))
     name = v.string(pipeline, "pipeline.name", required=True)
@@ -223,6 +268,7 @@ def from_dict(
     )
     validation = _validation(v, v.table(raw, "validation"))
     train = _train(v, v.table(raw, "train"))
+    drift = _drift(v, v.table(raw, "drift"))
     return Config(
         name=name,
         data=data,
@@ -232,6 +278,7 @@ def from_dict(
         dedupe=dedupe,
         validation=validation,
         train=train,
+        drift=drift,
         base_dir=base_dir,
     )
 
@@ -346,6 +393,60 @@ def _train(v: _Validator, raw: Mapping[str, Any]) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def _drift(v: _Validator, raw: Mapping[str, Any]) -> DriftConfig:
+    allowed = tuple(f.name for f in fields(DriftConfig))
+    v.known_keys("drift", raw, allowed)
+    thresholds = _default_thresholds()
+    given = v.table(raw, "drift.thresholds") if "thresholds" in raw else {}
+    v.known_keys("drift.thresholds", given, tuple(DRIFT_METRICS))
+    for metric, value in given.items():
+        thresholds[metric] = _drift_threshold(v, f"drift.thresholds.{metric}", value, thresholds[metric])
+    features: dict[str, dict[str, Any]] = {}
+    table = v.table(raw, "drift.features") if "features" in raw else {}
+    for feature, overrides in table.items():
+        section = f"drift.features.{feature}"
+        overrides = v.table(table, section)
+        v.known_keys(section, overrides, ("enabled", *DRIFT_METRICS))
+        entry: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if key == "enabled":
+                entry[key] = v.boolean(overrides, f"{section}.enabled", True)
+            else:
+                entry[key] = _drift_threshold(v, f"{section}.{key}", value, thresholds[key])
+        features[feature] = entry
+    block_on = v.choice(raw, "drift.block_on", DRIFT_LEVELS, "never")
+    return DriftConfig(
+        enabled=v.boolean(raw, "drift.enabled", True),
+        thresholds=thresholds,
+        features=features,
+        full_retrain_on=v.choice(raw, "drift.full_retrain_on", DRIFT_LEVELS, "major"),
+        block_on=block_on,
+        block_on_single_label=v.boolean(raw, "drift.block_on_single_label", True),
+        min_item_share=v.fraction(raw, "drift.min_item_share", 0.005),
+    )
+
+
+def _drift_threshold(
+    v: _Validator, key: str, value: Any, default: Mapping[str, float]
+) -> dict[str, float]:
+    """``{minor = x, major = y}`` (either may be left out: the default stays) → checked dict."""
+    if not isinstance(value, Mapping):
+        v.fail(key, value, "use a table such as { minor = 0.1, major = 0.25 }")
+    v.known_keys(key, value, ("minor", "major"))
+    out = {"minor": float(default["minor"]), "major": float(default["major"])}
+    for level in ("minor", "major"):
+        if level in value:
+            number = value[level]
+            if not isinstance(number, int | float) or isinstance(number, bool) or number < 0:
+                v.fail(f"{key}.{level}", number, "use a number ≥ 0")
+            out[level] = float(number)
+    if "major" not in value:  # a raised minor lifts the default major with it
+        out["major"] = max(out["major"], out["minor"])
+    if out["major"] < out["minor"]:
+        v.fail(key, dict(value), f"major ({out['major']}) must be at least minor ({out['minor']})")
+    return out
+
+
 class _Validator:
     """Small helpers that turn a wrong value into one clear ConfigError."""
 
@@ -398,6 +499,12 @@ class _Validator:
         if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
             self.fail(key, value, "use a number between 0 and 1")
         return float(value)
+
+    def boolean(self, raw: Mapping[str, Any], key: str, default: bool) -> bool:
+        value = raw.get(key.rsplit(".", 1)[-1], default)
+        if not isinstance(value, bool):
+            self.fail(key, value, "use true or false")
+        return value
 
     def choice(
         self, raw: Mapping[str, Any], key: str, choices: tuple[str, ...], default: str

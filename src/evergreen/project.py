@@ -3,7 +3,10 @@
 ``Project.ingest()`` is what ``evergreen ingest`` does:
 
     for every span not yet ingested (or whose files changed):
-        ingest → statistics → [schema, from the first span] → validate
+        ingest → statistics → [schema, from the first span] → validate → drift
+
+Drift compares the span's statistics with the previous validated span's and with the merge of
+all earlier validated spans' (the training window); it opens statistics artifacts only.
 
 Each stage is a component run through :class:`~evergreen.pipeline.Runner`, so finished work is
 cached and a killed run resumes where it stopped.
@@ -11,6 +14,7 @@ cached and a killed run resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import Any
 
 from evergreen import readers, spans
 from evergreen.artifacts import file_sha256
+from evergreen.components import drift as drift_mod
 from evergreen.components import ingest as ingest_mod
 from evergreen.components import schema as schema_mod
 from evergreen.components import statistics as stats_mod
@@ -25,7 +30,7 @@ from evergreen.components import validate as validate_mod
 from evergreen.config import Config
 from evergreen.errors import DataError, NotFound, SchemaError
 from evergreen.metadata import Artifact, MetadataStore, SpanRecord
-from evergreen.pipeline import Runner
+from evergreen.pipeline import Runner, RunResult
 
 ProgressFactory = Callable[[str], Callable[[int, int], None]]
 
@@ -154,6 +159,8 @@ class Project:
             span=span,
         )
         blocked = validated.summary["blocked"]
+        if self.config.drift.enabled:
+            self._run_drift(span, version, stats, self.champion_featurizer())
         return SpanOutcome(
             span,
             version,
@@ -162,6 +169,57 @@ class Project:
             ingest_mod.read_report(examples).to_dict(),
             [vars(a) for a in validate_mod.load(validated.outputs["anomalies"])],
         )
+
+    # -- drift ------------------------------------------------------------------------------
+    def drift(self, span: int, *, featurizer: Artifact | None = None) -> drift_mod.DriftResult:
+        """Drift of ``span`` against the previous validated span and all earlier ones.
+
+        Computed from statistics artifacts only (cached: a second call costs a lookup). With a
+        text ``featurizer`` artifact (default: the champion's, when there is one) the report
+        includes the unknown-token rate under its frozen vocabulary.
+
+        Raises:
+            NotFound: the span has not been ingested.
+        """
+        record = next((r for r in self.store.spans() if r.span == span), None)
+        if record is None or record.statistics_id is None:
+            raise NotFound(f"span {span} has not been ingested; run `evergreen ingest` first")
+        statistics = self.store.artifact(record.statistics_id)
+        result = self._run_drift(
+            span, record.version, statistics, featurizer or self.champion_featurizer()
+        )
+        return drift_mod.load(result.outputs["drift"])
+
+    def _run_drift(
+        self, span: int, version: int, statistics: Artifact, featurizer: Artifact | None
+    ) -> RunResult:
+        earlier = [
+            r
+            for r in self.store.spans()
+            if r.span < span and r.status == "validated" and r.statistics_id is not None
+        ]
+        inputs: dict[str, Artifact] = {"statistics": statistics}
+        for r in earlier:
+            inputs[f"window-{r.span}"] = self.store.artifact(r.statistics_id)
+        if featurizer is not None:
+            inputs["featurizer"] = featurizer
+        component = drift_mod.ComputeDrift(span, version, self.config.drift, self.config.data.label)
+        return self.runner.run(component, inputs, span=span)
+
+    def champion_featurizer(self) -> Artifact | None:
+        """The champion's text featurizer artifact (its frozen vocabulary), or None."""
+        from evergreen.registry import CHAMPION, Registry
+
+        registry = Registry(self.config.registry_dir)
+        try:
+            version = registry.alias(self.config.name, CHAMPION)
+            if version is None:
+                return None
+            lineage = registry.get(self.config.name, version).manifest.get("lineage", {})
+            featurizer = lineage.get("featurizer")
+            return self.store.artifact(int(featurizer)) if featurizer is not None else None
+        except NotFound:
+            return None
 
     def _schema_artifact(self, first_statistics: Artifact) -> Artifact:
         if self.config.validation.schema_file:
@@ -257,9 +315,24 @@ class Project:
             ),
             "label_conflicts": sum(len(s.get("label_conflicts", [])) for s in span_rows),
         }
+        latest = next((s for s in reversed(span_rows) if "drift" in s), None)
+        from evergreen import skew
+
+        serving = skew.project_skew(self) if self.config.drift.enabled else None
         return {
             "pipeline": self.config.name,
             "root": str(self.config.root),
+            "drift_enabled": self.config.drift.enabled,
+            "latest_drift": latest["drift"] | {"span": latest["span"]} if latest else None,
+            "skew": None
+            if serving is None
+            else {
+                "severity": serving.severity,
+                "features": serving.features_at("minor"),
+                "alarms": [a.describe() for a in serving.alarms],
+                "rows": serving.comparisons[0].rows_new if serving.comparisons else 0,
+                "notes": serving.notes,
+            },
             "metadata": self.store.url.split("://", 1)[0],
             "schema": {"artifact": f"a{schema[-1].id}", "uri": schema[-1].uri} if schema else None,
             "spans": span_rows,
@@ -269,6 +342,17 @@ class Project:
                 for status in sorted({r.status for r in runs})
             },
         }
+
+    def span_status(self, span: int) -> dict[str, Any]:
+        """One row of :meth:`status` for the current version of ``span``.
+
+        Raises:
+            NotFound: the span has not been ingested.
+        """
+        record = next((r for r in self.store.spans() if r.span == span), None)
+        if record is None:
+            raise NotFound(f"span {span} has not been ingested; run `evergreen ingest` first")
+        return self._span_status(record)
 
     def _span_status(self, record: SpanRecord) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -298,7 +382,32 @@ class Project:
             row["anomalies"] = [
                 vars(a) for a in validate_mod.load(self.store.artifact(record.anomalies_id))
             ]
+        drift_artifact = drift_mod.find_artifact(self.store, record.span)
+        if drift_artifact is not None:
+            result = drift_mod.load(drift_artifact)
+            row["drift"] = {
+                "artifact": f"a{drift_artifact.id}",
+                "severity": result.severity,
+                "features": result.features_at("minor"),
+                "alarms": [a.describe() for a in result.alarms],
+                "unknown_rate": result.unknown_rate,
+            }
+        decision = self.reports_dir / f"span-{record.span}.json"
+        if decision.is_file():
+            data = json.loads(decision.read_text(encoding="utf-8"))
+            row["decision"] = {
+                "mode": data.get("mode"),
+                "reason": data.get("reason"),
+                "blessed": data.get("blessed"),
+                "version": data.get("version"),
+                "report": str(decision.with_suffix(".html")),
+            }
         return row
+
+    @property
+    def reports_dir(self) -> Path:
+        """Where run records (``span-N.json``) and HTML reports (``span-N.html``) live."""
+        return self.config.root / "reports"
 
     def lineage(self, ident: str) -> dict[str, Any]:
         """Where an artifact (``a12``) or run (``r5``) came from and what used it."""

@@ -31,11 +31,17 @@ from evergreen.pipeline import ExecutionContext
 KLL_K = 200
 HLL_LG_K = 12
 FREQ_LG_MAX_K = 10  # up to 768 items tracked exactly before the sketch starts evicting
-_WORD = re.compile(r"\w+", re.UNICODE)
+# Words of a text column: up to 6,144 tracked exactly, so that drift and the unknown-token rate
+# see a span's real vocabulary (a few hundred KiB per text column and span).
+TEXT_FREQ_LG_MAX_K = 13
+# What Keras' TextVectorization(standardize="lower_and_strip_punctuation", split="whitespace")
+# strips, so that counted words are the featurizer's tokens ("don't" -> "dont").
+_PUNCTUATION = re.compile(r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']')
 
 
 def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    """The tokens of ``text`` as the text featurizer makes them: lower case, no punctuation."""
+    return _PUNCTUATION.sub("", text.lower()).split()
 
 
 def _b64(sketch: Any) -> str:
@@ -57,11 +63,14 @@ class ColumnStatistics:
     distinct: Any = field(default_factory=lambda: ds.hll_sketch(HLL_LG_K))
     quantiles: Any = field(default_factory=lambda: ds.kll_floats_sketch(KLL_K))  # values or lengths
     word_counts: Any = field(default_factory=lambda: ds.kll_floats_sketch(KLL_K))  # text only
-    frequent: Any = field(
-        default_factory=lambda: ds.frequent_strings_sketch(FREQ_LG_MAX_K)
-    )  # items or words
+    frequent: Any = None  # items (categorical) or words (text)
     total: float = 0.0
     total_squares: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.frequent is None:
+            lg = TEXT_FREQ_LG_MAX_K if self.kind == "text" else FREQ_LG_MAX_K
+            self.frequent = ds.frequent_strings_sketch(lg)
 
     def add_many(self, values: list[Any]) -> None:
         """Add a batch of values (None = missing). Items are counted per batch, then sketched."""
@@ -249,14 +258,19 @@ class ComputeStatistics:
     """Pipeline component: an ``examples`` artifact → a ``statistics`` artifact (all splits)."""
 
     name: ClassVar[str] = "statistics"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: words as the featurizer tokenizes them; more words kept
 
     def __init__(self, span: int, version: int) -> None:
         self.span = span
         self.span_version = version
 
     def parameters(self) -> dict[str, Any]:
-        return {"kll_k": KLL_K, "hll_lg_k": HLL_LG_K, "frequent_lg_max_k": FREQ_LG_MAX_K}
+        return {
+            "kll_k": KLL_K,
+            "hll_lg_k": HLL_LG_K,
+            "frequent_lg_max_k": FREQ_LG_MAX_K,
+            "text_frequent_lg_max_k": TEXT_FREQ_LG_MAX_K,
+        }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         source = ctx.inputs["examples"]

@@ -1,0 +1,135 @@
+"""The retrain policy: incremental update, full retrain, or block — and why.
+
+:func:`decide` is a pure function of what is known before training a span: its drift report,
+the unknown-token rate under the champion's frozen vocabulary, how many increments have run
+since the last full retrain, and whether the last incremental candidate forgot the past. Every
+rule that fires adds a reason; the strongest mode wins (block > full > incremental)::
+
+    block        the span's labels collapsed to one class (drift.block_on_single_label), or
+                 drift reached drift.block_on
+    full         no champion; drift reached drift.full_retrain_on (the reason names the
+                 features and scores); unknown-token rate above train.max_unknown_rate;
+                 train.full_every increments since the last full retrain; the last candidate
+                 regressed on the historic holdout beyond train.max_historic_regression
+    incremental  otherwise (minor drift is named in the reasons, but does not force a retrain)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from evergreen.components.drift import DriftResult, at_least
+from evergreen.components.drift import find_report as find_drift_report
+from evergreen.config import DriftConfig
+
+__all__ = ["MODES", "Decision", "decide", "find_drift_report"]
+
+MODES = ("incremental", "full", "block")
+
+
+@dataclass(frozen=True)
+class Decision:
+    mode: str  # incremental, full, or block
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        """The reasons as one line, the deciding one first."""
+        return "; ".join(self.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "reasons": list(self.reasons)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Decision:
+        return cls(data["mode"], list(data["reasons"]))
+
+
+def decide(
+    drift: DriftResult | None,
+    *,
+    cfg: DriftConfig,
+    has_champion: bool = True,
+    unknown_rate: float | None = None,
+    max_unknown_rate: float = 0.25,
+    increments_since_full: int = 0,
+    full_every: int = 0,
+    historic_regression: float | None = None,
+    max_historic_regression: float = 0.005,
+) -> Decision:
+    """The mode for the next training run on a span, with every reason that applies.
+
+    Args:
+        drift: the span's drift report (None: drift is off or not computed; no drift rule fires).
+        cfg: the ``[drift]`` config (``full_retrain_on``, ``block_on``, ``block_on_single_label``).
+        has_champion: False before the first model: always full.
+        unknown_rate: the new span's unknown-token rate under the champion's vocabulary (None:
+            not a text model, or not measured); falls back to the drift report's estimate.
+        max_unknown_rate: above this rate the featurizer no longer fits: full (default 0.25).
+        increments_since_full: incremental runs since the last full retrain.
+        full_every: a full retrain after this many increments (0: never by count).
+        historic_regression: how much the last incremental candidate lost in accuracy on the
+            historic holdout against its champion (positive = worse; None: unknown).
+        max_historic_regression: beyond this the model is forgetting: full (default 0.005).
+    """
+    blocks: list[str] = []
+    fulls: list[str] = []
+    notes: list[str] = []
+    if drift is not None:
+        labels = {k for k, n in drift.labels.items() if n > 0}
+        reference = {k for k, n in drift.reference_labels.items() if n > 0}
+        if cfg.block_on_single_label and len(labels) == 1 and len(reference) > 1:
+            blocks.append(
+                f"the span's labels collapsed to one class ({next(iter(labels))!r}; earlier spans "
+                f"had {len(reference)}); set drift.block_on_single_label = false if this is expected"
+            )
+        if at_least(drift.severity, cfg.block_on):
+            blocks.append(
+                f"{drift.severity} drift in {_describe(drift, cfg.block_on)} "
+                f"(drift.block_on = {cfg.block_on!r})"
+            )
+        if at_least(drift.severity, cfg.full_retrain_on):
+            fulls.append(
+                f"{drift.severity} drift in {_describe(drift, cfg.full_retrain_on)} "
+                f"(drift.full_retrain_on = {cfg.full_retrain_on!r})"
+            )
+        elif drift.severity != "none":
+            notes.append(f"{drift.severity} drift in {_describe(drift, 'minor')}")
+        if unknown_rate is None:
+            unknown_rate = drift.unknown_rate
+    if not has_champion:
+        fulls.insert(0, "no champion yet")
+    if unknown_rate is not None and unknown_rate > max_unknown_rate:
+        fulls.append(
+            f"unknown-token rate {unknown_rate:.2f} above train.max_unknown_rate = {max_unknown_rate}"
+        )
+    if full_every and increments_since_full >= full_every:
+        fulls.append(
+            f"{increments_since_full} increments since the last full retrain "
+            f"(train.full_every = {full_every})"
+        )
+    if historic_regression is not None and historic_regression > max_historic_regression:
+        fulls.append(
+            f"forgetting: the last candidate lost {historic_regression:.3f} historic accuracy "
+            f"(train.max_historic_regression = {max_historic_regression})"
+        )
+    if blocks:
+        return Decision("block", blocks + fulls + notes)
+    if fulls:
+        return Decision("full", fulls + notes)
+    rate = f"unknown-token rate {unknown_rate:.2f}" if unknown_rate is not None else ""
+    fits = "the champion fits the new span" + (f" ({rate})" if rate else "")
+    return Decision("incremental", [fits, *notes])
+
+
+def _describe(drift: DriftResult, level: str) -> str:
+    """``'review' (js_distance 0.41 vs window), 'score' (linf 0.30 vs previous)``."""
+    parts = []
+    seen: set[str] = set()
+    for alarm in drift.alarms:
+        if alarm.feature in seen or not at_least(alarm.severity, level):
+            continue
+        seen.add(alarm.feature)
+        parts.append(f"{alarm.feature!r} ({alarm.metric} {alarm.value:.2f} vs {alarm.reference})")
+    return ", ".join(parts) if parts else "no feature"
