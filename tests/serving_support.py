@@ -93,3 +93,14 @@ def publish(registry: Registry, exports: Exports, k: int, *, champion: bool = Tr
     if champion:
         registry.set_alias(MODEL, "champion", version, reason="test")
     return version
+
+
+_CACHE: dict[str, Exports] = {}
+
+
+def shared_exports(tmp_path_factory: object, variants: int = 6) -> Exports:
+    """One set of exports per test session (training costs seconds; every test file uses it)."""
+    if "exports" not in _CACHE:
+        folder = tmp_path_factory.mktemp("serving-exports")  # type: ignore[attr-defined]
+        _CACHE["exports"] = train_exports(folder, variants)
+    return _CACHE["exports"]

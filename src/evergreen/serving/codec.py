@@ -360,7 +360,8 @@ def _check_names(sig: Signature, given: Mapping[str, Any], where: str) -> None:
 
 
 def _is_named_row(row: Any, names: Sequence[str]) -> bool:
-    return isinstance(row, dict) and not _is_b64(row) and set(row) <= set(names) | {""} and bool(row)
+    # A one-input row may still be written {input: value}; only {"b64": ...} is a bare value.
+    return isinstance(row, dict) and not _is_b64(row)
 
 
 def _is_b64(value: Any) -> bool:

@@ -7,6 +7,7 @@ The loopback rule: without API keys the server binds only to a loopback address 
 from __future__ import annotations
 
 import ipaddress
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -95,7 +96,22 @@ def uvicorn_server(app: Any, settings: ServingConfig) -> Any:
 
 def serve(app: Any, settings: ServingConfig) -> None:
     """Serve in the foreground until interrupted (Ctrl-C, SIGTERM: graceful)."""
-    uvicorn_server(app, settings).run()
+    # uvicorn drains in-flight requests on SIGTERM, then raises the signal again so that the
+    # process dies of it; an orchestrator stopping a server that shut down cleanly should see
+    # exit status 0 instead.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    if main:
+        signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        uvicorn_server(app, settings).run()
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 @dataclass
