@@ -341,6 +341,7 @@ def rollback(config_path: str, root: str | None, version: int) -> None:
 @click.option("--tls-key", default=None, help="PEM private key for HTTPS (serving.tls_key).")
 @click.option("--max-batch-size", default=None, type=int, help="Rows per model call; 1: batching off.")
 @click.option("--batch-timeout-ms", default=None, type=float, help="Longest wait for a batch to fill.")
+@click.option("--batch-threads", default=None, type=int, help="Model calls in flight per version.")
 @click.option("--canary-percent", default=None, type=float, help="Share of traffic for the 'canary' label.")
 @click.option("--request-log", "request_log", default=None, type=click.Path(file_okay=False),
               help="Folder for sampled request rows (default with a config: ROOT/serving/requests).")

@@ -49,7 +49,8 @@ class DynamicBatcher:
             in ``executor`` threads, never on the event loop.
         max_batch_size: most rows per call; 1 turns merging off. A single request with more
             rows runs alone.
-        max_delay: seconds the oldest queued request waits for others; default 0.002.
+        max_delay: seconds the oldest queued request waits for others; default 0: a call
+            starts as soon as a worker is free, and batches fill while the previous call runs.
         max_queue: most requests waiting; beyond, submit raises Unavailable. Default 1024.
         workers: calls in flight at once. Default 1.
         executor: where ``fn`` runs; default the loop's default executor.
@@ -62,7 +63,7 @@ class DynamicBatcher:
         fn: Callable[[Inputs], Outputs],
         *,
         max_batch_size: int = 32,
-        max_delay: float = 0.002,
+        max_delay: float = 0.0,
         max_queue: int = 1024,
         workers: int = 1,
         executor: Executor | None = None,
@@ -120,22 +121,29 @@ class DynamicBatcher:
             )
         rows = next(iter(inputs.values())).shape[0]
         key = tuple((name, a.shape[1:], a.dtype.str) for name, a in sorted(inputs.items()))
-        future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outputs] = loop.create_future()
         item = _Item(inputs, rows, key, deadline, future)
         self._queue.append(item)
         self.on_queue(1)
         assert self._wakeup is not None
         self._wakeup.set()
-        remaining = deadline - time.monotonic()
+        # A timer on the loop's clock (time.monotonic), cheaper than wait_for on the hot path.
+        timer = loop.call_at(deadline, self._expire, item)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout=max(remaining, 0))
-        except TimeoutError:
-            future.cancel()  # the worker skips it if still queued
-            raise DeadlineExceeded(
-                f"{self.name}: no answer within the request deadline "
-                f"({(time.monotonic() - item.enqueued) * 1000:.0f} ms); the server is overloaded "
-                "or serving.request_timeout_ms is too short"
-            ) from None
+            return await future
+        finally:
+            timer.cancel()
+
+    def _expire(self, item: _Item) -> None:
+        if not item.future.done():  # the worker skips it if it is still queued
+            item.future.set_exception(
+                DeadlineExceeded(
+                    f"{self.name}: no answer within the request deadline "
+                    f"({(time.monotonic() - item.enqueued) * 1000:.0f} ms); the server is "
+                    "overloaded or serving.request_timeout_ms is too short"
+                )
+            )
 
     async def close(self) -> None:
         """Stop the workers; requests still queued are answered 503."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from evergreen.registry import Registry
 from evergreen.serving.app import create_app
 from evergreen.serving.auth import ApiKeys
 from evergreen.serving.requestlog import RequestLog
+
+SWITCH_INTERVAL = 0.0005  # seconds; see serve()
 
 
 def is_loopback(host: str) -> bool:
@@ -103,6 +106,11 @@ def serve(app: Any, settings: ServingConfig) -> None:
     previous = signal.getsignal(signal.SIGTERM) if main else None
     if main:
         signal.signal(signal.SIGTERM, _exit_cleanly)
+    # While a model call runs in a thread, every socket call of the event loop gives up the
+    # GIL and must win it back; with Python's default 5 ms switch interval the loop waits in
+    # a convoy behind the model thread. 0.5 ms measured best (bench/bench_serving.py: about
+    # 1.5x the throughput of 5 ms at 32 clients on 2 cores). The server owns its process.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         uvicorn_server(app, settings).run()
     finally:
