@@ -470,3 +470,76 @@ def test_cli_serve_refuses_an_open_bind_and_serves_a_registry(registry: Registry
         out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert f"serving {MODEL} " in out or f"serving {MODEL}" in out
+
+
+# -- other signatures: tabular columns and image bytes ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def generic_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """Two hand-made SavedModels: 'churn' (float, int and string columns), 'photos' (bytes)."""
+    from evergreen.tf import tensorflow
+
+    tf = tensorflow()
+    folder = tmp_path_factory.mktemp("generic")
+
+    class Churn(tf.Module):
+        @tf.function(input_signature=[
+            tf.TensorSpec([None], tf.float32, name="minutes"),
+            tf.TensorSpec([None], tf.int64, name="calls"),
+            tf.TensorSpec([None], tf.string, name="plan"),
+        ])
+        def serve(self, minutes, calls, plan):
+            gold = tf.cast(tf.equal(plan, "gold"), tf.float32)
+            return {"score": minutes * 0.5 + tf.cast(calls, tf.float32) + 100 * gold}
+
+    class Photos(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        def serve(self, image_bytes):
+            return {"length": tf.strings.length(image_bytes), "echo_bytes": image_bytes}
+
+    registry = Registry(folder / "registry")
+    for name, module in (("churn", Churn()), ("photos", Photos())):
+        tf.saved_model.save(module, str(folder / name), signatures={"serving_default": module.serve})
+        registry.publish(name, folder / name, {})
+    settings = ServingConfig(port=0, audit_log=os.devnull)
+    with ServerThread(build(registry.root, settings), settings) as running, httpx.Client(base_url=running.url) as client:
+        yield client
+
+
+def test_tabular_rows_columns_and_v2_tensors(generic_server: httpx.Client):
+    rows = [{"minutes": 10.0, "calls": 2, "plan": "gold"}, {"minutes": 4, "calls": 0, "plan": "basic"}]
+    r = generic_server.post("/v1/models/churn:predict", json={"instances": rows})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"predictions": [107.0, 2.0]}  # one output: bare values
+    columns = {"minutes": [10.0, 4], "calls": [2, 0], "plan": ["gold", "basic"]}
+    assert generic_server.post("/v1/models/churn:predict", json={"inputs": columns}).json() == {"outputs": [107.0, 2.0]}
+    v2 = generic_server.post("/v2/models/churn/infer", json={"inputs": [
+        {"name": "minutes", "shape": [2], "datatype": "FP32", "data": [10.0, 4]},
+        {"name": "calls", "shape": [2], "datatype": "INT64", "data": [2, 0]},
+        {"name": "plan", "shape": [2], "datatype": "BYTES", "data": ["gold", "basic"]},
+    ]})
+    assert v2.json()["outputs"] == [{"name": "score", "shape": [2], "datatype": "FP32", "data": [107.0, 2.0]}]
+
+    for body, message in [
+        ({"instances": [{"minutes": 1.0, "calls": 2}]}, "missing input(s) 'plan'"),
+        ({"instances": [{"minutes": "ten", "calls": 2, "plan": "gold"}]}, "input 'minutes' (instances) expects numbers (float32); value 0 is str 'ten'"),
+        ({"instances": [{"minutes": 1.0, "calls": 2.5, "plan": "gold"}]}, "expects whole numbers (int64); value 0 is float 2.5"),
+        ({"instances": ["gold"]}, "row 0 of 'instances' must be an object with the inputs calls, minutes, plan"),
+        ({"inputs": {"minutes": [1.0, 2.0], "calls": [1], "plan": ["a", "b"]}}, "same number of rows: calls has 1, minutes has 2, plan has 2"),
+    ]:
+        bad = generic_server.post("/v1/models/churn:predict", json=body)
+        assert bad.status_code == 400 and message in bad.json()["error"], bad.json()
+
+
+def test_bytes_inputs_take_b64_and_bytes_outputs_return_b64(generic_server: httpx.Client):
+    import base64
+
+    raw = bytes(range(256))  # not UTF-8: only b64 can carry it
+    r = generic_server.post("/v1/models/photos:predict", json={"instances": [{"b64": base64.b64encode(raw).decode()}]})
+    assert r.status_code == 200, r.text
+    prediction = r.json()["predictions"][0]
+    assert prediction["length"] == 256
+    assert base64.b64decode(prediction["echo_bytes"]["b64"]) == raw
+    plain = generic_server.post("/v1/models/photos:predict", json={"instances": ["abc"]}).json()
+    assert plain["predictions"][0]["echo_bytes"] == {"b64": base64.b64encode(b"abc").decode()}  # *_bytes: always b64

@@ -64,9 +64,15 @@ def test_champion_swapped_five_times_under_load_without_a_failed_request(exports
                     print(f"client {k}: {e!r}")
                 answers.append(Answer(started, time.monotonic(), status, version, classes))
 
+        async def traffic_since(moment: float, count: int = CONCURRENCY, timeout: float = 30) -> None:
+            """Wait until ``count`` requests sent after ``moment`` have been answered."""
+            until = time.monotonic() + timeout
+            while sum(a.started > moment for a in answers) < count and time.monotonic() < until:
+                await asyncio.sleep(0.05)
+
         async def swapper(http: httpx.AsyncClient) -> None:
             for k in range(1, SWAPS + 1):
-                await asyncio.sleep(0.6)  # traffic on the current champion first
+                await traffic_since(swaps[-1][2])  # the current champion answers for a while first
                 version = await asyncio.to_thread(publish, registry, exports, k, champion=False)
                 export_of[version] = k
                 set_at = time.monotonic()
@@ -77,7 +83,7 @@ def test_champion_swapped_five_times_under_load_without_a_failed_request(exports
                         break
                     await asyncio.sleep(0.02)
                 swaps.append((version, set_at, time.monotonic()))
-            await asyncio.sleep(0.6)
+            await traffic_since(swaps[-1][2])
 
         async def main() -> None:
             stop = asyncio.Event()

@@ -108,6 +108,7 @@ class ModelManager:
         self.loading: dict[tuple[str, int], float] = {}  # (model, version) -> started
         self.errors: dict[tuple[str, int], str] = {}  # versions that failed to load
         self.discovered: set[str] = set()  # models seen in the registry
+        self._last_wanted: dict[str, dict[str, int]] = {}
         self.executor = ThreadPoolExecutor(
             max_workers=max(4, 2 * settings.batch_threads), thread_name_prefix="evergreen-model"
         )
@@ -160,6 +161,11 @@ class ModelManager:
             wanted = await loop.run_in_executor(None, self._wanted)
             for model, labels in wanted.items():
                 self.discovered.add(model)
+                if self._last_wanted.get(model) != labels:
+                    # An alias moved: versions that failed before get another chance.
+                    self._last_wanted[model] = labels
+                    for key in [k for k in self.errors if k[0] == model]:
+                        del self.errors[key]
                 state = self.models.get(model) or _ModelState(model)
                 if labels == state.labels:
                     continue
@@ -269,6 +275,13 @@ class ModelManager:
         """
         state = self.models.get(model)
         if state is None or not state.versions:
+            failed = [f"version {v}: {e}" for (m, v), e in sorted(self.errors.items()) if m == model]
+            if failed:
+                raise Unavailable(
+                    f"model {model!r} has no version loaded; loading failed for "
+                    + "; ".join(failed)
+                    + ". Fix or move the champion alias; the server retries when it moves"
+                )
             if model in self.discovered or any(m == model for m, _ in self.loading):
                 raise Unavailable(f"model {model!r} is not loaded yet; retry in a moment")
             served = ", ".join(sorted(self.models)) or "none"
