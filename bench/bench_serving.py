@@ -98,7 +98,9 @@ def start(command: list[str], port: int) -> subprocess.Popen[bytes]:
     raise TimeoutError(f"{command} did not become ready")
 
 
-async def load(port: int, texts: list[str], concurrency: int, seconds: float, warmup: float) -> dict[str, float]:
+async def load(
+    port: int, texts: list[str], concurrency: int, seconds: float, warmup: float
+) -> dict[str, float]:
     """``concurrency`` keep-alive connections sending one request after another.
 
     A minimal HTTP/1.1 client over asyncio streams, not httpx: on a 2-core machine the client
@@ -179,7 +181,9 @@ def main() -> None:
     parser.add_argument("--batch-threads", type=int, default=1)
     parser.add_argument("--only", default="batching,no-batch,naive", help="servers to measure")
     parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--naive-server", nargs=2, metavar=("MODEL_DIR", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--naive-server", nargs=2, metavar=("MODEL_DIR", "PORT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.naive_server:
         naive_server(args.naive_server[0], int(args.naive_server[1]))
@@ -196,15 +200,36 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     try:
         started = time.perf_counter()
-        exports = train_exports(work, 1, rows=1000, sequence_length=200, embedding_dim=64, conv_filters=128)
+        exports = train_exports(
+            work, 1, rows=1000, sequence_length=200, embedding_dim=64, conv_filters=128
+        )
         registry = Registry(work / "registry")
         publish(registry, exports, 0)
-        print(f"model: word CNN, 200 tokens, embedding 64, 128 filters (trained in {time.perf_counter() - started:.0f}s)")
+        print(
+            f"model: word CNN, 200 tokens, embedding 64, 128 filters (trained in {time.perf_counter() - started:.0f}s)"
+        )
         texts, _ = read_reviews(1000)
         levels = [int(c) for c in args.concurrency.split(",")]
-        serve = [sys.executable, "-m", "evergreen", "serve", "--registry", str(registry.root), "--audit-log", os.devnull]
+        serve = [
+            sys.executable,
+            "-m",
+            "evergreen",
+            "serve",
+            "--registry",
+            str(registry.root),
+            "--audit-log",
+            os.devnull,
+        ]
         servers = {
-            "batching": serve + ["--max-batch-size", str(args.max_batch_size), "--batch-timeout-ms", str(args.batch_timeout_ms), "--batch-threads", str(args.batch_threads)],
+            "batching": serve
+            + [
+                "--max-batch-size",
+                str(args.max_batch_size),
+                "--batch-timeout-ms",
+                str(args.batch_timeout_ms),
+                "--batch-threads",
+                str(args.batch_threads),
+            ],
             "no-batch": serve + ["--max-batch-size", "1"],
             "naive": [sys.executable, __file__, "--naive-server", str(exports.paths[0])],
         }
@@ -219,7 +244,10 @@ def main() -> None:
                 for c in levels:
                     results[name][c] = asyncio.run(load(port, texts, c, args.seconds, args.warmup))
                     r = results[name][c]
-                    print(f"  {name:9s} c={c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50']:7.1f} ms  p99 {r['p99']:7.1f} ms  ({int(r['n'])} requests, {int(r['errors'])} errors)", flush=True)
+                    print(
+                        f"  {name:9s} c={c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50']:7.1f} ms  p99 {r['p99']:7.1f} ms  ({int(r['n'])} requests, {int(r['errors'])} errors)",
+                        flush=True,
+                    )
             finally:
                 process.terminate()
                 process.wait(timeout=60)
@@ -227,11 +255,15 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print(f"{'concurrency':>11} | {'server':9} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6}")
+    print(
+        f"{'concurrency':>11} | {'server':9} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6}"
+    )
     for c in levels:
         for name in servers:
             r = results[name][c]
-            print(f"{c:>11} | {name:9} | {r['rps']:8.1f} | {r['p50']:7.1f} | {r['p99']:7.1f} | {int(r['errors']):>6}")
+            print(
+                f"{c:>11} | {name:9} | {r['rps']:8.1f} | {r['p50']:7.1f} | {r['p99']:7.1f} | {int(r['errors']):>6}"
+            )
     if len(servers) < 3:
         return
     print()

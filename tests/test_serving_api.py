@@ -55,7 +55,10 @@ def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iter
         batch_timeout_ms=1.0,
     )
     app = build(registry.root, settings, request_log_dir=logs / "requests")
-    with ServerThread(app, settings) as running, httpx.Client(base_url=running.url, timeout=30) as client:
+    with (
+        ServerThread(app, settings) as running,
+        httpx.Client(base_url=running.url, timeout=30) as client,
+    ):
         client.logs = logs  # type: ignore[attr-defined]
         yield client
 
@@ -73,11 +76,18 @@ def test_status_lists_loaded_versions_in_tf_serving_format(server: httpx.Client)
     assert r.status_code == 200
     assert r.json() == {
         "model_version_status": [
-            {"version": v, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            {
+                "version": v,
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
             for v in ("2", "1")
         ]
     }
-    assert [s["version"] for s in server.get(f"/v1/models/{MODEL}/versions/1").json()["model_version_status"]] == ["1"]
+    assert [
+        s["version"]
+        for s in server.get(f"/v1/models/{MODEL}/versions/1").json()["model_version_status"]
+    ] == ["1"]
     canary = server.get(f"/v1/models/{MODEL}/labels/canary")
     assert canary.json()["model_version_status"][0]["version"] == "2"
     assert canary.headers["X-Model-Version"] == "2"
@@ -86,7 +96,11 @@ def test_status_lists_loaded_versions_in_tf_serving_format(server: httpx.Client)
 def test_metadata_describes_every_signature(server: httpx.Client):
     r = server.get(f"/v1/models/{MODEL}/metadata")
     body = r.json()
-    assert r.status_code == 200 and body["model_spec"] == {"name": MODEL, "signature_name": "", "version": "1"}
+    assert r.status_code == 200 and body["model_spec"] == {
+        "name": MODEL,
+        "signature_name": "",
+        "version": "1",
+    }
     defs = body["metadata"]["signature_def"]["signature_def"]
     assert sorted(defs) == ["classify", "serving_default", "tokenize"]
     assert defs["serving_default"]["inputs"]["text"] == {
@@ -95,7 +109,9 @@ def test_metadata_describes_every_signature(server: httpx.Client):
         "name": "text",
     }
     assert defs["serving_default"]["outputs"]["scores"]["tensor_shape"]["dim"][1]["size"] == "2"
-    assert server.get(f"/v1/models/{MODEL}/versions/2/metadata").json()["model_spec"]["version"] == "2"
+    assert (
+        server.get(f"/v1/models/{MODEL}/versions/2/metadata").json()["model_spec"]["version"] == "2"
+    )
 
 
 def test_predict_row_format_as_in_the_tf_serving_docs(server: httpx.Client):
@@ -108,13 +124,20 @@ def test_predict_row_format_as_in_the_tf_serving_docs(server: httpx.Client):
         assert p["classes"] == ["great-1", "other-1"]
         assert abs(sum(p["scores"]) - 1) < 1e-5
     # The same rows as objects {input: value} give the same answer.
-    named = server.post(f"/v1/models/{MODEL}:predict", json={"instances": [{"text": t} for t in ("foo", "bar", "baz")]})
+    named = server.post(
+        f"/v1/models/{MODEL}:predict",
+        json={"instances": [{"text": t} for t in ("foo", "bar", "baz")]},
+    )
     assert named.json() == r.json()
 
 
 def test_predict_columnar_format_and_signature_name(server: httpx.Client):
-    rows = server.post(f"/v1/models/{MODEL}:predict", json={"instances": ["Great coffee!", "Stale."]}).json()
-    columns = server.post(f"/v1/models/{MODEL}:predict", json={"inputs": {"text": ["Great coffee!", "Stale."]}})
+    rows = server.post(
+        f"/v1/models/{MODEL}:predict", json={"instances": ["Great coffee!", "Stale."]}
+    ).json()
+    columns = server.post(
+        f"/v1/models/{MODEL}:predict", json={"inputs": {"text": ["Great coffee!", "Stale."]}}
+    )
     bare = server.post(f"/v1/models/{MODEL}:predict", json={"inputs": ["Great coffee!", "Stale."]})
     assert columns.status_code == 200 and columns.json() == bare.json()
     outputs = columns.json()["outputs"]
@@ -126,7 +149,10 @@ def test_predict_columnar_format_and_signature_name(server: httpx.Client):
         json={"signature_name": "classify", "instances": ["Great coffee!", "Stale."]},
     ).json()["predictions"]
     for b, p in zip(best, rows["predictions"], strict=True):
-        assert b["score"] == max(p["scores"]) and b["label"] == p["classes"][p["scores"].index(b["score"])]
+        assert (
+            b["score"] == max(p["scores"])
+            and b["label"] == p["classes"][p["scores"].index(b["score"])]
+        )
 
 
 def test_b64_strings_are_decoded_like_text(server: httpx.Client):
@@ -150,7 +176,8 @@ def test_classify_with_examples_and_context(server: httpx.Client):
     assert len(result) == 2 and r.headers["X-Model-Version"] == "2"
     assert [label for label, _ in result[0]] == ["great-2", "other-2"]
     context = server.post(
-        f"/v1/models/{MODEL}/versions/2:classify", json={"context": {"text": "Best tea ever"}, "examples": [{}]}
+        f"/v1/models/{MODEL}/versions/2:classify",
+        json={"context": {"text": "Best tea ever"}, "examples": [{}]},
     )
     assert context.json()["result"][0] == result[0]
 
@@ -182,7 +209,11 @@ def test_v2_health_server_and_model_metadata(server: httpx.Client):
             {"name": "scores", "datatype": "FP32", "shape": [-1, 2]},
         ],
     }
-    assert server.get(f"/v2/models/{MODEL}/ready").json() == {"name": MODEL, "version": "1", "ready": True}
+    assert server.get(f"/v2/models/{MODEL}/ready").json() == {
+        "name": MODEL,
+        "version": "1",
+        "ready": True,
+    }
     assert server.get(f"/v2/models/{MODEL}/versions/2/ready").status_code == 200
     assert server.get(f"/v2/models/{MODEL}/versions/9/ready").status_code == 404
 
@@ -191,7 +222,9 @@ def test_v2_infer_as_in_the_protocol_spec(server: httpx.Client):
     # The spec's example: an id echoed back, a shape covering the batch, one requested output.
     body = {
         "id": "42",
-        "inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": ["good", "bad", "ok"]}],
+        "inputs": [
+            {"name": "text", "shape": [3], "datatype": "BYTES", "data": ["good", "bad", "ok"]}
+        ],
         "outputs": [{"name": "scores"}],
     }
     r = server.post(f"/v2/models/{MODEL}/infer", json=body)
@@ -201,15 +234,22 @@ def test_v2_infer_as_in_the_protocol_spec(server: httpx.Client):
     assert [o["name"] for o in answer["outputs"]] == ["scores"]
     scores = answer["outputs"][0]
     assert scores["shape"] == [3, 2] and scores["datatype"] == "FP32" and len(scores["data"]) == 6
-    v1 = server.post(f"/v1/models/{MODEL}:predict", json={"instances": ["good", "bad", "ok"]}).json()
+    v1 = server.post(
+        f"/v1/models/{MODEL}:predict", json={"instances": ["good", "bad", "ok"]}
+    ).json()
     assert scores["data"] == [s for p in v1["predictions"] for s in p["scores"]]
 
     # Data may come nested or flat; the shape decides. [3, 1] is not the signature's [-1].
     nested = dict(body, inputs=[dict(body["inputs"][0], data=[["good"], ["bad"], ["ok"]])])
-    assert server.post(f"/v2/models/{MODEL}/infer", json=nested).json()["outputs"] == answer["outputs"]
+    assert (
+        server.post(f"/v2/models/{MODEL}/infer", json=nested).json()["outputs"] == answer["outputs"]
+    )
     wrong_rank = dict(body, inputs=[dict(nested["inputs"][0], shape=[3, 1])])
     r = server.post(f"/v2/models/{MODEL}/infer", json=wrong_rank)
-    assert r.status_code == 400 and "has shape [3, 1] but the signature expects ['batch']" in r.json()["error"]
+    assert (
+        r.status_code == 400
+        and "has shape [3, 1] but the signature expects ['batch']" in r.json()["error"]
+    )
     pinned = server.post(f"/v2/models/{MODEL}/versions/2/infer", json={"inputs": body["inputs"]})
     assert pinned.json()["model_version"] == "2" and "id" not in pinned.json()
     assert pinned.json()["outputs"][0] == {
@@ -223,37 +263,191 @@ def test_v2_infer_as_in_the_protocol_spec(server: httpx.Client):
 # -- bad requests -----------------------------------------------------------------------------
 
 BAD = [
-    ("malformed-json", "POST", f"/v1/models/{MODEL}:predict", b'{"instances": ["a",}', 400, "not valid JSON"),
-    ("not-an-object", "POST", f"/v1/models/{MODEL}:predict", b'["a"]', 400, "must be a JSON object"),
+    (
+        "malformed-json",
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        b'{"instances": ["a",}',
+        400,
+        "not valid JSON",
+    ),
+    (
+        "not-an-object",
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        b'["a"]',
+        400,
+        "must be a JSON object",
+    ),
     ("empty-body", "POST", f"/v1/models/{MODEL}:predict", b"", 400, "body is empty"),
-    ("wrong-type", "POST", f"/v1/models/{MODEL}:predict", {"instances": [1, 2]}, 400, "expects strings"),
-    ("wrong-shape", "POST", f"/v1/models/{MODEL}:predict", {"instances": [["a", "b"]]}, 400, "expects ['batch'] (a single value per row)"),
-    ("ragged", "POST", f"/v1/models/{MODEL}:predict", {"inputs": {"text": [["a"], ["b", "c"]]}}, 400, "every row must have the same shape"),
-    ("unknown-input", "POST", f"/v1/models/{MODEL}:predict", {"instances": [{"txt": "a"}]}, 400, "did you mean 'text'"),
-    ("both-formats", "POST", f"/v1/models/{MODEL}:predict", {"instances": ["a"], "inputs": ["a"]}, 400, "not both"),
-    ("no-inputs", "POST", f"/v1/models/{MODEL}:predict", {"signature_name": "serving_default"}, 400, "one is required"),
-    ("typo-key", "POST", f"/v1/models/{MODEL}:predict", {"instance": ["a"]}, 400, "did you mean 'instances'"),
-    ("bad-b64", "POST", f"/v1/models/{MODEL}:predict", {"instances": [{"b64": "%%%"}]}, 400, "not valid base64"),
-    ("unknown-signature", "POST", f"/v1/models/{MODEL}:predict", {"signature_name": "nope", "instances": ["a"]}, 400, "signatures: classify, serving_default, tokenize"),
-    ("unknown-model", "POST", "/v1/models/nope:predict", {"instances": ["a"]}, 404, "models: reviews"),
-    ("unknown-version", "POST", f"/v1/models/{MODEL}/versions/7:predict", {"instances": ["a"]}, 404, "loaded: 1 (champion), 2 (canary)"),
+    (
+        "wrong-type",
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"instances": [1, 2]},
+        400,
+        "expects strings",
+    ),
+    (
+        "wrong-shape",
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"instances": [["a", "b"]]},
+        400,
+        "expects ['batch'] (a single value per row)",
+    ),
+    (
+        "ragged",
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"inputs": {"text": [["a"], ["b", "c"]]}},
+        400,
+        "every row must have the same shape",
+    ),
+    (
+        "unknown-input",
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"instances": [{"txt": "a"}]},
+        400,
+        "did you mean 'text'",
+    ),
+    (
+        "both-formats",
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"instances": ["a"], "inputs": ["a"]},
+        400,
+        "not both",
+    ),
+    (
+        "no-inputs",
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"signature_name": "serving_default"},
+        400,
+        "one is required",
+    ),
+    (
+        "typo-key",
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"instance": ["a"]},
+        400,
+        "did you mean 'instances'",
+    ),
+    (
+        "bad-b64",
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"instances": [{"b64": "%%%"}]},
+        400,
+        "not valid base64",
+    ),
+    (
+        "unknown-signature",
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"signature_name": "nope", "instances": ["a"]},
+        400,
+        "signatures: classify, serving_default, tokenize",
+    ),
+    (
+        "unknown-model",
+        "POST",
+        "/v1/models/nope:predict",
+        {"instances": ["a"]},
+        404,
+        "models: reviews",
+    ),
+    (
+        "unknown-version",
+        "POST",
+        f"/v1/models/{MODEL}/versions/7:predict",
+        {"instances": ["a"]},
+        404,
+        "loaded: 1 (champion), 2 (canary)",
+    ),
     ("version-not-a-number", "GET", f"/v1/models/{MODEL}/versions/x", None, 400, "not a number"),
-    ("unknown-label", "GET", f"/v1/models/{MODEL}/labels/prod/metadata", None, 404, "labels: canary=2, champion=1"),
-    ("regress", "POST", f"/v1/models/{MODEL}:regress", {"examples": [{"text": "a"}]}, 400, "use :predict"),
-    ("classify-bad-signature", "POST", f"/v1/models/{MODEL}:classify", {"signature_name": "tokenize", "examples": [{"text": "a"}]}, 400, "no classification outputs"),
+    (
+        "unknown-label",
+        "GET",
+        f"/v1/models/{MODEL}/labels/prod/metadata",
+        None,
+        404,
+        "labels: canary=2, champion=1",
+    ),
+    (
+        "regress",
+        "POST",
+        f"/v1/models/{MODEL}:regress",
+        {"examples": [{"text": "a"}]},
+        400,
+        "use :predict",
+    ),
+    (
+        "classify-bad-signature",
+        "POST",
+        f"/v1/models/{MODEL}:classify",
+        {"signature_name": "tokenize", "examples": [{"text": "a"}]},
+        400,
+        "no classification outputs",
+    ),
     ("get-predict", "GET", f"/v1/models/{MODEL}:predict", None, 405, "takes POST"),
     ("unknown-route", "GET", "/v3/anything", None, 404, "no route /v3/anything"),
-    ("oversized", "POST", f"/v1/models/{MODEL}:predict", {"instances": ["x" * 30_000]}, 413, "at most 20000"),
-    ("v2-datatype", "POST", f"/v2/models/{MODEL}/infer", {"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]}, 400, "expects 'BYTES'"),
-    ("v2-count", "POST", f"/v2/models/{MODEL}/infer", {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a"]}]}, 400, "holds 2 values but data has 1"),
-    ("v2-missing-field", "POST", f"/v2/models/{MODEL}/infer", {"inputs": [{"name": "text", "data": ["a"]}]}, 400, "lacks shape, datatype"),
-    ("v2-unknown-output", "POST", f"/v2/models/{MODEL}/infer", {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}], "outputs": [{"name": "probs"}]}, 400, "outputs: classes, scores"),
+    (
+        "oversized",
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"instances": ["x" * 30_000]},
+        413,
+        "at most 20000",
+    ),
+    (
+        "v2-datatype",
+        "POST",
+        f"/v2/models/{MODEL}/infer",
+        {"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]},
+        400,
+        "expects 'BYTES'",
+    ),
+    (
+        "v2-count",
+        "POST",
+        f"/v2/models/{MODEL}/infer",
+        {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a"]}]},
+        400,
+        "holds 2 values but data has 1",
+    ),
+    (
+        "v2-missing-field",
+        "POST",
+        f"/v2/models/{MODEL}/infer",
+        {"inputs": [{"name": "text", "data": ["a"]}]},
+        400,
+        "lacks shape, datatype",
+    ),
+    (
+        "v2-unknown-output",
+        "POST",
+        f"/v2/models/{MODEL}/infer",
+        {
+            "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
+            "outputs": [{"name": "probs"}],
+        },
+        400,
+        "outputs: classes, scores",
+    ),
     ("v2-unknown-model", "POST", "/v2/models/nope/infer", {"inputs": []}, 404, "not served here"),
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_bad_requests_get_the_right_status_and_say_what_to_fix(server: httpx.Client, method, path, body, status, message):
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
+)
+def test_bad_requests_get_the_right_status_and_say_what_to_fix(
+    server: httpx.Client, method, path, body, status, message
+):
     if isinstance(body, bytes):
         r = server.request(method, path, content=body, headers={"Content-Type": "application/json"})
     else:
@@ -283,7 +477,9 @@ def test_request_log_has_one_line_per_row_in_the_agreed_format(server: httpx.Cli
     path = server.logs / "requests" / MODEL / f"{dt.datetime.now(dt.UTC).date().isoformat()}.jsonl"  # type: ignore[attr-defined]
     lines = []
     for _ in range(100):  # written by a background thread
-        lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        lines = (
+            [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        )
         if any(line["inputs"]["text"] == "logged three" for line in lines):
             break
         time.sleep(0.05)
@@ -291,7 +487,11 @@ def test_request_log_has_one_line_per_row_in_the_agreed_format(server: httpx.Cli
     assert [line["inputs"] for line in ours] == [{"text": t} for t in texts]
     for line in ours:
         assert set(line) == {"ts", "model", "version", "signature", "inputs"}
-        assert line["model"] == MODEL and line["version"] == 1 and line["signature"] == "serving_default"
+        assert (
+            line["model"] == MODEL
+            and line["version"] == 1
+            and line["signature"] == "serving_default"
+        )
         assert dt.datetime.fromisoformat(line["ts"]).tzinfo is not None
 
 
@@ -315,7 +515,10 @@ def test_metrics_count_requests_batches_queue_and_loaded_versions(server: httpx.
     assert f'evergreen_requests_total{{api="v1",model="{MODEL}",status="200",version="1"}}' in text
     assert f'evergreen_requests_total{{api="v1",model="{MODEL}",status="400",version="1"}}' in text
     assert f'evergreen_request_latency_seconds_bucket{{api="v1",le="0.1",model="{MODEL}"}}' in text
-    assert 'evergreen_batch_size_count{model="reviews",signature="serving_default",version="1"}' in text
+    assert (
+        'evergreen_batch_size_count{model="reviews",signature="serving_default",version="1"}'
+        in text
+    )
     assert 'evergreen_queue_depth{model="reviews"} 0.0' in text
     assert 'evergreen_model_load_seconds{model="reviews",version="2"}' in text
     assert 'evergreen_model_loaded{model="reviews",version="1"} 1.0' in text
@@ -327,12 +530,19 @@ def test_metrics_count_requests_batches_queue_and_loaded_versions(server: httpx.
 
 def test_canary_percent_sends_that_share_of_unlabelled_requests(registry: Registry):
     settings = ServingConfig(port=0, canary_percent=10, audit_log=os.devnull)
-    with ServerThread(build(registry.root, settings), settings) as running, httpx.Client(base_url=running.url) as client:
+    with (
+        ServerThread(build(registry.root, settings), settings) as running,
+        httpx.Client(base_url=running.url) as client,
+    ):
         versions = [
-            client.post(f"/v1/models/{MODEL}:predict", json={"instances": ["tea"]}).headers["X-Model-Version"]
+            client.post(f"/v1/models/{MODEL}:predict", json={"instances": ["tea"]}).headers[
+                "X-Model-Version"
+            ]
             for _ in range(100)
         ]
-        pinned = client.post(f"/v1/models/{MODEL}/labels/champion:predict", json={"instances": ["tea"]})
+        pinned = client.post(
+            f"/v1/models/{MODEL}/labels/champion:predict", json={"instances": ["tea"]}
+        )
     assert versions.count("2") == 10 and versions.count("1") == 90
     assert pinned.headers["X-Model-Version"] == "1"
 
@@ -346,7 +556,10 @@ def test_api_keys_are_required_when_configured(registry: Registry, tmp_path: Pat
     keys = ApiKeys.load(key_file=key_file)
     audit = tmp_path / "audit.jsonl"
     settings = ServingConfig(port=0, audit_log=str(audit), log_payloads=True)
-    with ServerThread(build(registry.root, settings, api_keys=keys), settings) as running, httpx.Client(base_url=running.url) as client:
+    with (
+        ServerThread(build(registry.root, settings, api_keys=keys), settings) as running,
+        httpx.Client(base_url=running.url) as client,
+    ):
         url = f"/v1/models/{MODEL}:predict"
         body = {"instances": ["payload-marker"]}
         missing = client.post(url, json=body)
@@ -364,7 +577,12 @@ def test_api_keys_are_required_when_configured(registry: Registry, tmp_path: Pat
     assert metrics.status_code == 401
     assert live.status_code == 200 and ready.status_code == 200  # probes stay open
     lines = [json.loads(line) for line in audit.read_text().splitlines()]
-    assert [x["who"] for x in lines if x["path"] == url] == ["anonymous", "anonymous", "anonymous", "alice"]
+    assert [x["who"] for x in lines if x["path"] == url] == [
+        "anonymous",
+        "anonymous",
+        "anonymous",
+        "alice",
+    ]
     assert KEY not in audit.read_text()
     assert lines[3]["payload"] == body  # log_payloads = true puts the body in
 
@@ -381,19 +599,41 @@ def test_non_loopback_bind_without_keys_is_refused():
         check_settings(ServingConfig(tls_cert="/nope.pem", tls_key="/nope.key"), None)
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a certificate")
+@pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="openssl is needed to make a certificate"
+)
 def test_tls_serves_https(registry: Registry, tmp_path: Path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
         check=True,
         capture_output=True,
     )
     settings = ServingConfig(port=0, tls_cert=str(cert), tls_key=str(key), audit_log=os.devnull)
     with ServerThread(build(registry.root, settings), settings) as running:
         assert running.url.startswith("https://")
-        r = httpx.post(f"{running.url}/v1/models/{MODEL}:predict", json={"instances": ["tea"]}, verify=str(cert))
+        r = httpx.post(
+            f"{running.url}/v1/models/{MODEL}:predict",
+            json={"instances": ["tea"]},
+            verify=str(cert),
+        )
         assert r.status_code == 200 and r.headers["X-Model-Version"] == "1"
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{running.port}/v2/health/live")
@@ -406,7 +646,7 @@ def test_serving_config_round_trips_and_names_bad_keys(tmp_path: Path):
     config = tmp_path / "evergreen.toml"
     config.write_text(
         '[pipeline]\nname = "reviews"\n[data]\npattern = "data/span-{SPAN}/*.csv"\nlabel = "score"\n'
-        '[serving]\nport = 9000\nmax_batch_size = 64\ncanary_percent = 10\n'
+        "[serving]\nport = 9000\nmax_batch_size = 64\ncanary_percent = 10\n"
     )
     loaded = config_mod.load(config)
     assert loaded.serving.port == 9000 and loaded.serving.max_batch_size == 64
@@ -437,8 +677,20 @@ def test_cli_serve_refuses_an_open_bind_and_serves_a_registry(registry: Registry
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("EVERGREEN_API_KEYS", None)
     refused = subprocess.run(
-        [sys.executable, "-m", "evergreen", "serve", "--registry", str(registry.root), "--host", "0.0.0.0"],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "evergreen",
+            "serve",
+            "--registry",
+            str(registry.root),
+            "--host",
+            "0.0.0.0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "not a loopback address, so API keys are required" in refused.stderr
@@ -449,9 +701,22 @@ def test_cli_serve_refuses_an_open_bind_and_serves_a_registry(registry: Registry
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "evergreen", "serve", "--registry", str(registry.root), "--port", str(port),
-         "--audit-log", str(tmp_path / "audit.jsonl")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "evergreen",
+            "serve",
+            "--registry",
+            str(registry.root),
+            "--port",
+            str(port),
+            "--audit-log",
+            str(tmp_path / "audit.jsonl"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -484,11 +749,13 @@ def generic_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.C
     folder = tmp_path_factory.mktemp("generic")
 
     class Churn(tf.Module):
-        @tf.function(input_signature=[
-            tf.TensorSpec([None], tf.float32, name="minutes"),
-            tf.TensorSpec([None], tf.int64, name="calls"),
-            tf.TensorSpec([None], tf.string, name="plan"),
-        ])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.float32, name="minutes"),
+                tf.TensorSpec([None], tf.int64, name="calls"),
+                tf.TensorSpec([None], tf.string, name="plan"),
+            ]
+        )
         def serve(self, minutes, calls, plan):
             gold = tf.cast(tf.equal(plan, "gold"), tf.float32)
             return {"score": minutes * 0.5 + tf.cast(calls, tf.float32) + 100 * gold}
@@ -500,33 +767,62 @@ def generic_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.C
 
     registry = Registry(folder / "registry")
     for name, module in (("churn", Churn()), ("photos", Photos())):
-        tf.saved_model.save(module, str(folder / name), signatures={"serving_default": module.serve})
+        tf.saved_model.save(
+            module, str(folder / name), signatures={"serving_default": module.serve}
+        )
         registry.publish(name, folder / name, {})
     settings = ServingConfig(port=0, audit_log=os.devnull)
-    with ServerThread(build(registry.root, settings), settings) as running, httpx.Client(base_url=running.url) as client:
+    with (
+        ServerThread(build(registry.root, settings), settings) as running,
+        httpx.Client(base_url=running.url) as client,
+    ):
         yield client
 
 
 def test_tabular_rows_columns_and_v2_tensors(generic_server: httpx.Client):
-    rows = [{"minutes": 10.0, "calls": 2, "plan": "gold"}, {"minutes": 4, "calls": 0, "plan": "basic"}]
+    rows = [
+        {"minutes": 10.0, "calls": 2, "plan": "gold"},
+        {"minutes": 4, "calls": 0, "plan": "basic"},
+    ]
     r = generic_server.post("/v1/models/churn:predict", json={"instances": rows})
     assert r.status_code == 200, r.text
     assert r.json() == {"predictions": [107.0, 2.0]}  # one output: bare values
     columns = {"minutes": [10.0, 4], "calls": [2, 0], "plan": ["gold", "basic"]}
-    assert generic_server.post("/v1/models/churn:predict", json={"inputs": columns}).json() == {"outputs": [107.0, 2.0]}
-    v2 = generic_server.post("/v2/models/churn/infer", json={"inputs": [
-        {"name": "minutes", "shape": [2], "datatype": "FP32", "data": [10.0, 4]},
-        {"name": "calls", "shape": [2], "datatype": "INT64", "data": [2, 0]},
-        {"name": "plan", "shape": [2], "datatype": "BYTES", "data": ["gold", "basic"]},
-    ]})
-    assert v2.json()["outputs"] == [{"name": "score", "shape": [2], "datatype": "FP32", "data": [107.0, 2.0]}]
+    assert generic_server.post("/v1/models/churn:predict", json={"inputs": columns}).json() == {
+        "outputs": [107.0, 2.0]
+    }
+    v2 = generic_server.post(
+        "/v2/models/churn/infer",
+        json={
+            "inputs": [
+                {"name": "minutes", "shape": [2], "datatype": "FP32", "data": [10.0, 4]},
+                {"name": "calls", "shape": [2], "datatype": "INT64", "data": [2, 0]},
+                {"name": "plan", "shape": [2], "datatype": "BYTES", "data": ["gold", "basic"]},
+            ]
+        },
+    )
+    assert v2.json()["outputs"] == [
+        {"name": "score", "shape": [2], "datatype": "FP32", "data": [107.0, 2.0]}
+    ]
 
     for body, message in [
         ({"instances": [{"minutes": 1.0, "calls": 2}]}, "missing input(s) 'plan'"),
-        ({"instances": [{"minutes": "ten", "calls": 2, "plan": "gold"}]}, "input 'minutes' (instances) expects numbers (float32); value 0 is str 'ten'"),
-        ({"instances": [{"minutes": 1.0, "calls": 2.5, "plan": "gold"}]}, "expects whole numbers (int64); value 0 is float 2.5"),
-        ({"instances": ["gold"]}, "row 0 of 'instances' must be an object with the inputs calls, minutes, plan"),
-        ({"inputs": {"minutes": [1.0, 2.0], "calls": [1], "plan": ["a", "b"]}}, "same number of rows: calls has 1, minutes has 2, plan has 2"),
+        (
+            {"instances": [{"minutes": "ten", "calls": 2, "plan": "gold"}]},
+            "input 'minutes' (instances) expects numbers (float32); value 0 is str 'ten'",
+        ),
+        (
+            {"instances": [{"minutes": 1.0, "calls": 2.5, "plan": "gold"}]},
+            "expects whole numbers (int64); value 0 is float 2.5",
+        ),
+        (
+            {"instances": ["gold"]},
+            "row 0 of 'instances' must be an object with the inputs calls, minutes, plan",
+        ),
+        (
+            {"inputs": {"minutes": [1.0, 2.0], "calls": [1], "plan": ["a", "b"]}},
+            "same number of rows: calls has 1, minutes has 2, plan has 2",
+        ),
     ]:
         bad = generic_server.post("/v1/models/churn:predict", json=body)
         assert bad.status_code == 400 and message in bad.json()["error"], bad.json()
@@ -536,10 +832,31 @@ def test_bytes_inputs_take_b64_and_bytes_outputs_return_b64(generic_server: http
     import base64
 
     raw = bytes(range(256))  # not UTF-8: only b64 can carry it
-    r = generic_server.post("/v1/models/photos:predict", json={"instances": [{"b64": base64.b64encode(raw).decode()}]})
+    r = generic_server.post(
+        "/v1/models/photos:predict", json={"instances": [{"b64": base64.b64encode(raw).decode()}]}
+    )
     assert r.status_code == 200, r.text
     prediction = r.json()["predictions"][0]
     assert prediction["length"] == 256
     assert base64.b64decode(prediction["echo_bytes"]["b64"]) == raw
     plain = generic_server.post("/v1/models/photos:predict", json={"instances": ["abc"]}).json()
-    assert plain["predictions"][0]["echo_bytes"] == {"b64": base64.b64encode(b"abc").decode()}  # *_bytes: always b64
+    assert plain["predictions"][0]["echo_bytes"] == {
+        "b64": base64.b64encode(b"abc").decode()
+    }  # *_bytes: always b64
+
+
+def test_serving_public_api_is_pinned():
+    import evergreen.serving
+
+    assert sorted(evergreen.serving.__all__) == [
+        "ApiKeys",
+        "DynamicBatcher",
+        "RequestLog",
+        "ServerThread",
+        "VERSION_HEADER",
+        "build",
+        "check_settings",
+        "create_app",
+        "is_loopback",
+        "serve",
+    ]

@@ -54,7 +54,9 @@ def test_concurrent_requests_are_merged_and_split_back():
     async def main() -> None:
         fn = Doubler()
         batcher = DynamicBatcher(fn, max_batch_size=64, max_delay=0.05)
-        results = await asyncio.gather(*(batcher.submit(rows(i, i + 0.5), later()) for i in range(10)))
+        results = await asyncio.gather(
+            *(batcher.submit(rows(i, i + 0.5), later()) for i in range(10))
+        )
         await batcher.close()
         assert fn.sizes == [20]  # ten requests, one call
         for i, out in enumerate(results):
@@ -86,7 +88,11 @@ def test_only_requests_with_the_same_row_shape_are_merged():
         batcher = DynamicBatcher(fn, max_batch_size=64, max_delay=0.05)
         wide = {"x": np.ones((2, 3), np.float32)}
         narrow = {"x": np.ones((2, 4), np.float32)}
-        out = await asyncio.gather(batcher.submit(wide, later()), batcher.submit(narrow, later()), batcher.submit(wide, later()))
+        out = await asyncio.gather(
+            batcher.submit(wide, later()),
+            batcher.submit(narrow, later()),
+            batcher.submit(wide, later()),
+        )
         await batcher.close()
         assert sorted(fn.sizes) == [2, 4]
         assert out[1]["y"].shape == (2, 4) and out[0]["y"].shape == (2, 3)
@@ -131,7 +137,9 @@ def test_a_request_past_its_deadline_is_dropped_not_run():
 def test_a_model_error_reaches_every_request_of_the_batch():
     async def main() -> None:
         batcher = DynamicBatcher(Doubler(fail=True), max_batch_size=8, max_delay=0.05)
-        results = await asyncio.gather(*(batcher.submit(rows(i), later()) for i in range(3)), return_exceptions=True)
+        results = await asyncio.gather(
+            *(batcher.submit(rows(i), later()) for i in range(3)), return_exceptions=True
+        )
         await batcher.close()
         assert [str(r) for r in results] == ["the model broke"] * 3
 
@@ -184,7 +192,10 @@ def test_concurrent_http_requests_share_model_calls_and_get_their_own_rows(batch
     async def main() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=batching_server, timeout=30) as client:
             return await asyncio.gather(
-                *(client.post(f"/v1/models/{MODEL}:predict", json={"instances": [t]}) for t in texts)
+                *(
+                    client.post(f"/v1/models/{MODEL}:predict", json={"instances": [t]})
+                    for t in texts
+                )
             )
 
     before = _batch_stats(batching_server)
@@ -194,13 +205,19 @@ def test_concurrent_http_requests_share_model_calls_and_get_their_own_rows(batch
     calls, rows = after[0] - before[0], after[1] - before[1]
     assert rows == 24 and calls < 24 / 3, f"{calls} model calls for 24 concurrent requests"
 
-    together = httpx.post(f"{batching_server}/v1/models/{MODEL}:predict", json={"instances": texts}).json()
+    together = httpx.post(
+        f"{batching_server}/v1/models/{MODEL}:predict", json={"instances": texts}
+    ).json()
     for r, expected in zip(responses, together["predictions"], strict=True):
-        np.testing.assert_allclose(r.json()["predictions"][0]["scores"], expected["scores"], rtol=1e-5)
+        np.testing.assert_allclose(
+            r.json()["predictions"][0]["scores"], expected["scores"], rtol=1e-5
+        )
 
 
 def test_request_deadline_answers_504(registry: Registry):
-    settings = ServingConfig(port=0, request_timeout_ms=1, max_batch_size=32, batch_timeout_ms=50, audit_log=os.devnull)
+    settings = ServingConfig(
+        port=0, request_timeout_ms=1, max_batch_size=32, batch_timeout_ms=50, audit_log=os.devnull
+    )
     with ServerThread(build(registry.root, settings), settings) as running:
         r = httpx.post(f"{running.url}/v1/models/{MODEL}:predict", json={"instances": ["tea"]})
     assert r.status_code == 504 and "request_timeout_ms" in r.json()["error"]
@@ -213,4 +230,6 @@ def _batch_stats(url: str) -> tuple[float, float]:
         for name in ("evergreen_batch_size_count", "evergreen_batch_size_sum"):
             if line.startswith(name + "{") and 'signature="serving_default"' in line:
                 values[name] = float(line.rsplit(" ", 1)[1])
-    return values.get("evergreen_batch_size_count", 0.0), values.get("evergreen_batch_size_sum", 0.0)
+    return values.get("evergreen_batch_size_count", 0.0), values.get(
+        "evergreen_batch_size_sum", 0.0
+    )

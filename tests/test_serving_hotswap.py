@@ -40,10 +40,14 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> Exports:
 
 
 @pytest.mark.slow
-def test_champion_swapped_five_times_under_load_without_a_failed_request(exports: Exports, tmp_path: Path):
+def test_champion_swapped_five_times_under_load_without_a_failed_request(
+    exports: Exports, tmp_path: Path
+):
     registry = Registry(tmp_path / "registry")
     export_of = {publish(registry, exports, 0): 0}
-    settings = ServingConfig(port=0, poll_seconds=0.1, max_batch_size=32, batch_timeout_ms=2, audit_log=os.devnull)
+    settings = ServingConfig(
+        port=0, poll_seconds=0.1, max_batch_size=32, batch_timeout_ms=2, audit_log=os.devnull
+    )
     answers: list[Answer] = []
     # swaps[i] = (version, alias set at, first seen serving at); version 1 serves from the start.
     swaps: list[tuple[int, float, float]] = [(1, float("-inf"), float("-inf"))]
@@ -57,14 +61,18 @@ def test_champion_swapped_five_times_under_load_without_a_failed_request(exports
                 try:
                     r = await http.post(url, json={"instances": [f"client {k} says great tea"]})
                     version = int(r.headers["X-Model-Version"]) if r.status_code == 200 else None
-                    classes = tuple(r.json()["predictions"][0]["classes"]) if r.status_code == 200 else ()
+                    classes = (
+                        tuple(r.json()["predictions"][0]["classes"]) if r.status_code == 200 else ()
+                    )
                     status = r.status_code
                 except httpx.HTTPError as e:  # a dropped connection is a failed request too
                     version, classes, status = None, (), -1
                     print(f"client {k}: {e!r}")
                 answers.append(Answer(started, time.monotonic(), status, version, classes))
 
-        async def traffic_since(moment: float, count: int = CONCURRENCY, timeout: float = 30) -> None:
+        async def traffic_since(
+            moment: float, count: int = CONCURRENCY, timeout: float = 30
+        ) -> None:
             """Wait until ``count`` requests sent after ``moment`` have been answered."""
             until = time.monotonic() + timeout
             while sum(a.started > moment for a in answers) < count and time.monotonic() < until:
@@ -112,17 +120,24 @@ def test_champion_swapped_five_times_under_load_without_a_failed_request(exports
         windows[version] = (set_at, until)
     for a in answers:
         start, end = windows[a.version]
-        assert a.ended >= start and a.started <= end, f"version {a.version} answered outside its time: {a}"
+        assert a.ended >= start and a.started <= end, (
+            f"version {a.version} answered outside its time: {a}"
+        )
     # Once a swap completed, new requests went to the new version (until the next alias move).
     for i, (version, _, seen) in enumerate(swaps[1:], start=1):
         next_move = swaps[i + 1][1] if i + 1 < len(swaps) else float("inf")
         after = [a for a in answers if seen < a.started and a.ended < next_move]
-        assert after and all(a.version == version for a in after), (version, {a.version for a in after})
+        assert after and all(a.version == version for a in after), (
+            version,
+            {a.version for a in after},
+        )
     served = {a.version for a in answers}
     assert served == set(windows), f"versions that answered: {served}"
     # The old versions were unloaded; only the last champion is in memory.
     loaded = [line for line in metrics.splitlines() if line.startswith("evergreen_model_loaded{")]
-    assert loaded == [f'evergreen_model_loaded{{model="{MODEL}",version="{swaps[-1][0]}"}} 1.0'], loaded
+    assert loaded == [f'evergreen_model_loaded{{model="{MODEL}",version="{swaps[-1][0]}"}} 1.0'], (
+        loaded
+    )
     assert f'evergreen_model_swaps_total{{model="{MODEL}"}} {float(SWAPS)}' in metrics
 
 

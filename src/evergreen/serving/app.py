@@ -26,6 +26,7 @@ import contextlib
 import difflib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -96,8 +97,6 @@ def create_app(
             runner in :mod:`evergreen.serving.server` enforces that).
         request_log: where sampled rows go; None: no request logging.
     """
-    import re
-
     settings = settings or ServingConfig()
     metrics = ServingMetrics()
     manager = ModelManager(registry, settings, metrics)
@@ -105,7 +104,9 @@ def create_app(
     v1_path = re.compile(_V1_PATH)
     keys = api_keys if api_keys else None
 
-    def endpoint(api: str, handler: Callable[[Request, _Call], Awaitable[Response]], public: bool = False) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(
+        api: str, handler: Callable[[Request, _Call], Awaitable[Response]], public: bool = False
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
             started = time.perf_counter()
             call = _Call(api=api)
@@ -183,7 +184,9 @@ def create_app(
         return body
 
     @contextlib.asynccontextmanager
-    async def held(call: _Call, model: str, version: str | None, label: str | None) -> AsyncIterator[LoadedVersion]:
+    async def held(
+        call: _Call, model: str, version: str | None, label: str | None
+    ) -> AsyncIterator[LoadedVersion]:
         call.model = model
         lv = manager.acquire(model, version, label)
         call.version = lv.version
@@ -231,14 +234,18 @@ def create_app(
         verb = "POST" if tail and tail.startswith(":") else "GET"
         return _error(405, f"{request.url.path} takes {verb}, not {request.method}")
 
-    async def v1_status(call: _Call, model: str, version: str | None, label: str | None) -> Response:
+    async def v1_status(
+        call: _Call, model: str, version: str | None, label: str | None
+    ) -> Response:
         entries = manager.status(model)
         if version is not None or label is not None:
             async with held(call, model, version, label) as lv:
                 entries = [e for e in entries if e["version"] == str(lv.version)]
         return JSONResponse({"model_version_status": entries})
 
-    async def v1_metadata(call: _Call, model: str, version: str | None, label: str | None) -> Response:
+    async def v1_metadata(
+        call: _Call, model: str, version: str | None, label: str | None
+    ) -> Response:
         async with held(call, model, version, label) as lv:
             defs = {
                 name: {
@@ -255,7 +262,9 @@ def create_app(
                 }
             )
 
-    async def v1_predict(call: _Call, body: dict[str, Any], model: str, version: str | None, label: str | None) -> Response:
+    async def v1_predict(
+        call: _Call, body: dict[str, Any], model: str, version: str | None, label: str | None
+    ) -> Response:
         _known_keys(body, ("signature_name", "instances", "inputs"))
         if ("instances" in body) == ("inputs" in body):
             raise BadRequest(
@@ -269,19 +278,23 @@ def create_app(
                 inputs = codec.decode_instances(sig, body["instances"])
                 outputs = await run_model(call, lv, sig, inputs)
                 return JSONResponse({"predictions": codec.encode_rows(outputs)})
-            inputs = (
-                codec.decode_columns(sig, body["inputs"])
-            )
+            inputs = codec.decode_columns(sig, body["inputs"])
             outputs = await run_model(call, lv, sig, inputs)
             return JSONResponse({"outputs": codec.encode_columns(outputs)})
 
-    async def v1_classify(call: _Call, body: dict[str, Any], model: str, version: str | None, label: str | None) -> Response:
+    async def v1_classify(
+        call: _Call, body: dict[str, Any], model: str, version: str | None, label: str | None
+    ) -> Response:
         _known_keys(body, ("signature_name", "examples", "context"))
         async with held(call, model, version, label) as lv:
             sig = lv.signature(_signature_name(body.get("signature_name")))
             call.signature = sig.name
             outputs_spec = set(sig.outputs)
-            if not ({"classes", "scores"} <= outputs_spec or {"label", "score"} <= outputs_spec or "scores" in outputs_spec):
+            if not (
+                {"classes", "scores"} <= outputs_spec
+                or {"label", "score"} <= outputs_spec
+                or "scores" in outputs_spec
+            ):
                 raise BadRequest(
                     f"signature {sig.name!r} has no classification outputs (classes/scores); "
                     f"its outputs are {', '.join(sig.outputs)}. Use :predict"
@@ -293,9 +306,7 @@ def create_app(
     # --------------------------------------------------------------- Open Inference Protocol
 
     async def v2_server(request: Request, call: _Call) -> Response:
-        return JSONResponse(
-            {"name": "evergreen", "version": _package_version(), "extensions": []}
-        )
+        return JSONResponse({"name": "evergreen", "version": _package_version(), "extensions": []})
 
     async def v2_live(request: Request, call: _Call) -> Response:
         return JSONResponse({"live": True})
@@ -427,7 +438,9 @@ def _known_keys(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
 def _requested_outputs(sig: codec.Signature, outputs: Any) -> list[str] | None:
     if outputs is None:
         return None
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    ):
         raise BadRequest("'outputs' must be a list of objects with a 'name'")
     names = [o["name"] for o in outputs]
     unknown = [n for n in names if n not in sig.outputs]

@@ -238,7 +238,9 @@ class DynamicBatcher:
                     )
                 )
                 continue
-            fits = not batch or (item.key == batch[0].key and rows + item.rows <= self.max_batch_size)
+            fits = not batch or (
+                item.key == batch[0].key and rows + item.rows <= self.max_batch_size
+            )
             if fits:
                 batch.append(item)
                 rows += item.rows

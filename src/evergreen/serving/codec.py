@@ -71,7 +71,11 @@ class TensorInfo:
     def to_v2(self) -> dict[str, Any]:
         """The ``$metadata_tensor`` JSON of the Open Inference Protocol."""
         shape = [-1] if self.shape is None else [-1 if d is None else d for d in self.shape]
-        return {"name": self.name, "datatype": V2_DATATYPES.get(self.dtype, self.dtype.upper()), "shape": shape}
+        return {
+            "name": self.name,
+            "datatype": V2_DATATYPES.get(self.dtype, self.dtype.upper()),
+            "shape": shape,
+        }
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,10 @@ def decode_instances(sig: Signature, instances: Any) -> dict[str, np.ndarray]:
         _check_names(sig, row, f"row {i} of 'instances'")
         for name in names:
             columns[name].append(row[name])
-    return {name: to_array(sig.inputs[name], values, batched=True, where="instances") for name, values in columns.items()}
+    return {
+        name: to_array(sig.inputs[name], values, batched=True, where="instances")
+        for name, values in columns.items()
+    }
 
 
 def decode_columns(sig: Signature, inputs: Any) -> dict[str, np.ndarray]:
@@ -145,7 +152,10 @@ def decode_columns(sig: Signature, inputs: Any) -> dict[str, np.ndarray]:
     names = list(sig.inputs)
     if isinstance(inputs, dict) and not (len(names) == 1 and _is_b64(inputs)):
         _check_names(sig, inputs, "'inputs'")
-        arrays = {name: to_array(sig.inputs[name], inputs[name], batched=False, where="inputs") for name in names}
+        arrays = {
+            name: to_array(sig.inputs[name], inputs[name], batched=False, where="inputs")
+            for name in names
+        }
     elif len(names) == 1:
         arrays = {names[0]: to_array(sig.inputs[names[0]], inputs, batched=False, where="inputs")}
     else:
@@ -170,7 +180,9 @@ def decode_v2(sig: Signature, inputs: Any) -> dict[str, np.ndarray]:
             raise BadRequest(f"inputs[{i}] must be an object, got {_kind(tensor)}")
         missing = [k for k in ("name", "shape", "datatype", "data") if k not in tensor]
         if missing:
-            raise BadRequest(f"inputs[{i}] lacks {', '.join(missing)}; each input needs name, shape, datatype and data")
+            raise BadRequest(
+                f"inputs[{i}] lacks {', '.join(missing)}; each input needs name, shape, datatype and data"
+            )
         if tensor["name"] in given:
             raise BadRequest(f"input {tensor['name']!r} is given twice")
         given[tensor["name"]] = tensor
@@ -185,8 +197,12 @@ def decode_v2(sig: Signature, inputs: Any) -> dict[str, np.ndarray]:
                 f"{expected!r}"
             )
         shape = tensor["shape"]
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise BadRequest(
+                f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}"
+            )
         _, flat = _walk(tensor["data"], f"input {name!r} data")
         if len(flat) != math.prod(shape):
             raise BadRequest(
@@ -213,7 +229,9 @@ def decode_examples(sig: Signature, examples: Any, context: Any = None) -> dict[
             raise BadRequest(f"examples[{i}] must be an object of features, got {_kind(example)}")
         both = set(example) & set(context)
         if both:
-            raise BadRequest(f"feature(s) {', '.join(sorted(both))} appear in both 'context' and examples[{i}]; give each in one place")
+            raise BadRequest(
+                f"feature(s) {', '.join(sorted(both))} appear in both 'context' and examples[{i}]; give each in one place"
+            )
         rows.append({**context, **example})
     names = list(sig.inputs)
     for i, row in enumerate(rows):
@@ -224,7 +242,9 @@ def decode_examples(sig: Signature, examples: Any, context: Any = None) -> dict[
             if scalar and isinstance(row[name], list) and len(row[name]) == 1:
                 row[name] = row[name][0]
     return {
-        name: to_array(sig.inputs[name], [row[name] for row in rows], batched=True, where="examples")
+        name: to_array(
+            sig.inputs[name], [row[name] for row in rows], batched=True, where="examples"
+        )
         for name in names
     }
 
@@ -296,10 +316,12 @@ def _convert(info: TensorInfo, flat: list[Any], label: str) -> np.ndarray:
                 try:
                     out[i] = base64.b64decode(v["b64"], validate=True)
                 except (binascii.Error, ValueError, TypeError):
-                    raise BadRequest(f"{label}: value {i} is not valid base64 in {{\"b64\": ...}}") from None
+                    raise BadRequest(
+                        f'{label}: value {i} is not valid base64 in {{"b64": ...}}'
+                    ) from None
             else:
                 raise BadRequest(
-                    f"{label} expects strings (or {{\"b64\": \"...\"}} for bytes); value {i} is "
+                    f'{label} expects strings (or {{"b64": "..."}} for bytes); value {i} is '
                     f"{_kind(v)}"
                 )
         return out
@@ -310,8 +332,14 @@ def _convert(info: TensorInfo, flat: list[Any], label: str) -> np.ndarray:
         return np.array(flat, dtype=bool)
     if dtype in _INTEGERS:
         for i, v in enumerate(flat):
-            if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not v.is_integer()):
-                raise BadRequest(f"{label} expects whole numbers ({dtype}); value {i} is {_kind(v)}")
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, int | float)
+                or (isinstance(v, float) and not v.is_integer())
+            ):
+                raise BadRequest(
+                    f"{label} expects whole numbers ({dtype}); value {i} is {_kind(v)}"
+                )
         limits = np.iinfo(dtype)
         ints = [int(v) for v in flat]
         for i, v in enumerate(ints):
@@ -336,7 +364,10 @@ def _check_shape(info: TensorInfo, shape: tuple[int, ...], label: str) -> None:
     if len(shape) != len(info.shape) or any(
         want is not None and want != got for want, got in zip(info.shape, shape, strict=False)
     ):
-        want = ["batch" if i == 0 and d is None else ("any" if d is None else d) for i, d in enumerate(info.shape)]
+        want = [
+            "batch" if i == 0 and d is None else ("any" if d is None else d)
+            for i, d in enumerate(info.shape)
+        ]
         per_row = "a single value per row" if len(info.shape) == 1 else f"rows of shape {want[1:]}"
         raise BadRequest(
             f"{label} has shape {list(shape)} but the signature expects {want} ({per_row})"
@@ -353,7 +384,9 @@ def _check_names(sig: Signature, given: Mapping[str, Any], where: str) -> None:
         parts.append(f"missing input(s) {', '.join(repr(n) for n in missing)}")
     for name in unknown:
         close = difflib.get_close_matches(name, list(sig.inputs), n=1)
-        parts.append(f"unknown input {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        parts.append(
+            f"unknown input {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        )
     raise BadRequest(
         f"{where}: {'; '.join(parts)}. Signature {sig.name!r} takes {sig.describe_inputs()}"
     )
@@ -372,7 +405,11 @@ def _kind(value: Any) -> str:
     text = repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
-    return f"{type(value).__name__} {text}" if not isinstance(value, dict | list) else f"a {type(value).__name__} {text}"
+    return (
+        f"{type(value).__name__} {text}"
+        if not isinstance(value, dict | list)
+        else f"a {type(value).__name__} {text}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,7 +453,9 @@ def encode_columns(outputs: Mapping[str, np.ndarray]) -> Any:
     return {name: to_json_value(a, name) for name, a in outputs.items()}
 
 
-def encode_v2(outputs: Mapping[str, np.ndarray], requested: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def encode_v2(
+    outputs: Mapping[str, np.ndarray], requested: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
     """Open Inference Protocol ``outputs``: flattened data with shape and datatype."""
     names = list(requested) if requested else list(outputs)
     result = []

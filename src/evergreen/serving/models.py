@@ -148,8 +148,7 @@ class ModelManager:
     def ready(self) -> bool:
         """True when every model found in the registry has a champion loaded."""
         return bool(self.discovered) and all(
-            name in self.models and CHAMPION in self.models[name].labels
-            for name in self.discovered
+            name in self.models and CHAMPION in self.models[name].labels for name in self.discovered
         )
 
     # --------------------------------------------------------------------------- refresh
@@ -275,7 +274,9 @@ class ModelManager:
         """
         state = self.models.get(model)
         if state is None or not state.versions:
-            failed = [f"version {v}: {e}" for (m, v), e in sorted(self.errors.items()) if m == model]
+            failed = [
+                f"version {v}: {e}" for (m, v), e in sorted(self.errors.items()) if m == model
+            ]
             if failed:
                 raise Unavailable(
                     f"model {model!r} has no version loaded; loading failed for "
@@ -288,7 +289,9 @@ class ModelManager:
             raise NotFound(f"model {model!r} is not served here; models: {served}")
         if version is not None:
             if not version.isdigit():
-                raise BadRequest(f"version {version!r} of model {model!r} is not a number; use e.g. /versions/3")
+                raise BadRequest(
+                    f"version {version!r} of model {model!r} is not a number; use e.g. /versions/3"
+                )
             lv = state.versions.get(int(version))
             if lv is None:
                 raise NotFound(
@@ -400,7 +403,9 @@ def warmup_inputs(sig: Signature, rows: int) -> Inputs:
         elif info.dtype == "bool":
             arrays[name] = np.zeros(shape, dtype=bool)
         else:
-            arrays[name] = np.zeros(shape, dtype=info.dtype if info.dtype != "bfloat16" else "float32")
+            arrays[name] = np.zeros(
+                shape, dtype=info.dtype if info.dtype != "bfloat16" else "float32"
+            )
     return arrays
 
 
@@ -414,6 +419,10 @@ def _status(version: int, state: str, code: str = "OK", message: str = "") -> di
 
 def _describe(state: _ModelState) -> str:
     names = {v: [k for k, t in sorted(state.labels.items()) if t == v] for v in state.versions}
-    return ", ".join(
-        f"{v}" + (f" ({', '.join(names[v])})" if names[v] else "") for v in sorted(state.versions)
-    ) or "none"
+    return (
+        ", ".join(
+            f"{v}" + (f" ({', '.join(names[v])})" if names[v] else "")
+            for v in sorted(state.versions)
+        )
+        or "none"
+    )
