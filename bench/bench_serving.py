@@ -179,6 +179,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--batch-timeout-ms", type=float, default=0.0)
     parser.add_argument("--batch-threads", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=2, help="rounds; medians are reported")
     parser.add_argument("--only", default="batching,no-batch,naive", help="servers to measure")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument(
@@ -234,23 +235,40 @@ def main() -> None:
             "naive": [sys.executable, __file__, "--naive-server", str(exports.paths[0])],
         }
         servers = {k: v for k, v in servers.items() if k in args.only.split(",")}
-        results: dict[str, dict[int, dict[str, float]]] = {}
-        for name, command in servers.items():
-            port = free_port()
-            command = command + (["--port", str(port)] if name != "naive" else [str(port)])
-            process = start(command, port)
-            try:
-                results[name] = {}
+        # All servers run at once (idle ones cost memory, not CPU) and are measured in turn,
+        # round after round: background load on a shared machine then hits each alike.
+        processes = {}
+        runs: dict[str, dict[int, list[dict[str, float]]]] = {
+            n: {c: [] for c in levels} for n in servers
+        }
+        try:
+            for name, command in servers.items():
+                port = free_port()
+                command = command + (["--port", str(port)] if name != "naive" else [str(port)])
+                processes[name] = (start(command, port), port)
+            for round_ in range(args.repeat):
                 for c in levels:
-                    results[name][c] = asyncio.run(load(port, texts, c, args.seconds, args.warmup))
-                    r = results[name][c]
-                    print(
-                        f"  {name:9s} c={c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50']:7.1f} ms  p99 {r['p99']:7.1f} ms  ({int(r['n'])} requests, {int(r['errors'])} errors)",
-                        flush=True,
-                    )
-            finally:
+                    for name, (_, port) in processes.items():
+                        r = asyncio.run(load(port, texts, c, args.seconds, args.warmup))
+                        runs[name][c].append(r)
+                        print(
+                            f"  round {round_ + 1} {name:9s} c={c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50']:7.1f} ms  "
+                            f"p99 {r['p99']:7.1f} ms  ({int(r['n'])} requests, {int(r['errors'])} errors)",
+                            flush=True,
+                        )
+        finally:
+            for process, _ in processes.values():
                 process.terminate()
+            for process, _ in processes.values():
                 process.wait(timeout=60)
+        results = {
+            name: {
+                c: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99")}
+                | {"errors": sum(r["errors"] for r in rs)}
+                for c, rs in by_c.items()
+            }
+            for name, by_c in runs.items()
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

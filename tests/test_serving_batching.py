@@ -67,6 +67,21 @@ def test_concurrent_requests_are_merged_and_split_back():
     asyncio.run(main())
 
 
+def test_without_delay_an_idle_batcher_calls_at_once_and_batches_what_queues_meanwhile():
+    async def main() -> None:
+        fn = Doubler(delay=0.1)
+        batcher = DynamicBatcher(fn, max_batch_size=64, max_delay=0.0)
+        first = asyncio.ensure_future(batcher.submit(rows(0), later()))
+        await asyncio.sleep(0.02)  # the first call is running
+        rest = [batcher.submit(rows(i), later()) for i in range(1, 10)]
+        results = await asyncio.gather(first, *rest)
+        await batcher.close()
+        assert fn.sizes == [1, 9]
+        assert [float(r["y"][0]) for r in results] == [2.0 * i for i in range(10)]
+
+    asyncio.run(main())
+
+
 def test_batches_never_exceed_the_maximum_and_big_requests_run_alone():
     async def main() -> None:
         fn = Doubler()
