@@ -700,19 +700,16 @@ def test_cli_serve_refuses_an_open_bind_and_serves_a_registry(registry: Registry
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # With a config: the registry and the request log live under the pipeline root.
+    root = registry.root.parent
+    config = tmp_path / "evergreen.toml"
+    config.write_text(
+        f'[pipeline]\nname = "{MODEL}"\nroot = "{root}"\n'
+        '[data]\npattern = "data/span-{SPAN}/*.csv"\nlabel = "score"\n'
+        f'[serving]\nport = {port}\nrequest_log_sample_rate = 1.0\naudit_log = "audit.jsonl"\n'
+    )
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "evergreen",
-            "serve",
-            "--registry",
-            str(registry.root),
-            "--port",
-            str(port),
-            "--audit-log",
-            str(tmp_path / "audit.jsonl"),
-        ],
+        [sys.executable, "-m", "evergreen", "serve", "-c", str(config)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -734,7 +731,11 @@ def test_cli_serve_refuses_an_open_bind_and_serves_a_registry(registry: Registry
         process.terminate()
         out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
-    assert f"serving {MODEL} " in out or f"serving {MODEL}" in out
+    assert f"serving {MODEL} from {registry.root} on http://127.0.0.1:{port}" in out
+    assert json.loads((tmp_path / "audit.jsonl").read_text().splitlines()[-1])["status"] == 200
+    day = dt.datetime.now(dt.UTC).date().isoformat()
+    logged = (root / "serving" / "requests" / MODEL / f"{day}.jsonl").read_text().splitlines()
+    assert json.loads(logged[-1])["inputs"] == {"text": "tea"}
 
 
 # -- other signatures: tabular columns and image bytes ----------------------------------------
