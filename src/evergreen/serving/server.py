@@ -7,6 +7,7 @@ The loopback rule: without API keys the server binds only to a loopback address 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import signal
 import sys
 import threading
@@ -111,6 +112,12 @@ def serve(app: Any, settings: ServingConfig) -> None:
     # a convoy behind the model thread. 0.5 ms measured best (bench/bench_serving.py: about
     # 1.5x the throughput of 5 ms at 32 clients on 2 cores). The server owns its process.
     sys.setswitchinterval(SWITCH_INTERVAL)
+    events = logging.getLogger("evergreen.serving")  # loads, swaps, unloads, failures
+    if not events.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        events.addHandler(handler)
+        events.setLevel(logging.INFO)
     try:
         uvicorn_server(app, settings).run()
     finally:
