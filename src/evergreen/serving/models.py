@@ -78,7 +78,8 @@ class LoadedVersion:
             name: tf.constant(value, dtype=sig.inputs[name].dtype) for name, value in inputs.items()
         }
         out = self.functions[signature](**tensors)
-        return {name: tensor.numpy() for name, tensor in out.items()}
+        # Sorted: a loaded signature returns its outputs in no fixed order, responses should.
+        return {name: out[name].numpy() for name in sorted(out)}
 
 
 @dataclass
