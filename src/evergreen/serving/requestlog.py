@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import queue
 import random
 import threading
@@ -93,6 +94,11 @@ class RequestLog:
             path = self.folder / model / f"{day}.jsonl"
             by_file.setdefault(path, []).append(json.dumps(record, ensure_ascii=False) + "\n")
         for path, lines in by_file.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as f:
-                f.writelines(lines)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "a", encoding="utf-8") as f:
+                    f.writelines(lines)
+            except OSError as e:  # a full or read-only disk loses samples, never the writer
+                logging.getLogger("evergreen.serving").error(
+                    "request log: %d row(s) not written to %s: %s", len(lines), path, e
+                )
