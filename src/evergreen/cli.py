@@ -362,6 +362,56 @@ def rollback(config_path: str, root: str | None, version: int) -> None:
 
 
 @cli.command()
+@_config_option
+@_root_option
+@click.option("--registry", "registry_dir", default=None, type=click.Path(file_okay=False),
+              help="Serve this registry folder instead of the config's (no config needed).")
+@click.option("--host", default=None, help="Address to bind (serving.host; default 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (serving.port; default 8501).")
+@click.option("--api-key-file", default=None, type=click.Path(dir_okay=False),
+              help="File of API keys, one KEY or NAME:KEY a line (also: env serving.api_key_env).")
+@click.option("--tls-cert", default=None, help="PEM certificate for HTTPS (serving.tls_cert).")
+@click.option("--tls-key", default=None, help="PEM private key for HTTPS (serving.tls_key).")
+@click.option("--max-batch-size", default=None, type=int, help="Rows per model call; 1: batching off.")
+@click.option("--batch-timeout-ms", default=None, type=float, help="Longest wait for a batch to fill.")
+@click.option("--batch-threads", default=None, type=int, help="Model calls in flight per version.")
+@click.option("--canary-percent", default=None, type=float, help="Share of traffic for the 'canary' label.")
+@click.option("--request-log", "request_log", default=None, type=click.Path(file_okay=False),
+              help="Folder for sampled request rows (default with a config: ROOT/serving/requests).")
+@click.option("--request-log-sample-rate", default=None, type=float, help="Fraction of rows logged.")
+@click.option("--audit-log", default=None, help="Audit log file (default: standard error).")
+@click.pass_context
+def serve(ctx: click.Context, config_path: str, root: str | None, registry_dir: str | None, **flags: Any) -> None:
+    """Serve the registry's models: TF Serving REST (/v1), Open Inference Protocol (/v2), /metrics."""
+    from evergreen.registry import Registry
+    from evergreen.serving import ApiKeys, build
+    from evergreen.serving import serve as run_server
+
+    explicit_config = ctx.get_parameter_source("config_path") != click.core.ParameterSource.DEFAULT
+    config = None
+    if registry_dir is None or explicit_config:
+        config = config_mod.load(config_path, root=root)
+    base = config.to_dict()["serving"] if config is not None else {}
+    for key in ("tls_cert", "tls_key", "audit_log"):  # relative to the config file's folder
+        if base.get(key):
+            base[key] = str(config.resolve(base[key]))  # type: ignore[union-attr]
+    overrides = {key: value for key, value in flags.items() if value is not None and key not in ("api_key_file", "request_log")}
+    settings = config_mod.serving_from_dict({**base, **overrides}, source="evergreen serve")
+    registry = Path(registry_dir) if registry_dir else config.registry_dir  # type: ignore[union-attr]
+    request_log = flags["request_log"] or (str(config.root / "serving" / "requests") if config else None)
+    keys = ApiKeys.load(settings.api_key_env, flags["api_key_file"])
+    app = build(registry, settings, api_keys=keys, request_log_dir=Path(request_log) if request_log else None)
+    scheme = "https" if settings.tls_cert else "http"
+    models = ", ".join(Registry(registry).models()) or "none yet"
+    out.print(
+        f"serving {models} from {registry} on {scheme}://{settings.host}:{settings.port} "
+        f"(batching: {settings.max_batch_size} rows / {settings.batch_timeout_ms:g} ms; "
+        f"auth: {'API keys' if keys else 'off, loopback only'})"
+    )
+    run_server(app, settings)
+
+
+@cli.command()
 @click.argument("directory", default=".demo", type=click.Path(file_okay=False))
 @click.option(
     "--days", default=5, show_default=True, help="Day 0 plus this many minus one incremental days."

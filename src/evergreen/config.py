@@ -150,6 +150,32 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """The model server (``[serving]`` in the file; ``evergreen serve`` flags override it).
+
+    Secrets never live here: API keys come from the environment variable named by
+    ``api_key_env`` (comma-separated ``KEY`` or ``NAME:KEY`` entries) or ``--api-key-file``.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8501
+    api_key_env: str = "EVERGREEN_API_KEYS"
+    tls_cert: str = ""  # PEM certificate; with tls_key, the server speaks HTTPS
+    tls_key: str = ""
+    max_batch_size: int = 32  # rows per model call; 1 turns batching off
+    batch_timeout_ms: float = 0.0  # how long the first queued row waits for company (0: none)
+    batch_threads: int = 1  # model calls in flight at once per model version and signature
+    max_queue: int = 1024  # requests waiting per model version and signature; beyond: 503
+    request_timeout_ms: int = 10_000  # a request still queued or running after this: 504
+    max_body_bytes: int = 8 * 1024 * 1024  # larger request bodies: 413
+    canary_percent: float = 0.0  # share of unlabelled requests sent to the 'canary' version
+    poll_seconds: float = 1.0  # how often the registry's aliases are checked
+    request_log_sample_rate: float = 0.0  # fraction of rows written for skew checks (0: off)
+    audit_log: str = ""  # JSON Lines file, one line per request; empty: standard error
+    log_payloads: bool = False  # put request bodies in the audit log (never by default)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole pipeline config, as validated at load."""
 
@@ -162,6 +188,7 @@ class Config:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
     base_dir: Path = Path(".")  # the config file's folder; relative paths resolve against it
 
     @property
@@ -190,6 +217,7 @@ class Config:
             "validation": asdict(self.validation),
             "train": asdict(self.train),
             "drift": asdict(self.drift),
+            "serving": asdict(self.serving),
         }
 
 
@@ -231,7 +259,7 @@ def from_dict(
     """Validate TOML-shaped data into a :class:`Config` (see :func:`load`)."""
     v = _Validator(source)
     v.known_keys(
-        "", raw, ("pipeline", "data", "split", "dedupe", "validation", "train", "drift")
+        "", raw, ("pipeline", "data", "split", "dedupe", "validation", "train", "drift", "serving")
     )
     pipeline = v.table(raw, "pipeline")
     v.known_keys("pipeline", pipeline, ("name", "root", "metadata_url"))
@@ -269,6 +297,7 @@ def from_dict(
     validation = _validation(v, v.table(raw, "validation"))
     train = _train(v, v.table(raw, "train"))
     drift = _drift(v, v.table(raw, "drift"))
+    serving = serving_from_dict(v.table(raw, "serving"), source=source)
     return Config(
         name=name,
         data=data,
@@ -279,6 +308,7 @@ def from_dict(
         validation=validation,
         train=train,
         drift=drift,
+        serving=serving,
         base_dir=base_dir,
     )
 
@@ -445,6 +475,66 @@ def _drift_threshold(
     if out["major"] < out["minor"]:
         v.fail(key, dict(value), f"major ({out['major']}) must be at least minor ({out['minor']})")
     return out
+
+
+def serving_from_dict(raw: Mapping[str, Any], *, source: str = "config") -> ServingConfig:
+    """Validate a ``[serving]`` table (also used for ``evergreen serve --registry`` flags).
+
+    Raises:
+        ConfigError: a key is unknown or a value is out of range; the message names the key.
+    """
+    v = _Validator(source)
+    allowed = tuple(f.name for f in fields(ServingConfig))
+    v.known_keys("serving", raw, allowed)
+    d = ServingConfig()
+    host = v.string(raw, "serving.host") or d.host
+    api_key_env = raw.get("api_key_env", d.api_key_env)
+    if not isinstance(api_key_env, str):
+        v.fail("serving.api_key_env", api_key_env, "use the quoted name of an environment variable")
+    tls_cert, tls_key = v.string(raw, "serving.tls_cert"), v.string(raw, "serving.tls_key")
+    if bool(tls_cert) != bool(tls_key):
+        v.fail(
+            "serving.tls_cert" if tls_key else "serving.tls_key",
+            "",
+            "set both tls_cert and tls_key (PEM files) for HTTPS, or neither for plain HTTP",
+        )
+    port = v.integer(raw, "serving.port", d.port, minimum=0)
+    if port > 65535:
+        v.fail("serving.port", port, "use a port number from 0 to 65535 (0: any free port)")
+    canary = raw.get("canary_percent", d.canary_percent)
+    if not isinstance(canary, int | float) or isinstance(canary, bool) or not 0 <= canary <= 100:
+        v.fail("serving.canary_percent", canary, "use a percentage between 0 and 100, e.g. 10")
+    values: dict[str, Any] = {}
+    for key, minimum in (("batch_timeout_ms", 0.0), ("poll_seconds", 0.05)):
+        value = raw.get(key, getattr(d, key))
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < minimum:
+            v.fail(f"serving.{key}", value, f"use a number ≥ {minimum}")
+        values[key] = float(value)
+    log_payloads = raw.get("log_payloads", d.log_payloads)
+    if not isinstance(log_payloads, bool):
+        v.fail("serving.log_payloads", log_payloads, "use true or false")
+    return ServingConfig(
+        host=host,
+        port=port,
+        api_key_env=api_key_env,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        max_batch_size=v.integer(raw, "serving.max_batch_size", d.max_batch_size, minimum=1),
+        batch_timeout_ms=values["batch_timeout_ms"],
+        batch_threads=v.integer(raw, "serving.batch_threads", d.batch_threads, minimum=1),
+        max_queue=v.integer(raw, "serving.max_queue", d.max_queue, minimum=1),
+        request_timeout_ms=v.integer(
+            raw, "serving.request_timeout_ms", d.request_timeout_ms, minimum=1
+        ),
+        max_body_bytes=v.integer(raw, "serving.max_body_bytes", d.max_body_bytes, minimum=1),
+        canary_percent=float(canary),
+        poll_seconds=values["poll_seconds"],
+        request_log_sample_rate=v.fraction(
+            raw, "serving.request_log_sample_rate", d.request_log_sample_rate
+        ),
+        audit_log=v.string(raw, "serving.audit_log"),
+        log_payloads=log_payloads,
+    )
 
 
 class _Validator:

@@ -1,0 +1,297 @@
+"""Serving throughput and latency: dynamic batching vs one call per request vs a naive server.
+
+Trains a text model of the default architecture (word CNN, 200 tokens, 64-dim embedding, 128
+filters) on fine-foods reviews, publishes it, and measures three servers one after the other
+in this one run, each in its own process, on loopback:
+
+- ``batching``:  ``evergreen serve --max-batch-size 32`` (dynamic batching);
+- ``no-batch``:  ``evergreen serve --max-batch-size 1`` (the same server, one call per request);
+- ``naive``:     Starlette + ``model(x)`` per request in a thread pool (what one writes first).
+
+Each client request is one review (``{"instances": [text]}``). For each concurrency, clients
+send requests back to back for ``--seconds`` after a warm-up; throughput is answers per second,
+latencies are per request. The client runs in this process and shares the machine's cores with
+the server: on a small machine that caps every number, so read the ratios.
+
+    PYTHONPATH=src python bench/bench_serving.py [--seconds 8] [--concurrency 1,8,32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+MODEL = "reviews"
+
+
+def naive_server(model_dir: str, port: int) -> None:
+    """The baseline: a web framework and ``model(x)`` per request, nothing else."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from evergreen.tf import tensorflow
+
+    tf = tensorflow()
+    serve = tf.saved_model.load(model_dir).signatures["serving_default"]
+
+    def predict(texts: list[str]) -> list[dict[str, object]]:
+        out = serve(text=tf.constant(texts))
+        return [
+            {"classes": [c.decode() for c in classes], "scores": scores.tolist()}
+            for classes, scores in zip(out["classes"].numpy(), out["scores"].numpy(), strict=True)
+        ]
+
+    async def endpoint(request):  # type: ignore[no-untyped-def]
+        body = await request.json()
+        return JSONResponse({"predictions": await run_in_threadpool(predict, body["instances"])})
+
+    async def ready(request):  # type: ignore[no-untyped-def]
+        return JSONResponse({"ready": True})
+
+    app = Starlette(
+        routes=[
+            Route(f"/v1/models/{MODEL}:predict", endpoint, methods=["POST"]),
+            Route("/v2/health/ready", ready),
+        ]
+    )
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(command: list[str], port: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT / "src"))
+    env.pop("EVERGREEN_API_KEYS", None)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command} exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise TimeoutError(f"{command} did not become ready")
+
+
+async def load(
+    port: int, texts: list[str], concurrency: int, seconds: float, warmup: float
+) -> dict[str, float]:
+    """``concurrency`` keep-alive connections sending one request after another.
+
+    A minimal HTTP/1.1 client over asyncio streams, not httpx: on a 2-core machine the client
+    shares the CPU with the server, and httpx's per-request cost would cap every server alike.
+    """
+    import json
+
+    bodies = [json.dumps({"instances": [t]}).encode() for t in texts]
+    head = f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    requests = [head.encode() + f"Content-Length: {len(b)}\r\n\r\n".encode() + b for b in bodies]
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker(k: int, until: float, record: bool) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = k
+        try:
+            while time.perf_counter() < until:
+                started = time.perf_counter()
+                writer.write(requests[i % len(requests)])
+                i += concurrency
+                header = await reader.readuntil(b"\r\n\r\n")
+                status = int(header.split(b" ", 2)[1])
+                length = 0
+                for line in header.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                if record:
+                    if status == 200:
+                        latencies.append(time.perf_counter() - started)
+                    else:
+                        errors += 1
+        finally:
+            writer.close()
+
+    until = time.perf_counter() + warmup
+    await asyncio.gather(*(worker(k, until, False) for k in range(concurrency)))
+    started = time.perf_counter()
+    until = started + seconds
+    await asyncio.gather(*(worker(k, until, True) for k in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000,
+        "n": len(latencies),
+        "errors": errors,
+    }
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import tensorflow as tf
+
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    return (
+        f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {gpus} GPU(s), Python "
+        f"{platform.python_version()}, TensorFlow {tf.__version__}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per cell")
+    parser.add_argument("--warmup", type=float, default=1.5, help="unmeasured seconds per cell")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--batch-timeout-ms", type=float, default=0.0)
+    parser.add_argument("--batch-threads", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=2, help="rounds; medians are reported")
+    parser.add_argument("--only", default="batching,no-batch,naive", help="servers to measure")
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument(
+        "--naive-server", nargs=2, metavar=("MODEL_DIR", "PORT"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.naive_server:
+        naive_server(args.naive_server[0], int(args.naive_server[1]))
+        return
+
+    from tests.serving_support import publish, read_reviews, train_exports
+
+    from evergreen.registry import Registry
+    from evergreen.tf import tensorflow
+
+    tensorflow()
+    print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
+    print("machine:", machine())
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    try:
+        started = time.perf_counter()
+        exports = train_exports(
+            work, 1, rows=1000, sequence_length=200, embedding_dim=64, conv_filters=128
+        )
+        registry = Registry(work / "registry")
+        publish(registry, exports, 0)
+        print(
+            f"model: word CNN, 200 tokens, embedding 64, 128 filters (trained in {time.perf_counter() - started:.0f}s)"
+        )
+        texts, _ = read_reviews(1000)
+        levels = [int(c) for c in args.concurrency.split(",")]
+        serve = [
+            sys.executable,
+            "-m",
+            "evergreen",
+            "serve",
+            "--registry",
+            str(registry.root),
+            "--audit-log",
+            os.devnull,
+        ]
+        servers = {
+            "batching": serve
+            + [
+                "--max-batch-size",
+                str(args.max_batch_size),
+                "--batch-timeout-ms",
+                str(args.batch_timeout_ms),
+                "--batch-threads",
+                str(args.batch_threads),
+            ],
+            "no-batch": serve + ["--max-batch-size", "1"],
+            "naive": [sys.executable, __file__, "--naive-server", str(exports.paths[0])],
+        }
+        servers = {k: v for k, v in servers.items() if k in args.only.split(",")}
+        # All servers run at once (idle ones cost memory, not CPU) and are measured in turn,
+        # round after round: background load on a shared machine then hits each alike.
+        processes = {}
+        runs: dict[str, dict[int, list[dict[str, float]]]] = {
+            n: {c: [] for c in levels} for n in servers
+        }
+        try:
+            for name, command in servers.items():
+                port = free_port()
+                command = command + (["--port", str(port)] if name != "naive" else [str(port)])
+                processes[name] = (start(command, port), port)
+            for round_ in range(args.repeat):
+                for c in levels:
+                    for name, (_, port) in processes.items():
+                        r = asyncio.run(load(port, texts, c, args.seconds, args.warmup))
+                        runs[name][c].append(r)
+                        print(
+                            f"  round {round_ + 1} {name:9s} c={c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50']:7.1f} ms  "
+                            f"p99 {r['p99']:7.1f} ms  ({int(r['n'])} requests, {int(r['errors'])} errors)",
+                            flush=True,
+                        )
+        finally:
+            for process, _ in processes.values():
+                process.terminate()
+            for process, _ in processes.values():
+                process.wait(timeout=60)
+        results = {
+            name: {
+                c: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99")}
+                | {"errors": sum(r["errors"] for r in rs)}
+                for c, rs in by_c.items()
+            }
+            for name, by_c in runs.items()
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print()
+    print(
+        f"{'concurrency':>11} | {'server':9} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6}"
+    )
+    for c in levels:
+        for name in servers:
+            r = results[name][c]
+            print(
+                f"{c:>11} | {name:9} | {r['rps']:8.1f} | {r['p50']:7.1f} | {r['p99']:7.1f} | {int(r['errors']):>6}"
+            )
+    if len(servers) < 3:
+        return
+    print()
+    for c in levels:
+        b, o, n = results["batching"][c], results["no-batch"][c], results["naive"][c]
+        print(
+            f"c={c:<3d} batching vs no-batch: throughput x{b['rps'] / o['rps']:.2f}, p99 x{b['p99'] / o['p99']:.2f} | "
+            f"batching vs naive: throughput x{b['rps'] / n['rps']:.2f}, p99 x{b['p99'] / n['p99']:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

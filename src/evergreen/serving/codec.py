@@ -1,0 +1,478 @@
+"""JSON ⇄ tensors, checked against a SavedModel signature.
+
+Nothing here knows about a model family: input names, dtypes and shapes come from the loaded
+signature (``structured_input_signature`` / ``structured_outputs``), so text, tabular and image
+models are served alike. String inputs take JSON strings (UTF-8) or TF Serving's binary
+convention ``{"b64": "..."}``; string outputs come back as JSON strings, or as ``{"b64": ...}``
+when they are not UTF-8 or when the output's name ends in ``_bytes`` (TF Serving's rule).
+
+Three request shapes are decoded:
+
+- TF Serving rows, ``{"instances": [...]}``: a row is a bare value when the signature has one
+  input, an object ``{input: value}`` otherwise;
+- TF Serving columns, ``{"inputs": value | {input: value}}``;
+- Open Inference Protocol tensors, ``{"inputs": [{"name", "shape", "datatype", "data"}]}``.
+
+Every decoder returns one NumPy array per input whose first axis is the batch, and raises
+:class:`BadRequest` with a message that says which input, which row, what was expected and
+what came.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from evergreen.serving.errors import BadRequest
+
+# TensorFlow dtype name -> Open Inference Protocol datatype.
+V2_DATATYPES = {
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+    "string": "BYTES",
+}
+_INTEGERS = {"uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64"}
+_FLOATS = {"float16", "float32", "float64", "bfloat16"}
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One input or output of a signature: dtype name (``"string"``) and shape (None: any)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...] | None  # None: unknown rank
+
+    def to_tf_serving(self) -> dict[str, Any]:
+        """The ``TensorInfo`` JSON of TF Serving's metadata API."""
+        shape: dict[str, Any] = {"unknown_rank": self.shape is None}
+        if self.shape is not None:
+            shape["dim"] = [{"size": str(-1 if d is None else d), "name": ""} for d in self.shape]
+        return {"dtype": "DT_" + self.dtype.upper(), "tensor_shape": shape, "name": self.name}
+
+    def to_v2(self) -> dict[str, Any]:
+        """The ``$metadata_tensor`` JSON of the Open Inference Protocol."""
+        shape = [-1] if self.shape is None else [-1 if d is None else d for d in self.shape]
+        return {
+            "name": self.name,
+            "datatype": V2_DATATYPES.get(self.dtype, self.dtype.upper()),
+            "shape": shape,
+        }
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A signature's inputs and outputs, in name order."""
+
+    name: str
+    inputs: dict[str, TensorInfo]
+    outputs: dict[str, TensorInfo]
+
+    @classmethod
+    def from_concrete_function(cls, name: str, fn: Any) -> Signature:
+        _, kwargs = fn.structured_input_signature
+        outputs = fn.structured_outputs
+        return cls(
+            name=name,
+            inputs={k: _info(k, spec) for k, spec in sorted(kwargs.items())},
+            outputs={k: _info(k, spec) for k, spec in sorted(outputs.items())},
+        )
+
+    @property
+    def batchable(self) -> bool:
+        """True when every input has a leading batch axis, so requests can be concatenated."""
+        return bool(self.inputs) and all(
+            t.shape is not None and len(t.shape) >= 1 for t in self.inputs.values()
+        )
+
+    def describe_inputs(self) -> str:
+        return ", ".join(
+            f"{t.name} ({t.dtype}{list(t.shape) if t.shape is not None else ''})"
+            for t in self.inputs.values()
+        )
+
+
+def _info(name: str, spec: Any) -> TensorInfo:
+    shape = None if spec.shape.rank is None else tuple(spec.shape.as_list())
+    return TensorInfo(name=name, dtype=spec.dtype.name, shape=shape)
+
+
+# --------------------------------------------------------------------------------------------
+# Requests
+# --------------------------------------------------------------------------------------------
+
+
+def decode_instances(sig: Signature, instances: Any) -> dict[str, np.ndarray]:
+    """TF Serving's row format: a list of rows, one tensor per input stacked on axis 0."""
+    if not isinstance(instances, list) or not instances:
+        raise BadRequest(
+            f"'instances' must be a non-empty list of rows, got {_kind(instances)}; "
+            f"signature {sig.name!r} takes {sig.describe_inputs()}"
+        )
+    names = list(sig.inputs)
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    for i, row in enumerate(instances):
+        if len(names) == 1 and not _is_named_row(row, names):
+            columns[names[0]].append(row)
+            continue
+        if not isinstance(row, dict):
+            raise BadRequest(
+                f"row {i} of 'instances' must be an object with the inputs "
+                f"{', '.join(names)}, got {_kind(row)}"
+            )
+        _check_names(sig, row, f"row {i} of 'instances'")
+        for name in names:
+            columns[name].append(row[name])
+    return {
+        name: to_array(sig.inputs[name], values, batched=True, where="instances")
+        for name, values in columns.items()
+    }
+
+
+def decode_columns(sig: Signature, inputs: Any) -> dict[str, np.ndarray]:
+    """TF Serving's columnar format: one (batched) value per input."""
+    names = list(sig.inputs)
+    if isinstance(inputs, dict) and not (len(names) == 1 and _is_b64(inputs)):
+        _check_names(sig, inputs, "'inputs'")
+        arrays = {
+            name: to_array(sig.inputs[name], inputs[name], batched=False, where="inputs")
+            for name in names
+        }
+    elif len(names) == 1:
+        arrays = {names[0]: to_array(sig.inputs[names[0]], inputs, batched=False, where="inputs")}
+    else:
+        raise BadRequest(
+            f"'inputs' must be an object with the inputs {', '.join(names)} of signature "
+            f"{sig.name!r}, got {_kind(inputs)}"
+        )
+    check_batch(sig, arrays)
+    return arrays
+
+
+def decode_v2(sig: Signature, inputs: Any) -> dict[str, np.ndarray]:
+    """Open Inference Protocol request tensors (``name``, ``shape``, ``datatype``, ``data``)."""
+    if not isinstance(inputs, list) or not inputs:
+        raise BadRequest(
+            "'inputs' must be a non-empty list of tensors "
+            '{"name", "shape", "datatype", "data"}, got ' + _kind(inputs)
+        )
+    given: dict[str, Any] = {}
+    for i, tensor in enumerate(inputs):
+        if not isinstance(tensor, dict):
+            raise BadRequest(f"inputs[{i}] must be an object, got {_kind(tensor)}")
+        missing = [k for k in ("name", "shape", "datatype", "data") if k not in tensor]
+        if missing:
+            raise BadRequest(
+                f"inputs[{i}] lacks {', '.join(missing)}; each input needs name, shape, datatype and data"
+            )
+        if tensor["name"] in given:
+            raise BadRequest(f"input {tensor['name']!r} is given twice")
+        given[tensor["name"]] = tensor
+    _check_names(sig, given, "'inputs'")
+    arrays: dict[str, np.ndarray] = {}
+    for name, info in sig.inputs.items():
+        tensor = given[name]
+        expected = V2_DATATYPES.get(info.dtype, info.dtype.upper())
+        if tensor["datatype"] != expected:
+            raise BadRequest(
+                f"input {name!r} has datatype {tensor['datatype']!r} but the model expects "
+                f"{expected!r}"
+            )
+        shape = tensor["shape"]
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise BadRequest(
+                f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}"
+            )
+        _, flat = _walk(tensor["data"], f"input {name!r} data")
+        if len(flat) != math.prod(shape):
+            raise BadRequest(
+                f"input {name!r}: shape {shape} holds {math.prod(shape)} values but data has "
+                f"{len(flat)}"
+            )
+        values = _convert(info, flat, f"input {name!r}")
+        arrays[name] = values.reshape(shape)
+        _check_shape(info, arrays[name].shape, f"input {name!r}")
+    check_batch(sig, arrays)
+    return arrays
+
+
+def decode_examples(sig: Signature, examples: Any, context: Any = None) -> dict[str, np.ndarray]:
+    """TF Serving's classify/regress body: ``examples`` (feature objects) plus ``context``."""
+    if not isinstance(examples, list) or not examples:
+        raise BadRequest(f"'examples' must be a non-empty list of objects, got {_kind(examples)}")
+    context = context or {}
+    if not isinstance(context, dict):
+        raise BadRequest(f"'context' must be an object, got {_kind(context)}")
+    rows = []
+    for i, example in enumerate(examples):
+        if not isinstance(example, dict):
+            raise BadRequest(f"examples[{i}] must be an object of features, got {_kind(example)}")
+        both = set(example) & set(context)
+        if both:
+            raise BadRequest(
+                f"feature(s) {', '.join(sorted(both))} appear in both 'context' and examples[{i}]; give each in one place"
+            )
+        rows.append({**context, **example})
+    names = list(sig.inputs)
+    for i, row in enumerate(rows):
+        _check_names(sig, row, f"examples[{i}]")
+        for name in names:  # a tf.Example feature is a list: [value] for a one-value feature
+            info = sig.inputs[name]
+            scalar = info.shape is not None and len(info.shape) == 1
+            if scalar and isinstance(row[name], list) and len(row[name]) == 1:
+                row[name] = row[name][0]
+    return {
+        name: to_array(
+            sig.inputs[name], [row[name] for row in rows], batched=True, where="examples"
+        )
+        for name in names
+    }
+
+
+def check_batch(sig: Signature, arrays: Mapping[str, np.ndarray]) -> int:
+    """The shared batch size of ``arrays``; 400 when inputs disagree or have no batch axis."""
+    sizes = {name: (a.shape[0] if a.ndim else None) for name, a in arrays.items()}
+    if any(size is None for size in sizes.values()):
+        scalar = [n for n, s in sizes.items() if s is None]
+        raise BadRequest(
+            f"input(s) {', '.join(scalar)} came as a single value; send a list, one value per "
+            "row (the first dimension is the batch)"
+        )
+    if len(set(sizes.values())) > 1:
+        raise BadRequest(
+            "inputs must have the same number of rows: "
+            + ", ".join(f"{n} has {s}" for n, s in sizes.items())
+        )
+    return next(iter(sizes.values()))
+
+
+def to_array(info: TensorInfo, value: Any, *, batched: bool, where: str) -> np.ndarray:
+    """One input's JSON value as an array of the signature's dtype, shape checked.
+
+    Args:
+        info: the signature input.
+        value: the JSON value; with ``batched`` a list of rows, each a value of one row.
+        batched: whether ``value`` is a list of rows (row format) or a whole tensor.
+        where: which part of the request, for messages.
+    """
+    label = f"input {info.name!r} ({where})"
+    shape, flat = _walk(value, label)
+    array = _convert(info, flat, label).reshape(shape)
+    _check_shape(info, array.shape, label)
+    return array
+
+
+def _walk(value: Any, label: str) -> tuple[tuple[int, ...], list[Any]]:
+    """The shape of a nested list and its leaves in row-major order; ragged lists are a 400."""
+    flat: list[Any] = []
+
+    def shape_of(v: Any, path: str) -> tuple[int, ...]:
+        if isinstance(v, list):
+            if not v:
+                return (0,)
+            shapes = [shape_of(item, f"{path}[{i}]") for i, item in enumerate(v)]
+            for i, s in enumerate(shapes[1:], start=1):
+                if s != shapes[0]:
+                    raise BadRequest(
+                        f"{label}: {path}[{i}] has shape {list(s)} but {path}[0] has "
+                        f"{list(shapes[0])}; every row must have the same shape"
+                    )
+            return (len(v), *shapes[0])
+        flat.append(v)
+        return ()
+
+    shape = shape_of(value, "value")
+    return shape, flat
+
+
+def _convert(info: TensorInfo, flat: list[Any], label: str) -> np.ndarray:
+    dtype = info.dtype
+    if dtype == "string":
+        out = np.empty(len(flat), dtype=object)
+        for i, v in enumerate(flat):
+            if isinstance(v, str):
+                out[i] = v.encode("utf-8")
+            elif _is_b64(v):
+                try:
+                    out[i] = base64.b64decode(v["b64"], validate=True)
+                except (binascii.Error, ValueError, TypeError):
+                    raise BadRequest(
+                        f'{label}: value {i} is not valid base64 in {{"b64": ...}}'
+                    ) from None
+            else:
+                raise BadRequest(
+                    f'{label} expects strings (or {{"b64": "..."}} for bytes); value {i} is '
+                    f"{_kind(v)}"
+                )
+        return out
+    if dtype == "bool":
+        if not all(isinstance(v, bool) for v in flat):
+            bad = next(i for i, v in enumerate(flat) if not isinstance(v, bool))
+            raise BadRequest(f"{label} expects true/false; value {bad} is {_kind(flat[bad])}")
+        return np.array(flat, dtype=bool)
+    if dtype in _INTEGERS:
+        for i, v in enumerate(flat):
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, int | float)
+                or (isinstance(v, float) and not v.is_integer())
+            ):
+                raise BadRequest(
+                    f"{label} expects whole numbers ({dtype}); value {i} is {_kind(v)}"
+                )
+        limits = np.iinfo(dtype)
+        ints = [int(v) for v in flat]
+        for i, v in enumerate(ints):
+            if not limits.min <= v <= limits.max:
+                raise BadRequest(f"{label}: value {i} = {v} is out of range for {dtype}")
+        return np.array(ints, dtype=dtype)
+    if dtype in _FLOATS:
+        numbers = []
+        for i, v in enumerate(flat):
+            if isinstance(v, str) and v in _NON_FINITE:
+                v = _NON_FINITE[v]
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise BadRequest(f"{label} expects numbers ({dtype}); value {i} is {_kind(v)}")
+            numbers.append(v)
+        return np.array(numbers, dtype=np.float32 if dtype == "bfloat16" else dtype)
+    raise BadRequest(f"{label} has dtype {dtype}, which this server cannot take from JSON")
+
+
+def _check_shape(info: TensorInfo, shape: tuple[int, ...], label: str) -> None:
+    if info.shape is None:
+        return
+    if len(shape) != len(info.shape) or any(
+        want is not None and want != got for want, got in zip(info.shape, shape, strict=False)
+    ):
+        want = [
+            "batch" if i == 0 and d is None else ("any" if d is None else d)
+            for i, d in enumerate(info.shape)
+        ]
+        per_row = "a single value per row" if len(info.shape) == 1 else f"rows of shape {want[1:]}"
+        raise BadRequest(
+            f"{label} has shape {list(shape)} but the signature expects {want} ({per_row})"
+        )
+
+
+def _check_names(sig: Signature, given: Mapping[str, Any], where: str) -> None:
+    missing = [n for n in sig.inputs if n not in given]
+    unknown = [n for n in given if n not in sig.inputs]
+    if not missing and not unknown:
+        return
+    parts = []
+    if missing:
+        parts.append(f"missing input(s) {', '.join(repr(n) for n in missing)}")
+    for name in unknown:
+        close = difflib.get_close_matches(name, list(sig.inputs), n=1)
+        parts.append(
+            f"unknown input {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        )
+    raise BadRequest(
+        f"{where}: {'; '.join(parts)}. Signature {sig.name!r} takes {sig.describe_inputs()}"
+    )
+
+
+def _is_named_row(row: Any, names: Sequence[str]) -> bool:
+    # A one-input row may still be written {input: value}; only {"b64": ...} is a bare value.
+    return isinstance(row, dict) and not _is_b64(row)
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str)
+
+
+def _kind(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return (
+        f"{type(value).__name__} {text}"
+        if not isinstance(value, dict | list)
+        else f"a {type(value).__name__} {text}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Responses
+# --------------------------------------------------------------------------------------------
+
+
+def to_json_value(value: Any, name: str = "") -> Any:
+    """A NumPy value (scalar or array) as JSON: bytes as UTF-8 text or ``{"b64": ...}``."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == object or value.dtype.kind == "S":
+            return [to_json_value(v, name) for v in value]
+        return value.tolist()
+    if isinstance(value, bytes):
+        if not name.endswith("_bytes"):
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        return {"b64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def encode_rows(outputs: Mapping[str, np.ndarray]) -> list[Any]:
+    """``predictions`` of TF Serving's row format: bare values for one output, else objects."""
+    names = list(outputs)
+    if len(names) == 1:
+        return to_json_value(outputs[names[0]], names[0])
+    columns = {name: to_json_value(outputs[name], name) for name in names}
+    n = len(next(iter(columns.values())))
+    return [{name: columns[name][i] for name in names} for i in range(n)]
+
+
+def encode_columns(outputs: Mapping[str, np.ndarray]) -> Any:
+    """``outputs`` of TF Serving's columnar format."""
+    if len(outputs) == 1:
+        name = next(iter(outputs))
+        return to_json_value(outputs[name], name)
+    return {name: to_json_value(a, name) for name, a in outputs.items()}
+
+
+def encode_v2(
+    outputs: Mapping[str, np.ndarray], requested: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Open Inference Protocol ``outputs``: flattened data with shape and datatype."""
+    names = list(requested) if requested else list(outputs)
+    result = []
+    for name in names:
+        array = np.asarray(outputs[name])
+        dtype = "string" if array.dtype == object or array.dtype.kind == "S" else array.dtype.name
+        result.append(
+            {
+                "name": name,
+                "shape": list(array.shape),
+                "datatype": V2_DATATYPES.get(dtype, dtype.upper()),
+                "data": to_json_value(array.reshape(-1), name),
+            }
+        )
+    return result
+
+
+def row_values(arrays: Mapping[str, np.ndarray], index: int) -> dict[str, Any]:
+    """Row ``index`` of each input as a JSON value (what the request log stores)."""
+    return {name: to_json_value(a[index], name) for name, a in arrays.items()}

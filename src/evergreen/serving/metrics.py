@@ -1,0 +1,72 @@
+"""Prometheus metrics of one server, in its own ``CollectorRegistry`` (two apps never share)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "ServingMetrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class ServingMetrics:
+    """Every metric the server exports; ``render()`` is the ``/metrics`` body."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "evergreen_requests",
+            "Requests answered, by model, version, API and HTTP status.",
+            ["model", "version", "api", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "evergreen_request_latency_seconds",
+            "Time from request received to response ready.",
+            ["model", "api"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "evergreen_batch_size",
+            "Rows per model call (1 when batching is off or traffic is light).",
+            ["model", "version", "signature"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "evergreen_queue_depth",
+            "Requests waiting for a model call.",
+            ["model"],
+            registry=r,
+        )
+        self.load_seconds = Gauge(
+            "evergreen_model_load_seconds",
+            "Seconds spent loading and warming up a version.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.loaded = Gauge(
+            "evergreen_model_loaded",
+            "1 for each version in memory (old versions stay until their last request ends).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.label_version = Gauge(
+            "evergreen_model_label_version",
+            "The version each label (champion, canary) routes to.",
+            ["model", "label"],
+            registry=r,
+        )
+        self.swaps = Counter(
+            "evergreen_model_swaps",
+            "Alias moves applied (a new champion or canary taking traffic).",
+            ["model"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

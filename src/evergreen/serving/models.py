@@ -1,0 +1,429 @@
+"""Which versions are loaded, and where each request goes: loading, warm-up, hot swap, canary.
+
+The :class:`ModelManager` polls the registry's aliases (``aliases.json``) every
+``poll_seconds``. When an alias moves, the new version is loaded and warmed up in a thread
+while the old one keeps serving; only when the new version has answered its warm-up calls is
+the routing table switched (one assignment on the event loop, so no request sees half a swap).
+The old version is retired: new requests no longer reach it, requests already holding it finish
+on it, and the last one to finish unloads it (reference counting, :meth:`acquire` /
+:meth:`release`). A version that fails to load or warm up is never routed to; the old one stays.
+
+Routing: a request that names a version or a label gets that; one that names neither gets the
+``champion``, except ``canary_percent`` of them that go to the ``canary`` when there is one. A
+model without aliases serves its latest version as champion (TF Serving's default policy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evergreen.config import ServingConfig
+from evergreen.registry import CHAMPION, Registry
+from evergreen.serving.batching import DynamicBatcher, Inputs, Outputs
+from evergreen.serving.codec import Signature
+from evergreen.serving.errors import BadRequest, NotFound, Unavailable
+from evergreen.serving.metrics import ServingMetrics
+
+log = logging.getLogger("evergreen.serving")
+
+CANARY = "canary"
+DEFAULT_SIGNATURE = "serving_default"
+# A 1x1 PNG: warm-up input for byte-string inputs that look like images.
+_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201a3e9f9bd0000000049454e44ae426082"
+)
+
+
+@dataclass
+class LoadedVersion:
+    """One version in memory, with its signatures and (lazily made) batchers."""
+
+    model: str
+    version: int
+    path: Path
+    signatures: dict[str, Signature]
+    functions: dict[str, Any]
+    load_seconds: float
+    loaded: Any = None  # the tf.saved_model.load object; dropping it frees the version
+    refs: int = 0  # requests holding this version
+    retired: bool = False
+    batchers: dict[str, DynamicBatcher] = field(default_factory=dict)
+
+    def signature(self, name: str | None) -> Signature:
+        name = name or DEFAULT_SIGNATURE
+        if name not in self.signatures:
+            raise BadRequest(
+                f"signature {name!r} not found in model {self.model!r} version {self.version}; "
+                f"signatures: {', '.join(sorted(self.signatures))}"
+            )
+        return self.signatures[name]
+
+    def call(self, signature: str, inputs: Inputs) -> Outputs:
+        """Run one signature on NumPy inputs (blocking: call it from a thread)."""
+        from evergreen.tf import tensorflow
+
+        tf = tensorflow()
+        sig = self.signatures[signature]
+        tensors = {
+            name: tf.constant(value, dtype=sig.inputs[name].dtype) for name, value in inputs.items()
+        }
+        out = self.functions[signature](**tensors)
+        # Sorted: a loaded signature returns its outputs in no fixed order, responses should.
+        return {name: out[name].numpy() for name in sorted(out)}
+
+
+@dataclass
+class _ModelState:
+    name: str
+    labels: dict[str, int] = field(default_factory=dict)  # routing: label -> version
+    versions: dict[int, LoadedVersion] = field(default_factory=dict)
+    canary_credit: float = 0.0
+
+
+class ModelManager:
+    """Loads the registry's labelled versions and routes requests to them.
+
+    Args:
+        registry: the registry to serve (every model in it).
+        settings: the ``[serving]`` settings (batching, canary share, poll interval).
+        metrics: where load times, loaded versions, batch sizes and queue depth go.
+    """
+
+    def __init__(
+        self, registry: Registry, settings: ServingConfig, metrics: ServingMetrics
+    ) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.metrics = metrics
+        self.models: dict[str, _ModelState] = {}
+        self.loading: dict[tuple[str, int], float] = {}  # (model, version) -> started
+        self.errors: dict[tuple[str, int], str] = {}  # versions that failed to load
+        self.discovered: set[str] = set()  # models seen in the registry
+        self._last_wanted: dict[str, dict[str, int]] = {}
+        self.executor = ThreadPoolExecutor(
+            max_workers=max(4, 2 * settings.batch_threads), thread_name_prefix="evergreen-model"
+        )
+        self._lock = asyncio.Lock()
+        self._watcher: asyncio.Task[None] | None = None
+        self._unloading: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Load what the registry labels now, then watch it."""
+        await self.refresh()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="registry-watch")
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        for state in self.models.values():
+            for lv in list(state.versions.values()):
+                await self._unload(lv)
+            state.versions.clear()
+        if self._unloading:
+            await asyncio.gather(*self._unloading, return_exceptions=True)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_seconds)
+            try:
+                await self.refresh()
+            except Exception:  # a bad poll must not kill the watcher; the next one retries
+                log.exception("registry poll failed")
+
+    @property
+    def ready(self) -> bool:
+        """True when every model found in the registry has a champion loaded."""
+        return bool(self.discovered) and all(
+            name in self.models and CHAMPION in self.models[name].labels for name in self.discovered
+        )
+
+    # --------------------------------------------------------------------------- refresh
+
+    async def refresh(self) -> None:
+        """One poll: load newly labelled versions, switch routing, retire unlabelled ones."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            wanted = await loop.run_in_executor(None, self._wanted)
+            for model, labels in wanted.items():
+                self.discovered.add(model)
+                if self._last_wanted.get(model) != labels:
+                    # An alias moved: versions that failed before get another chance.
+                    self._last_wanted[model] = labels
+                    for key in [k for k in self.errors if k[0] == model]:
+                        del self.errors[key]
+                state = self.models.get(model) or _ModelState(model)
+                if labels == state.labels:
+                    continue
+                for version in sorted(set(labels.values())):
+                    if version in state.versions or (model, version) in self.errors:
+                        continue
+                    self.loading[(model, version)] = time.time()
+                    try:
+                        lv = await loop.run_in_executor(None, self._load, model, version)
+                    except Exception as e:
+                        self.errors[(model, version)] = f"{type(e).__name__}: {e}"
+                        log.error("model %s version %s failed to load: %s", model, version, e)
+                        continue
+                    finally:
+                        self.loading.pop((model, version), None)
+                    state.versions[version] = lv
+                    self.metrics.load_seconds.labels(model, str(version)).set(lv.load_seconds)
+                    self.metrics.loaded.labels(model, str(version)).set(1)
+                # Labels whose version could not be loaded keep their old target, if any.
+                routed = {
+                    label: v if v in state.versions else state.labels[label]
+                    for label, v in labels.items()
+                    if v in state.versions or label in state.labels
+                }
+                self._switch(state, routed)
+                self.models[model] = state
+
+    def _wanted(self) -> dict[str, dict[str, int]]:
+        """Label -> version for every model in the registry (read in a thread)."""
+        wanted = {}
+        for model in self.registry.models():
+            numbers = [v.version for v in self.registry.versions(model)]
+            labels = {k: v for k, v in self.registry.aliases(model).items() if v in numbers}
+            if CHAMPION not in labels and numbers:
+                labels[CHAMPION] = numbers[-1]
+            wanted[model] = labels
+        return wanted
+
+    def _switch(self, state: _ModelState, labels: dict[str, int]) -> None:
+        old = state.labels
+        state.labels = labels
+        if old and old != labels:
+            self.metrics.swaps.labels(state.name).inc()
+            log.info("model %s: routing %s -> %s", state.name, old, labels)
+        for label in set(old) - set(labels):
+            self.metrics.label_version.remove(state.name, label)
+        for label, version in labels.items():
+            self.metrics.label_version.labels(state.name, label).set(version)
+        live = set(labels.values())
+        for version, lv in list(state.versions.items()):
+            if version in live:
+                continue
+            del state.versions[version]
+            lv.retired = True
+            if lv.refs == 0:
+                self._schedule_unload(lv)
+
+    def _load(self, model: str, version: int) -> LoadedVersion:
+        """Load and warm up one version (blocking: runs in a thread)."""
+        from evergreen.tf import tensorflow
+
+        tf = tensorflow()
+        started = time.perf_counter()
+        path = self.registry.get(model, version).path
+        loaded = tf.saved_model.load(str(path))
+        functions = {
+            name: fn for name, fn in loaded.signatures.items() if not name.startswith("__")
+        }
+        signatures = {
+            name: Signature.from_concrete_function(name, fn) for name, fn in functions.items()
+        }
+        lv = LoadedVersion(
+            model=model,
+            version=version,
+            path=path,
+            signatures=signatures,
+            functions=functions,
+            load_seconds=0.0,
+            loaded=loaded,
+        )
+        for name, sig in signatures.items():
+            if not sig.batchable:
+                continue
+            for rows in sorted({1, self.settings.max_batch_size}):
+                try:
+                    lv.call(name, warmup_inputs(sig, rows))
+                except Exception as e:
+                    raise RuntimeError(
+                        f"warm-up call of signature {name!r} with {rows} synthetic row(s) failed: "
+                        f"{e}"
+                    ) from e
+        lv.load_seconds = time.perf_counter() - started
+        log.info("model %s version %s loaded in %.2fs", model, version, lv.load_seconds)
+        return lv
+
+    # --------------------------------------------------------------------------- routing
+
+    def acquire(
+        self, model: str, version: str | None = None, label: str | None = None
+    ) -> LoadedVersion:
+        """The version a request goes to, held until :meth:`release`.
+
+        Raises:
+            NotFound: no such model, version or label is being served.
+            BadRequest: ``version`` is not a number.
+            Unavailable: the model exists but nothing of it is loaded yet.
+        """
+        state = self.models.get(model)
+        if state is None or not state.versions:
+            failed = [
+                f"version {v}: {e}" for (m, v), e in sorted(self.errors.items()) if m == model
+            ]
+            if failed:
+                raise Unavailable(
+                    f"model {model!r} has no version loaded; loading failed for "
+                    + "; ".join(failed)
+                    + ". Fix or move the champion alias; the server retries when it moves"
+                )
+            if model in self.discovered or any(m == model for m, _ in self.loading):
+                raise Unavailable(f"model {model!r} is not loaded yet; retry in a moment")
+            served = ", ".join(sorted(self.models)) or "none"
+            raise NotFound(f"model {model!r} is not served here; models: {served}")
+        if version is not None:
+            if not version.isdigit():
+                raise BadRequest(
+                    f"version {version!r} of model {model!r} is not a number; use e.g. /versions/3"
+                )
+            lv = state.versions.get(int(version))
+            if lv is None:
+                raise NotFound(
+                    f"model {model!r} has no loaded version {version}; loaded: "
+                    f"{_describe(state)}. Versions are loaded while an alias points at them"
+                )
+        elif label is not None:
+            if label not in state.labels:
+                raise NotFound(
+                    f"model {model!r} has no label {label!r}; labels: "
+                    + (", ".join(f"{k}={v}" for k, v in sorted(state.labels.items())) or "none")
+                )
+            lv = state.versions[state.labels[label]]
+        else:
+            lv = state.versions[state.labels[CHAMPION]]
+            canary = state.labels.get(CANARY)
+            pct = self.settings.canary_percent
+            if canary is not None and canary != lv.version and pct > 0:
+                # A credit counter, not a coin: exactly pct of every 100 requests, evenly spread.
+                state.canary_credit += pct
+                if state.canary_credit >= 100:
+                    state.canary_credit -= 100
+                    lv = state.versions[canary]
+        lv.refs += 1
+        return lv
+
+    def release(self, lv: LoadedVersion) -> None:
+        lv.refs -= 1
+        if lv.refs == 0 and lv.retired:
+            self._schedule_unload(lv)
+
+    async def predict(
+        self, lv: LoadedVersion, signature: str, inputs: Inputs, deadline: float
+    ) -> Outputs:
+        """Run ``signature`` of a held version on ``inputs`` through its batcher."""
+        sig = lv.signatures[signature]
+        if not sig.batchable:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.executor, lv.call, signature, inputs
+            )
+        batcher = lv.batchers.get(signature)
+        if batcher is None:
+            s = self.settings
+            batch_hist = self.metrics.batch_size.labels(lv.model, str(lv.version), signature)
+            depth = self.metrics.queue_depth.labels(lv.model)
+            batcher = DynamicBatcher(
+                lambda x, _s=signature: lv.call(_s, x),
+                max_batch_size=s.max_batch_size,
+                max_delay=s.batch_timeout_ms / 1000,
+                max_queue=s.max_queue,
+                workers=s.batch_threads if s.max_batch_size > 1 else max(2, s.batch_threads),
+                executor=self.executor,
+                on_batch=batch_hist.observe,
+                on_queue=depth.inc,
+                name=f"model {lv.model!r} version {lv.version} signature {signature!r}",
+            )
+            lv.batchers[signature] = batcher
+        return await batcher.submit(inputs, deadline)
+
+    def status(self, model: str) -> list[dict[str, Any]]:
+        """TF Serving's ``model_version_status`` list for ``model``: loaded, loading, failed."""
+        state = self.models.get(model)
+        if state is None and model not in self.discovered:
+            served = ", ".join(sorted(self.models)) or "none"
+            raise NotFound(f"model {model!r} is not served here; models: {served}")
+        entries: dict[int, dict[str, Any]] = {}
+        for (m, v), message in self.errors.items():
+            if m == model:
+                entries[v] = _status(v, "END", "UNKNOWN", message)
+        for m, v in self.loading:
+            if m == model:
+                entries[v] = _status(v, "LOADING")
+        if state is not None:
+            for v in state.versions:
+                entries[v] = _status(v, "AVAILABLE")
+        return [entries[v] for v in sorted(entries, reverse=True)]
+
+    def labels(self, model: str) -> dict[str, int]:
+        state = self.models.get(model)
+        return dict(state.labels) if state else {}
+
+    # --------------------------------------------------------------------------- unload
+
+    def _schedule_unload(self, lv: LoadedVersion) -> None:
+        task = asyncio.get_running_loop().create_task(self._unload(lv))
+        self._unloading.add(task)
+        task.add_done_callback(self._unloading.discard)
+
+    async def _unload(self, lv: LoadedVersion) -> None:
+        for batcher in lv.batchers.values():
+            await batcher.close()
+        lv.batchers.clear()
+        lv.functions.clear()
+        lv.loaded = None  # the last reference: TensorFlow frees the graph and variables
+        with contextlib.suppress(KeyError):
+            self.metrics.loaded.remove(lv.model, str(lv.version))
+        log.info("model %s version %s unloaded", lv.model, lv.version)
+
+
+def warmup_inputs(sig: Signature, rows: int) -> Inputs:
+    """Synthetic inputs of ``rows`` rows for ``sig``: text, zeros, false, or a 1x1 PNG."""
+    arrays: Inputs = {}
+    for name, info in sig.inputs.items():
+        assert info.shape is not None
+        shape = (rows, *[1 if d is None else d for d in info.shape[1:]])
+        if info.dtype == "string":
+            sample = _PNG if ("image" in name or name.endswith("_bytes")) else b"warm up"
+            arrays[name] = np.full(shape, sample, dtype=object)
+        elif info.dtype == "bool":
+            arrays[name] = np.zeros(shape, dtype=bool)
+        else:
+            arrays[name] = np.zeros(
+                shape, dtype=info.dtype if info.dtype != "bfloat16" else "float32"
+            )
+    return arrays
+
+
+def _status(version: int, state: str, code: str = "OK", message: str = "") -> dict[str, Any]:
+    return {
+        "version": str(version),
+        "state": state,
+        "status": {"error_code": code, "error_message": message},
+    }
+
+
+def _describe(state: _ModelState) -> str:
+    names = {v: [k for k, t in sorted(state.labels.items()) if t == v] for v in state.versions}
+    return (
+        ", ".join(
+            f"{v}" + (f" ({', '.join(names[v])})" if names[v] else "")
+            for v in sorted(state.versions)
+        )
+        or "none"
+    )

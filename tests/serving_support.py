@@ -1,0 +1,106 @@
+"""Shared by the serving tests and the serving benchmark: tiny real text models in a registry.
+
+A word CNN is trained for one epoch on 300 fine-foods reviews (about two seconds), then
+exported several times with different label names (``great-1``/``other-1``, ``great-2``/...),
+so each export answers with its own classes and a response shows which model really ran.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from evergreen.registry import Registry
+from evergreen.tf import tensorflow
+
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+MODEL = "reviews"
+
+
+@dataclass(frozen=True)
+class Exports:
+    """SavedModel folders, ``paths[k]`` answering with classes ``great-{k+1}``/``other-{k+1}``."""
+
+    paths: list[Path]
+    texts: list[str]
+
+    def labels(self, k: int) -> list[str]:
+        return [f"great-{k + 1}", f"other-{k + 1}"]
+
+
+def read_reviews(rows: int = 300) -> tuple[list[str], list[str]]:
+    with open(DATASETS / "fine_foods_train.csv", newline="", encoding="utf-8") as f:
+        data = list(csv.DictReader(f))[:rows]
+    return [r["review"] for r in data], [r["score"] for r in data]
+
+
+def train_exports(
+    folder: Path,
+    variants: int,
+    *,
+    rows: int = 300,
+    sequence_length: int = 32,
+    embedding_dim: int = 8,
+    conv_filters: int = 8,
+) -> Exports:
+    """Train one tiny text model and export it ``variants`` times with distinct label names."""
+    tensorflow()
+    import keras
+
+    from evergreen.models.text import (
+        TextFeaturizer,
+        TextHParams,
+        build_model,
+        compile_model,
+        export_serving_model,
+    )
+
+    texts, labels = read_reviews(rows)
+    names = sorted(set(labels))
+    featurizer = TextFeaturizer(max_tokens=5000, sequence_length=sequence_length).fit(texts)
+    keras.utils.set_random_seed(0)
+    model = build_model(
+        featurizer.vocabulary_size(),
+        len(names),
+        TextHParams(embedding_dim=embedding_dim, conv_filters=conv_filters, kernel_size=3),
+        sequence_length=sequence_length,
+    )
+    compile_model(model)
+    model.fit(
+        featurizer.transform(texts),
+        np.array([names.index(y) for y in labels]),
+        epochs=1,
+        batch_size=32,
+        verbose=0,
+    )
+    exports = Exports([], texts)
+    for k in range(variants):
+        path = folder / f"export-{k + 1}"
+        if path.exists():
+            shutil.rmtree(path)
+        export_serving_model(featurizer, model, exports.labels(k), path)
+        exports.paths.append(path)
+    return exports
+
+
+def publish(registry: Registry, exports: Exports, k: int, *, champion: bool = True) -> int:
+    """Publish export ``k`` as the next version; make it champion unless told not to."""
+    version = registry.publish(MODEL, exports.paths[k], {"lineage": {"export": k}}).version
+    if champion:
+        registry.set_alias(MODEL, "champion", version, reason="test")
+    return version
+
+
+_CACHE: dict[str, Exports] = {}
+
+
+def shared_exports(tmp_path_factory: object, variants: int = 6) -> Exports:
+    """One set of exports per test session (training costs seconds; every test file uses it)."""
+    if "exports" not in _CACHE:
+        folder = tmp_path_factory.mktemp("serving-exports")  # type: ignore[attr-defined]
+        _CACHE["exports"] = train_exports(folder, variants)
+    return _CACHE["exports"]
