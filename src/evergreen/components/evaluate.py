@@ -1,6 +1,6 @@
 """Evaluate a candidate against the champion on the new span and on the historic holdout.
 
-Both models are scored through their exported SavedModels on raw text, so a champion with an
+Both models are scored through their exported SavedModels on raw rows (text, columns, image bytes), so a champion with an
 older featurizer is compared fairly. The historic holdout — eval splits of earlier spans, capped
 at ``holdout_rows`` — is the forgetting guard: the candidate is blessed only if no guarded metric
 regresses beyond its threshold.
@@ -8,15 +8,17 @@ regresses beyond its threshold.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from evergreen.components.featurize import span_texts
+from evergreen.components.featurize import span_rows
 from evergreen.config import TrainConfig
 from evergreen.metadata import Artifact
+from evergreen.models.family import feed_saved_model
 from evergreen.pipeline import ExecutionContext
 
 
@@ -62,59 +64,47 @@ def _auc(score: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def score_saved_model(saved_model: Path, texts: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Class probabilities of ``texts`` from a raw-text SavedModel, and its label order."""
-    from evergreen.tf import tensorflow
-
-    tf = tensorflow()
-    serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
-    chunks, labels = [], None
-    for start in range(0, len(texts), 1024):
-        out = serve(text=tf.constant(texts[start : start + 1024] or [""], dtype=tf.string))
-        chunks.append(out["scores"].numpy()[: len(texts[start : start + 1024])])
-        labels = [c.decode() for c in out["classes"].numpy()[0]]
-    return (np.concatenate(chunks) if chunks else np.zeros((0, 0))), labels or []
+def score_saved_model(saved_model: Path, rows: Sequence[Mapping[str, Any]] | Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Class probabilities of raw ``rows`` (or texts) from a SavedModel, and its label order."""
+    return feed_saved_model(saved_model, rows)
 
 
 class EvaluateCandidate:
     """Pipeline component: candidate (+ champion) × new eval split + historic holdout → verdict."""
 
     name: ClassVar[str] = "evaluate"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
 
-    def __init__(self, cfg: TrainConfig, new_span: int, text_feature: str) -> None:
+    def __init__(self, cfg: TrainConfig, new_span: int) -> None:
         self.cfg = cfg
         self.new_span = new_span
-        self.text_feature = text_feature
 
     def parameters(self) -> dict[str, Any]:
         return {
             "holdout_rows": self.cfg.holdout_rows,
             "max_historic_regression": self.cfg.max_historic_regression,
             "max_new_regression": self.cfg.max_new_regression,
-            "text_feature": self.text_feature,
         }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         spans = sorted((int(k.split("-")[1]), a) for k, a in ctx.inputs.items() if k.startswith("examples-"))
-        new_texts, new_truth, _ = span_texts(dict(spans)[self.new_span], "eval", self.text_feature)
+        new_span = dict(spans)[self.new_span]
+        label = new_span.properties["label"]
+        new_rows = list(span_rows(new_span, "eval"))
         earlier = [a for s, a in spans if s != self.new_span]
-        hist_texts: list[str] = []
-        hist_truth: list[str] = []
+        hist_rows: list[dict[str, Any]] = []
         per_span = self.cfg.holdout_rows // max(len(earlier), 1)
         for artifact in earlier:
-            texts, truth, _ = span_texts(artifact, "eval", self.text_feature)
-            hist_texts += texts[:per_span]
-            hist_truth += truth[:per_span]
+            hist_rows += list(itertools.islice(span_rows(artifact, "eval"), per_span))
         result: dict[str, Any] = {"candidate": {}, "champion": {}}
         for side in ("candidate", "champion"):
             if side not in ctx.inputs:
                 continue
             saved = Path(ctx.inputs[side].uri) / "saved_model"
-            for name, texts, truth in (("new", new_texts, new_truth), ("historic", hist_texts, hist_truth)):
-                if texts:
-                    scores, labels = score_saved_model(saved, texts)
-                    result[side][name] = metrics(scores, truth, labels)
+            for name, rows in (("new", new_rows), ("historic", hist_rows)):
+                if rows:
+                    scores, labels = score_saved_model(saved, rows)
+                    result[side][name] = metrics(scores, [row[label] for row in rows], labels)
         result["blessed"], result["reasons"] = self._verdict(result)
         writer = ctx.output("evaluation", "ModelEvaluation", span=self.new_span)
         writer.write_json("evaluation.json", result)
