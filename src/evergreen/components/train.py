@@ -82,7 +82,7 @@ class TrainModel:
         self.shuffle_labels = shuffle_labels  # a deliberately broken candidate, for guard tests
 
     def parameters(self) -> dict[str, Any]:
-        return {"train": asdict(self.cfg), "family": self.family.name, "mode": self.mode, "new_span": self.new_span, "shuffle_labels": self.shuffle_labels}
+        return {"train": asdict(self.cfg), "family": self.family.name, "family_source": getattr(self.family, "source_digest", str)(), "mode": self.mode, "new_span": self.new_span, "shuffle_labels": self.shuffle_labels}
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         import keras
@@ -114,6 +114,8 @@ class TrainModel:
                 train = train.concatenate(replay.unbatch())
             train = train.shuffle(20_000, seed=cfg.seed).batch(cfg.batch_size)
             epochs, lr = cfg.incremental_epochs, cfg.incremental_learning_rate
+            if hasattr(self.family, "module"):  # a custom module may register its own layers
+                self.family.module()
             model = keras.models.load_model(Path(ctx.inputs["champion"].uri) / "model.keras")
             freeze_lower(model, cfg.freeze_lower_layers)
         if self.shuffle_labels:

@@ -213,6 +213,9 @@ class TabularFeaturizer:
         tf = tensorflow()
         return {**{c: tf.float32 for c in self.numeric}, **{c: tf.string for c in self.categorical}}
 
+    def feature_types(self) -> dict[str, str]:
+        return {**{c: "numeric" for c in self.numeric}, **{c: "categorical" for c in self.categorical}}
+
     def raw_columns(self) -> dict[str, str]:
         return {c: c for c in [*self.numeric, *self.categorical]}
 

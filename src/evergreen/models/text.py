@@ -719,6 +719,9 @@ class TextColumnFeaturizer:
     def raw_signature(self) -> dict[str, Any]:
         return {"text": tensorflow().string}
 
+    def feature_types(self) -> dict[str, str]:
+        return {self.text_feature: "text"}
+
     def raw_columns(self) -> dict[str, str]:
         return {"text": self.text_feature}
 
