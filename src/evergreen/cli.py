@@ -235,6 +235,29 @@ def run(config_path: str, root: str | None, metadata_url: str | None, full: bool
     print_run_table(records)
 
 
+@cli.command()
+@_config_option
+@_root_option
+@_metadata_option
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True), help="A .keras file or a SavedModel folder trained elsewhere.")
+@click.option("--labels", default=None, help="Comma-separated labels in the model's output order (default: the sorted label classes).")
+@click.option("--json", "as_json", is_flag=True, help="Print the adoption record as JSON.")
+def adopt(config_path: str, root: str | None, metadata_url: str | None, model_path: str, labels: str | None, as_json: bool) -> None:
+    """Adopt a model trained elsewhere: evaluate it, publish it as champion, keep it fresh.
+
+    The model takes raw columns (inputs named after them) and returns class probabilities;
+    later `evergreen run` calls fine-tune it on new spans only.
+    """
+    from evergreen.loop import TrainingLoop, dumps
+
+    with _project(config_path, root, metadata_url) as project:
+        record = TrainingLoop(project).adopt(Path(model_path), labels.split(",") if labels else None)
+    if as_json:
+        out.print_json(dumps([record]))
+        return
+    print_run_table([record])
+
+
 def print_run_table(records: list[dict[str, Any]]) -> None:
     if not records:
         out.print("nothing new to train on")

@@ -180,6 +180,76 @@ class TrainingLoop:
             "version": version,
         }
 
+    def adopt(self, source: Path, labels: list[str] | None = None) -> dict[str, Any]:
+        """Adopt a model trained elsewhere as the next version and champion (lineage "adopted").
+
+        Every current span is ingested and featurized once (pass-through: raw values, see
+        :mod:`evergreen.models.adopted`); the model is evaluated on the last span's eval split and
+        the earlier spans' holdout, published, and made champion. Later ``run`` calls train it
+        incrementally on new spans only.
+
+        Raises:
+            DataError: no validated span to evaluate on.
+            ConfigError: the model's inputs or outputs do not fit the data (the message says how).
+        """
+        from evergreen.components.adopt import AdoptModel, source_digest
+        from evergreen.errors import DataError
+        from evergreen.models.adopted import (
+            AdoptedFamily,
+            PassThroughFeaturizer,
+            inputs_of,
+            load_model,
+        )
+
+        source = Path(source).resolve()
+        self.project.ingest()
+        usable = [r for r in self.store.spans() if r.status == "validated"]
+        if not usable:
+            raise DataError("no validated span to evaluate the adopted model on; ingest data first")
+        schema = self.project.current_schema()
+        labels = list(labels) if labels else sorted(schema.label_domain) if schema else []
+        examples = {r.span: self.store.artifact(r.examples_id) for r in usable}
+        last = usable[-1].span
+        seconds = self._data_seconds(last)
+        featurizer = PassThroughFeaturizer(inputs_of(load_model(source), self.feature_types()))
+        fit = self.runner.run(FitFeaturizer(AdoptedFamily(), featurizer, labels), {f"span-{s}": a for s, a in examples.items()})
+        fitted = fit.outputs["featurizer"]
+        ledger = {"tokens_computed": 0, "tokens_reused": 0, "rows_featurized": 0, "rows_reused": 0}
+        seconds["featurize"] = 0.0
+        for record in usable:
+            result = self.runner.run(FeaturizeSpan(record.span, record.version, self.cfg.data.shard_rows), {"examples": examples[record.span], "featurizer": fitted}, span=record.span)
+            seconds["featurize"] += result.seconds
+            if not result.cached:
+                for key in ledger:
+                    ledger[key] += result.summary[key]
+        adopted = self.runner.run(AdoptModel(source, labels, sorted(examples), source_digest(source)), {"featurizer": fitted}, span=last)
+        seconds["adopt"] = adopted.seconds
+        candidate = adopted.outputs["model"]
+        evaluated = self.runner.run(EvaluateCandidate(self.cfg.train, last), {"candidate": candidate, **{f"examples-{s}": a for s, a in examples.items()}}, span=last)
+        seconds["evaluate"] = evaluated.seconds
+        verdict = evaluated.summary
+        manifest = {
+            "metrics": verdict["candidate"],
+            "lineage": {"candidate": candidate.id, "featurizer": fitted.id, "family": "adopted", "spans": sorted(examples), "mode": "adopted", "source": str(source), "sha256": candidate.properties["sha256"], "parent": None, "reason": "adopted", "evaluation": evaluated.outputs["evaluation"].id},
+            "cost": ledger,
+        }
+        pushed = self.runner.run(PushModel(self.registry, self.cfg.name, manifest), {"candidate": candidate, "evaluation": evaluated.outputs["evaluation"]}, span=last)
+        seconds["push"] = pushed.seconds
+        rows_total = sum(sum(a.properties["splits"].values()) for a in examples.values())
+        return {
+            "span": last,
+            "mode": "adopted",
+            "reason": f"adopted from {source}",
+            "rows_new": rows_total,
+            "rows_total": rows_total,
+            **ledger,
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "metrics": {"candidate": verdict["candidate"], "champion": {}},
+            "blessed": True,
+            "verdict": ["adopted: evaluated, published and made champion"],
+            "version": pushed.summary["version"],
+        }
+
     def _decide(self, record: Any, champion: Artifact | None, force_full: bool, new_examples: Artifact, labels: list[str]) -> tuple[str, str]:
         cfg = self.cfg.train
         if champion is None:
@@ -191,7 +261,7 @@ class TrainingLoop:
         if cfg.full_every:
             since = 0
             for artifact in reversed(self.store.artifacts(type="Model")):
-                if artifact.properties.get("mode") == "full":
+                if artifact.properties.get("mode") in ("full", "adopted"):
                     break
                 since += 1
             if since >= cfg.full_every:
