@@ -126,3 +126,26 @@ def test_adopt_rejects_a_model_whose_inputs_are_not_columns(tmp_path: Path) -> N
     with Project(config_mod.load(config)) as project, pytest.raises(ConfigError, match="input 'features' is not a feature column"):
         TrainingLoop(project).adopt(tmp_path / "odd.keras")
     shutil.rmtree(folder / ".evergreen")
+
+
+def test_pass_through_featurizer_round_trips(tmp_path: Path) -> None:
+    from evergreen.models.adopted import PassThroughFeaturizer
+    from evergreen.models.family import load_featurizer
+
+    inputs = [{"name": "state", "column": "state", "dtype": "string", "shape": [1]}, {"name": "calls", "column": "calls", "dtype": "float32", "shape": []}]
+    featurizer = PassThroughFeaturizer(inputs).fit([{"state": "KS", "calls": 1.0}])
+    assert PassThroughFeaturizer.from_dict(featurizer.to_dict()).fingerprint() == featurizer.fingerprint()
+    featurizer.save(tmp_path / "f")
+    loaded = load_featurizer(tmp_path / "f")
+    assert isinstance(loaded, PassThroughFeaturizer) and loaded.to_dict() == featurizer.to_dict()
+    arrays, ledger = loaded.featurize([{"state": "KS", "calls": None}, {"state": None, "calls": 2.0}], None)
+    assert list(arrays["state"]) == [b"KS", b""] and np.isnan(arrays["calls"][0]) and arrays["calls"][1] == 2.0
+    assert ledger == {"rows_featurized": 2, "rows_reused": 0}
+
+
+def test_adopt_refuses_a_saved_model_folder(tmp_path: Path) -> None:
+    from evergreen.models.adopted import load_model
+
+    (tmp_path / "sm").mkdir()
+    with pytest.raises(ConfigError, match="model.save"):
+        load_model(tmp_path / "sm")

@@ -116,3 +116,15 @@ def test_digits_in_five_spans_end_to_end(digits, tmp_path: Path) -> None:
         assert label == predicted[0]
     print(f"digits held-out accuracy: {accuracy:.4f}")
     assert accuracy >= 0.85
+
+
+def test_init_image_template_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from evergreen.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["init", "pics", "--template", "image"])
+    assert result.exit_code == 0, result.output
+    cfg = config_mod.load(tmp_path / "pics" / "evergreen.toml")
+    assert cfg.train.family == "image" and cfg.data.features == {"image": "image"} and cfg.train.image_channels == 3

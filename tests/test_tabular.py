@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from evergreen import config as config_mod
-from evergreen.cli import cli
+from evergreen.cli import cli, main
 from evergreen.components.evaluate import score_saved_model
 from evergreen.loop import champion_saved_model
 from evergreen.models.family import compile_model, export_serving_model, load_featurizer
@@ -135,7 +135,7 @@ def _accuracy(saved_model: Path, rows: list[dict[str, str]]) -> float:
 
 
 @pytest.mark.slow
-def test_churn_in_five_spans_matches_a_full_retrain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_churn_in_five_spans_matches_a_full_retrain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     header, rows = _churn()
     held_out = rows[::5]  # 1,000 rows no model sees
     pool = [r for i, r in enumerate(rows) if i % 5]
@@ -158,6 +158,13 @@ def test_churn_in_five_spans_matches_a_full_retrain(tmp_path: Path, monkeypatch:
             assert record["tokens_computed"] == 0
         assert sum(1 for r in store.runs(component="featurize") if r.status == "succeeded") == 5
         incremental = _accuracy(champion_saved_model(project), held_out)
+    # `evergreen predict` takes a JSON object of raw columns for a tabular champion.
+    row = dict(_typed(held_out[:1])[0])
+    del row[LABEL], row["state"]  # a missing column is a missing value (OOV)
+    capsys.readouterr()
+    main(["predict", "-c", str(config), json.dumps(row), "--json"])
+    [prediction] = json.loads(capsys.readouterr().out)["predictions"]
+    assert prediction["label"] in ("no", "yes") and set(prediction["scores"]) == {"no", "yes"}
     # The full retrain: one run on the same 4,000 rows delivered as one span.
     full_config = _project(tmp_path / "full", header, [pool], monkeypatch)
     result = CliRunner().invoke(cli, ["run", "-c", str(full_config), "--full", "--json"])

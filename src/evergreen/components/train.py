@@ -1,10 +1,13 @@
 """Train a candidate: a full fit on every span, or a warm start from the champion with replay.
 
-Training reads featurized shards (token ids) through ``tf.data`` — interleaved, shuffled,
-batched, prefetched — so nothing is re-tokenized and the history never sits in memory. Training
+Training reads featurized shards (token ids, standardized numbers and category ids, encoded
+images — whatever the family's featurizer wrote) through ``tf.data`` — interleaved, shuffled,
+batched, prefetched, turned into model inputs in-graph by the featurizer — so nothing is
+featurized twice and the history never sits in memory. The model comes from the family (full)
+or the champion's ``model.keras`` (incremental); nothing here depends on the family. Training
 policy lives in Keras callbacks: early stopping and learning-rate reduction on the new span's
 eval loss, TensorBoard logs, and ``BackupAndRestore`` so a killed run resumes from its last
-finished epoch. The candidate is exported as a raw-string SavedModel next to ``model.keras``.
+finished epoch. The candidate is exported as a raw-input SavedModel next to ``model.keras``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, ClassVar
 from evergreen.config import TrainConfig
 from evergreen.examples import shard_paths
 from evergreen.metadata import Artifact
+from evergreen.models.adopted import load_model
 from evergreen.models.family import (
     ModelFamily,
     compile_model,
@@ -116,7 +120,7 @@ class TrainModel:
             epochs, lr = cfg.incremental_epochs, cfg.incremental_learning_rate
             if hasattr(self.family, "module"):  # a custom module may register its own layers
                 self.family.module()
-            model = keras.models.load_model(Path(ctx.inputs["champion"].uri) / "model.keras")
+            model = load_model(Path(ctx.inputs["champion"].uri) / "model.keras", own_artifact=True)
             freeze_lower(model, cfg.freeze_lower_layers)
         if self.shuffle_labels:
             from evergreen.tf import tensorflow

@@ -1,6 +1,7 @@
 """Adopting a model trained elsewhere: its own preprocessing, Evergreen's loop around it.
 
-The contract for ``evergreen adopt --model PATH`` (a ``.keras`` file, or a SavedModel folder):
+The contract for ``evergreen adopt --model PATH`` (a ``.keras`` file; SavedModel folders are
+refused for now, see :func:`load_model`):
 
 - the model takes **raw columns**: one input per feature column it reads, named after the column
   (a model with a single input may name it anything when the data has exactly one text
@@ -150,33 +151,25 @@ class AdoptedFamily:
         raise ConfigError("an adopted model cannot be rebuilt from scratch; a full retrain uses train.family")
 
 
-def load_model(path: Path) -> Any:
-    """A Keras model from a ``.keras``/``.h5`` file, or a SavedModel folder wrapped in Keras.
+def load_model(path: Path, *, own_artifact: bool = False) -> Any:
+    """A Keras model from a ``.keras``/``.h5`` file.
 
-    A SavedModel is wrapped with ``keras.layers.TFSMLayer`` (trainable) on its
-    ``serving_default`` signature; its first output (``scores`` if present) is the probabilities.
+    ``own_artifact``: the file is a ``model.keras`` Evergreen wrote (e.g. the champion's), so it
+    is loaded with Keras's safe mode off (custom-module layers, lambdas).
 
     Raises:
         NotFound: nothing at ``path``.
-        ConfigError: the file cannot be loaded as a Keras model or SavedModel.
+        ConfigError: a folder (SavedModel), or a file Keras cannot load.
     """
     keras = _keras()
-    tf = tensorflow()
     if not path.exists():
-        raise NotFound(f"--model {path} does not exist; give a .keras file or a SavedModel folder")
+        raise NotFound(f"--model {path} does not exist; give a .keras file")
     if path.is_dir():
-        if not (path / "saved_model.pb").is_file():
-            raise ConfigError(f"--model {path} is a folder without saved_model.pb; give a .keras file or a SavedModel folder")
-        signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-        specs = signature.structured_input_signature[1]
-        outputs = list(signature.structured_outputs)
-        output = "scores" if "scores" in outputs else outputs[0]
-        inputs = {name: keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype.name, name=name) for name, spec in specs.items()}
-        layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default", trainable=True, name="adopted_saved_model")
-        result = layer(inputs)
-        return keras.Model(inputs, result[output] if isinstance(result, dict) else result, name="adopted")
+        # Wrapping a SavedModel in Keras (TFSMLayer) gives variables that Keras 3.x optimizers
+        # cannot name ("…:0_momentum"), so it could not be fine-tuned: refuse it clearly.
+        raise ConfigError(f"--model {path} is a folder (a SavedModel?); adopt a Keras model file instead: load or rebuild it in Keras and model.save('model.keras')")
     try:
-        return keras.models.load_model(path)
+        return keras.models.load_model(path, safe_mode=not own_artifact)
     except Exception as e:
         raise ConfigError(f"--model {path} could not be loaded as a Keras model: {type(e).__name__}: {e}") from None
 
