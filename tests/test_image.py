@@ -128,3 +128,26 @@ def test_init_image_template_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert result.exit_code == 0, result.output
     cfg = config_mod.load(tmp_path / "pics" / "evergreen.toml")
     assert cfg.train.family == "image" and cfg.data.features == {"image": "image"} and cfg.train.image_channels == 3
+
+
+def test_folders_per_label_are_a_span_format(digits, tmp_path: Path) -> None:
+    images, labels = digits
+    folder = tmp_path / "folders"
+    for i in range(30):
+        path = folder / "data" / "span-1" / f"digit-{labels[i]}" / f"{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(images[i])
+    config = folder / "evergreen.toml"
+    config.write_text('[pipeline]\nname = "folders"\n\n[data]\npattern = "data/span-{SPAN}/*/*.png"\nlabel = "label"\n' + CONFIG, encoding="utf-8")
+    cfg = config_mod.load(config)
+    assert cfg.data.format == "images"  # from the pattern's extension
+    with Project(cfg) as project:
+        [outcome] = project.ingest()
+        assert outcome.status == "validated" and sum(outcome.report["rows_written"].values()) == 30
+        schema = project.current_schema()
+        assert schema.types == {"image": "image"} and set(schema.label_domain) == {f"digit-{d}" for d in labels[:30]}
+        from evergreen.components.featurize import span_rows
+
+        examples = project.store.artifact(project.store.spans()[0].examples_id)
+        rows = [r for split in ("train", "eval") for r in span_rows(examples, split)]
+        assert sorted((r["label"], r["image"]) for r in rows) == sorted((f"digit-{labels[i]}", images[i]) for i in range(30))

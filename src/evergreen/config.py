@@ -22,7 +22,7 @@ from evergreen.errors import ConfigError
 FEATURE_TYPES = ("text", "categorical", "numeric", "image")
 FAMILIES = ("text", "tabular", "image", "custom")
 BASE_FAMILIES = ("text", "tabular", "image")
-FORMATS = ("csv", "jsonl", "parquet", "tfrecord")
+FORMATS = ("csv", "jsonl", "parquet", "tfrecord", "images")
 SEVERITIES = ("error", "warning", "ignore")
 CONFLICT_POLICIES = ("quarantine", "keep")
 ANOMALY_KINDS = (
@@ -50,6 +50,9 @@ _EXTENSIONS = {
     ".parquet": "parquet",
     ".tfrecord": "tfrecord",
     ".tfrecords": "tfrecord",
+    ".png": "images",  # folders per label: data/span-{SPAN}/*/*.png, columns image and label
+    ".jpg": "images",
+    ".jpeg": "images",
 }
 
 

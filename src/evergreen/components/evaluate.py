@@ -64,9 +64,9 @@ def _auc(score: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def score_saved_model(saved_model: Path, rows: Sequence[Mapping[str, Any]] | Sequence[str]) -> tuple[np.ndarray, list[str]]:
+def score_saved_model(saved_model: Path, rows: Sequence[Mapping[str, Any]] | Sequence[str], columns: Mapping[str, str] | None = None) -> tuple[np.ndarray, list[str]]:
     """Class probabilities of raw ``rows`` (or texts) from a SavedModel, and its label order."""
-    return feed_saved_model(saved_model, rows)
+    return feed_saved_model(saved_model, rows, columns=columns)
 
 
 class EvaluateCandidate:
@@ -101,15 +101,26 @@ class EvaluateCandidate:
             if side not in ctx.inputs:
                 continue
             saved = Path(ctx.inputs[side].uri) / "saved_model"
+            columns = self._legacy_columns(ctx, ctx.inputs[side])
             for name, rows in (("new", new_rows), ("historic", hist_rows)):
                 if rows:
-                    scores, labels = score_saved_model(saved, rows)
+                    scores, labels = score_saved_model(saved, rows, columns)
                     result[side][name] = metrics(scores, [row[label] for row in rows], labels)
         result["blessed"], result["reasons"] = self._verdict(result)
         writer = ctx.output("evaluation", "ModelEvaluation", span=self.new_span)
         writer.write_json("evaluation.json", result)
         ctx.set_properties("evaluation", {"blessed": result["blessed"], "candidate": ctx.inputs["candidate"].id})
         return result
+
+    @staticmethod
+    def _legacy_columns(ctx: ExecutionContext, model: Artifact) -> dict[str, str]:
+        # A text champion exported before model families has no inputs map: its one input
+        # `text` reads the featurizer's text column.
+        featurizer = model.properties.get("featurizer")
+        if featurizer is None:
+            return {}
+        column = ctx.store.artifact(int(featurizer)).properties.get("text_feature")
+        return {"text": column} if column else {}
 
     def _verdict(self, result: dict[str, Any]) -> tuple[bool, list[str]]:
         if not result["champion"]:

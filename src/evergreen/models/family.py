@@ -287,11 +287,13 @@ def raw_inputs_of(saved_model: Path) -> dict[str, str]:
     return {}
 
 
-def feed_saved_model(saved_model: Path, rows: Sequence[Mapping[str, Any]] | Sequence[str], *, batch_size: int = 1024) -> tuple[np.ndarray, list[str]]:
+def feed_saved_model(saved_model: Path, rows: Sequence[Mapping[str, Any]] | Sequence[str], *, columns: Mapping[str, str] | None = None, batch_size: int = 1024) -> tuple[np.ndarray, list[str]]:
     """Class probabilities of raw ``rows`` (dicts of column → value) from ``serving_default``.
 
     ``rows`` may also be plain strings for a model with one input (a text model). Values are
     converted to each input's dtype: missing numbers become NaN, missing strings "".
+    ``columns`` (signature input → column) is used when the SavedModel carries no
+    ``evergreen_inputs.json`` (text models exported before model families).
 
     Raises:
         NotFound: ``saved_model`` holds no SavedModel.
@@ -301,7 +303,7 @@ def feed_saved_model(saved_model: Path, rows: Sequence[Mapping[str, Any]] | Sequ
         raise NotFound(f"no SavedModel in {saved_model} (expected {Path(saved_model) / 'saved_model.pb'}).")
     serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
     inputs = serve.structured_input_signature[1]
-    columns = raw_inputs_of(saved_model)
+    columns = raw_inputs_of(saved_model) or dict(columns or {})
     rows = list(rows)
     chunks, labels = [], None
     for start in range(0, max(len(rows), 1), batch_size):
