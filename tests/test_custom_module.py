@@ -18,7 +18,7 @@ from evergreen.project import Project
 from evergreen.tf import tensorflow
 from tests.conftest import dataset, write_config
 
-tensorflow()
+tf = tensorflow()
 import keras  # noqa: E402
 
 MODULE = '''\
@@ -39,6 +39,90 @@ def build_model(schema, hparams):
     x = keras.layers.Dropout(hparams["dropout"])(x)
     outputs = keras.layers.Dense(schema.num_classes, activation="softmax")(x)
     return keras.Model(inputs, outputs, name="my_churn_model")
+'''
+
+
+FEATURIZER_MODULE = '''\
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+COLUMNS = ["total_day_minutes", "number_customer_service_calls", "total_intl_calls"]
+
+
+class LogScaler:
+    """log1p of three columns, divided by their maximum on the fit rows."""
+
+    family = "custom"
+
+    def __init__(self, columns, scale=None):
+        self.columns, self.scale_ = list(columns), scale
+
+    def to_dict(self):
+        return {"columns": self.columns}
+
+    def fit(self, rows):
+        top = [1.0] * len(self.columns)
+        for row in rows:
+            top = [max(t, math.log1p(row[c] or 0.0)) for t, c in zip(top, self.columns)]
+        self.scale_ = top
+        return self
+
+    def fingerprint(self):
+        return hashlib.sha256(json.dumps([self.columns, self.scale_]).encode()).hexdigest()
+
+    def save(self, directory):
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        (Path(directory) / "log.json").write_text(json.dumps({"columns": self.columns, "scale": self.scale_}))
+
+    def feature_spec(self):
+        return {"x": ([len(self.columns)], "float32")}
+
+    def featurize(self, rows, cache):
+        x = np.array([[math.log1p(r[c] or 0.0) / s for c, s in zip(self.columns, self.scale_)] for r in rows], "float32")
+        return {"x": x}, {"rows_featurized": len(rows), "rows_reused": 0}
+
+    def model_inputs(self, parsed):
+        return parsed["x"]
+
+    def keras_inputs(self):
+        return keras.Input(shape=(len(self.columns),), name="x")
+
+    def raw_signature(self):
+        return {c: tf.float32 for c in self.columns}
+
+    def raw_columns(self):
+        return {c: c for c in self.columns}
+
+    def feature_types(self):
+        return {c: "numeric" for c in self.columns}
+
+    def raw_to_model_inputs(self, raw):
+        clean = [tf.where(tf.math.is_nan(raw[c]), 0.0, raw[c]) for c in self.columns]
+        return tf.stack([tf.math.log1p(v) / s for v, s in zip(clean, self.scale_)], axis=1)
+
+    def unknown_rate(self, rows):
+        return 0.0
+
+
+def make_featurizer(types, hparams):
+    return LogScaler(COLUMNS)
+
+
+def load_featurizer(directory):
+    state = json.loads((Path(directory) / "log.json").read_text())
+    return LogScaler(state["columns"], state["scale"])
+
+
+def build_model(schema, hparams):
+    inputs = schema.inputs()
+    x = keras.layers.Dense(8, activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(schema.num_classes, activation="softmax")(x), name="log_model")
 '''
 
 
@@ -84,6 +168,20 @@ def test_custom_module_runs_the_loop(tmp_path: Path) -> None:
         scores, labels = score_saved_model(saved, [{k: float(v) if k in numeric else v for k, v in r.items()} for r in rows])
         assert labels == ["no", "yes"] and scores.shape == (200, 2)
         assert np.mean([labels[i] == r["churn"] for i, r in zip(scores.argmax(axis=1), rows, strict=True)]) >= 0.8
+
+
+@pytest.mark.slow
+def test_a_module_can_bring_its_own_featurizer(tmp_path: Path) -> None:
+    config = _churn_project(tmp_path / "own", FEATURIZER_MODULE, rows=200)
+    with Project(config_mod.load(config)) as project:
+        records = TrainingLoop(project).run()
+        assert [r["mode"] for r in records] == ["full", "incremental"]
+        [featurizer] = project.store.artifacts(type="Featurizer")
+        assert featurizer.properties["family"] == "custom" and records[1]["rows_featurized"] == 200
+        serve = tf.saved_model.load(str(champion_saved_model(project))).signatures["serving_default"]
+        assert set(serve.structured_input_signature[1]) == {"total_day_minutes", "number_customer_service_calls", "total_intl_calls"}
+        out = serve(total_day_minutes=tf.constant([265.1]), number_customer_service_calls=tf.constant([float("nan")]), total_intl_calls=tf.constant([3.0]))
+        assert out["scores"].shape == (1, 2)
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,11 @@ one text feature and nothing else, else tabular): its frozen featurizer, featuri
 in-graph serving preprocessing are used unchanged, so the exported SavedModel takes the same raw
 inputs as that family's. Any error raised while loading the file or inside ``build_model`` is
 reported as a ``ConfigError`` naming the file and line.
+
+A module may also bring its own featurizer: ``make_featurizer(types, hparams)`` returning an
+object with the :class:`~evergreen.models.family.Featurizer` methods, and
+``load_featurizer(directory)`` reading back what its ``save`` wrote. Evergreen marks the saved
+folder with the module's path so later runs load it through the module.
 """
 
 from __future__ import annotations
@@ -51,6 +56,49 @@ class ModelSchema:
     def inputs(self) -> Any:
         """Fresh ``keras.Input`` tensors for the featurized inputs (dict, or one tensor)."""
         return self._inputs()
+
+
+def _call(path: Path, function: Callable[..., Any], *args: Any) -> Any:
+    """Call a module function; an exception becomes a ConfigError naming the file and line."""
+    try:
+        return function(*args)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"{_where(path, e)}: {getattr(function, '__name__', 'the module')} raised {type(e).__name__}: {e}") from None
+
+
+class ModuleFeaturizer:
+    """A module's own featurizer, saved with a marker naming the module that reads it back."""
+
+    family = "custom"
+
+    def __init__(self, inner: Any, module_path: Path) -> None:
+        self.inner = inner
+        self.module_path = Path(module_path)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def fit(self, rows: Any) -> ModuleFeaturizer:
+        self.inner = _call(self.module_path, self.inner.fit, rows) or self.inner
+        return self
+
+    def save(self, directory: str | Path) -> Path:
+        from evergreen.models.family import save_family
+
+        _call(self.module_path, self.inner.save, directory)
+        save_family(directory, "custom", {"module": str(self.module_path.resolve())})
+        return Path(directory)
+
+    def feature_types(self) -> dict[str, str]:
+        known = getattr(self.inner, "feature_types", None)
+        return known() if known else {c: "?" for c in self.inner.raw_columns().values()}
+
+    @classmethod
+    def load(cls, directory: str | Path, module_path: Path) -> ModuleFeaturizer:
+        module = load_module(Path(module_path))
+        return cls(_call(Path(module_path), module.load_featurizer, directory), module_path)
 
 
 def _where(path: Path, error: BaseException) -> str:
@@ -137,6 +185,12 @@ class CustomFamily:
         return family(name, self.cfg)
 
     def new_featurizer(self, types: Mapping[str, str], cfg: Any) -> Any:
+        module = self.module()
+        if callable(getattr(module, "make_featurizer", None)):
+            if not callable(getattr(module, "load_featurizer", None)):
+                raise ConfigError(f"{self.path} defines make_featurizer but no load_featurizer(directory); define both")
+            made = _call(self.path, module.make_featurizer, dict(types), self.hparams())
+            return ModuleFeaturizer(made, self.path)
         return self._base(self.base_name(types)).new_featurizer(types, cfg)
 
     def load_featurizer(self, directory: str | Path) -> Any:

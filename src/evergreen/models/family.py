@@ -28,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from evergreen.errors import ConfigError, DataError, NotFound
+from evergreen.errors import ConfigError, NotFound
 from evergreen.tf import tensorflow
 
 __all__ = [
@@ -150,14 +150,12 @@ def load_featurizer(directory: str | Path) -> Featurizer:
     directory = Path(directory)
     marker = directory / FAMILY_FILE
     # Featurizers saved before families existed are text featurizers.
-    name = json.loads(marker.read_text(encoding="utf-8"))["family"] if marker.is_file() else "text"
-    return _loader(name).load_featurizer(directory)
+    meta = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {"family": "text"}
+    if meta["family"] == "custom":  # a custom module's own featurizer: read back by the module
+        from evergreen.models.custom import ModuleFeaturizer
 
-
-def _loader(name: str) -> ModelFamily:
-    if name == "custom":  # a custom module's featurizer is its base family's
-        raise DataError("a custom family's featurizer is saved under its base family's name")
-    return family(name)
+        return ModuleFeaturizer.load(directory, Path(meta["module"]))
+    return family(meta["family"]).load_featurizer(directory)
 
 
 # --------------------------------------------------------------------------------------------
