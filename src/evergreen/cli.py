@@ -262,13 +262,14 @@ def print_run_table(records: list[dict[str, Any]]) -> None:
     if not records:
         out.print("nothing new to train on")
         return
-    table = Table("span", "mode", "rows new/total", "tokens computed/reused", "seconds", "cand. acc new/hist", "champ. acc new/hist", "blessed", "version")
+    table = Table("span", "mode", "rows new/total", "rows featurized/reused", "tokens computed/reused", "seconds", "cand. acc new/hist", "champ. acc new/hist", "blessed", "version")
     for r in records:
         cand, champ = r["metrics"]["candidate"], r["metrics"]["champion"]
         table.add_row(
             str(r["span"]),
             r["mode"],
             f"{r['rows_new']}/{r['rows_total']}",
+            f"{r['rows_featurized']}/{r['rows_reused']}",
             f"{r['tokens_computed']}/{r['tokens_reused']}",
             f"{sum(r['seconds'].values()):.1f}",
             _acc(cand),
