@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from evergreen import config as config_mod
+from evergreen.cli import main
 from evergreen.components.ingest import quarantine_rows
 from evergreen.loop import TrainingLoop, champion_saved_model
 from evergreen.models.family import load_featurizer
@@ -86,7 +87,7 @@ def test_featurizer_round_trips_and_decodes_like_serving(digits, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_digits_in_five_spans_end_to_end(digits, tmp_path: Path) -> None:
+def test_digits_in_five_spans_end_to_end(digits, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     images, labels = digits
     held_out = list(range(0, len(images), 5))
     pool = [i for i in range(len(images)) if i % 5]
@@ -114,6 +115,12 @@ def test_digits_in_five_spans_end_to_end(digits, tmp_path: Path) -> None:
         accuracy = float(np.mean([p == labels[i] for p, i in zip(predicted, held_out, strict=True)]))
         label = loaded.signatures["classify"](image_bytes=tf.constant([images[held_out[0]]]))["label"].numpy()[0].decode()
         assert label == predicted[0]
+        # `evergreen predict` takes image files for an image champion.
+        png = folder / "data" / "span-1" / "img" / "00000.png"
+        capsys.readouterr()
+        main(["predict", "-c", str(config), str(png), "--json"])
+        [prediction] = json.loads(capsys.readouterr().out)["predictions"]
+        assert prediction["label"] in classes
     print(f"digits held-out accuracy: {accuracy:.4f}")
     assert accuracy >= 0.85
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from evergreen.errors import ConfigError, NotFound
+from evergreen.errors import ConfigError, DataError, NotFound
 from evergreen.tf import tensorflow
 
 __all__ = [
@@ -313,7 +313,10 @@ def feed_saved_model(saved_model: Path, rows: Sequence[Mapping[str, Any]] | Sequ
             else:
                 column = columns.get(name, name)
                 values = [row.get(column) for row in part]  # type: ignore[union-attr]
-            feed[name] = _tensor(values, spec.dtype)
+            try:
+                feed[name] = _tensor(values, spec.dtype)
+            except (TypeError, ValueError) as e:
+                raise DataError(f"input {name!r} (column {columns.get(name, name)!r}) expects {spec.dtype.name} values; got {e}") from None
         out = serve(**feed)
         chunks.append(out["scores"].numpy())
         if len(part):
