@@ -26,7 +26,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table  # noqa: E402
 
 from evergreen import config as config_mod  # noqa: E402
-from evergreen.errors import ConfigError, EvergreenError, SpanBlocked  # noqa: E402
+from evergreen.errors import ConfigError, DataError, EvergreenError, SpanBlocked  # noqa: E402
 from evergreen.project import Project  # noqa: E402
 
 out = Console(highlight=False, soft_wrap=True)
@@ -74,7 +74,7 @@ def _project(
 @cli.command()
 @click.argument("name")
 @click.option(
-    "--template", type=click.Choice(["text", "tabular"]), default="text", show_default=True
+    "--template", type=click.Choice(["text", "tabular", "image"]), default="text", show_default=True
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing config.")
 def init(name: str, template: str, force: bool) -> None:
@@ -245,17 +245,41 @@ def run(config_path: str, root: str | None, metadata_url: str | None, full: bool
         out.print(f"report: {path}")
 
 
+@cli.command()
+@_config_option
+@_root_option
+@_metadata_option
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True), help="A .keras file trained elsewhere (inputs named after raw columns, softmax output).")
+@click.option("--labels", default=None, help="Comma-separated labels in the model's output order (default: the sorted label classes).")
+@click.option("--json", "as_json", is_flag=True, help="Print the adoption record as JSON.")
+def adopt(config_path: str, root: str | None, metadata_url: str | None, model_path: str, labels: str | None, as_json: bool) -> None:
+    """Adopt a model trained elsewhere: evaluate it, publish it as champion, keep it fresh.
+
+    The model takes raw columns (inputs named after them) and returns class probabilities;
+    later `evergreen run` calls fine-tune it on new spans only.
+    """
+    from evergreen.loop import TrainingLoop, dumps
+
+    with _project(config_path, root, metadata_url) as project:
+        record = TrainingLoop(project).adopt(Path(model_path), labels.split(",") if labels else None)
+    if as_json:
+        out.print_json(dumps([record]))
+        return
+    print_run_table([record])
+
+
 def print_run_table(records: list[dict[str, Any]]) -> None:
     if not records:
         out.print("nothing new to train on")
         return
-    table = Table("span", "mode", "rows new/total", "tokens computed/reused", "seconds", "cand. acc new/hist", "champ. acc new/hist", "blessed", "version")
+    table = Table("span", "mode", "rows new/total", "rows featurized/reused", "tokens computed/reused", "seconds", "cand. acc new/hist", "champ. acc new/hist", "blessed", "version")
     for r in records:
         cand, champ = r["metrics"]["candidate"], r["metrics"]["champion"]
         table.add_row(
             str(r["span"]),
             r["mode"],
             f"{r['rows_new']}/{r['rows_total']}",
+            f"{r['rows_featurized']}/{r['rows_reused']}",
             f"{r['tokens_computed']}/{r['tokens_reused']}",
             f"{sum(r['seconds'].values()):.1f}",
             _acc(cand),
@@ -300,17 +324,41 @@ def report(
 @cli.command()
 @_config_option
 @_root_option
-@click.argument("texts", nargs=-1, required=True)
+@click.argument("texts", nargs=-1, required=True, metavar="INPUTS...")
 @click.option("--version", "version", type=int, default=None, help="A registry version (default: the champion).")
 @click.option("--json", "as_json", is_flag=True)
 def predict(config_path: str, root: str | None, texts: tuple[str, ...], version: int | None, as_json: bool) -> None:
-    """Classify raw TEXTS with the champion (or --version) SavedModel."""
+    """Classify raw inputs with the champion (or --version) SavedModel.
+
+    Each argument is a text (text models), an image file (image models), or a JSON object of
+    raw columns such as '{"state": "KS", "account_length": 128}' (tabular and adopted models).
+    """
     from evergreen.loop import champion_saved_model
+    from evergreen.models.family import feed_saved_model, raw_inputs_of
     from evergreen.models.text import predict_texts
 
     with _project(config_path, root) as project:
         path = champion_saved_model(project, version)
-    results = predict_texts(path, list(texts))
+    inputs = list(raw_inputs_of(path))
+    if inputs in ([], ["text"]):
+        results = predict_texts(path, list(texts))
+    else:
+        rows: list[Any] = []
+        for arg in texts:
+            if inputs == ["image_bytes"]:
+                if not Path(arg).is_file():
+                    raise DataError(f"{arg!r} is not an image file; this model takes image files (PNG, JPEG, GIF, BMP)")
+                rows.append(Path(arg).read_bytes())
+                continue
+            try:
+                row = json.loads(arg)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{arg[:80]!r} is not a JSON object of raw columns ({e}); this model takes e.g. '{{\"{inputs[0]}\": ...}}'") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{arg[:80]!r} is not a JSON object; this model takes columns {', '.join(inputs)}")
+            rows.append(row)
+        scores, labels = feed_saved_model(path, rows)
+        results = [{"label": labels[int(s.argmax())], "score": float(s.max()), "scores": dict(zip(labels, map(float, s), strict=True))} for s in scores]
     if as_json:
         out.print_json(json.dumps({"version": int(path.name), "predictions": results}))
         return

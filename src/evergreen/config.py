@@ -20,7 +20,9 @@ from typing import Any
 from evergreen.errors import ConfigError
 
 FEATURE_TYPES = ("text", "categorical", "numeric", "image")
-FORMATS = ("csv", "jsonl", "parquet", "tfrecord")
+FAMILIES = ("text", "tabular", "image", "custom")
+BASE_FAMILIES = ("text", "tabular", "image")
+FORMATS = ("csv", "jsonl", "parquet", "tfrecord", "images")
 SEVERITIES = ("error", "warning", "ignore")
 CONFLICT_POLICIES = ("quarantine", "keep")
 ANOMALY_KINDS = (
@@ -60,6 +62,9 @@ _EXTENSIONS = {
     ".parquet": "parquet",
     ".tfrecord": "tfrecord",
     ".tfrecords": "tfrecord",
+    ".png": "images",  # folders per label: data/span-{SPAN}/*/*.png, columns image and label
+    ".jpg": "images",
+    ".jpeg": "images",
 }
 
 
@@ -100,9 +105,17 @@ class ValidationConfig:
 class TrainConfig:
     """Model family, featurizer and the incremental-training policy ([train] in the file)."""
 
+    family: str = "text"  # text, tabular, image, or custom (a module file: train.module)
+    module: str = ""  # custom family: a Python file defining build_model(schema, hparams)
+    base_family: str = ""  # custom family: whose featurizer it uses (default: from the features)
+    hparams: dict[str, Any] = field(default_factory=dict)  # custom family: given to build_model
     text_feature: str = ""  # the text column the model reads; default: the only text feature
     max_tokens: int = 20_000
     sequence_length: int = 200
+    max_categories: int = 1000  # tabular: vocabulary cap per categorical column (rest: OOV bucket)
+    hidden_units: int = 64  # tabular: width of the deep part's first layer (second: half)
+    image_size: int = 32  # image: images are resized to image_size x image_size in-graph
+    image_channels: int = 3  # image: 1 (grayscale) or 3 (RGB)
     epochs: int = 5  # full retrain
     incremental_epochs: int = 3  # cap for an incremental run (early stopping may end it sooner)
     batch_size: int = 64
@@ -409,8 +422,10 @@ def _train(v: _Validator, raw: Mapping[str, Any]) -> TrainConfig:
     for name in allowed:
         default = getattr(defaults, name)
         key = f"train.{name}"
-        if isinstance(default, str):
-            values[name] = v.string(raw, key)
+        if isinstance(default, dict):
+            values[name] = dict(v.table(raw, key)) if name in raw else {}
+        elif isinstance(default, str):
+            values[name] = v.string(raw, key) or default
         elif isinstance(default, int):
             values[name] = v.integer(raw, key, default, minimum=0 if name in ("full_every", "freeze_lower_layers", "seed", "replay_rows") else 1)
         elif name.startswith("max_") or name == "guard_confidence" or name.endswith("_rate") and "learning" not in name:
@@ -420,6 +435,14 @@ def _train(v: _Validator, raw: Mapping[str, Any]) -> TrainConfig:
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 v.fail(key, value, "use a positive number")
             values[name] = float(value)
+    if values["family"] not in FAMILIES:
+        v.fail("train.family", values["family"], f"use one of {', '.join(FAMILIES)}")
+    if values["base_family"] not in ("", *BASE_FAMILIES):
+        v.fail("train.base_family", values["base_family"], f"use one of {', '.join(BASE_FAMILIES)}")
+    if values["family"] == "custom" and not values["module"]:
+        raise ConfigError(f"{v.source}: train.family = 'custom' needs train.module = 'path/to/module.py' (a file defining build_model(schema, hparams))")
+    if values["image_channels"] not in (1, 3):
+        v.fail("train.image_channels", values["image_channels"], "use 1 (grayscale) or 3 (RGB)")
     return TrainConfig(**values)
 
 

@@ -1,7 +1,8 @@
 """Rows as ``tf.train.Example`` records, and TFRecord shards on disk (the TFX convention).
 
-Every feature is stored under its column name: text, categorical and image columns as a
-``bytes_list`` of one UTF-8 value, numeric columns as a ``float_list`` of one value; a missing
+Every feature is stored under its column name: text and categorical columns as a
+``bytes_list`` of one UTF-8 value, image columns as a ``bytes_list`` of the encoded image file
+(PNG, JPEG, GIF or BMP bytes, decoded in-graph by the model), numeric columns as a ``float_list`` of one value; a missing
 value is an empty list. The label is a ``bytes_list``; ``__row_hash__`` identifies the row.
 """
 
@@ -33,7 +34,7 @@ def encode(
                 float_list=tf.train.FloatList(value=[] if value is None else [value])
             )
         else:
-            data = [] if value is None else [value.encode("utf-8")]
+            data = [] if value is None else [value if isinstance(value, bytes) else value.encode("utf-8")]
             feature[column] = tf.train.Feature(bytes_list=tf.train.BytesList(value=data))
     feature[label] = tf.train.Feature(
         bytes_list=tf.train.BytesList(value=[label_value.encode("utf-8")])
@@ -52,6 +53,9 @@ def decode(serialized: bytes, types: Mapping[str, str], label: str) -> dict[str,
     for column, kind in types.items():
         if kind == "numeric":
             values = list(feature[column].float_list.value)
+            row[column] = values[0] if values else None
+        elif kind == "image":
+            values = list(feature[column].bytes_list.value)
             row[column] = values[0] if values else None
         else:
             values = list(feature[column].bytes_list.value)

@@ -6,23 +6,25 @@ For every validated span not yet trained on, in order::
                 → evaluate vs champion (new span + historic holdout) → push if blessed
 
 The mode is *full* when there is no champion, when ``--full`` is asked, after ``full_every``
-increments, when the new span's unknown-token rate under the frozen vocabulary exceeds
-``max_unknown_rate``, or when a label class appears that the champion does not know; otherwise
+increments, when the new span's unknown rate under the frozen featurizer (text: unknown tokens;
+tabular: unseen categories) exceeds ``max_unknown_rate``, or when a label class appears that the champion does not know; otherwise
 *incremental*. Every stage goes through the runner (cached, resumable); every span yields one
 record with its cost: rows new/total, tokens computed/reused, seconds per stage.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any, ClassVar
 
 from evergreen.components.evaluate import EvaluateCandidate
-from evergreen.components.featurize import FeaturizeSpan, FitFeaturizer, span_texts
+from evergreen.components.featurize import FeaturizeSpan, FitFeaturizer, span_rows
 from evergreen.components.train import TrainModel
-from evergreen.errors import ConfigError, NotFound
+from evergreen.errors import NotFound
 from evergreen.metadata import Artifact
+from evergreen.models.family import ModelFamily, family, load_featurizer
 from evergreen.pipeline import ExecutionContext
 from evergreen.project import Project
 from evergreen.registry import CHAMPION, Registry
@@ -65,16 +67,13 @@ class TrainingLoop:
         self.store = project.store
         self.runner = project.runner
 
-    def text_feature(self) -> str:
-        types = self.project.current_schema().types if self.project.current_schema() else dict(self.cfg.data.features)
-        if self.cfg.train.text_feature:
-            if types.get(self.cfg.train.text_feature) != "text":
-                raise ConfigError(f"train.text_feature = {self.cfg.train.text_feature!r} is not a text feature; text features: {[c for c, t in types.items() if t == 'text']}")
-            return self.cfg.train.text_feature
-        texts = [c for c, t in types.items() if t == "text"]
-        if len(texts) != 1:
-            raise ConfigError(f"the text model needs one text feature; found {texts or 'none'}. Set train.text_feature")
-        return texts[0]
+    def family(self) -> ModelFamily:
+        """The configured model family (``train.family``); a custom module is loaded here."""
+        return family(self.cfg.train.family, self.cfg.train, self.cfg.base_dir)
+
+    def feature_types(self) -> dict[str, str]:
+        schema = self.project.current_schema()
+        return schema.types if schema else dict(self.cfg.data.features)
 
     def champion_model(self) -> Artifact | None:
         version = self.registry.alias(self.cfg.name, CHAMPION)
@@ -87,6 +86,9 @@ class TrainingLoop:
         self.project.ingest(progress=progress)
         usable = [r for r in self.store.spans() if r.status == "validated"]
         done = {a.span for a in self.store.artifacts(type="ModelEvaluation")}
+        for model in self.store.artifacts(type="Model"):  # an adopted model covers the spans it was adopted on
+            if model.properties.get("mode") == "adopted":
+                done.update(model.properties.get("spans", []))
         pending = [r for r in usable if r.span not in done]
         if full and not pending and usable:
             pending = [usable[-1]]
@@ -98,17 +100,18 @@ class TrainingLoop:
 
     def _one_span(self, record: Any, history: list[Any], *, force_full: bool, shuffle_labels: bool) -> dict[str, Any]:
         cfg = self.cfg.train
-        text_feature = self.text_feature()
         examples = {r.span: self.store.artifact(r.examples_id) for r in history}
         seconds = self._data_seconds(record.span)
         champion = self.champion_model()
         schema = self.project.current_schema()
         labels = sorted(schema.label_domain) if schema else []
-        mode, reason = self._decide(record, champion, force_full, examples[record.span], text_feature, labels)
+        mode, reason = self._decide(record, champion, force_full, examples[record.span], labels)
+        model_family = self.family()
 
         ledger = {"tokens_computed": 0, "tokens_reused": 0, "rows_featurized": 0, "rows_reused": 0}
         if mode == "full":
-            fit = self.runner.run(FitFeaturizer(text_feature, cfg.max_tokens, cfg.sequence_length, labels), {f"span-{s}": a for s, a in examples.items()})
+            unfitted = model_family.new_featurizer(self.feature_types(), cfg)
+            fit = self.runner.run(FitFeaturizer(model_family, unfitted, labels), {f"span-{s}": a for s, a in examples.items()})
             featurizer = fit.outputs["featurizer"]
             seconds["fit_featurizer"] = fit.seconds
             to_featurize = list(examples)
@@ -125,27 +128,37 @@ class TrainingLoop:
             if not result.cached:
                 for key in ledger:
                     ledger[key] += result.summary[key]
-        if mode == "incremental":  # the history's tokens are reused from the earlier spans' shards
+        if mode == "incremental":  # the history is reused from the earlier spans' shards
             for span in to_featurize[:-1]:
                 props = featurized[span].properties
                 ledger["tokens_reused"] += props["tokens_computed"] + props["tokens_reused"]
+                ledger["rows_reused"] += props["rows_featurized"] + props["rows_reused"]
         inputs = {"featurizer": featurizer, **{f"span-{s}": a for s, a in featurized.items()}}
         if mode == "incremental":
             inputs["champion"] = champion
-        trained = self.runner.run(TrainModel(cfg, mode=mode, reason=reason, new_span=record.span, shuffle_labels=shuffle_labels), inputs, span=record.span)
+        trained = self.runner.run(TrainModel(cfg, model_family, mode=mode, reason=reason, new_span=record.span, shuffle_labels=shuffle_labels), inputs, span=record.span)
         seconds["train"] = trained.seconds
         candidate = trained.outputs["model"]
         eval_inputs = {"candidate": candidate, **{f"examples-{s}": a for s, a in examples.items()}}
         if champion is not None:
             eval_inputs["champion"] = champion
-        evaluated = self.runner.run(EvaluateCandidate(cfg, record.span, text_feature), eval_inputs, span=record.span)
+        evaluated = self.runner.run(EvaluateCandidate(cfg, record.span), eval_inputs, span=record.span)
         seconds["evaluate"] = evaluated.seconds
         verdict = evaluated.summary
         version = None
         if verdict["blessed"]:
             manifest = {
                 "metrics": verdict["candidate"],
-                "lineage": {"candidate": candidate.id, "featurizer": featurizer.id, "spans": sorted(examples), "mode": mode, "reason": reason, "evaluation": evaluated.outputs["evaluation"].id},
+                "lineage": {
+                    "candidate": candidate.id,
+                    "featurizer": featurizer.id,
+                    "family": featurizer.properties.get("family", "text"),
+                    "spans": sorted(examples),
+                    "mode": mode,
+                    "reason": reason,
+                    "parent": self.registry.alias(self.cfg.name, CHAMPION) if mode == "incremental" else None,
+                    "evaluation": evaluated.outputs["evaluation"].id,
+                },
                 "cost": ledger,
             }
             pushed = self.runner.run(PushModel(self.registry, self.cfg.name, manifest), {"candidate": candidate, "evaluation": evaluated.outputs["evaluation"]}, span=record.span)
@@ -167,7 +180,77 @@ class TrainingLoop:
             "version": version,
         }
 
-    def _decide(self, record: Any, champion: Artifact | None, force_full: bool, new_examples: Artifact, text_feature: str, labels: list[str]) -> tuple[str, str]:
+    def adopt(self, source: Path, labels: list[str] | None = None) -> dict[str, Any]:
+        """Adopt a model trained elsewhere as the next version and champion (lineage "adopted").
+
+        Every current span is ingested and featurized once (pass-through: raw values, see
+        :mod:`evergreen.models.adopted`); the model is evaluated on the last span's eval split and
+        the earlier spans' holdout, published, and made champion. Later ``run`` calls train it
+        incrementally on new spans only.
+
+        Raises:
+            DataError: no validated span to evaluate on.
+            ConfigError: the model's inputs or outputs do not fit the data (the message says how).
+        """
+        from evergreen.components.adopt import AdoptModel, source_digest
+        from evergreen.errors import DataError
+        from evergreen.models.adopted import (
+            AdoptedFamily,
+            PassThroughFeaturizer,
+            inputs_of,
+            load_model,
+        )
+
+        source = Path(source).resolve()
+        self.project.ingest()
+        usable = [r for r in self.store.spans() if r.status == "validated"]
+        if not usable:
+            raise DataError("no validated span to evaluate the adopted model on; ingest data first")
+        schema = self.project.current_schema()
+        labels = list(labels) if labels else sorted(schema.label_domain) if schema else []
+        examples = {r.span: self.store.artifact(r.examples_id) for r in usable}
+        last = usable[-1].span
+        seconds = self._data_seconds(last)
+        featurizer = PassThroughFeaturizer(inputs_of(load_model(source), self.feature_types()))
+        fit = self.runner.run(FitFeaturizer(AdoptedFamily(), featurizer, labels), {f"span-{s}": a for s, a in examples.items()})
+        fitted = fit.outputs["featurizer"]
+        ledger = {"tokens_computed": 0, "tokens_reused": 0, "rows_featurized": 0, "rows_reused": 0}
+        seconds["featurize"] = 0.0
+        for record in usable:
+            result = self.runner.run(FeaturizeSpan(record.span, record.version, self.cfg.data.shard_rows), {"examples": examples[record.span], "featurizer": fitted}, span=record.span)
+            seconds["featurize"] += result.seconds
+            if not result.cached:
+                for key in ledger:
+                    ledger[key] += result.summary[key]
+        adopted = self.runner.run(AdoptModel(source, labels, sorted(examples), source_digest(source)), {"featurizer": fitted}, span=last)
+        seconds["adopt"] = adopted.seconds
+        candidate = adopted.outputs["model"]
+        evaluated = self.runner.run(EvaluateCandidate(self.cfg.train, last), {"candidate": candidate, **{f"examples-{s}": a for s, a in examples.items()}}, span=last)
+        seconds["evaluate"] = evaluated.seconds
+        verdict = evaluated.summary
+        manifest = {
+            "metrics": verdict["candidate"],
+            "lineage": {"candidate": candidate.id, "featurizer": fitted.id, "family": "adopted", "spans": sorted(examples), "mode": "adopted", "source": str(source), "sha256": candidate.properties["sha256"], "parent": None, "reason": "adopted", "evaluation": evaluated.outputs["evaluation"].id},
+            "cost": ledger,
+        }
+        pushed = self.runner.run(PushModel(self.registry, self.cfg.name, manifest), {"candidate": candidate, "evaluation": evaluated.outputs["evaluation"]}, span=last)
+        seconds["push"] = pushed.seconds
+        rows_total = sum(sum(a.properties["splits"].values()) for a in examples.values())
+        return {
+            "span": last,
+            "mode": "adopted",
+            "reason": f"adopted from {source}",
+            "rows_new": rows_total,
+            "rows_total": rows_total,
+            **ledger,
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "metrics": {"candidate": verdict["candidate"], "champion": {}},
+            "blessed": True,
+            "verdict": ["adopted: evaluated, published and made champion"],
+            "version": pushed.summary["version"],
+        }
+
+    def _decide(self, record: Any, champion: Artifact | None, force_full: bool, new_examples: Artifact, labels: list[str]) -> tuple[str, str]:
         cfg = self.cfg.train
         if champion is None:
             return "full", "no champion yet"
@@ -178,19 +261,19 @@ class TrainingLoop:
         if cfg.full_every:
             since = 0
             for artifact in reversed(self.store.artifacts(type="Model")):
-                if artifact.properties.get("mode") == "full":
+                if artifact.properties.get("mode") in ("full", "adopted"):
                     break
                 since += 1
             if since >= cfg.full_every:
                 return "full", f"{since} increments since the last full retrain (train.full_every = {cfg.full_every})"
-        from evergreen.models.text import TextFeaturizer
-
-        featurizer = TextFeaturizer.load(self.store.artifact(int(champion.properties["featurizer"])).uri)
-        texts = span_texts(new_examples, "train", text_feature)[0][:2000]
-        rate = TextFeaturizer.unknown_rate(featurizer.transform(texts)) if texts else 0.0
+        # Does the champion's frozen featurizer still fit? (text: unknown tokens; tabular: unseen
+        # categories; image: always.) The family answers, the policy stays here.
+        featurizer = load_featurizer(self.store.artifact(int(champion.properties["featurizer"])).uri)
+        rate = featurizer.unknown_rate(list(itertools.islice(span_rows(new_examples, "train"), 2000)))
+        what = "unknown-token" if featurizer.family == "text" else "unknown-value"
         if rate > cfg.max_unknown_rate:
-            return "full", f"unknown-token rate {rate:.2f} above train.max_unknown_rate = {cfg.max_unknown_rate}"
-        return "incremental", f"champion fits the new span (unknown-token rate {rate:.2f})"
+            return "full", f"{what} rate {rate:.2f} above train.max_unknown_rate = {cfg.max_unknown_rate}"
+        return "incremental", f"champion fits the new span ({what} rate {rate:.2f})"
 
     def _data_seconds(self, span: int) -> dict[str, float]:
         seconds: dict[str, float] = {}

@@ -25,6 +25,7 @@ csv.field_size_limit(sys.maxsize)
 
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _RAW_PREVIEW = 500
+IMAGE_COLUMN, IMAGE_LABEL = "image", "label"  # the two columns of format "images"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def read(path: Path, fmt: str, progress: ReadProgress | None = None) -> Iterator
         "jsonl": _read_jsonl,
         "parquet": _read_parquet,
         "tfrecord": _read_tfrecord,
+        "images": _read_image_file,
     }
     try:
         yield from readers[fmt](path, progress or ReadProgress())
@@ -71,6 +73,13 @@ def header(path: Path, fmt: str) -> list[str]:
         if record.values is not None:
             return list(record.values)
     return []
+
+
+def _read_image_file(path: Path, progress: ReadProgress) -> Iterator[RawRecord]:
+    # Folders per label: .../span-3/cat/0001.png is one row, image = the file, label = "cat".
+    # The value is the file name, resolved against the file's own folder by ingest.
+    progress.bytes_done += path.stat().st_size
+    yield RawRecord(f"{path}:1", {IMAGE_COLUMN: path.name, IMAGE_LABEL: path.parent.name})
 
 
 def invalid_utf8(text: str) -> bool:

@@ -1,6 +1,6 @@
 """Evaluate a candidate against the champion on the new span and on the historic holdout.
 
-Both models are scored through their exported SavedModels on raw text, so a champion with an
+Both models are scored through their exported SavedModels on raw rows (text, columns, image bytes), so a champion with an
 older featurizer is compared fairly. The historic holdout — eval splits of earlier spans, capped
 at ``holdout_rows`` — is the forgetting guard: the candidate is blessed only if no guarded metric
 regresses beyond its threshold.
@@ -14,16 +14,18 @@ shuffled labels, or one that forgot — is still refused; a coin flip on six row
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any, ClassVar
 
 import numpy as np
 
-from evergreen.components.featurize import span_texts
+from evergreen.components.featurize import span_rows
 from evergreen.config import TrainConfig
 from evergreen.metadata import Artifact
+from evergreen.models.family import feed_saved_model
 from evergreen.pipeline import ExecutionContext
 
 
@@ -97,30 +99,20 @@ def _auc(score: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def score_saved_model(saved_model: Path, texts: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Class probabilities of ``texts`` from a raw-text SavedModel, and its label order."""
-    from evergreen.tf import tensorflow
-
-    tf = tensorflow()
-    serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
-    chunks, labels = [], None
-    for start in range(0, len(texts), 1024):
-        out = serve(text=tf.constant(texts[start : start + 1024] or [""], dtype=tf.string))
-        chunks.append(out["scores"].numpy()[: len(texts[start : start + 1024])])
-        labels = [c.decode() for c in out["classes"].numpy()[0]]
-    return (np.concatenate(chunks) if chunks else np.zeros((0, 0))), labels or []
+def score_saved_model(saved_model: Path, rows: Sequence[Mapping[str, Any]] | Sequence[str], columns: Mapping[str, str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Class probabilities of raw ``rows`` (or texts) from a SavedModel, and its label order."""
+    return feed_saved_model(saved_model, rows, columns=columns)
 
 
 class EvaluateCandidate:
     """Pipeline component: candidate (+ champion) × new eval split + historic holdout → verdict."""
 
     name: ClassVar[str] = "evaluate"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
 
-    def __init__(self, cfg: TrainConfig, new_span: int, text_feature: str) -> None:
+    def __init__(self, cfg: TrainConfig, new_span: int) -> None:
         self.cfg = cfg
         self.new_span = new_span
-        self.text_feature = text_feature
 
     def parameters(self) -> dict[str, Any]:
         return {
@@ -128,38 +120,31 @@ class EvaluateCandidate:
             "max_historic_regression": self.cfg.max_historic_regression,
             "max_new_regression": self.cfg.max_new_regression,
             "guard_confidence": self.cfg.guard_confidence,
-            "text_feature": self.text_feature,
         }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
-        spans = sorted(
-            (int(k.split("-")[1]), a) for k, a in ctx.inputs.items() if k.startswith("examples-")
-        )
-        new_texts, new_truth, _ = span_texts(dict(spans)[self.new_span], "eval", self.text_feature)
+        spans = sorted((int(k.split("-")[1]), a) for k, a in ctx.inputs.items() if k.startswith("examples-"))
+        new_span = dict(spans)[self.new_span]
+        label = new_span.properties["label"]
+        new_rows = list(span_rows(new_span, "eval"))
         earlier = [a for s, a in spans if s != self.new_span]
-        hist_texts: list[str] = []
-        hist_truth: list[str] = []
+        hist_rows: list[dict[str, Any]] = []
         per_span = self.cfg.holdout_rows // max(len(earlier), 1)
         for artifact in earlier:
-            texts, truth, _ = span_texts(artifact, "eval", self.text_feature)
-            hist_texts += texts[:per_span]
-            hist_truth += truth[:per_span]
+            hist_rows += list(itertools.islice(span_rows(artifact, "eval"), per_span))
         result: dict[str, Any] = {"candidate": {}, "champion": {}}
         correct: dict[tuple[str, str], np.ndarray] = {}
         for side in ("candidate", "champion"):
             if side not in ctx.inputs:
                 continue
             saved = Path(ctx.inputs[side].uri) / "saved_model"
-            for name, texts, truth in (
-                ("new", new_texts, new_truth),
-                ("historic", hist_texts, hist_truth),
-            ):
-                if texts:
-                    scores, labels = score_saved_model(saved, texts)
+            columns = self._legacy_columns(ctx, ctx.inputs[side])
+            for name, rows in (("new", new_rows), ("historic", hist_rows)):
+                if rows:
+                    scores, labels = score_saved_model(saved, rows, columns)
+                    truth = [row[label] for row in rows]
                     result[side][name] = metrics(scores, truth, labels)
-                    correct[side, name] = np.array(
-                        [labels[i] == t for i, t in zip(scores.argmax(axis=1), truth, strict=True)]
-                    )
+                    correct[side, name] = np.array([labels[i] == t for i, t in zip(scores.argmax(axis=1), truth, strict=True)])
         result["guards"] = self._guards(correct)
         result["blessed"], result["reasons"] = self._verdict(result)
         writer = ctx.output("evaluation", "ModelEvaluation", span=self.new_span)
@@ -184,6 +169,16 @@ class EvaluateCandidate:
             for name, threshold in thresholds.items()
             if ("champion", name) in correct and ("candidate", name) in correct
         }
+
+    @staticmethod
+    def _legacy_columns(ctx: ExecutionContext, model: Artifact) -> dict[str, str]:
+        # A text champion exported before model families has no inputs map: its one input
+        # `text` reads the featurizer's text column.
+        featurizer = model.properties.get("featurizer")
+        if featurizer is None:
+            return {}
+        column = ctx.store.artifact(int(featurizer)).properties.get("text_feature")
+        return {"text": column} if column else {}
 
     def _verdict(self, result: dict[str, Any]) -> tuple[bool, list[str]]:
         if not result["champion"]:

@@ -216,7 +216,14 @@ class RowProcessor:
         for column, kind in self.types.items():
             value = raw_values.get(column)
             try:
-                values[column] = _coerce(value, kind)
+                values[column] = _image_bytes(value, record.source) if kind == "image" else _coerce(value, kind)
+            except OSError as e:
+                return Quarantined(
+                    record.source,
+                    f"unreadable image: {e.strerror or e}: {str(value)[:200]!r}",
+                    column,
+                    _preview(raw_values),
+                )
             except ValueError:
                 report.type_errors[column] = report.type_errors.get(column, 0) + 1
                 return Quarantined(
@@ -225,7 +232,7 @@ class RowProcessor:
                     column,
                     _preview(raw_values),
                 )
-        inputs = json.dumps([values[c] for c in self.types], ensure_ascii=False)
+        inputs = json.dumps([_hashable(values[c]) for c in self.types], ensure_ascii=False)
         input_hash = short_hash(inputs)
         label_text = str(label)
         row_hash = short_hash(input_hash + "\x00" + label_text)
@@ -290,6 +297,38 @@ def _coerce(value: Any, kind: str) -> Any:
         return float(text)
     text = value if isinstance(value, str) else str(value)
     return None if text == "" else text
+
+
+IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")
+
+
+def _image_bytes(value: Any, source: str) -> bytes | None:
+    """The encoded bytes of an image column's value: a path (relative to the span file) or bytes.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: the bytes are not a PNG, JPEG, GIF or BMP image.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        data = value
+    else:
+        text = str(value).strip()
+        if text in MISSING_MARKERS:
+            return None
+        path = Path(text).expanduser()
+        if not path.is_absolute():
+            path = Path(source.rsplit(":", 1)[0]).parent / path
+        data = path.read_bytes()
+    if not data.startswith(IMAGE_MAGIC):
+        raise ValueError("not a PNG, JPEG, GIF or BMP image")
+    return data
+
+
+def _hashable(value: Any) -> Any:
+    # Images hash by content, so the same picture under two file names is a duplicate.
+    return "sha256:" + hashlib.sha256(value).hexdigest() if isinstance(value, bytes) else value
 
 
 def _preview(values: Mapping[str, Any]) -> str:

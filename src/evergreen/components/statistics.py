@@ -13,6 +13,7 @@ statistics and never re-read a span.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import re
@@ -86,6 +87,11 @@ class ColumnStatistics:
             self.total += math.fsum(present)
             self.total_squares += math.fsum(v * v for v in present)
             return
+        if self.kind == "image":  # encoded bytes: their sizes and distinct contents
+            for value in present:
+                self.distinct.update(hashlib.blake2b(value, digest_size=16).hexdigest())
+                self.quantiles.update(float(len(value)))
+            return
         for value in present:
             self.distinct.update(value)
         if self.kind == "text":
@@ -147,6 +153,8 @@ class ColumnStatistics:
                 length_words={str(q): self.word_counts.get_quantile(q) for q in (0.5, 0.99)},
                 top_words=self.top(10),
             )
+        elif self.present and self.kind == "image":
+            out["size_bytes"] = {str(q): self.quantiles.get_quantile(q) for q in (0.01, 0.5, 0.99)}
         elif self.present:
             out["top_values"] = self.top(10)
         return out

@@ -1,10 +1,13 @@
 """Train a candidate: a full fit on every span, or a warm start from the champion with replay.
 
-Training reads featurized shards (token ids) through ``tf.data`` — interleaved, shuffled,
-batched, prefetched — so nothing is re-tokenized and the history never sits in memory. Training
+Training reads featurized shards (token ids, standardized numbers and category ids, encoded
+images — whatever the family's featurizer wrote) through ``tf.data`` — interleaved, shuffled,
+batched, prefetched, turned into model inputs in-graph by the featurizer — so nothing is
+featurized twice and the history never sits in memory. The model comes from the family (full)
+or the champion's ``model.keras`` (incremental); nothing here depends on the family. Training
 policy lives in Keras callbacks: early stopping and learning-rate reduction on the new span's
 eval loss, TensorBoard logs, and ``BackupAndRestore`` so a killed run resumes from its last
-finished epoch. The candidate is exported as a raw-string SavedModel next to ``model.keras``.
+finished epoch. The candidate is exported as a raw-input SavedModel next to ``model.keras``.
 """
 
 from __future__ import annotations
@@ -19,11 +22,24 @@ from typing import Any, ClassVar
 from evergreen.config import TrainConfig
 from evergreen.examples import shard_paths
 from evergreen.metadata import Artifact
+from evergreen.models.adopted import load_model
+from evergreen.models.family import (
+    ModelFamily,
+    compile_model,
+    export_serving_model,
+    freeze_lower,
+    load_featurizer,
+    parse_spec,
+)
 from evergreen.pipeline import ExecutionContext
 
 
-def featurized_dataset(folders: list[Path], labels: list[str], sequence_length: int, batch_size: int, *, shuffle_seed: int | None = None, take_per_folder: int | None = None) -> Any:
-    """A ``tf.data`` pipeline of ``(token_ids, label_id)`` batches from featurized shards."""
+def featurized_dataset(folders: list[Path], labels: list[str], featurizer: Any, batch_size: int, *, shuffle_seed: int | None = None, take_per_folder: int | None = None) -> Any:
+    """A ``tf.data`` pipeline of ``(model_inputs, label_id)`` batches from featurized shards.
+
+    Records are parsed with the featurizer's spec and turned into model inputs in-graph by
+    ``featurizer.model_inputs`` (e.g. images are decoded here, in parallel).
+    """
     from evergreen.tf import tensorflow
 
     tf = tensorflow()
@@ -42,11 +58,11 @@ def featurized_dataset(folders: list[Path], labels: list[str], sequence_length: 
         dataset = dataset.concatenate(part)
     if shuffle_seed is not None:
         dataset = dataset.shuffle(20_000, seed=shuffle_seed, reshuffle_each_iteration=True)
-    spec = {"ids": tf.io.FixedLenFeature([sequence_length], tf.int64), "label": tf.io.FixedLenFeature([], tf.string)}
+    spec = parse_spec(featurizer.feature_spec())
 
     def parse(batch: Any) -> Any:
         parsed = tf.io.parse_example(batch, spec)
-        return parsed["ids"], table.lookup(parsed["label"])
+        return featurizer.model_inputs(parsed), table.lookup(parsed["label"])
 
     return dataset.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -70,58 +86,60 @@ class TrainModel:
     """
 
     name: ClassVar[str] = "train"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
 
-    def __init__(self, cfg: TrainConfig, *, mode: str, reason: str, new_span: int, shuffle_labels: bool = False) -> None:
+    def __init__(self, cfg: TrainConfig, family: ModelFamily, *, mode: str, reason: str, new_span: int, shuffle_labels: bool = False) -> None:
         self.cfg = cfg
+        self.family = family
         self.mode = mode
         self.reason = reason
         self.new_span = new_span
         self.shuffle_labels = shuffle_labels  # a deliberately broken candidate, for guard tests
 
     def parameters(self) -> dict[str, Any]:
-        return {"train": asdict(self.cfg), "mode": self.mode, "new_span": self.new_span, "shuffle_labels": self.shuffle_labels}
+        return {"train": asdict(self.cfg), "family": self.family.name, "family_source": getattr(self.family, "source_digest", str)(), "mode": self.mode, "new_span": self.new_span, "shuffle_labels": self.shuffle_labels}
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         import keras
 
-        from evergreen.models import text
-
         cfg = self.cfg
         keras.utils.set_random_seed(cfg.seed)
         fitted = ctx.inputs["featurizer"]
-        labels, length = fitted.properties["labels"], int(fitted.properties.get("sequence_length", cfg.sequence_length))
+        labels = fitted.properties["labels"]
+        featurizer = load_featurizer(fitted.uri)
         spans = sorted((int(k.split("-")[1]), a) for k, a in ctx.inputs.items() if k.startswith("span-"))
         new = Path(dict(spans)[self.new_span].uri)
         earlier = [Path(a.uri) for s, a in spans if s != self.new_span]
         if self.mode == "full":
             train_parts = [Path(a.uri) / "train" for _, a in spans]
-            train = featurized_dataset(train_parts, labels, length, cfg.batch_size, shuffle_seed=cfg.seed)
+            train = featurized_dataset(train_parts, labels, featurizer, cfg.batch_size, shuffle_seed=cfg.seed)
             epochs, lr = cfg.epochs, cfg.learning_rate
-            model = text.build_model(int(fitted.properties["vocabulary_size"]), len(labels), sequence_length=length)
+            model = self.family.build_model(featurizer, len(labels), cfg)
             replayed = 0
         else:
             # Replay at most replay_ratio old rows per new one: the cost stays proportional to
             # the new data, and old and new weigh in the update as the ratio says.
             new_rows = int(dict(spans)[self.new_span].properties["rows"]["train"])
             per_span = min(cfg.replay_rows, int(cfg.replay_ratio * new_rows)) // max(len(earlier), 1)
-            replay = featurized_dataset([p / "replay" for p in earlier], labels, length, cfg.batch_size, take_per_folder=per_span)
-            new_train = featurized_dataset([new / "train"], labels, length, cfg.batch_size)
+            replay = featurized_dataset([p / "replay" for p in earlier], labels, featurizer, cfg.batch_size, take_per_folder=per_span)
+            new_train = featurized_dataset([new / "train"], labels, featurizer, cfg.batch_size)
             train = new_train.unbatch()
             replayed = sum(1 for _ in replay.unbatch()) if replay is not None else 0
             if replay is not None:
                 train = train.concatenate(replay.unbatch())
             train = train.shuffle(20_000, seed=cfg.seed).batch(cfg.batch_size)
             epochs, lr = cfg.incremental_epochs, cfg.incremental_learning_rate
-            model = keras.models.load_model(Path(ctx.inputs["champion"].uri) / "model.keras")
-            text.freeze_lower(model, cfg.freeze_lower_layers)
+            if hasattr(self.family, "module"):  # a custom module may register its own layers
+                self.family.module()
+            model = load_model(Path(ctx.inputs["champion"].uri) / "model.keras", own_artifact=True)
+            freeze_lower(model, cfg.freeze_lower_layers)
         if self.shuffle_labels:
             from evergreen.tf import tensorflow
 
             tf = tensorflow()
             train = train.map(lambda x, y: (x, tf.random.shuffle(y, seed=cfg.seed)))
-        text.compile_model(model, learning_rate=lr)
-        validation = featurized_dataset([new / "eval"], labels, length, cfg.batch_size)
+        compile_model(model, learning_rate=lr)
+        validation = featurized_dataset([new / "eval"], labels, featurizer, cfg.batch_size)
         writer = ctx.output("model", "Model", span=self.new_span)
         backup = ctx.output_root / "_backup"  # outside the temp folder: survives kill -9
         resumed_from_epoch = _backed_up_epoch(backup)
@@ -138,8 +156,7 @@ class TrainModel:
             warnings.filterwarnings("ignore", message="Your input ran out of data")
             history = model.fit(train, validation_data=validation, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=0)
         model.save(writer.path / "model.keras")
-        featurizer = text.TextFeaturizer.load(fitted.uri)
-        text.export_serving_model(featurizer, model, labels, writer.path / "saved_model")
+        export_serving_model(featurizer, model, labels, writer.path / "saved_model")
         shutil.rmtree(backup, ignore_errors=True)
         summary = {
             "mode": self.mode,
@@ -149,7 +166,7 @@ class TrainModel:
             "resumed_from_epoch": resumed_from_epoch,
             "final_loss": float(history.history["loss"][-1]) if history.history.get("loss") else None,
         }
-        ctx.set_properties("model", {**summary, "labels": labels, "featurizer": fitted.id, "spans": [s for s, _ in spans], "new_span": self.new_span})
+        ctx.set_properties("model", {**summary, "labels": labels, "featurizer": fitted.id, "family": fitted.properties.get("family", "text"), "spans": [s for s, _ in spans], "new_span": self.new_span})
         return summary
 
     def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:

@@ -594,3 +594,171 @@ def predict_texts(
                 }
             )
     return results
+
+
+# --------------------------------------------------------------------------------------------
+# The family adapter: the text featurizer and word CNN behind the pipeline's family contract
+# --------------------------------------------------------------------------------------------
+
+
+def pick_text_feature(types: Mapping[str, str], configured: str) -> str:
+    """The text column the model reads: ``configured`` if set, else the only text feature.
+
+    Raises:
+        ConfigError: ``configured`` is not a text feature, or there is not exactly one.
+    """
+    texts = [c for c, t in types.items() if t == "text"]
+    if configured:
+        if types.get(configured) != "text":
+            raise ConfigError(
+                f"train.text_feature = {configured!r} is not a text feature; text features: {texts}"
+            )
+        return configured
+    if len(texts) != 1:
+        raise ConfigError(
+            f"the text model needs one text feature; found {texts or 'none'}. Set train.text_feature"
+        )
+    return texts[0]
+
+
+class TextColumnFeaturizer:
+    """A :class:`TextFeaturizer` bound to one column: the family contract for text.
+
+    Featurized rows are ``ids`` (int64, ``sequence_length``); every text goes through the
+    content-addressed cache (text hash + featurizer fingerprint) so it is tokenized once.
+    """
+
+    family = "text"
+
+    def __init__(self, text_feature: str, inner: TextFeaturizer) -> None:
+        self.text_feature = text_feature
+        self.inner = inner
+        self._layer: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text_feature": self.text_feature, **self.inner.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TextColumnFeaturizer:
+        data = dict(data)
+        column = data.pop("text_feature")
+        return cls(column, TextFeaturizer.from_dict(data))
+
+    def fit(self, rows: Iterable[Mapping[str, Any]]) -> TextColumnFeaturizer:
+        self.inner.fit(row.get(self.text_feature) or "" for row in rows)
+        self._layer = None
+        return self
+
+    def fingerprint(self) -> str:
+        return self.inner.fingerprint()
+
+    def properties(self) -> dict[str, Any]:
+        return {
+            "text_feature": self.text_feature,
+            "vocabulary_size": self.inner.vocabulary_size(),
+            "sequence_length": self.inner.sequence_length,
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        from evergreen.models.family import save_family
+
+        self.inner.save(directory)
+        save_family(directory, "text", {"text_feature": self.text_feature})
+        return Path(directory)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TextColumnFeaturizer:
+        from evergreen.models.family import FAMILY_FILE
+
+        meta = json.loads((Path(directory) / FAMILY_FILE).read_text(encoding="utf-8"))
+        return cls(meta["text_feature"], TextFeaturizer.load(directory))
+
+    def feature_spec(self) -> dict[str, tuple[list[int], str]]:
+        return {"ids": ([self.inner.sequence_length], "int64")}
+
+    def featurize(
+        self, rows: Sequence[Mapping[str, Any]], cache: Any
+    ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+        """Token ids of the rows' texts: from ``cache`` where known, computed (and cached) otherwise."""
+        from evergreen.components.ingest import short_hash
+
+        ledger = {"rows_featurized": 0, "rows_reused": 0, "tokens_computed": 0, "tokens_reused": 0}
+        texts = [row.get(self.text_feature) or "" for row in rows]
+        length = self.inner.sequence_length
+        keys = [short_hash(t) for t in texts]
+        cached = cache.get(keys) if cache is not None else {}
+        missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in cached}
+        computed: dict[str, bytes] = {}
+        if missing:
+            ids = self.inner.transform(list(missing.values()))
+            for key, row in zip(missing, ids, strict=True):
+                computed[key] = np.trim_zeros(row.astype("<i4"), "b").tobytes()
+            if cache is not None:
+                cache.put(computed)
+        out = np.zeros((len(texts), length), dtype=np.int64)
+        for i, key in enumerate(keys):
+            stored = np.frombuffer(cached.get(key) or computed[key], dtype="<i4")
+            out[i, : len(stored)] = stored
+            if key in computed:
+                ledger["rows_featurized"] += 1
+                ledger["tokens_computed"] += len(stored)
+                cached[key] = computed.pop(key)  # a repeat inside the chunk counts as reuse
+            else:
+                ledger["rows_reused"] += 1
+                ledger["tokens_reused"] += len(stored)
+        ledger["unknown_tokens"] = int(np.sum(out == OOV_ID))
+        return {"ids": out}, ledger
+
+    def model_inputs(self, parsed: Mapping[str, Any]) -> Any:
+        return parsed["ids"]
+
+    def keras_inputs(self) -> Any:
+        keras = _keras()
+        return keras.Input(shape=(self.inner.sequence_length,), dtype="int64", name="token_ids")
+
+    def raw_signature(self) -> dict[str, Any]:
+        return {"text": tensorflow().string}
+
+    def feature_types(self) -> dict[str, str]:
+        return {self.text_feature: "text"}
+
+    def raw_columns(self) -> dict[str, str]:
+        return {"text": self.text_feature}
+
+    def serving_layers(self) -> list[Any]:
+        if self._layer is None:
+            self._layer = self.inner.layer()
+            self._layer(tensorflow().constant([""], dtype=tensorflow().string))
+        return [self._layer]
+
+    def raw_to_model_inputs(self, raw: Mapping[str, Any]) -> Any:
+        return self.serving_layers()[0](raw["text"])
+
+    def extra_endpoints(self) -> dict[str, Any]:
+        return {"tokenize": lambda text: {"token_ids": self.serving_layers()[0](text)}}
+
+    def unknown_rate(self, rows: Sequence[Mapping[str, Any]]) -> float:
+        texts = [row.get(self.text_feature) or "" for row in rows]
+        return TextFeaturizer.unknown_rate(self.inner.transform(texts)) if texts else 0.0
+
+
+class TextFamily:
+    """The text family: a frozen vocabulary on one text column and the word CNN."""
+
+    name = "text"
+
+    def new_featurizer(self, types: Mapping[str, str], cfg: Any) -> TextColumnFeaturizer:
+        column = pick_text_feature(types, cfg.text_feature)
+        return TextColumnFeaturizer(
+            column, TextFeaturizer(max_tokens=cfg.max_tokens, sequence_length=cfg.sequence_length)
+        )
+
+    def load_featurizer(self, directory: str | Path) -> TextColumnFeaturizer:
+        return TextColumnFeaturizer.load(directory)
+
+    def build_model(self, featurizer: TextColumnFeaturizer, num_classes: int, cfg: Any) -> Any:
+        return build_model(
+            featurizer.inner.vocabulary_size(),
+            num_classes,
+            sequence_length=featurizer.inner.sequence_length,
+        )

@@ -1,0 +1,41 @@
+"""The family contract: every family's featurizer has the whole interface the loop uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evergreen.config import TrainConfig
+from evergreen.errors import ConfigError
+from evergreen.models.adopted import PassThroughFeaturizer
+from evergreen.models.family import FAMILIES, Featurizer, family, load_featurizer
+
+ROWS = [
+    {"review": "great tea, will buy again", "price": 3.0, "shop": "a", "image": None},
+    {"review": "stale and broken", "price": None, "shop": "b", "image": None},
+]
+TYPES = {"review": "text", "price": "numeric", "shop": "categorical"}
+
+
+@pytest.mark.parametrize("name", ["text", "tabular", "image"])
+def test_each_family_fits_saves_and_loads_a_featurizer(name: str, tmp_path: Path) -> None:
+    types = {"image": "image"} if name == "image" else TYPES
+    featurizer = family(name).new_featurizer(types, TrainConfig(max_tokens=100, sequence_length=8))
+    assert isinstance(featurizer, Featurizer)  # every method the pipeline calls is there
+    featurizer.fit(ROWS if name != "image" else [{"image": b"\x89PNG"}])
+    featurizer.save(tmp_path / name)
+    loaded = load_featurizer(tmp_path / name)
+    assert type(loaded) is type(featurizer) and loaded.family == name
+    assert loaded.fingerprint() == featurizer.fingerprint() and loaded.to_dict() == featurizer.to_dict()
+    assert set(loaded.raw_columns().values()) <= set(types)
+
+
+def test_pass_through_is_a_featurizer() -> None:
+    assert isinstance(PassThroughFeaturizer([]), Featurizer)
+
+
+def test_unknown_family_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="tabulr"):
+        family("tabulr")
+    assert FAMILIES == ("text", "tabular", "image", "custom")
