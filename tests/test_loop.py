@@ -76,7 +76,11 @@ def test_incremental_loop_matches_full_retrain(tmp_path: Path) -> None:
     full_config = _spans(tmp_path / "full")
     with Project(config_mod.load(full_config)) as project:
         project.ingest()
-        [record] = TrainingLoop(project).run(full=True)[-1:]
+        # One full retrain: the featurizer is refit and the model trained from scratch on all five.
+        [record] = TrainingLoop(project).run(full=True)
+        assert record["mode"] == "full" and record["span"] == 5
+        [model] = project.store.artifacts(type="Model")
+        assert model.properties["mode"] == "full" and model.properties["spans"] == [1, 2, 3, 4, 5]
         full = _test_accuracy(champion_saved_model(project))
     print(f"fine foods test accuracy: incremental champion {incremental:.4f}, full retrain {full:.4f}")
     assert incremental >= 0.75
@@ -103,3 +107,25 @@ def test_candidate_trained_on_shuffled_labels_is_not_blessed(tmp_path: Path) -> 
         assert any("historic accuracy fell" in r for r in bad["verdict"])
         assert registry.alias(project.config.name, "champion") == champion_before
         assert len(registry.versions(project.config.name)) == versions_before
+
+
+@pytest.mark.slow
+def test_heavy_drift_switches_the_loop_to_a_full_retrain(tmp_path: Path) -> None:
+    from tests.test_drift import ticket_rows
+
+    header, rows = read_csv(dataset("fine_foods_train.csv"))
+    project_dir = tmp_path / "reviews"
+    for number in (1, 2, 3):
+        write_csv(project_dir / "data" / f"span-{number}" / "reviews.csv", header, rows[(number - 1) * 800 : number * 800])
+    # Span 4 changes domain: support tickets, a vocabulary the reviews never used.
+    write_csv(project_dir / "data" / "span-4" / "reviews.csv", header, ticket_rows(800, 0.65))
+    config = write_config(project_dir, label="score", features={"product": "categorical", "review": "text"})
+    with Project(config_mod.load(config)) as project:
+        records = TrainingLoop(project).run()
+    assert [r["mode"] for r in records] == ["full", "incremental", "incremental", "full"]
+    assert all(r["drift"] != "major" for r in records[1:3])  # same-domain spans: no heavy drift
+    last = records[-1]
+    assert last["drift"] == "major"
+    assert "major drift in 'review'" in last["reason"]  # the reason names the feature
+    report = Path(last["report"])
+    assert report.is_file() and "major drift in" in report.read_text(encoding="utf-8")

@@ -232,17 +232,22 @@ def lineage(
 def run(config_path: str, root: str | None, metadata_url: str | None, full: bool, as_json: bool) -> None:
     """Every new span: ingest → validate → featurize → train → evaluate → push."""
     from evergreen.loop import TrainingLoop, dumps
-    from evergreen.report import save_run_report
 
     with _project(config_path, root, metadata_url) as project, _progress(enabled=not as_json) as progress:
         records = TrainingLoop(project).run(full=full, progress=progress)
-        reports = [save_run_report(project, r) for r in records]
+        reports = [r["report"] for r in records]  # the loop saves each record and its report
     if as_json:
         out.print_json(dumps(records))
-        return
-    print_run_table(records)
-    for path in reports:
-        out.print(f"report: {path}")
+    else:
+        print_run_table(records)
+        for path in reports:
+            out.print(f"report: {path}")
+    blocked = [r for r in records if r["mode"] == "block"]
+    if blocked:
+        raise SpanBlocked(
+            f"span {blocked[0]['span']} was not trained: {blocked[0]['reason']}; later spans wait. "
+            "Fix the data or the [drift] config, then run again"
+        )
 
 
 @cli.command()

@@ -83,20 +83,38 @@ class TrainingLoop:
         return self.store.artifact(int(candidate)) if candidate else None
 
     def run(self, *, full: bool = False, shuffle_labels: bool = False, progress: Any = None) -> list[dict[str, Any]]:
+        """Train on every validated span not yet covered by an evaluated candidate, in order.
+
+        With ``full``, one full retrain on all spans so far replaces the per-span runs. A span
+        the policy blocks stops the run there (later spans wait); its record says why. Each
+        record is also saved with its HTML report under ``<root>/reports/`` (``record["report"]``).
+        """
+        from evergreen.report import save_run_report
+
         self.project.ingest(progress=progress)
         usable = [r for r in self.store.spans() if r.status == "validated"]
-        done = {a.span for a in self.store.artifacts(type="ModelEvaluation")}
-        for model in self.store.artifacts(type="Model"):  # an adopted model covers the spans it was adopted on
-            if model.properties.get("mode") == "adopted":
-                done.update(model.properties.get("spans", []))
-        pending = [r for r in usable if r.span not in done]
-        if full and not pending and usable:
-            pending = [usable[-1]]
+        covered = self._covered_spans()
+        pending = [r for r in usable if r.span not in covered]
+        if full and usable:
+            pending = [pending[-1] if pending else usable[-1]]
         records = []
-        for i, record in enumerate(pending):
+        for record in pending:
             history = [r for r in usable if r.span <= record.span]
-            records.append(self._one_span(record, history, force_full=full and i == 0, shuffle_labels=shuffle_labels))
+            result = self._one_span(record, history, force_full=full, shuffle_labels=shuffle_labels)
+            result["report"] = str(save_run_report(self.project, result))
+            records.append(result)
+            if result["mode"] == "block":
+                break
         return records
+
+    def _covered_spans(self) -> set[int]:
+        """Spans some evaluated candidate (or adopted model) was trained on."""
+        covered: set[int] = set()
+        for evaluation in self.store.artifacts(type="ModelEvaluation"):
+            candidate = evaluation.properties.get("candidate")
+            spans = self.store.artifact(int(candidate)).properties.get("spans") if candidate else None
+            covered.update(spans or [evaluation.span])
+        return covered
 
     def _one_span(self, record: Any, history: list[Any], *, force_full: bool, shuffle_labels: bool) -> dict[str, Any]:
         cfg = self.cfg.train
@@ -105,7 +123,9 @@ class TrainingLoop:
         champion = self.champion_model()
         schema = self.project.current_schema()
         labels = sorted(schema.label_domain) if schema else []
-        mode, reason = self._decide(record, champion, force_full, examples[record.span], labels)
+        mode, reason, drift = self._decide(record, champion, force_full, examples[record.span], labels)
+        if mode == "block":
+            return self._blocked(record, reason, examples, seconds, drift)
         model_family = self.family()
 
         ledger = {"tokens_computed": 0, "tokens_reused": 0, "rows_featurized": 0, "rows_reused": 0}
@@ -178,6 +198,26 @@ class TrainingLoop:
             "blessed": verdict["blessed"],
             "verdict": verdict["reasons"],
             "version": version,
+            "drift": drift,
+        }
+
+    def _blocked(self, record: Any, reason: str, examples: dict[int, Artifact], seconds: dict[str, float], drift: str | None) -> dict[str, Any]:
+        return {
+            "span": record.span,
+            "mode": "block",
+            "reason": reason,
+            "rows_new": sum(examples[record.span].properties["splits"].values()),
+            "rows_total": sum(sum(a.properties["splits"].values()) for a in examples.values()),
+            "tokens_computed": 0,
+            "tokens_reused": 0,
+            "rows_featurized": 0,
+            "rows_reused": 0,
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "metrics": {"candidate": {}, "champion": {}},
+            "blessed": False,
+            "verdict": [f"not trained: {reason}; change the data or the [drift] config and run again"],
+            "version": None,
+            "drift": drift,
         }
 
     def adopt(self, source: Path, labels: list[str] | None = None) -> dict[str, Any]:
@@ -250,35 +290,62 @@ class TrainingLoop:
             "version": pushed.summary["version"],
         }
 
-    def _decide(self, record: Any, champion: Artifact | None, force_full: bool, new_examples: Artifact, labels: list[str]) -> tuple[str, str]:
+    def _decide(self, record: Any, champion: Artifact | None, force_full: bool, new_examples: Artifact, labels: list[str]) -> tuple[str, str, str | None]:
+        """The mode (full, incremental or block), its reasons, and the span's drift severity.
+
+        Hard rules first (no champion, ``--full``, new label classes); then the retrain policy
+        (:func:`evergreen.policy.decide`) weighs drift, the frozen featurizer's fit, increments
+        since the last full retrain and forgetting seen by the last evaluation.
+        """
+        from evergreen.policy import decide
+
         cfg = self.cfg.train
+        drift = self.project.drift(record.span) if self.cfg.drift.enabled else None
+        severity = drift.severity if drift is not None else None
         if champion is None:
-            return "full", "no champion yet"
+            return "full", "no champion yet", severity
         if force_full:
-            return "full", "requested with --full"
+            return "full", "requested with --full", severity
         if set(labels) - set(champion.properties.get("labels", [])):
-            return "full", f"new label classes {sorted(set(labels) - set(champion.properties['labels']))}"
-        if cfg.full_every:
-            since = 0
-            for artifact in reversed(self.store.artifacts(type="Model")):
-                if artifact.properties.get("mode") in ("full", "adopted"):
-                    break
-                since += 1
-            if since >= cfg.full_every:
-                return "full", f"{since} increments since the last full retrain (train.full_every = {cfg.full_every})"
+            return "full", f"new label classes {sorted(set(labels) - set(champion.properties['labels']))}", severity
         # Does the champion's frozen featurizer still fit? (text: unknown tokens; tabular: unseen
-        # categories; image: always.) The family answers, the policy stays here.
+        # categories; image: always.) The family answers; the policy weighs it with the rest.
         featurizer = load_featurizer(self.store.artifact(int(champion.properties["featurizer"])).uri)
         rate = featurizer.unknown_rate(list(itertools.islice(span_rows(new_examples, "train"), 2000)))
-        what = "unknown-token" if featurizer.family == "text" else "unknown-value"
-        if rate > cfg.max_unknown_rate:
-            return "full", f"{what} rate {rate:.2f} above train.max_unknown_rate = {cfg.max_unknown_rate}"
-        return "incremental", f"champion fits the new span ({what} rate {rate:.2f})"
+        decision = decide(
+            drift,
+            cfg=self.cfg.drift,
+            unknown_rate=rate,
+            max_unknown_rate=cfg.max_unknown_rate,
+            rate_name="unknown-token rate" if featurizer.family == "text" else "unknown-value rate",
+            increments_since_full=self._increments_since_full(),
+            full_every=cfg.full_every,
+            historic_regression=self._last_forgetting(),
+            max_historic_regression=cfg.max_historic_regression,
+        )
+        return decision.mode, "; ".join(decision.reasons), severity
+
+    def _increments_since_full(self) -> int:
+        since = 0
+        for artifact in reversed(self.store.artifacts(type="Model")):
+            if artifact.properties.get("mode") in ("full", "adopted"):
+                break
+            since += 1
+        return since
+
+    def _last_forgetting(self) -> float | None:
+        """How far beyond noise the last candidate fell on the historic holdout (None: unknown)."""
+        evaluations = self.store.artifacts(type="ModelEvaluation")
+        if not evaluations:
+            return None
+        path = Path(evaluations[-1].uri) / "evaluation.json"
+        guard = json.loads(path.read_text(encoding="utf-8")).get("guards", {}).get("historic") if path.is_file() else None
+        return guard["drop"] - guard["noise"] if guard else None
 
     def _data_seconds(self, span: int) -> dict[str, float]:
         seconds: dict[str, float] = {}
         for run in reversed(self.store.runs(limit=10_000)):
-            if run.span == span and run.status == "succeeded" and run.component in ("ingest", "statistics", "validate"):
+            if run.span == span and run.status == "succeeded" and run.component in ("ingest", "statistics", "validate", "drift"):
                 seconds[run.component] = round(run.seconds or 0.0, 3)
         return seconds
 

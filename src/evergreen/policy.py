@@ -57,6 +57,7 @@ def decide(
     full_every: int = 0,
     historic_regression: float | None = None,
     max_historic_regression: float = 0.005,
+    rate_name: str = "unknown-token rate",
 ) -> Decision:
     """The mode for the next training run on a span, with every reason that applies.
 
@@ -72,6 +73,8 @@ def decide(
         historic_regression: how much the last incremental candidate lost in accuracy on the
             historic holdout against its champion (positive = worse; None: unknown).
         max_historic_regression: beyond this the model is forgetting: full (default 0.005).
+        rate_name: what the unknown rate counts, for the reasons ("unknown-value rate" for
+            tabular categories).
     """
     blocks: list[str] = []
     fulls: list[str] = []
@@ -102,7 +105,7 @@ def decide(
         fulls.insert(0, "no champion yet")
     if unknown_rate is not None and unknown_rate > max_unknown_rate:
         fulls.append(
-            f"unknown-token rate {unknown_rate:.2f} above train.max_unknown_rate = {max_unknown_rate}"
+            f"{rate_name} {unknown_rate:.2f} above train.max_unknown_rate = {max_unknown_rate}"
         )
     if full_every and increments_since_full >= full_every:
         fulls.append(
@@ -118,7 +121,7 @@ def decide(
         return Decision("block", blocks + fulls + notes)
     if fulls:
         return Decision("full", fulls + notes)
-    rate = f"unknown-token rate {unknown_rate:.2f}" if unknown_rate is not None else ""
+    rate = f"{rate_name} {unknown_rate:.2f}" if unknown_rate is not None else ""
     fits = "the champion fits the new span" + (f" ({rate})" if rate else "")
     return Decision("incremental", [fits, *notes])
 

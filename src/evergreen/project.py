@@ -217,7 +217,11 @@ class Project:
                 return None
             lineage = registry.get(self.config.name, version).manifest.get("lineage", {})
             featurizer = lineage.get("featurizer")
-            return self.store.artifact(int(featurizer)) if featurizer is not None else None
+            if featurizer is None:
+                return None
+            artifact = self.store.artifact(int(featurizer))
+            # Only a text featurizer has a vocabulary (older ones carry no family: text).
+            return artifact if artifact.properties.get("family", "text") == "text" else None
         except NotFound:
             return None
 
