@@ -29,7 +29,8 @@ from evergreen import config as config_mod  # noqa: E402
 from evergreen.errors import ConfigError, DataError, EvergreenError, SpanBlocked  # noqa: E402
 from evergreen.project import Project  # noqa: E402
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output (make demo, CI logs) gets wide tables instead of rich's 80-column default.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 180)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _config_option = click.option(
