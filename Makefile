@@ -28,6 +28,8 @@ lint: $(BIN)/evergreen
 
 bench: $(BIN)/evergreen
 	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_loop.py
+	$(BIN)/python bench/bench_serving.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache
