@@ -37,10 +37,11 @@ log = logging.getLogger("evergreen.serving")
 
 CANARY = "canary"
 DEFAULT_SIGNATURE = "serving_default"
-# A 1x1 PNG: warm-up input for byte-string inputs that look like images.
+# A 1x1 grayscale PNG (made with Pillow, checked by tests/test_serving_families.py): warm-up
+# input for byte-string inputs that look like images.
 _PNG = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201a3e9f9bd0000000049454e44ae426082"
+    "89504e470d0a1a0a0000000d49484452000000010000000108000000003a7e9b55"
+    "0000000a49444154789c636000000002000148afa4710000000049454e44ae426082"
 )
 
 
