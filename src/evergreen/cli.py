@@ -400,6 +400,9 @@ def history(config_path: str, root: str | None, as_json: bool) -> None:
             str(v["created_at"])[:19],
         )
     out.print(table)
+    for v in versions:
+        if v.get("reason"):
+            out.print(f"version {v['version']}: {v['mode']} because {escape(str(v['reason']))}")
 
 
 @cli.command()

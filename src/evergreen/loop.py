@@ -357,7 +357,7 @@ def history(project: Project) -> list[dict[str, Any]]:
     out = []
     for v in registry.versions(project.config.name):
         m = v.manifest
-        out.append({"version": v.version, "champion": v.version == champion, "created_at": m.get("created_at"), "mode": m.get("lineage", {}).get("mode"), "spans": m.get("lineage", {}).get("spans"), "metrics": m.get("metrics"), "cost": m.get("cost")})
+        out.append({"version": v.version, "champion": v.version == champion, "created_at": m.get("created_at"), "mode": m.get("lineage", {}).get("mode"), "reason": m.get("lineage", {}).get("reason"), "spans": m.get("lineage", {}).get("spans"), "metrics": m.get("metrics"), "cost": m.get("cost")})
     return out
 
 
