@@ -6,15 +6,18 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from evergreen import config as config_mod
 from evergreen import examples
 from evergreen.cli import cli
 from evergreen.components.ingest import infer_types, quarantine_rows
+from evergreen.errors import DataError
 from evergreen.metadata import MetadataStore
 from evergreen.project import Project
 from evergreen.readers import read
+from tests.conftest import dataset, read_csv, write_csv
 
 
 def expected_counts(spans: list[list[list[str]]]) -> list[dict[str, int]]:
@@ -183,3 +186,22 @@ def test_metadata_store_is_inside_root(fine_foods_project: dict) -> None:
     store = MetadataStore(cfg.metadata_url, cfg.name)
     assert len(store.spans()) == 5
     store.close()
+
+
+def test_date_pattern_makes_one_span_per_day_in_date_order(tmp_path: Path) -> None:
+    header, rows = read_csv(dataset("fine_foods_train.csv"))
+    for day, part in (("2026-11-24", rows[:300]), ("2026-11-25", rows[300:600]), ("2025-12-31", rows[600:900])):
+        write_csv(tmp_path / "data" / f"{day}.csv", header, part)
+    config = tmp_path / "evergreen.toml"
+    config.write_text(
+        '[pipeline]\nname = "daily"\n\n[data]\npattern = "data/{DATE}.csv"\nlabel = "score"\n\n'
+        '[data.features]\nproduct = "categorical"\nreview = "text"\n',
+        encoding="utf-8",
+    )
+    with Project(config_mod.load(config)) as project:
+        outcomes = project.ingest()
+        assert [o.span for o in outcomes] == [20251231, 20261124, 20261125]
+        assert all(o.status == "validated" for o in outcomes)
+    (tmp_path / "data" / "2026-13-01.csv").write_text("product,review,score\n", encoding="utf-8")
+    with Project(config_mod.load(config)) as project, pytest.raises(DataError, match=r"2026-13-01.*not a calendar date"):
+        project.ingest()

@@ -10,6 +10,7 @@ import glob
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from evergreen.artifacts import file_sha256, stable_hash
@@ -62,6 +63,11 @@ def discover(pattern: Path | str) -> list[SpanFiles]:
         if match is None or not Path(path).is_file():
             continue
         value = match.group(1)
+        if placeholder == "{DATE}":
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise DataError(f"{path}: {value!r} is not a calendar date (YYYY-MM-DD); rename the file or move it out of data.pattern") from None
         span = int(value.replace("-", ""))
         grouped.setdefault(span, []).append(Path(path))
     return [SpanFiles(span, tuple(sorted(files))) for span, files in sorted(grouped.items())]
