@@ -81,6 +81,19 @@ def build(
     )
 
 
+def http_stack() -> dict[str, str]:
+    """uvicorn's fastest parts that are installed: httptools' C HTTP parser instead of the
+    pure-Python h11, and uvloop instead of asyncio's default event loop. Both are project
+    dependencies; without them the server still runs, slower (about 1.3-1.5x fewer requests
+    per second on 2 cores, bench/bench_serving.py)."""
+    import importlib.util
+
+    return {
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+    }
+
+
 def uvicorn_server(app: Any, settings: ServingConfig) -> Any:
     import uvicorn
 
@@ -88,6 +101,8 @@ def uvicorn_server(app: Any, settings: ServingConfig) -> Any:
         app,
         host=settings.host,
         port=settings.port,
+        **http_stack(),
+        server_header=False,  # one header less per response, and no software version to probe
         ssl_certfile=settings.tls_cert or None,
         ssl_keyfile=settings.tls_key or None,
         log_level="warning",
