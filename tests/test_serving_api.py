@@ -439,6 +439,18 @@ BAD = [
         "outputs: classes, scores",
     ),
     ("v2-unknown-model", "POST", "/v2/models/nope/infer", {"inputs": []}, 404, "not served here"),
+    # Near misses of the prediction paths, which skip Starlette's router: they still get its
+    # answers.
+    (
+        "v2-infer-extra-segment",
+        "POST",
+        f"/v2/models/{MODEL}/extra/infer",
+        {"inputs": []},
+        404,
+        f"no route /v2/models/{MODEL}/extra/infer",
+    ),
+    ("v2-get-infer", "GET", f"/v2/models/{MODEL}/infer", None, 405, "does not take GET"),
+    ("v1-no-model", "POST", "/v1/models/", {"instances": ["a"]}, 404, "no route /v1/models/"),
 ]
 
 
