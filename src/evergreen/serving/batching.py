@@ -93,7 +93,10 @@ class DynamicBatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._in_flight = 0  # model calls running
-        self._last_requests = 0  # requests merged into the latest call
+        # Requests in a finished call plus those queued then, for the last few calls: about
+        # how many clients are sending at once, so how many are worth waiting for.
+        self._company: deque[int] = deque(maxlen=8)
+        self._free_since = 0.0  # when the latest call finished
 
     @property
     def queued(self) -> int:
@@ -135,7 +138,7 @@ class DynamicBatcher:
         if (
             not self._queue
             and self._in_flight < self.workers
-            and (self.max_delay <= 0 or self._last_requests <= 1)
+            and (self.max_delay <= 0 or max(self._company, default=0) <= 1)
         ):
             # Idle, and no sign of company coming (not asked to wait, or the last call served
             # one request): call at once from here, sparing the hop through the dispatcher (a
@@ -207,12 +210,13 @@ class DynamicBatcher:
         )
         self.on_batch(sum(item.rows for item in batch))
         self.calls += 1
-        self._last_requests = len(batch)
         self._in_flight += 1
         call = loop.run_in_executor(self.executor, self.fn, merged)
 
         def done(call: asyncio.Future[Outputs]) -> None:
             self._in_flight -= 1
+            self._company.append(len(batch) + len(self._queue))
+            self._free_since = time.monotonic()
             if self._wakeup is not None and self._queue:
                 self._wakeup.set()
             if call.cancelled():
@@ -234,12 +238,24 @@ class DynamicBatcher:
         return call
 
     async def _fill(self, first: _Item) -> None:
-        """Wait until enough rows are queued or the oldest request has waited max_delay."""
+        """Wait until as many requests are queued as recent calls had company (or
+        max_batch_size rows), for at most max_delay since the oldest request came or the
+        model became free, whichever is later.
+
+        Waiting from when the model became free breaks up cohorts: without it, under load
+        the clients split into two groups that take turns, each getting half the batch.
+        Waiting only for as many requests as recently came at once keeps a few clients
+        (fewer than max_batch_size) from waiting max_delay for company that never comes.
+        """
         if self.max_batch_size <= 1 or self.max_delay <= 0:
             return
         assert self._wakeup is not None
-        until = first.enqueued + self.max_delay
-        while sum(i.rows for i in self._queue) < self.max_batch_size:
+        want = max(self._company, default=0)
+        until = max(first.enqueued, self._free_since) + self.max_delay
+        while (
+            len(self._queue) < want
+            and sum(i.rows for i in self._queue) < self.max_batch_size
+        ):
             remaining = until - time.monotonic()
             if remaining <= 0:
                 return
