@@ -7,6 +7,7 @@ Inference Protocol's REST spec (KServe required_api.md), adapted to the models' 
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 import shutil
@@ -873,3 +874,11 @@ def test_serving_public_api_is_pinned():
         "is_loopback",
         "serve",
     ]
+
+
+def test_the_server_takes_the_c_http_parser_and_uvloop_when_installed():
+    from evergreen.serving.server import http_stack
+
+    stack = http_stack()
+    assert stack["http"] == ("httptools" if importlib.util.find_spec("httptools") else "h11")
+    assert stack["loop"] == ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")

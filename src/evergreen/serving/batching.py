@@ -1,8 +1,8 @@
 """Dynamic batching: rows of concurrent requests merged into one model call.
 
 One :class:`DynamicBatcher` serves one (model, version, signature). A request that finds the
-batcher idle is called at once when there is no sign of company: ``max_delay = 0``, or the
-latest call served a single request (one client at a time never waits ``max_delay``).
+batcher idle is called at once when there is no sign of company: ``max_delay = 0``, or each of
+the last few calls saw a single request (one client at a time never waits ``max_delay``).
 Otherwise it waits in a bounded queue; a dispatcher takes the oldest request, waits up to
 ``max_delay`` for others to arrive (or until ``max_batch_size`` rows are queued), concatenates
 their inputs on axis 0, calls the model in a thread (the event loop keeps accepting meanwhile)
@@ -56,8 +56,8 @@ class DynamicBatcher:
             rows runs alone.
         max_delay: seconds the oldest queued request waits for others; default 0: a call
             starts as soon as a worker is free, and batches fill while the previous call runs.
-            A request arriving at an idle batcher whose latest call served one request runs
-            at once whatever max_delay is.
+            A request arriving at an idle batcher whose recent calls saw one request each
+            runs at once whatever max_delay is.
         max_queue: most requests waiting; beyond, submit raises Unavailable. Default 1024.
         workers: calls in flight at once. Default 1.
         executor: where ``fn`` runs; default the loop's default executor.
@@ -140,8 +140,8 @@ class DynamicBatcher:
             and self._in_flight < self.workers
             and (self.max_delay <= 0 or max(self._company, default=0) <= 1)
         ):
-            # Idle, and no sign of company coming (not asked to wait, or the last call served
-            # one request): call at once from here, sparing the hop through the dispatcher (a
+            # Idle, and no sign of company coming (not asked to wait, or recent calls saw one
+            # request each): call at once from here, sparing the hop through the dispatcher (a
             # loop turn, about half a millisecond at low load). Requests that come meanwhile
             # queue and are batched when this call is done.
             self._call([item], loop)

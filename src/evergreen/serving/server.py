@@ -86,12 +86,20 @@ def http_stack() -> dict[str, str]:
     pure-Python h11, and uvloop instead of asyncio's default event loop. Both are project
     dependencies; without them the server still runs, slower (about 1.3-1.5x fewer requests
     per second on 2 cores, bench/bench_serving.py)."""
-    import importlib.util
+    stack = {"http": "h11", "loop": "asyncio"}
+    try:
+        import httptools  # noqa: F401
 
-    return {
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
-        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-    }
+        stack["http"] = "httptools"
+    except ImportError:
+        pass
+    try:
+        import uvloop  # noqa: F401
+
+        stack["loop"] = "uvloop"
+    except ImportError:
+        pass
+    return stack
 
 
 def uvicorn_server(app: Any, settings: ServingConfig) -> Any:
