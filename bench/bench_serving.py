@@ -4,14 +4,16 @@ Trains a text model of the default architecture (word CNN, 200 tokens, 64-dim em
 filters) on fine-foods reviews, publishes it, and measures three servers one after the other
 in this one run, each in its own process, on loopback:
 
-- ``batching``:  ``evergreen serve --max-batch-size 32`` (dynamic batching);
+- ``batching``:  ``evergreen serve --max-batch-size 32 --batch-timeout-ms 2`` (dynamic batching);
 - ``no-batch``:  ``evergreen serve --max-batch-size 1`` (the same server, one call per request);
 - ``naive``:     Starlette + ``model(x)`` per request in a thread pool (what one writes first).
 
 Each client request is one review (``{"instances": [text]}``). For each concurrency, clients
 send requests back to back for ``--seconds`` after a warm-up; throughput is answers per second,
-latencies are per request. The client runs in this process and shares the machine's cores with
-the server: on a small machine that caps every number, so read the ratios.
+latencies are per request. The client runs in this process (not in the servers'), on uvloop when
+installed; it still shares the machine's cores with the server: on a small machine that caps
+every number, so read the ratios. All servers use the same HTTP stack (uvicorn with httptools
+and uvloop when installed).
 
     PYTHONPATH=src python bench/bench_serving.py [--seconds 8] [--concurrency 1,8,32]
 """
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -71,7 +74,19 @@ def naive_server(model_dir: str, port: int) -> None:
             Route("/v2/health/ready", ready),
         ]
     )
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    from evergreen.serving.server import http_stack
+
+    # The same HTTP stack as evergreen serve (httptools, uvloop when installed), so the
+    # comparison is between the servers, not between their parsers.
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        **http_stack(),
+    )
 
 
 def free_port() -> int:
@@ -154,6 +169,16 @@ async def load(
     }
 
 
+def run_load(coroutine: Any) -> dict[str, float]:
+    """The load generator's event loop: uvloop when installed (a cheaper client leaves more of
+    a small machine to the server under test; every server gets the same client)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
 def machine() -> str:
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -177,7 +202,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=1.5, help="unmeasured seconds per cell")
     parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--batch-timeout-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--batch-timeout-ms",
+        type=float,
+        default=2.0,
+        help="the batching server's serving.batch_timeout_ms (default 2; the config's is 0)",
+    )
     parser.add_argument("--batch-threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=2, help="rounds; medians are reported")
     parser.add_argument("--only", default="batching,no-batch,naive", help="servers to measure")
@@ -198,6 +228,10 @@ def main() -> None:
     tensorflow()
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
     print("machine:", machine())
+    from evergreen.serving.server import http_stack
+
+    print("http stack: uvicorn, {http} parser, {loop} event loop".format(**http_stack()))
+    loads = [os.getloadavg()[0]]
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     try:
         started = time.perf_counter()
@@ -249,11 +283,13 @@ def main() -> None:
             for round_ in range(args.repeat):
                 for c in levels:
                     for name, (_, port) in processes.items():
-                        r = asyncio.run(load(port, texts, c, args.seconds, args.warmup))
+                        r = run_load(load(port, texts, c, args.seconds, args.warmup))
                         runs[name][c].append(r)
+                        loads.append(os.getloadavg()[0])
                         print(
                             f"  round {round_ + 1} {name:9s} c={c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50']:7.1f} ms  "
-                            f"p99 {r['p99']:7.1f} ms  ({int(r['n'])} requests, {int(r['errors'])} errors)",
+                            f"p99 {r['p99']:7.1f} ms  ({int(r['n'])} requests, {int(r['errors'])} errors, "
+                            f"load average {loads[-1]:.1f})",
                             flush=True,
                         )
         finally:
@@ -273,6 +309,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     print()
+    print(f"1-minute load average during the run: {min(loads):.1f} to {max(loads):.1f}")
     print(
         f"{'concurrency':>11} | {'server':9} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6}"
     )

@@ -7,6 +7,7 @@ Inference Protocol's REST spec (KServe required_api.md), adapted to the models' 
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 import shutil
@@ -439,6 +440,18 @@ BAD = [
         "outputs: classes, scores",
     ),
     ("v2-unknown-model", "POST", "/v2/models/nope/infer", {"inputs": []}, 404, "not served here"),
+    # Near misses of the prediction paths, which skip Starlette's router: they still get its
+    # answers.
+    (
+        "v2-infer-extra-segment",
+        "POST",
+        f"/v2/models/{MODEL}/extra/infer",
+        {"inputs": []},
+        404,
+        f"no route /v2/models/{MODEL}/extra/infer",
+    ),
+    ("v2-get-infer", "GET", f"/v2/models/{MODEL}/infer", None, 405, "does not take GET"),
+    ("v1-no-model", "POST", "/v1/models/", {"instances": ["a"]}, 404, "no route /v1/models/"),
 ]
 
 
@@ -861,3 +874,11 @@ def test_serving_public_api_is_pinned():
         "is_loopback",
         "serve",
     ]
+
+
+def test_the_server_takes_the_c_http_parser_and_uvloop_when_installed():
+    from evergreen.serving.server import http_stack
+
+    stack = http_stack()
+    assert stack["http"] == ("httptools" if importlib.util.find_spec("httptools") else "h11")
+    assert stack["loop"] == ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")

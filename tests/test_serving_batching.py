@@ -50,10 +50,19 @@ def later(seconds: float = 5.0) -> float:
     return time.monotonic() + seconds
 
 
+async def under_load(batcher: DynamicBatcher) -> None:
+    """Three requests at once: the first runs alone, the other two are merged, so the batcher
+    has seen company and waits for it from then on."""
+    await asyncio.gather(*(batcher.submit(rows(-1), later()) for _ in range(3)))
+    assert batcher.fn.sizes[-1] == 2  # type: ignore[attr-defined]
+    batcher.fn.sizes.clear()  # type: ignore[attr-defined]
+
+
 def test_concurrent_requests_are_merged_and_split_back():
     async def main() -> None:
         fn = Doubler()
         batcher = DynamicBatcher(fn, max_batch_size=64, max_delay=0.05)
+        await under_load(batcher)
         results = await asyncio.gather(
             *(batcher.submit(rows(i, i + 0.5), later()) for i in range(10))
         )
@@ -63,6 +72,24 @@ def test_concurrent_requests_are_merged_and_split_back():
             np.testing.assert_array_equal(out["y"], [2 * i, 2 * i + 1])
             assert out["n"].tolist() == [20, 20]
         assert "MainThread" not in fn.threads  # the model ran off the event loop's thread
+
+    asyncio.run(main())
+
+
+def test_with_delay_a_lone_request_runs_at_once_and_a_burst_after_it_is_merged():
+    async def main() -> None:
+        fn = Doubler()
+        batcher = DynamicBatcher(fn, max_batch_size=64, max_delay=0.5)
+        for i in range(3):  # one client: nothing to wait for, so no request waits max_delay
+            started = time.monotonic()
+            out = await batcher.submit(rows(i), later())
+            assert time.monotonic() - started < 0.25 and float(out["y"][0]) == 2 * i
+        assert fn.sizes == [1, 1, 1]
+        # A burst: the first request finds the batcher idle and runs alone; the rest queue
+        # meanwhile and, company having come, wait (up to max_delay) for each other.
+        await asyncio.gather(*(batcher.submit(rows(i), later()) for i in range(10)))
+        assert fn.sizes == [1, 1, 1, 1, 9]
+        await batcher.close()
 
     asyncio.run(main())
 
@@ -101,6 +128,7 @@ def test_only_requests_with_the_same_row_shape_are_merged():
     async def main() -> None:
         fn = Doubler()
         batcher = DynamicBatcher(fn, max_batch_size=64, max_delay=0.05)
+        await under_load(batcher)
         wide = {"x": np.ones((2, 3), np.float32)}
         narrow = {"x": np.ones((2, 4), np.float32)}
         out = await asyncio.gather(

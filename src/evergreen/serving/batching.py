@@ -1,11 +1,15 @@
 """Dynamic batching: rows of concurrent requests merged into one model call.
 
-One :class:`DynamicBatcher` serves one (model, version, signature). With ``max_delay = 0`` a
-request that finds the batcher idle is called at once. Otherwise it waits in a bounded queue; a dispatcher takes the
-oldest request, waits up to ``max_delay`` for others to arrive (or until ``max_batch_size`` rows
-are queued), concatenates their inputs on axis 0, calls the model in a thread (the event loop
-keeps accepting meanwhile) and hands each request its slice of the outputs. While a call runs,
-new requests pile up, so under load batches fill without waiting.
+One :class:`DynamicBatcher` serves one (model, version, signature). A request that finds the
+batcher idle is called at once when there is no sign of company: ``max_delay = 0``, or each of
+the last few calls saw a single request (one client at a time never waits ``max_delay``).
+Otherwise it waits in a bounded queue; a dispatcher takes the oldest request, waits up to
+``max_delay`` for others to arrive (or until ``max_batch_size`` rows are queued), concatenates
+their inputs on axis 0, calls the model in a thread (the event loop keeps accepting meanwhile)
+and hands each request its slice of the outputs. While a call runs, new requests pile up, so
+under load batches fill without waiting. A small ``max_delay`` (2 ms) still pays under load:
+without it, clients split into two cohorts that take turns, each half the batch size
+(bench/bench_serving.py).
 
 - A full queue answers :class:`~evergreen.serving.errors.Unavailable` (503) at once.
 - Each request carries a deadline: a request whose deadline passes while queued is dropped
@@ -52,6 +56,8 @@ class DynamicBatcher:
             rows runs alone.
         max_delay: seconds the oldest queued request waits for others; default 0: a call
             starts as soon as a worker is free, and batches fill while the previous call runs.
+            A request arriving at an idle batcher whose recent calls saw one request each
+            runs at once whatever max_delay is.
         max_queue: most requests waiting; beyond, submit raises Unavailable. Default 1024.
         workers: calls in flight at once. Default 1.
         executor: where ``fn`` runs; default the loop's default executor.
@@ -87,6 +93,10 @@ class DynamicBatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._in_flight = 0  # model calls running
+        # Requests in a finished call plus those queued then, for the last few calls: about
+        # how many clients are sending at once, so how many are worth waiting for.
+        self._company: deque[int] = deque(maxlen=8)
+        self._free_since = 0.0  # when the latest call finished
 
     @property
     def queued(self) -> int:
@@ -125,10 +135,15 @@ class DynamicBatcher:
         future: asyncio.Future[Outputs] = loop.create_future()
         item = _Item(inputs, rows, key, deadline, future)
         assert self._wakeup is not None
-        if self.max_delay <= 0 and not self._queue and self._in_flight < self.workers:
-            # Idle, and not asked to wait for company: call at once from here, sparing the hop through a worker (it costs a loop
-            # turn, about half a millisecond at low load). Requests that come meanwhile queue
-            # and are batched by the workers when this call is done.
+        if (
+            not self._queue
+            and self._in_flight < self.workers
+            and (self.max_delay <= 0 or max(self._company, default=0) <= 1)
+        ):
+            # Idle, and no sign of company coming (not asked to wait, or recent calls saw one
+            # request each): call at once from here, sparing the hop through the dispatcher (a
+            # loop turn, about half a millisecond at low load). Requests that come meanwhile
+            # queue and are batched when this call is done.
             self._call([item], loop)
         else:
             self._queue.append(item)
@@ -200,6 +215,8 @@ class DynamicBatcher:
 
         def done(call: asyncio.Future[Outputs]) -> None:
             self._in_flight -= 1
+            self._company.append(len(batch) + len(self._queue))
+            self._free_since = time.monotonic()
             if self._wakeup is not None and self._queue:
                 self._wakeup.set()
             if call.cancelled():
@@ -221,12 +238,24 @@ class DynamicBatcher:
         return call
 
     async def _fill(self, first: _Item) -> None:
-        """Wait until enough rows are queued or the oldest request has waited max_delay."""
+        """Wait until as many requests are queued as recent calls had company (or
+        max_batch_size rows), for at most max_delay since the oldest request came or the
+        model became free, whichever is later.
+
+        Waiting from when the model became free breaks up cohorts: without it, under load
+        the clients split into two groups that take turns, each getting half the batch.
+        Waiting only for as many requests as recently came at once keeps a few clients
+        (fewer than max_batch_size) from waiting max_delay for company that never comes.
+        """
         if self.max_batch_size <= 1 or self.max_delay <= 0:
             return
         assert self._wakeup is not None
-        until = first.enqueued + self.max_delay
-        while sum(i.rows for i in self._queue) < self.max_batch_size:
+        want = max(self._company, default=0)
+        until = max(first.enqueued, self._free_since) + self.max_delay
+        while (
+            len(self._queue) < want
+            and sum(i.rows for i in self._queue) < self.max_batch_size
+        ):
             remaining = until - time.monotonic()
             if remaining <= 0:
                 return

@@ -128,6 +128,19 @@ def decode_instances(sig: Signature, instances: Any) -> dict[str, np.ndarray]:
             f"signature {sig.name!r} takes {sig.describe_inputs()}"
         )
     names = list(sig.inputs)
+    if len(names) == 1:
+        info = sig.inputs[names[0]]
+        if (
+            info.dtype == "string"
+            and info.shape is not None
+            and len(info.shape) == 1
+            and info.shape[0] is None
+            and all(type(row) is str for row in instances)
+        ):
+            # The common case of a text model, without the general walk: one string per row.
+            array = np.empty(len(instances), dtype=object)
+            array[:] = [row.encode("utf-8") for row in instances]
+            return {names[0]: array}
     columns: dict[str, list[Any]] = {name: [] for name in names}
     for i, row in enumerate(instances):
         if len(names) == 1 and not _is_named_row(row, names):

@@ -81,6 +81,27 @@ def build(
     )
 
 
+def http_stack() -> dict[str, str]:
+    """uvicorn's fastest parts that are installed: httptools' C HTTP parser instead of the
+    pure-Python h11, and uvloop instead of asyncio's default event loop. Both are project
+    dependencies; without them the server still runs, slower (about 1.3-1.5x fewer requests
+    per second on 2 cores, bench/bench_serving.py)."""
+    stack = {"http": "h11", "loop": "asyncio"}
+    try:
+        import httptools  # noqa: F401
+
+        stack["http"] = "httptools"
+    except ImportError:
+        pass
+    try:
+        import uvloop  # noqa: F401
+
+        stack["loop"] = "uvloop"
+    except ImportError:
+        pass
+    return stack
+
+
 def uvicorn_server(app: Any, settings: ServingConfig) -> Any:
     import uvicorn
 
@@ -88,6 +109,8 @@ def uvicorn_server(app: Any, settings: ServingConfig) -> Any:
         app,
         host=settings.host,
         port=settings.port,
+        **http_stack(),
+        server_header=False,  # one header less per response, and no software version to probe
         ssl_certfile=settings.tls_cert or None,
         ssl_keyfile=settings.tls_key or None,
         log_level="warning",
