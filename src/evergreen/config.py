@@ -176,7 +176,7 @@ class ServingConfig:
     tls_cert: str = ""  # PEM certificate; with tls_key, the server speaks HTTPS
     tls_key: str = ""
     max_batch_size: int = 32  # rows per model call; 1 turns batching off
-    batch_timeout_ms: float = 0.0  # how long the first queued row waits for company (0: none)
+    batch_timeout_ms: float = 2.0  # under load, how long a free model waits for a fuller batch (0: never)
     batch_threads: int = 1  # model calls in flight at once per model version and signature
     max_queue: int = 1024  # requests waiting per model version and signature; beyond: 503
     request_timeout_ms: int = 10_000  # a request still queued or running after this: 504

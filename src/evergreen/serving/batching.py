@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from evergreen.serving.errors import DeadlineExceeded, Unavailable
+from evergreen.serving.errors import BadRequest, DeadlineExceeded, Unavailable
 
 Inputs = dict[str, np.ndarray]
 Outputs = dict[str, np.ndarray]
@@ -223,6 +223,15 @@ class DynamicBatcher:
                 error: BaseException | None = Unavailable(f"{self.name}: the call was cancelled")
             else:
                 error = call.exception()
+            if _rejected_input(error):
+                if len(batch) > 1:
+                    # One request's bad input (say, bytes that are not an image) must not fail
+                    # the requests merged with it: each goes again on its own.
+                    for item in batch:
+                        if not item.future.done():
+                            self._call([item], loop)
+                    return
+                error = BadRequest(f"the model rejected the input: {_first_message(error)}")
             start = 0
             for item in batch:
                 end = start + item.rows
@@ -300,3 +309,16 @@ class DynamicBatcher:
         kept.extend(self._queue)
         self._queue = kept
         return batch
+
+
+def _rejected_input(error: BaseException | None) -> bool:
+    """TensorFlow's INVALID_ARGUMENT from inside the model: an input it cannot use."""
+    return error is not None and type(error).__name__ == "InvalidArgumentError"
+
+
+def _first_message(error: BaseException) -> str:
+    """The line of a TensorFlow error that says what was wrong, without graph node noise."""
+    text = getattr(error, "message", None) or str(error)
+    noise = ("Graph execution error", "Detected at node", "<stack traces", "[[")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(noise)]
+    return lines[0] if lines else text.strip()
