@@ -158,7 +158,9 @@ def main() -> None:
             f"{eg['tokens_computed']:>10,} {fr['tokens_computed']:>11,} {accuracy['evergreen']:>7.3f} {accuracy['full']:>8.3f}"
         )
     print("-" * len(head))
-    print("mode: Evergreen's choice that day; (kept) = the candidate was not blessed, the champion stayed")
+    print(
+        "mode: Evergreen's choice that day; (kept) = the candidate was not blessed, the champion stayed"
+    )
     later = len(sizes) - 1
     print(
         f"all days : evergreen {totals['evergreen']:.1f} s vs full retrain {totals['full']:.1f} s ({totals['full'] / totals['evergreen']:.2f}x); "

@@ -21,7 +21,7 @@ from tests.conftest import dataset, write_config
 tf = tensorflow()
 import keras  # noqa: E402
 
-MODULE = '''\
+MODULE = """\
 import keras
 
 HPARAMS = {"units": 8, "dropout": 0.1}
@@ -39,7 +39,7 @@ def build_model(schema, hparams):
     x = keras.layers.Dropout(hparams["dropout"])(x)
     outputs = keras.layers.Dense(schema.num_classes, activation="softmax")(x)
     return keras.Model(inputs, outputs, name="my_churn_model")
-'''
+"""
 
 
 FEATURIZER_MODULE = '''\
@@ -141,7 +141,11 @@ def _churn_project(folder: Path, module: str, spans: int = 2, rows: int = 300) -
 
 
 def test_config_validates_the_custom_family(tmp_path: Path) -> None:
-    raw = {"pipeline": {"name": "x"}, "data": {"pattern": "d/{SPAN}/*.csv", "label": "y"}, "train": {"family": "custom", "module": "m.py", "hparams": {"units": 3}}}
+    raw = {
+        "pipeline": {"name": "x"},
+        "data": {"pattern": "d/{SPAN}/*.csv", "label": "y"},
+        "train": {"family": "custom", "module": "m.py", "hparams": {"units": 3}},
+    }
     cfg = config_mod.from_dict(raw)
     assert cfg.train.family == "custom" and cfg.train.hparams == {"units": 3}
     assert config_mod.from_dict(cfg.to_dict()).train == cfg.train  # round trip
@@ -158,16 +162,31 @@ def test_custom_module_runs_the_loop(tmp_path: Path) -> None:
         records = TrainingLoop(project).run()
         assert [r["mode"] for r in records] == ["full", "incremental"]
         assert all(r["blessed"] for r in records)
-        model = keras.models.load_model(Path(TrainingLoop(project).champion_model().uri) / "model.keras")
+        model = keras.models.load_model(
+            Path(TrainingLoop(project).champion_model().uri) / "model.keras"
+        )
         assert model.name == "my_churn_model"
-        assert model.get_layer("hidden").units == 12  # [train.hparams] overrides the module's HPARAMS
+        assert (
+            model.get_layer("hidden").units == 12
+        )  # [train.hparams] overrides the module's HPARAMS
         saved = champion_saved_model(project)
         with open(dataset("mlc_churn.csv"), newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))[4000:4200]
-        numeric = [c for c in rows[0] if c not in ("state", "area_code", "international_plan", "voice_mail_plan", "churn")]
-        scores, labels = score_saved_model(saved, [{k: float(v) if k in numeric else v for k, v in r.items()} for r in rows])
+        numeric = [
+            c
+            for c in rows[0]
+            if c not in ("state", "area_code", "international_plan", "voice_mail_plan", "churn")
+        ]
+        scores, labels = score_saved_model(
+            saved, [{k: float(v) if k in numeric else v for k, v in r.items()} for r in rows]
+        )
         assert labels == ["no", "yes"] and scores.shape == (200, 2)
-        assert np.mean([labels[i] == r["churn"] for i, r in zip(scores.argmax(axis=1), rows, strict=True)]) >= 0.8
+        assert (
+            np.mean(
+                [labels[i] == r["churn"] for i, r in zip(scores.argmax(axis=1), rows, strict=True)]
+            )
+            >= 0.8
+        )
 
 
 @pytest.mark.slow
@@ -178,9 +197,19 @@ def test_a_module_can_bring_its_own_featurizer(tmp_path: Path) -> None:
         assert [r["mode"] for r in records] == ["full", "incremental"]
         [featurizer] = project.store.artifacts(type="Featurizer")
         assert featurizer.properties["family"] == "custom" and records[1]["rows_featurized"] == 200
-        serve = tf.saved_model.load(str(champion_saved_model(project))).signatures["serving_default"]
-        assert set(serve.structured_input_signature[1]) == {"total_day_minutes", "number_customer_service_calls", "total_intl_calls"}
-        out = serve(total_day_minutes=tf.constant([265.1]), number_customer_service_calls=tf.constant([float("nan")]), total_intl_calls=tf.constant([3.0]))
+        serve = tf.saved_model.load(str(champion_saved_model(project))).signatures[
+            "serving_default"
+        ]
+        assert set(serve.structured_input_signature[1]) == {
+            "total_day_minutes",
+            "number_customer_service_calls",
+            "total_intl_calls",
+        }
+        out = serve(
+            total_day_minutes=tf.constant([265.1]),
+            number_customer_service_calls=tf.constant([float("nan")]),
+            total_intl_calls=tf.constant([3.0]),
+        )
         assert out["scores"].shape == (1, 2)
 
 
@@ -188,15 +217,31 @@ def test_a_module_can_bring_its_own_featurizer(tmp_path: Path) -> None:
     ("source", "line", "what"),
     [
         ("import keras\n\ndef build_model(schema, hparams)\n    return None\n", 3, "syntax error"),
-        ("import keras\nUNITS = 1 / 0\n\ndef build_model(schema, hparams):\n    pass\n", 2, "ZeroDivisionError"),
-        ("import keras\n\ndef build_model(schema, hparams):\n    x = schema.inputs()\n    return keras.Model(x, undefined_name)\n", 5, "NameError"),
+        (
+            "import keras\nUNITS = 1 / 0\n\ndef build_model(schema, hparams):\n    pass\n",
+            2,
+            "ZeroDivisionError",
+        ),
+        (
+            "import keras\n\ndef build_model(schema, hparams):\n    x = schema.inputs()\n    return keras.Model(x, undefined_name)\n",
+            5,
+            "NameError",
+        ),
     ],
     ids=["syntax", "import-time", "inside-build_model"],
 )
-def test_a_broken_module_names_its_file_and_line(tmp_path: Path, source: str, line: int, what: str) -> None:
+def test_a_broken_module_names_its_file_and_line(
+    tmp_path: Path, source: str, line: int, what: str
+) -> None:
     path = tmp_path / f"broken_{line}.py"
     path.write_text(source, encoding="utf-8")
-    cfg = config_mod.from_dict({"pipeline": {"name": "x"}, "data": {"pattern": "d/{SPAN}/*.csv", "label": "y"}, "train": {"family": "custom", "module": str(path)}}).train
+    cfg = config_mod.from_dict(
+        {
+            "pipeline": {"name": "x"},
+            "data": {"pattern": "d/{SPAN}/*.csv", "label": "y"},
+            "train": {"family": "custom", "module": str(path)},
+        }
+    ).train
     family = CustomFamily(path, cfg)
     featurizer = family.new_featurizer({"a": "numeric"}, cfg) if what == "NameError" else None
     with pytest.raises(ConfigError, match=rf"{path}:{line}: .*{what}"):
@@ -206,8 +251,15 @@ def test_a_broken_module_names_its_file_and_line(tmp_path: Path, source: str, li
             family.build_model(featurizer.fit([{"a": 1.0}, {"a": 2.0}]), 2, cfg)
 
 
-def test_run_reports_a_broken_module_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = _churn_project(tmp_path / "broken", "import keras\n\n\ndef build_model(schema, hparams):\n    return keras.Sequential([\n", spans=1, rows=50)
+def test_run_reports_a_broken_module_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _churn_project(
+        tmp_path / "broken",
+        "import keras\n\n\ndef build_model(schema, hparams):\n    return keras.Sequential([\n",
+        spans=1,
+        rows=50,
+    )
     with pytest.raises(SystemExit) as exited:
         main(["run", "-c", str(config)])
     assert exited.value.code == 1

@@ -27,7 +27,10 @@ def test_each_family_fits_saves_and_loads_a_featurizer(name: str, tmp_path: Path
     featurizer.save(tmp_path / name)
     loaded = load_featurizer(tmp_path / name)
     assert type(loaded) is type(featurizer) and loaded.family == name
-    assert loaded.fingerprint() == featurizer.fingerprint() and loaded.to_dict() == featurizer.to_dict()
+    assert (
+        loaded.fingerprint() == featurizer.fingerprint()
+        and loaded.to_dict() == featurizer.to_dict()
+    )
     assert set(loaded.raw_columns().values()) <= set(types)
 
 

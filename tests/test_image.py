@@ -63,17 +63,24 @@ def test_ingest_stores_image_bytes_and_quarantines_bad_files(digits, tmp_path: P
         [outcome] = project.ingest()
         assert project.current_schema().types == {"image": "image"}  # inferred from the .png names
         assert sum(outcome.report["rows_written"].values()) == 40, outcome.report
-        reasons = sorted(r["reason"].split(":")[0] for r in quarantine_rows(project.store.artifact(project.store.spans()[0].examples_id)))
+        reasons = sorted(
+            r["reason"].split(":")[0]
+            for r in quarantine_rows(project.store.artifact(project.store.spans()[0].examples_id))
+        )
         assert reasons == ["unreadable image", "wrong type"]
         from evergreen.components.featurize import span_rows
 
-        rows = list(span_rows(project.store.artifact(project.store.spans()[0].examples_id), "train"))
+        rows = list(
+            span_rows(project.store.artifact(project.store.spans()[0].examples_id), "train")
+        )
         assert all(isinstance(r["image"], bytes) and r["image"] in images[:40] for r in rows)
 
 
 def test_featurizer_round_trips_and_decodes_like_serving(digits, tmp_path: Path) -> None:
     images, _ = digits
-    featurizer = ImageFeaturizer("image", size=16, channels=1).fit({"image": b} for b in images[:10])
+    featurizer = ImageFeaturizer("image", size=16, channels=1).fit(
+        {"image": b} for b in images[:10]
+    )
     assert ImageFeaturizer.from_dict(featurizer.to_dict()).to_dict() == featurizer.to_dict()
     featurizer.save(tmp_path / "f")
     loaded = load_featurizer(tmp_path / "f")
@@ -87,7 +94,9 @@ def test_featurizer_round_trips_and_decodes_like_serving(digits, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_digits_in_five_spans_end_to_end(digits, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_digits_in_five_spans_end_to_end(
+    digits, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     images, labels = digits
     held_out = list(range(0, len(images), 5))
     pool = [i for i in range(len(images)) if i % 5]
@@ -99,12 +108,32 @@ def test_digits_in_five_spans_end_to_end(digits, tmp_path: Path, capsys: pytest.
     config = write_config(folder, label="digit", extra=CONFIG)
     with Project(config_mod.load(config)) as project:
         records = TrainingLoop(project).run()
-        print(json.dumps([[r["mode"], r["seconds"].get("train"), r["metrics"]["candidate"]["new"]["accuracy"], r["blessed"]] for r in records]))
-        assert [r["mode"] for r in records] == ["full"] + ["incremental"] * 4, [r["reason"] for r in records]
+        print(
+            json.dumps(
+                [
+                    [
+                        r["mode"],
+                        r["seconds"].get("train"),
+                        r["metrics"]["candidate"]["new"]["accuracy"],
+                        r["blessed"],
+                    ]
+                    for r in records
+                ]
+            )
+        )
+        assert [r["mode"] for r in records] == ["full"] + ["incremental"] * 4, [
+            r["reason"] for r in records
+        ]
         for record in records[1:]:
-            examples = next(a for a in project.store.artifacts(type="Examples") if a.span == record["span"])
-            assert record["rows_featurized"] == examples.properties["rows"]  # only the new span's images
-        assert sorted(r.span for r in project.store.runs(component="featurize") if r.status == "succeeded") == [1, 2, 3, 4, 5]
+            examples = next(
+                a for a in project.store.artifacts(type="Examples") if a.span == record["span"]
+            )
+            assert (
+                record["rows_featurized"] == examples.properties["rows"]
+            )  # only the new span's images
+        assert sorted(
+            r.span for r in project.store.runs(component="featurize") if r.status == "succeeded"
+        ) == [1, 2, 3, 4, 5]
         loaded = tf.saved_model.load(str(champion_saved_model(project)))
         serve = loaded.signatures["serving_default"]
         [(name, spec)] = serve.structured_input_signature[1].items()
@@ -112,8 +141,14 @@ def test_digits_in_five_spans_end_to_end(digits, tmp_path: Path, capsys: pytest.
         out = serve(image_bytes=tf.constant([images[i] for i in held_out]))
         classes = [c.decode() for c in out["classes"].numpy()[0]]
         predicted = [classes[k] for k in out["scores"].numpy().argmax(axis=1)]
-        accuracy = float(np.mean([p == labels[i] for p, i in zip(predicted, held_out, strict=True)]))
-        label = loaded.signatures["classify"](image_bytes=tf.constant([images[held_out[0]]]))["label"].numpy()[0].decode()
+        accuracy = float(
+            np.mean([p == labels[i] for p, i in zip(predicted, held_out, strict=True)])
+        )
+        label = (
+            loaded.signatures["classify"](image_bytes=tf.constant([images[held_out[0]]]))["label"]
+            .numpy()[0]
+            .decode()
+        )
         assert label == predicted[0]
         # `evergreen predict` takes image files for an image champion.
         png = folder / "data" / "span-1" / "img" / "00000.png"
@@ -134,7 +169,11 @@ def test_init_image_template_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     result = CliRunner().invoke(cli, ["init", "pics", "--template", "image"])
     assert result.exit_code == 0, result.output
     cfg = config_mod.load(tmp_path / "pics" / "evergreen.toml")
-    assert cfg.train.family == "image" and cfg.data.features == {"image": "image"} and cfg.train.image_channels == 3
+    assert (
+        cfg.train.family == "image"
+        and cfg.data.features == {"image": "image"}
+        and cfg.train.image_channels == 3
+    )
 
 
 def test_folders_per_label_are_a_span_format(digits, tmp_path: Path) -> None:
@@ -145,16 +184,24 @@ def test_folders_per_label_are_a_span_format(digits, tmp_path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(images[i])
     config = folder / "evergreen.toml"
-    config.write_text('[pipeline]\nname = "folders"\n\n[data]\npattern = "data/span-{SPAN}/*/*.png"\nlabel = "label"\n' + CONFIG, encoding="utf-8")
+    config.write_text(
+        '[pipeline]\nname = "folders"\n\n[data]\npattern = "data/span-{SPAN}/*/*.png"\nlabel = "label"\n'
+        + CONFIG,
+        encoding="utf-8",
+    )
     cfg = config_mod.load(config)
     assert cfg.data.format == "images"  # from the pattern's extension
     with Project(cfg) as project:
         [outcome] = project.ingest()
         assert outcome.status == "validated" and sum(outcome.report["rows_written"].values()) == 30
         schema = project.current_schema()
-        assert schema.types == {"image": "image"} and set(schema.label_domain) == {f"digit-{d}" for d in labels[:30]}
+        assert schema.types == {"image": "image"} and set(schema.label_domain) == {
+            f"digit-{d}" for d in labels[:30]
+        }
         from evergreen.components.featurize import span_rows
 
         examples = project.store.artifact(project.store.spans()[0].examples_id)
         rows = [r for split in ("train", "eval") for r in span_rows(examples, split)]
-        assert sorted((r["label"], r["image"]) for r in rows) == sorted((f"digit-{labels[i]}", images[i]) for i in range(30))
+        assert sorted((r["label"], r["image"]) for r in rows) == sorted(
+            (f"digit-{labels[i]}", images[i]) for i in range(30)
+        )

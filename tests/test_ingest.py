@@ -190,7 +190,11 @@ def test_metadata_store_is_inside_root(fine_foods_project: dict) -> None:
 
 def test_date_pattern_makes_one_span_per_day_in_date_order(tmp_path: Path) -> None:
     header, rows = read_csv(dataset("fine_foods_train.csv"))
-    for day, part in (("2026-11-24", rows[:300]), ("2026-11-25", rows[300:600]), ("2025-12-31", rows[600:900])):
+    for day, part in (
+        ("2026-11-24", rows[:300]),
+        ("2026-11-25", rows[300:600]),
+        ("2025-12-31", rows[600:900]),
+    ):
         write_csv(tmp_path / "data" / f"{day}.csv", header, part)
     config = tmp_path / "evergreen.toml"
     config.write_text(
@@ -203,5 +207,8 @@ def test_date_pattern_makes_one_span_per_day_in_date_order(tmp_path: Path) -> No
         assert [o.span for o in outcomes] == [20251231, 20261124, 20261125]
         assert all(o.status == "validated" for o in outcomes)
     (tmp_path / "data" / "2026-13-01.csv").write_text("product,review,score\n", encoding="utf-8")
-    with Project(config_mod.load(config)) as project, pytest.raises(DataError, match=r"2026-13-01.*not a calendar date"):
+    with (
+        Project(config_mod.load(config)) as project,
+        pytest.raises(DataError, match=r"2026-13-01.*not a calendar date"),
+    ):
         project.ingest()

@@ -23,16 +23,22 @@ def _spans(project: Path) -> Path:
     header, rows = read_csv(dataset("fine_foods_train.csv"))
     start = 0
     for number, size in enumerate(SIZES, start=1):
-        write_csv(project / "data" / f"span-{number}" / "reviews.csv", header, rows[start : start + size])
+        write_csv(
+            project / "data" / f"span-{number}" / "reviews.csv", header, rows[start : start + size]
+        )
         start += size
-    return write_config(project, label="score", features={"product": "categorical", "review": "text"})
+    return write_config(
+        project, label="score", features={"product": "categorical", "review": "text"}
+    )
 
 
 def _test_accuracy(saved_model: Path) -> float:
     with open(dataset("fine_foods_test.csv"), newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     scores, labels = score_saved_model(saved_model, [r["review"] for r in rows])
-    return float(np.mean([labels[i] == r["score"] for i, r in zip(scores.argmax(axis=1), rows, strict=True)]))
+    return float(
+        np.mean([labels[i] == r["score"] for i, r in zip(scores.argmax(axis=1), rows, strict=True)])
+    )
 
 
 def _independent_token_count(featurizer_dir: str, texts: list[str]) -> int:
@@ -52,14 +58,25 @@ def test_incremental_loop_matches_full_retrain(tmp_path: Path) -> None:
         featurizer = project.store.artifact(int(loop.champion_model().properties["featurizer"]))
         for record in records[1:]:
             # Only the new span's rows are tokenized: checked against an independent count.
-            examples = next(a for a in project.store.artifacts(type="Examples") if a.span == record["span"])
+            examples = next(
+                a for a in project.store.artifacts(type="Examples") if a.span == record["span"]
+            )
             from evergreen.components.featurize import span_texts
 
-            texts = span_texts(examples, "train", "review")[0] + span_texts(examples, "eval", "review")[0]
-            [run] = [r for r in project.store.runs(component="featurize") if r.span == record["span"]]
+            texts = (
+                span_texts(examples, "train", "review")[0]
+                + span_texts(examples, "eval", "review")[0]
+            )
+            [run] = [
+                r for r in project.store.runs(component="featurize") if r.span == record["span"]
+            ]
             ledger = run.summary
-            assert ledger["tokens_computed"] + ledger["tokens_reused"] == _independent_token_count(featurizer.uri, texts)
-            assert record["tokens_computed"] == ledger["tokens_computed"] > 0  # nothing else was tokenized
+            assert ledger["tokens_computed"] + ledger["tokens_reused"] == _independent_token_count(
+                featurizer.uri, texts
+            )
+            assert (
+                record["tokens_computed"] == ledger["tokens_computed"] > 0
+            )  # nothing else was tokenized
             assert ledger["rows_featurized"] + ledger["rows_reused"] == len(texts)
             assert record["tokens_reused"] > record["tokens_computed"]  # the history is reused
             assert sum(record["seconds"].values()) < sum(records[0]["seconds"].values())
@@ -82,7 +99,9 @@ def test_incremental_loop_matches_full_retrain(tmp_path: Path) -> None:
         [model] = project.store.artifacts(type="Model")
         assert model.properties["mode"] == "full" and model.properties["spans"] == [1, 2, 3, 4, 5]
         full = _test_accuracy(champion_saved_model(project))
-    print(f"fine foods test accuracy: incremental champion {incremental:.4f}, full retrain {full:.4f}")
+    print(
+        f"fine foods test accuracy: incremental champion {incremental:.4f}, full retrain {full:.4f}"
+    )
     assert incremental >= 0.75
     assert abs(full - incremental) <= 0.015
 
@@ -116,10 +135,16 @@ def test_heavy_drift_switches_the_loop_to_a_full_retrain(tmp_path: Path) -> None
     header, rows = read_csv(dataset("fine_foods_train.csv"))
     project_dir = tmp_path / "reviews"
     for number in (1, 2, 3):
-        write_csv(project_dir / "data" / f"span-{number}" / "reviews.csv", header, rows[(number - 1) * 800 : number * 800])
+        write_csv(
+            project_dir / "data" / f"span-{number}" / "reviews.csv",
+            header,
+            rows[(number - 1) * 800 : number * 800],
+        )
     # Span 4 changes domain: support tickets, a vocabulary the reviews never used.
     write_csv(project_dir / "data" / "span-4" / "reviews.csv", header, ticket_rows(800, 0.65))
-    config = write_config(project_dir, label="score", features={"product": "categorical", "review": "text"})
+    config = write_config(
+        project_dir, label="score", features={"product": "categorical", "review": "text"}
+    )
     with Project(config_mod.load(config)) as project:
         records = TrainingLoop(project).run()
     assert [r["mode"] for r in records] == ["full", "incremental", "incremental", "full"]

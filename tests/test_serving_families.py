@@ -35,7 +35,10 @@ def _served(project_config: Path) -> Iterator[tuple[httpx.Client, str, Path]]:
         name, champion = project.config.name, champion_saved_model(project)
         registry = project.config.registry_dir
     settings = ServingConfig(port=0, audit_log=os.devnull)
-    with ServerThread(build(registry, settings), settings) as running, httpx.Client(base_url=running.url, timeout=60) as client:
+    with (
+        ServerThread(build(registry, settings), settings) as running,
+        httpx.Client(base_url=running.url, timeout=60) as client,
+    ):
         yield client, name, champion
 
 
@@ -43,7 +46,9 @@ def _served(project_config: Path) -> Iterator[tuple[httpx.Client, str, Path]]:
 def test_tabular_champion_answers_raw_json_rows(tmp_path: Path) -> None:
     header, raw = read_csv(dataset("mlc_churn.csv"))
     write_csv(tmp_path / "churn" / "data" / "span-1" / "churn.csv", header, raw[:800])
-    config = write_config(tmp_path / "churn", label=LABEL, extra='[train]\nfamily = "tabular"\nepochs = 3\n')
+    config = write_config(
+        tmp_path / "churn", label=LABEL, extra='[train]\nfamily = "tabular"\nepochs = 3\n'
+    )
     rows = _typed([dict(zip(header, r, strict=True)) for r in raw[4000:4016]])
     features = [{k: v for k, v in r.items() if k != LABEL} for r in rows]
     features[0]["state"] = "ZZ"  # a category never seen: the OOV bucket, not an error
@@ -58,7 +63,17 @@ def test_tabular_champion_answers_raw_json_rows(tmp_path: Path) -> None:
         columns = {c: [f[c] for f in features[:3]] for c in features[0]}
         v2 = client.post(
             f"/v2/models/{name}/infer",
-            json={"inputs": [{"name": c, "shape": [3], "datatype": "BYTES" if c in CATEGORICAL else "FP32", "data": v} for c, v in columns.items()]},
+            json={
+                "inputs": [
+                    {
+                        "name": c,
+                        "shape": [3],
+                        "datatype": "BYTES" if c in CATEGORICAL else "FP32",
+                        "data": v,
+                    }
+                    for c, v in columns.items()
+                ]
+            },
         )
         assert v2.status_code == 200, v2.text
         scores = next(o for o in v2.json()["outputs"] if o["name"] == "scores")
@@ -74,7 +89,9 @@ def test_image_champion_answers_base64_png(digits, tmp_path: Path) -> None:  # n
     images, labels = digits
     folder = tmp_path / "digits"
     image_span(folder, 1, images[:400], labels[:400], 0)
-    config = write_config(folder, label="digit", extra=IMAGE_CONFIG.replace("epochs = 15", "epochs = 4"))
+    config = write_config(
+        folder, label="digit", extra=IMAGE_CONFIG.replace("epochs = 15", "epochs = 4")
+    )
     with _served(config) as (client, name, champion):
         sample = images[1500:1508]
         instances = [{"b64": base64.b64encode(png).decode()} for png in sample]
@@ -83,11 +100,26 @@ def test_image_champion_answers_base64_png(digits, tmp_path: Path) -> None:  # n
         served = np.array([p["scores"] for p in r.json()["predictions"]])
         expected, _ = score_saved_model(champion, [{"image": png} for png in sample])
         assert np.allclose(served, expected, atol=1e-5)
-        garbage = client.post(f"/v1/models/{name}:predict", json={"instances": [{"b64": "bm90IGFuIGltYWdl"}]})
+        garbage = client.post(
+            f"/v1/models/{name}:predict", json={"instances": [{"b64": "bm90IGFuIGltYWdl"}]}
+        )
         assert garbage.status_code == 400, garbage.text
-        assert "rejected the input" in garbage.json()["error"] and "image file format" in garbage.json()["error"]
+        assert (
+            "rejected the input" in garbage.json()["error"]
+            and "image file format" in garbage.json()["error"]
+        )
         # Merged with good requests, a bad one fails alone.
         with ThreadPoolExecutor(8) as pool:
-            bodies = [{"instances": [{"b64": "bm90IGFuIGltYWdl"}]} if i % 4 == 0 else {"instances": instances[:2]} for i in range(16)]
-            codes = list(pool.map(lambda body: client.post(f"/v1/models/{name}:predict", json=body).status_code, bodies))
+            bodies = [
+                {"instances": [{"b64": "bm90IGFuIGltYWdl"}]}
+                if i % 4 == 0
+                else {"instances": instances[:2]}
+                for i in range(16)
+            ]
+            codes = list(
+                pool.map(
+                    lambda body: client.post(f"/v1/models/{name}:predict", json=body).status_code,
+                    bodies,
+                )
+            )
         assert codes == [400 if i % 4 == 0 else 200 for i in range(16)]

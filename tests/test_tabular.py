@@ -34,7 +34,9 @@ def _churn() -> tuple[list[str], list[dict[str, str]]]:
 
 
 def _typed(rows: list[dict[str, str]]) -> list[dict[str, object]]:
-    return [{k: (v if k in CATEGORICAL or k == LABEL else float(v)) for k, v in r.items()} for r in rows]
+    return [
+        {k: (v if k in CATEGORICAL or k == LABEL else float(v)) for k, v in r.items()} for r in rows
+    ]
 
 
 def _numeric(header: list[str]) -> list[str]:
@@ -53,7 +55,9 @@ def test_featurizer_round_trips_and_is_frozen(fitted, tmp_path: Path) -> None:
     assert TabularFeaturizer.from_dict(featurizer.to_dict()).to_dict() == featurizer.to_dict()
     featurizer.save(tmp_path / "f")
     loaded = load_featurizer(tmp_path / "f")  # the folder names its family
-    assert isinstance(loaded, TabularFeaturizer) and loaded.fingerprint() == featurizer.fingerprint()
+    assert (
+        isinstance(loaded, TabularFeaturizer) and loaded.fingerprint() == featurizer.fingerprint()
+    )
     for name, array in featurizer.transform(rows[:50]).items():
         assert np.array_equal(array, loaded.transform(rows[:50])[name]), name
     # max_categories caps the state vocabulary (51 states in churn) at the 20 most frequent.
@@ -74,7 +78,9 @@ def test_unseen_and_missing_values_go_to_oov_and_zero(fitted) -> None:
     out = featurizer.transform([common, odd])
     assert out["cat_0"][1, 0] == 0 and out["cat_0"][0, 0] > 0  # unseen state: OOV id 0
     assert out["cat_2"][1, 0] == 0  # missing category: OOV
-    assert out["numeric"][1, 0] == 0.0 and out["missing"][1, 0] == 1.0 and out["missing"][0, 0] == 0.0
+    assert (
+        out["numeric"][1, 0] == 0.0 and out["missing"][1, 0] == 1.0 and out["missing"][0, 0] == 0.0
+    )
     z = (rows[0][numeric[1]] - featurizer.mean_[1]) / featurizer.std_[1]
     assert math.isclose(out["numeric"][0, 1], z, rel_tol=1e-5)
     known = [r for r in rows if r["state"] in featurizer.vocabularies_[0]][:200]
@@ -89,18 +95,32 @@ def test_export_takes_one_raw_tensor_per_column(fitted, tmp_path: Path) -> None:
     labels = ["no", "yes"]
     model = compile_model(build_model(featurizer, 2, hidden_units=16))
     arrays = featurizer.transform(rows)
-    model.fit(arrays, np.array([labels.index(r[LABEL]) for r in rows]), epochs=1, batch_size=128, verbose=0)
+    model.fit(
+        arrays,
+        np.array([labels.index(r[LABEL]) for r in rows]),
+        epochs=1,
+        batch_size=128,
+        verbose=0,
+    )
     export = export_serving_model(featurizer, model, labels, tmp_path / "sm")
     loaded = tf.saved_model.load(str(export))
     serve = loaded.signatures["serving_default"]
     specs = serve.structured_input_signature[1]
     assert set(specs) == set(featurizer.numeric) | set(CATEGORICAL)
-    assert all(specs[c].dtype == tf.float32 and specs[c].shape.as_list() == [None] for c in featurizer.numeric)
-    assert all(specs[c].dtype == tf.string and specs[c].shape.as_list() == [None] for c in CATEGORICAL)
+    assert all(
+        specs[c].dtype == tf.float32 and specs[c].shape.as_list() == [None]
+        for c in featurizer.numeric
+    )
+    assert all(
+        specs[c].dtype == tf.string and specs[c].shape.as_list() == [None] for c in CATEGORICAL
+    )
     # A TF-Serving-style JSON row, mapped column by column onto the signature (null → NaN / "").
     row = json.loads(json.dumps(rows[3]))
     row[featurizer.numeric[0]] = None
-    feed = {c: tf.constant([np.nan if row[c] is None else row[c]], tf.float32) for c in featurizer.numeric}
+    feed = {
+        c: tf.constant([np.nan if row[c] is None else row[c]], tf.float32)
+        for c in featurizer.numeric
+    }
     feed.update({c: tf.constant([row[c] or ""]) for c in CATEGORICAL})
     served = serve(**feed)["scores"].numpy()
     expected = model.predict(featurizer.transform([row]), verbose=0)
@@ -109,7 +129,9 @@ def test_export_takes_one_raw_tensor_per_column(fitted, tmp_path: Path) -> None:
     assert classified["label"].numpy()[0].decode() == labels[int(expected.argmax())]
     # The generic feeder used by evaluation gives the same scores for whole rows.
     scores, names = score_saved_model(export, rows[:64])
-    assert names == labels and np.allclose(scores, model.predict(featurizer.transform(rows[:64]), verbose=0), atol=1e-5)
+    assert names == labels and np.allclose(
+        scores, model.predict(featurizer.transform(rows[:64]), verbose=0), atol=1e-5
+    )
 
 
 def _write_span(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
@@ -120,7 +142,12 @@ def _write_span(path: Path, header: list[str], rows: list[dict[str, str]]) -> No
         writer.writerows(rows)
 
 
-def _project(folder: Path, header: list[str], spans: list[list[dict[str, str]]], monkeypatch: pytest.MonkeyPatch) -> Path:
+def _project(
+    folder: Path,
+    header: list[str],
+    spans: list[list[dict[str, str]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
     monkeypatch.chdir(folder.parent)
     result = CliRunner().invoke(cli, ["init", folder.name, "--template", "tabular"])
     assert result.exit_code == 0, result.output
@@ -131,11 +158,15 @@ def _project(folder: Path, header: list[str], spans: list[list[dict[str, str]]],
 
 def _accuracy(saved_model: Path, rows: list[dict[str, str]]) -> float:
     scores, labels = score_saved_model(saved_model, _typed(rows))
-    return float(np.mean([labels[i] == r[LABEL] for i, r in zip(scores.argmax(axis=1), rows, strict=True)]))
+    return float(
+        np.mean([labels[i] == r[LABEL] for i, r in zip(scores.argmax(axis=1), rows, strict=True)])
+    )
 
 
 @pytest.mark.slow
-def test_churn_in_five_spans_matches_a_full_retrain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_churn_in_five_spans_matches_a_full_retrain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     header, rows = _churn()
     held_out = rows[::5]  # 1,000 rows no model sees
     pool = [r for i, r in enumerate(rows) if i % 5]
@@ -144,8 +175,22 @@ def test_churn_in_five_spans_matches_a_full_retrain(tmp_path: Path, monkeypatch:
     result = CliRunner().invoke(cli, ["run", "-c", str(config), "--json"])
     assert result.exit_code == 0, result.output
     records = json.loads(result.stdout)
-    print(json.dumps([[r["mode"], r["seconds"], r["metrics"]["candidate"].get("historic", {}).get("accuracy"), r["blessed"]] for r in records]))
-    assert [r["mode"] for r in records] == ["full"] + ["incremental"] * 4, [r["reason"] for r in records]
+    print(
+        json.dumps(
+            [
+                [
+                    r["mode"],
+                    r["seconds"],
+                    r["metrics"]["candidate"].get("historic", {}).get("accuracy"),
+                    r["blessed"],
+                ]
+                for r in records
+            ]
+        )
+    )
+    assert [r["mode"] for r in records] == ["full"] + ["incremental"] * 4, [
+        r["reason"] for r in records
+    ]
     with Project(config_mod.load(config)) as project:
         store = project.store
         [fit] = store.runs(component="fit-featurizer")  # fit once, frozen for every increment
@@ -154,7 +199,9 @@ def test_churn_in_five_spans_matches_a_full_retrain(tmp_path: Path, monkeypatch:
             examples = next(a for a in store.artifacts(type="Examples") if a.span == record["span"])
             # Only the new span is featurized; the history's featurized shards are reused.
             assert record["rows_featurized"] == examples.properties["rows"]
-            assert record["rows_reused"] == sum(r["rows_new"] for r in records if r["span"] < record["span"])
+            assert record["rows_reused"] == sum(
+                r["rows_new"] for r in records if r["span"] < record["span"]
+            )
             assert record["tokens_computed"] == 0
         assert sum(1 for r in store.runs(component="featurize") if r.status == "succeeded") == 5
         incremental = _accuracy(champion_saved_model(project), held_out)
@@ -172,6 +219,8 @@ def test_churn_in_five_spans_matches_a_full_retrain(tmp_path: Path, monkeypatch:
     assert [r["mode"] for r in json.loads(result.stdout)] == ["full"]
     with Project(config_mod.load(full_config)) as project:
         full = _accuracy(champion_saved_model(project), held_out)
-    print(f"churn held-out accuracy: incremental champion {incremental:.4f}, full retrain {full:.4f}")
+    print(
+        f"churn held-out accuracy: incremental champion {incremental:.4f}, full retrain {full:.4f}"
+    )
     assert incremental >= 0.88  # the majority class alone scores about 0.86
     assert abs(full - incremental) <= 0.01

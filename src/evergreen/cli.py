@@ -228,13 +228,20 @@ def lineage(
 @_config_option
 @_root_option
 @_metadata_option
-@click.option("--full", is_flag=True, help="Retrain from scratch (refit the featurizer) on all spans.")
+@click.option(
+    "--full", is_flag=True, help="Retrain from scratch (refit the featurizer) on all spans."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per span.")
-def run(config_path: str, root: str | None, metadata_url: str | None, full: bool, as_json: bool) -> None:
+def run(
+    config_path: str, root: str | None, metadata_url: str | None, full: bool, as_json: bool
+) -> None:
     """Every new span: ingest → validate → featurize → train → evaluate → push."""
     from evergreen.loop import TrainingLoop, dumps
 
-    with _project(config_path, root, metadata_url) as project, _progress(enabled=not as_json) as progress:
+    with (
+        _project(config_path, root, metadata_url) as project,
+        _progress(enabled=not as_json) as progress,
+    ):
         records = TrainingLoop(project).run(full=full, progress=progress)
         reports = [r["report"] for r in records]  # the loop saves each record and its report
     if as_json:
@@ -255,10 +262,27 @@ def run(config_path: str, root: str | None, metadata_url: str | None, full: bool
 @_config_option
 @_root_option
 @_metadata_option
-@click.option("--model", "model_path", required=True, type=click.Path(exists=True), help="A .keras file trained elsewhere (inputs named after raw columns, softmax output).")
-@click.option("--labels", default=None, help="Comma-separated labels in the model's output order (default: the sorted label classes).")
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    type=click.Path(exists=True),
+    help="A .keras file trained elsewhere (inputs named after raw columns, softmax output).",
+)
+@click.option(
+    "--labels",
+    default=None,
+    help="Comma-separated labels in the model's output order (default: the sorted label classes).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the adoption record as JSON.")
-def adopt(config_path: str, root: str | None, metadata_url: str | None, model_path: str, labels: str | None, as_json: bool) -> None:
+def adopt(
+    config_path: str,
+    root: str | None,
+    metadata_url: str | None,
+    model_path: str,
+    labels: str | None,
+    as_json: bool,
+) -> None:
     """Adopt a model trained elsewhere: evaluate it, publish it as champion, keep it fresh.
 
     The model takes raw columns (inputs named after them) and returns class probabilities;
@@ -267,7 +291,9 @@ def adopt(config_path: str, root: str | None, metadata_url: str | None, model_pa
     from evergreen.loop import TrainingLoop, dumps
 
     with _project(config_path, root, metadata_url) as project:
-        record = TrainingLoop(project).adopt(Path(model_path), labels.split(",") if labels else None)
+        record = TrainingLoop(project).adopt(
+            Path(model_path), labels.split(",") if labels else None
+        )
     if as_json:
         out.print_json(dumps([record]))
         return
@@ -278,7 +304,18 @@ def print_run_table(records: list[dict[str, Any]]) -> None:
     if not records:
         out.print("nothing new to train on")
         return
-    table = Table("span", "mode", "rows new/total", "rows featurized/reused", "tokens computed/reused", "seconds", "cand. acc new/hist", "champ. acc new/hist", "blessed", "version")
+    table = Table(
+        "span",
+        "mode",
+        "rows new/total",
+        "rows featurized/reused",
+        "tokens computed/reused",
+        "seconds",
+        "cand. acc new/hist",
+        "champ. acc new/hist",
+        "blessed",
+        "version",
+    )
     for r in records:
         cand, champ = r["metrics"]["candidate"], r["metrics"]["champion"]
         table.add_row(
@@ -295,7 +332,10 @@ def print_run_table(records: list[dict[str, Any]]) -> None:
         )
     out.print(table)
     for r in records:
-        out.print(f"span {r['span']}: {r['mode']} ({escape(r['reason'])}); " + escape("; ".join(r["verdict"])))
+        out.print(
+            f"span {r['span']}: {r['mode']} ({escape(r['reason'])}); "
+            + escape("; ".join(r["verdict"]))
+        )
 
 
 def _acc(side: dict[str, Any]) -> str:
@@ -331,9 +371,17 @@ def report(
 @_config_option
 @_root_option
 @click.argument("texts", nargs=-1, required=True, metavar="INPUTS...")
-@click.option("--version", "version", type=int, default=None, help="A registry version (default: the champion).")
+@click.option(
+    "--version",
+    "version",
+    type=int,
+    default=None,
+    help="A registry version (default: the champion).",
+)
 @click.option("--json", "as_json", is_flag=True)
-def predict(config_path: str, root: str | None, texts: tuple[str, ...], version: int | None, as_json: bool) -> None:
+def predict(
+    config_path: str, root: str | None, texts: tuple[str, ...], version: int | None, as_json: bool
+) -> None:
     """Classify raw inputs with the champion (or --version) SavedModel.
 
     Each argument is a text (text models), an image file (image models), or a JSON object of
@@ -353,18 +401,31 @@ def predict(config_path: str, root: str | None, texts: tuple[str, ...], version:
         for arg in texts:
             if inputs == ["image_bytes"]:
                 if not Path(arg).is_file():
-                    raise DataError(f"{arg!r} is not an image file; this model takes image files (PNG, JPEG, GIF, BMP)")
+                    raise DataError(
+                        f"{arg!r} is not an image file; this model takes image files (PNG, JPEG, GIF, BMP)"
+                    )
                 rows.append(Path(arg).read_bytes())
                 continue
             try:
                 row = json.loads(arg)
             except json.JSONDecodeError as e:
-                raise DataError(f"{arg[:80]!r} is not a JSON object of raw columns ({e}); this model takes e.g. '{{\"{inputs[0]}\": ...}}'") from None
+                raise DataError(
+                    f"{arg[:80]!r} is not a JSON object of raw columns ({e}); this model takes e.g. '{{\"{inputs[0]}\": ...}}'"
+                ) from None
             if not isinstance(row, dict):
-                raise DataError(f"{arg[:80]!r} is not a JSON object; this model takes columns {', '.join(inputs)}")
+                raise DataError(
+                    f"{arg[:80]!r} is not a JSON object; this model takes columns {', '.join(inputs)}"
+                )
             rows.append(row)
         scores, labels = feed_saved_model(path, rows)
-        results = [{"label": labels[int(s.argmax())], "score": float(s.max()), "scores": dict(zip(labels, map(float, s), strict=True))} for s in scores]
+        results = [
+            {
+                "label": labels[int(s.argmax())],
+                "score": float(s.max()),
+                "scores": dict(zip(labels, map(float, s), strict=True)),
+            }
+            for s in scores
+        ]
     if as_json:
         out.print_json(json.dumps({"version": int(path.name), "predictions": results}))
         return
@@ -385,7 +446,16 @@ def history(config_path: str, root: str | None, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(versions, default=str))
         return
-    table = Table("version", "champion", "mode", "spans", "acc new", "acc historic", "tokens computed/reused", "created")
+    table = Table(
+        "version",
+        "champion",
+        "mode",
+        "spans",
+        "acc new",
+        "acc historic",
+        "tokens computed/reused",
+        "created",
+    )
     for v in versions:
         metrics = v["metrics"] or {}
         cost = v["cost"] or {}
@@ -414,31 +484,57 @@ def rollback(config_path: str, root: str | None, version: int) -> None:
     from evergreen.registry import Registry
 
     with _project(config_path, root) as project:
-        moved = Registry(project.config.registry_dir).rollback(project.config.name, version, reason="evergreen rollback")
+        moved = Registry(project.config.registry_dir).rollback(
+            project.config.name, version, reason="evergreen rollback"
+        )
     out.print(f"champion is now version {moved}")
 
 
 @cli.command()
 @_config_option
 @_root_option
-@click.option("--registry", "registry_dir", default=None, type=click.Path(file_okay=False),
-              help="Serve this registry folder instead of the config's (no config needed).")
+@click.option(
+    "--registry",
+    "registry_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Serve this registry folder instead of the config's (no config needed).",
+)
 @click.option("--host", default=None, help="Address to bind (serving.host; default 127.0.0.1).")
 @click.option("--port", default=None, type=int, help="Port (serving.port; default 8501).")
-@click.option("--api-key-file", default=None, type=click.Path(dir_okay=False),
-              help="File of API keys, one KEY or NAME:KEY a line (also: env serving.api_key_env).")
+@click.option(
+    "--api-key-file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="File of API keys, one KEY or NAME:KEY a line (also: env serving.api_key_env).",
+)
 @click.option("--tls-cert", default=None, help="PEM certificate for HTTPS (serving.tls_cert).")
 @click.option("--tls-key", default=None, help="PEM private key for HTTPS (serving.tls_key).")
-@click.option("--max-batch-size", default=None, type=int, help="Rows per model call; 1: batching off.")
-@click.option("--batch-timeout-ms", default=None, type=float, help="Longest wait for a batch to fill.")
+@click.option(
+    "--max-batch-size", default=None, type=int, help="Rows per model call; 1: batching off."
+)
+@click.option(
+    "--batch-timeout-ms", default=None, type=float, help="Longest wait for a batch to fill."
+)
 @click.option("--batch-threads", default=None, type=int, help="Model calls in flight per version.")
-@click.option("--canary-percent", default=None, type=float, help="Share of traffic for the 'canary' label.")
-@click.option("--request-log", "request_log", default=None, type=click.Path(file_okay=False),
-              help="Folder for sampled request rows (default with a config: ROOT/serving/requests).")
-@click.option("--request-log-sample-rate", default=None, type=float, help="Fraction of rows logged.")
+@click.option(
+    "--canary-percent", default=None, type=float, help="Share of traffic for the 'canary' label."
+)
+@click.option(
+    "--request-log",
+    "request_log",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Folder for sampled request rows (default with a config: ROOT/serving/requests).",
+)
+@click.option(
+    "--request-log-sample-rate", default=None, type=float, help="Fraction of rows logged."
+)
 @click.option("--audit-log", default=None, help="Audit log file (default: standard error).")
 @click.pass_context
-def serve(ctx: click.Context, config_path: str, root: str | None, registry_dir: str | None, **flags: Any) -> None:
+def serve(
+    ctx: click.Context, config_path: str, root: str | None, registry_dir: str | None, **flags: Any
+) -> None:
     """Serve the registry's models: TF Serving REST (/v1), Open Inference Protocol (/v2), /metrics."""
     from evergreen.registry import Registry
     from evergreen.serving import ApiKeys, build
@@ -452,12 +548,23 @@ def serve(ctx: click.Context, config_path: str, root: str | None, registry_dir: 
     for key in ("tls_cert", "tls_key", "audit_log"):  # relative to the config file's folder
         if base.get(key):
             base[key] = str(config.resolve(base[key]))  # type: ignore[union-attr]
-    overrides = {key: value for key, value in flags.items() if value is not None and key not in ("api_key_file", "request_log")}
+    overrides = {
+        key: value
+        for key, value in flags.items()
+        if value is not None and key not in ("api_key_file", "request_log")
+    }
     settings = config_mod.serving_from_dict({**base, **overrides}, source="evergreen serve")
     registry = Path(registry_dir) if registry_dir else config.registry_dir  # type: ignore[union-attr]
-    request_log = flags["request_log"] or (str(config.root / "serving" / "requests") if config else None)
+    request_log = flags["request_log"] or (
+        str(config.root / "serving" / "requests") if config else None
+    )
     keys = ApiKeys.load(settings.api_key_env, flags["api_key_file"])
-    app = build(registry, settings, api_keys=keys, request_log_dir=Path(request_log) if request_log else None)
+    app = build(
+        registry,
+        settings,
+        api_keys=keys,
+        request_log_dir=Path(request_log) if request_log else None,
+    )
     scheme = "https" if settings.tls_cert else "http"
     models = ", ".join(Registry(registry).models()) or "none yet"
     out.print(

@@ -122,14 +122,18 @@ class TrainConfig:
     learning_rate: float = 1e-3
     incremental_learning_rate: float = 3e-4
     replay_rows: int = 2000  # cap on rows of earlier spans replayed in an incremental run
-    replay_ratio: float = 1.0  # replayed rows per new row (the cost stays proportional to the new data)
+    replay_ratio: float = (
+        1.0  # replayed rows per new row (the cost stays proportional to the new data)
+    )
     freeze_lower_layers: int = 0
     full_every: int = 0  # a full retrain after this many increments (0: never by count)
     max_unknown_rate: float = 0.25  # above this unknown-token rate on a new span: full retrain
     holdout_rows: int = 2000  # cap on the historic holdout (eval splits of earlier spans)
     max_historic_regression: float = 0.005  # the forgetting guard, in accuracy
     max_new_regression: float = 0.02  # guard on the new span's eval split, in accuracy
-    guard_confidence: float = 0.95  # a drop counts only beyond the eval sets' noise at this level (0: exact)
+    guard_confidence: float = (
+        0.95  # a drop counts only beyond the eval sets' noise at this level (0: exact)
+    )
     seed: int = 0
 
 
@@ -176,7 +180,9 @@ class ServingConfig:
     tls_cert: str = ""  # PEM certificate; with tls_key, the server speaks HTTPS
     tls_key: str = ""
     max_batch_size: int = 32  # rows per model call; 1 turns batching off
-    batch_timeout_ms: float = 2.0  # under load, how long a free model waits for a fuller batch (0: never)
+    batch_timeout_ms: float = (
+        2.0  # under load, how long a free model waits for a fuller batch (0: never)
+    )
     batch_threads: int = 1  # model calls in flight at once per model version and signature
     max_queue: int = 1024  # requests waiting per model version and signature; beyond: 503
     request_timeout_ms: int = 10_000  # a request still queued or running after this: 504
@@ -427,8 +433,20 @@ def _train(v: _Validator, raw: Mapping[str, Any]) -> TrainConfig:
         elif isinstance(default, str):
             values[name] = v.string(raw, key) or default
         elif isinstance(default, int):
-            values[name] = v.integer(raw, key, default, minimum=0 if name in ("full_every", "freeze_lower_layers", "seed", "replay_rows") else 1)
-        elif name.startswith("max_") or name == "guard_confidence" or name.endswith("_rate") and "learning" not in name:
+            values[name] = v.integer(
+                raw,
+                key,
+                default,
+                minimum=0
+                if name in ("full_every", "freeze_lower_layers", "seed", "replay_rows")
+                else 1,
+            )
+        elif (
+            name.startswith("max_")
+            or name == "guard_confidence"
+            or name.endswith("_rate")
+            and "learning" not in name
+        ):
             values[name] = v.fraction(raw, key, default)
         else:
             value = raw.get(name, default)
@@ -440,7 +458,9 @@ def _train(v: _Validator, raw: Mapping[str, Any]) -> TrainConfig:
     if values["base_family"] not in ("", *BASE_FAMILIES):
         v.fail("train.base_family", values["base_family"], f"use one of {', '.join(BASE_FAMILIES)}")
     if values["family"] == "custom" and not values["module"]:
-        raise ConfigError(f"{v.source}: train.family = 'custom' needs train.module = 'path/to/module.py' (a file defining build_model(schema, hparams))")
+        raise ConfigError(
+            f"{v.source}: train.family = 'custom' needs train.module = 'path/to/module.py' (a file defining build_model(schema, hparams))"
+        )
     if values["image_channels"] not in (1, 3):
         v.fail("train.image_channels", values["image_channels"], "use 1 (grayscale) or 3 (RGB)")
     return TrainConfig(**values)
@@ -453,7 +473,9 @@ def _drift(v: _Validator, raw: Mapping[str, Any]) -> DriftConfig:
     given = v.table(raw, "drift.thresholds") if "thresholds" in raw else {}
     v.known_keys("drift.thresholds", given, tuple(DRIFT_METRICS))
     for metric, value in given.items():
-        thresholds[metric] = _drift_threshold(v, f"drift.thresholds.{metric}", value, thresholds[metric])
+        thresholds[metric] = _drift_threshold(
+            v, f"drift.thresholds.{metric}", value, thresholds[metric]
+        )
     features: dict[str, dict[str, Any]] = {}
     table = v.table(raw, "drift.features") if "features" in raw else {}
     for feature, overrides in table.items():

@@ -156,12 +156,14 @@ def run(directory: Path, *, days: int = 5, console: Console | None = None) -> No
                     console.print(f"    {a['severity']}: {a['message']}", markup=False)
         merged = project.dataset_statistics()
         if merged is not None:
-            console.print(f"dataset statistics (merged from span sketches): {merged.rows} rows, labels {merged.labels}")
+            console.print(
+                f"dataset statistics (merged from span sketches): {merged.rows} rows, labels {merged.labels}"
+            )
         if records:
             console.print(f"run reports (HTML, one per day): {Path(records[-1]['report']).parent}")
     config = directory / "evergreen.toml"
     console.print(
         f"next: `evergreen status -c {config}`, `evergreen history -c {config}`, "
-        f"`evergreen predict -c {config} \"my parcel never arrived\"`, "
+        f'`evergreen predict -c {config} "my parcel never arrived"`, '
         f"`evergreen serve -c {config}` (then curl localhost:8501/v1/models/support-tickets)"
     )

@@ -34,7 +34,11 @@ def encode(
                 float_list=tf.train.FloatList(value=[] if value is None else [value])
             )
         else:
-            data = [] if value is None else [value if isinstance(value, bytes) else value.encode("utf-8")]
+            data = (
+                []
+                if value is None
+                else [value if isinstance(value, bytes) else value.encode("utf-8")]
+            )
             feature[column] = tf.train.Feature(bytes_list=tf.train.BytesList(value=data))
     feature[label] = tf.train.Feature(
         bytes_list=tf.train.BytesList(value=[label_value.encode("utf-8")])

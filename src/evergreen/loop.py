@@ -46,10 +46,19 @@ class PushModel:
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         candidate = ctx.inputs["candidate"]
-        published = self.registry.publish(self.model_name, Path(candidate.uri) / "saved_model", self.manifest)
-        self.registry.set_alias(self.model_name, CHAMPION, published.version, reason=f"blessed candidate a{candidate.id}")
+        published = self.registry.publish(
+            self.model_name, Path(candidate.uri) / "saved_model", self.manifest
+        )
+        self.registry.set_alias(
+            self.model_name,
+            CHAMPION,
+            published.version,
+            reason=f"blessed candidate a{candidate.id}",
+        )
         writer = ctx.output("pushed", "PushedModel", span=candidate.span)
-        writer.write_json("pushed.json", {"version": published.version, "path": str(published.path)})
+        writer.write_json(
+            "pushed.json", {"version": published.version, "path": str(published.path)}
+        )
         ctx.set_properties("pushed", {"version": published.version, "path": str(published.path)})
         return {"version": published.version}
 
@@ -79,10 +88,14 @@ class TrainingLoop:
         version = self.registry.alias(self.cfg.name, CHAMPION)
         if version is None:
             return None
-        candidate = self.registry.get(self.cfg.name, version).manifest.get("lineage", {}).get("candidate")
+        candidate = (
+            self.registry.get(self.cfg.name, version).manifest.get("lineage", {}).get("candidate")
+        )
         return self.store.artifact(int(candidate)) if candidate else None
 
-    def run(self, *, full: bool = False, shuffle_labels: bool = False, progress: Any = None) -> list[dict[str, Any]]:
+    def run(
+        self, *, full: bool = False, shuffle_labels: bool = False, progress: Any = None
+    ) -> list[dict[str, Any]]:
         """Train on every validated span not yet covered by an evaluated candidate, in order.
 
         With ``full``, one full retrain on all spans so far replaces the per-span runs. A span
@@ -112,18 +125,24 @@ class TrainingLoop:
         covered: set[int] = set()
         for evaluation in self.store.artifacts(type="ModelEvaluation"):
             candidate = evaluation.properties.get("candidate")
-            spans = self.store.artifact(int(candidate)).properties.get("spans") if candidate else None
+            spans = (
+                self.store.artifact(int(candidate)).properties.get("spans") if candidate else None
+            )
             covered.update(spans or [evaluation.span])
         return covered
 
-    def _one_span(self, record: Any, history: list[Any], *, force_full: bool, shuffle_labels: bool) -> dict[str, Any]:
+    def _one_span(
+        self, record: Any, history: list[Any], *, force_full: bool, shuffle_labels: bool
+    ) -> dict[str, Any]:
         cfg = self.cfg.train
         examples = {r.span: self.store.artifact(r.examples_id) for r in history}
         seconds = self._data_seconds(record.span)
         champion = self.champion_model()
         schema = self.project.current_schema()
         labels = sorted(schema.label_domain) if schema else []
-        mode, reason, drift = self._decide(record, champion, force_full, examples[record.span], labels)
+        mode, reason, drift = self._decide(
+            record, champion, force_full, examples[record.span], labels
+        )
         if mode == "block":
             return self._blocked(record, reason, examples, seconds, drift)
         model_family = self.family()
@@ -131,7 +150,10 @@ class TrainingLoop:
         ledger = {"tokens_computed": 0, "tokens_reused": 0, "rows_featurized": 0, "rows_reused": 0}
         if mode == "full":
             unfitted = model_family.new_featurizer(self.feature_types(), cfg)
-            fit = self.runner.run(FitFeaturizer(model_family, unfitted, labels), {f"span-{s}": a for s, a in examples.items()})
+            fit = self.runner.run(
+                FitFeaturizer(model_family, unfitted, labels),
+                {f"span-{s}": a for s, a in examples.items()},
+            )
             featurizer = fit.outputs["featurizer"]
             seconds["fit_featurizer"] = fit.seconds
             to_featurize = list(examples)
@@ -142,7 +164,11 @@ class TrainingLoop:
         seconds["featurize"] = 0.0
         for span in to_featurize:
             r = next(r for r in history if r.span == span)
-            result = self.runner.run(FeaturizeSpan(span, r.version, self.cfg.data.shard_rows), {"examples": examples[span], "featurizer": featurizer}, span=span)
+            result = self.runner.run(
+                FeaturizeSpan(span, r.version, self.cfg.data.shard_rows),
+                {"examples": examples[span], "featurizer": featurizer},
+                span=span,
+            )
             featurized[span] = result.outputs["featurized"]
             seconds["featurize"] += result.seconds
             if not result.cached:
@@ -156,13 +182,26 @@ class TrainingLoop:
         inputs = {"featurizer": featurizer, **{f"span-{s}": a for s, a in featurized.items()}}
         if mode == "incremental":
             inputs["champion"] = champion
-        trained = self.runner.run(TrainModel(cfg, model_family, mode=mode, reason=reason, new_span=record.span, shuffle_labels=shuffle_labels), inputs, span=record.span)
+        trained = self.runner.run(
+            TrainModel(
+                cfg,
+                model_family,
+                mode=mode,
+                reason=reason,
+                new_span=record.span,
+                shuffle_labels=shuffle_labels,
+            ),
+            inputs,
+            span=record.span,
+        )
         seconds["train"] = trained.seconds
         candidate = trained.outputs["model"]
         eval_inputs = {"candidate": candidate, **{f"examples-{s}": a for s, a in examples.items()}}
         if champion is not None:
             eval_inputs["champion"] = champion
-        evaluated = self.runner.run(EvaluateCandidate(cfg, record.span), eval_inputs, span=record.span)
+        evaluated = self.runner.run(
+            EvaluateCandidate(cfg, record.span), eval_inputs, span=record.span
+        )
         seconds["evaluate"] = evaluated.seconds
         verdict = evaluated.summary
         version = None
@@ -176,12 +215,18 @@ class TrainingLoop:
                     "spans": sorted(examples),
                     "mode": mode,
                     "reason": reason,
-                    "parent": self.registry.alias(self.cfg.name, CHAMPION) if mode == "incremental" else None,
+                    "parent": self.registry.alias(self.cfg.name, CHAMPION)
+                    if mode == "incremental"
+                    else None,
                     "evaluation": evaluated.outputs["evaluation"].id,
                 },
                 "cost": ledger,
             }
-            pushed = self.runner.run(PushModel(self.registry, self.cfg.name, manifest), {"candidate": candidate, "evaluation": evaluated.outputs["evaluation"]}, span=record.span)
+            pushed = self.runner.run(
+                PushModel(self.registry, self.cfg.name, manifest),
+                {"candidate": candidate, "evaluation": evaluated.outputs["evaluation"]},
+                span=record.span,
+            )
             seconds["push"] = pushed.seconds
             version = pushed.summary["version"]
         rows_new = sum(examples[record.span].properties["splits"].values())
@@ -201,7 +246,14 @@ class TrainingLoop:
             "drift": drift,
         }
 
-    def _blocked(self, record: Any, reason: str, examples: dict[int, Artifact], seconds: dict[str, float], drift: str | None) -> dict[str, Any]:
+    def _blocked(
+        self,
+        record: Any,
+        reason: str,
+        examples: dict[int, Artifact],
+        seconds: dict[str, float],
+        drift: str | None,
+    ) -> dict[str, Any]:
         return {
             "span": record.span,
             "mode": "block",
@@ -215,7 +267,9 @@ class TrainingLoop:
             "seconds": {k: round(v, 3) for k, v in seconds.items()},
             "metrics": {"candidate": {}, "champion": {}},
             "blessed": False,
-            "verdict": [f"not trained: {reason}; change the data or the [drift] config and run again"],
+            "verdict": [
+                f"not trained: {reason}; change the data or the [drift] config and run again"
+            ],
             "version": None,
             "drift": drift,
         }
@@ -252,28 +306,58 @@ class TrainingLoop:
         last = usable[-1].span
         seconds = self._data_seconds(last)
         featurizer = PassThroughFeaturizer(inputs_of(load_model(source), self.feature_types()))
-        fit = self.runner.run(FitFeaturizer(AdoptedFamily(), featurizer, labels), {f"span-{s}": a for s, a in examples.items()})
+        fit = self.runner.run(
+            FitFeaturizer(AdoptedFamily(), featurizer, labels),
+            {f"span-{s}": a for s, a in examples.items()},
+        )
         fitted = fit.outputs["featurizer"]
         ledger = {"tokens_computed": 0, "tokens_reused": 0, "rows_featurized": 0, "rows_reused": 0}
         seconds["featurize"] = 0.0
         for record in usable:
-            result = self.runner.run(FeaturizeSpan(record.span, record.version, self.cfg.data.shard_rows), {"examples": examples[record.span], "featurizer": fitted}, span=record.span)
+            result = self.runner.run(
+                FeaturizeSpan(record.span, record.version, self.cfg.data.shard_rows),
+                {"examples": examples[record.span], "featurizer": fitted},
+                span=record.span,
+            )
             seconds["featurize"] += result.seconds
             if not result.cached:
                 for key in ledger:
                     ledger[key] += result.summary[key]
-        adopted = self.runner.run(AdoptModel(source, labels, sorted(examples), source_digest(source)), {"featurizer": fitted}, span=last)
+        adopted = self.runner.run(
+            AdoptModel(source, labels, sorted(examples), source_digest(source)),
+            {"featurizer": fitted},
+            span=last,
+        )
         seconds["adopt"] = adopted.seconds
         candidate = adopted.outputs["model"]
-        evaluated = self.runner.run(EvaluateCandidate(self.cfg.train, last), {"candidate": candidate, **{f"examples-{s}": a for s, a in examples.items()}}, span=last)
+        evaluated = self.runner.run(
+            EvaluateCandidate(self.cfg.train, last),
+            {"candidate": candidate, **{f"examples-{s}": a for s, a in examples.items()}},
+            span=last,
+        )
         seconds["evaluate"] = evaluated.seconds
         verdict = evaluated.summary
         manifest = {
             "metrics": verdict["candidate"],
-            "lineage": {"candidate": candidate.id, "featurizer": fitted.id, "family": "adopted", "spans": sorted(examples), "mode": "adopted", "source": str(source), "sha256": candidate.properties["sha256"], "parent": None, "reason": "adopted", "evaluation": evaluated.outputs["evaluation"].id},
+            "lineage": {
+                "candidate": candidate.id,
+                "featurizer": fitted.id,
+                "family": "adopted",
+                "spans": sorted(examples),
+                "mode": "adopted",
+                "source": str(source),
+                "sha256": candidate.properties["sha256"],
+                "parent": None,
+                "reason": "adopted",
+                "evaluation": evaluated.outputs["evaluation"].id,
+            },
             "cost": ledger,
         }
-        pushed = self.runner.run(PushModel(self.registry, self.cfg.name, manifest), {"candidate": candidate, "evaluation": evaluated.outputs["evaluation"]}, span=last)
+        pushed = self.runner.run(
+            PushModel(self.registry, self.cfg.name, manifest),
+            {"candidate": candidate, "evaluation": evaluated.outputs["evaluation"]},
+            span=last,
+        )
         seconds["push"] = pushed.seconds
         rows_total = sum(sum(a.properties["splits"].values()) for a in examples.values())
         return {
@@ -290,7 +374,14 @@ class TrainingLoop:
             "version": pushed.summary["version"],
         }
 
-    def _decide(self, record: Any, champion: Artifact | None, force_full: bool, new_examples: Artifact, labels: list[str]) -> tuple[str, str, str | None]:
+    def _decide(
+        self,
+        record: Any,
+        champion: Artifact | None,
+        force_full: bool,
+        new_examples: Artifact,
+        labels: list[str],
+    ) -> tuple[str, str, str | None]:
         """The mode (full, incremental or block), its reasons, and the span's drift severity.
 
         Hard rules first (no champion, ``--full``, new label classes); then the retrain policy
@@ -307,11 +398,19 @@ class TrainingLoop:
         if force_full:
             return "full", "requested with --full", severity
         if set(labels) - set(champion.properties.get("labels", [])):
-            return "full", f"new label classes {sorted(set(labels) - set(champion.properties['labels']))}", severity
+            return (
+                "full",
+                f"new label classes {sorted(set(labels) - set(champion.properties['labels']))}",
+                severity,
+            )
         # Does the champion's frozen featurizer still fit? (text: unknown tokens; tabular: unseen
         # categories; image: always.) The family answers; the policy weighs it with the rest.
-        featurizer = load_featurizer(self.store.artifact(int(champion.properties["featurizer"])).uri)
-        rate = featurizer.unknown_rate(list(itertools.islice(span_rows(new_examples, "train"), 2000)))
+        featurizer = load_featurizer(
+            self.store.artifact(int(champion.properties["featurizer"])).uri
+        )
+        rate = featurizer.unknown_rate(
+            list(itertools.islice(span_rows(new_examples, "train"), 2000))
+        )
         decision = decide(
             drift,
             cfg=self.cfg.drift,
@@ -339,13 +438,21 @@ class TrainingLoop:
         if not evaluations:
             return None
         path = Path(evaluations[-1].uri) / "evaluation.json"
-        guard = json.loads(path.read_text(encoding="utf-8")).get("guards", {}).get("historic") if path.is_file() else None
+        guard = (
+            json.loads(path.read_text(encoding="utf-8")).get("guards", {}).get("historic")
+            if path.is_file()
+            else None
+        )
         return guard["drop"] - guard["noise"] if guard else None
 
     def _data_seconds(self, span: int) -> dict[str, float]:
         seconds: dict[str, float] = {}
         for run in reversed(self.store.runs(limit=10_000)):
-            if run.span == span and run.status == "succeeded" and run.component in ("ingest", "statistics", "validate", "drift"):
+            if (
+                run.span == span
+                and run.status == "succeeded"
+                and run.component in ("ingest", "statistics", "validate", "drift")
+            ):
                 seconds[run.component] = round(run.seconds or 0.0, 3)
         return seconds
 
@@ -357,7 +464,18 @@ def history(project: Project) -> list[dict[str, Any]]:
     out = []
     for v in registry.versions(project.config.name):
         m = v.manifest
-        out.append({"version": v.version, "champion": v.version == champion, "created_at": m.get("created_at"), "mode": m.get("lineage", {}).get("mode"), "reason": m.get("lineage", {}).get("reason"), "spans": m.get("lineage", {}).get("spans"), "metrics": m.get("metrics"), "cost": m.get("cost")})
+        out.append(
+            {
+                "version": v.version,
+                "champion": v.version == champion,
+                "created_at": m.get("created_at"),
+                "mode": m.get("lineage", {}).get("mode"),
+                "reason": m.get("lineage", {}).get("reason"),
+                "spans": m.get("lineage", {}).get("spans"),
+                "metrics": m.get("metrics"),
+                "cost": m.get("cost"),
+            }
+        )
     return out
 
 
@@ -366,7 +484,9 @@ def champion_saved_model(project: Project, version: int | None = None) -> Path:
     if version is None:
         version = registry.alias(project.config.name, CHAMPION)
         if version is None:
-            raise NotFound(f"pipeline {project.config.name!r} has no champion yet; run `evergreen run` first")
+            raise NotFound(
+                f"pipeline {project.config.name!r} has no champion yet; run `evergreen run` first"
+            )
     return registry.get(project.config.name, version).path
 
 

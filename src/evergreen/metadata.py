@@ -528,14 +528,17 @@ class MetadataStore:
             )
 
     # -- token cache ------------------------------------------------------------------------------
-    def cached_tokens(self, conn: Connection, featurizer: str, text_hashes: Iterable[str]) -> dict[str, bytes]:
+    def cached_tokens(
+        self, conn: Connection, featurizer: str, text_hashes: Iterable[str]
+    ) -> dict[str, bytes]:
         t = token_cache_table
         keys = list(set(text_hashes))
         found: dict[str, bytes] = {}
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             rows = conn.execute(
                 sa.select(t.c.text_hash, t.c.ids).where(
-                    t.c.featurizer == featurizer, t.c.text_hash.in_(keys[start : start + _LOOKUP_CHUNK])
+                    t.c.featurizer == featurizer,
+                    t.c.text_hash.in_(keys[start : start + _LOOKUP_CHUNK]),
                 )
             ).all()
             found.update({r.text_hash: bytes(r.ids) for r in rows})
@@ -545,7 +548,10 @@ class MetadataStore:
         if items:
             conn.execute(
                 token_cache_table.insert(),
-                [{"featurizer": featurizer, "text_hash": h, "ids": ids} for h, ids in items.items()],
+                [
+                    {"featurizer": featurizer, "text_hash": h, "ids": ids}
+                    for h, ids in items.items()
+                ],
             )
 
     # -- file digests ---------------------------------------------------------------------------

@@ -67,7 +67,9 @@ def discover(pattern: Path | str) -> list[SpanFiles]:
             try:
                 date.fromisoformat(value)
             except ValueError:
-                raise DataError(f"{path}: {value!r} is not a calendar date (YYYY-MM-DD); rename the file or move it out of data.pattern") from None
+                raise DataError(
+                    f"{path}: {value!r} is not a calendar date (YYYY-MM-DD); rename the file or move it out of data.pattern"
+                ) from None
         span = int(value.replace("-", ""))
         grouped.setdefault(span, []).append(Path(path))
     return [SpanFiles(span, tuple(sorted(files))) for span, files in sorted(grouped.items())]

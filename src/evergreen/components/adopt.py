@@ -44,7 +44,12 @@ class AdoptModel:
         self.digest = digest
 
     def parameters(self) -> dict[str, Any]:
-        return {"source": str(self.source), "sha256": self.digest, "labels": self.labels, "spans": self.spans}
+        return {
+            "source": str(self.source),
+            "sha256": self.digest,
+            "labels": self.labels,
+            "spans": self.spans,
+        }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         fitted = ctx.inputs["featurizer"]
@@ -57,11 +62,32 @@ class AdoptModel:
             shutil.copy2(self.source, copy)
         model = load_model(copy)
         if int(model.output_shape[-1]) != len(self.labels):
-            raise ConfigError(f"the adopted model {self.source} has {model.output_shape[-1]} outputs but the data has {len(self.labels)} labels {self.labels}; pass --labels in the model's output order")
+            raise ConfigError(
+                f"the adopted model {self.source} has {model.output_shape[-1]} outputs but the data has {len(self.labels)} labels {self.labels}; pass --labels in the model's output order"
+            )
         model.save(writer.path / "model.keras")
-        export_serving_model(load_featurizer(fitted.uri), model, self.labels, writer.path / "saved_model")
-        summary = {"mode": "adopted", "reason": f"adopted from {self.source}", "source": str(self.source), "sha256": self.digest, "epochs": 0, "replay_rows": 0}
-        ctx.set_properties("model", {**summary, "labels": self.labels, "featurizer": fitted.id, "family": "adopted", "spans": self.spans, "new_span": max(self.spans)})
+        export_serving_model(
+            load_featurizer(fitted.uri), model, self.labels, writer.path / "saved_model"
+        )
+        summary = {
+            "mode": "adopted",
+            "reason": f"adopted from {self.source}",
+            "source": str(self.source),
+            "sha256": self.digest,
+            "epochs": 0,
+            "replay_rows": 0,
+        }
+        ctx.set_properties(
+            "model",
+            {
+                **summary,
+                "labels": self.labels,
+                "featurizer": fitted.id,
+                "family": "adopted",
+                "spans": self.spans,
+                "new_span": max(self.spans),
+            },
+        )
         return summary
 
     def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:

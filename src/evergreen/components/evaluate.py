@@ -99,7 +99,11 @@ def _auc(score: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def score_saved_model(saved_model: Path, rows: Sequence[Mapping[str, Any]] | Sequence[str], columns: Mapping[str, str] | None = None) -> tuple[np.ndarray, list[str]]:
+def score_saved_model(
+    saved_model: Path,
+    rows: Sequence[Mapping[str, Any]] | Sequence[str],
+    columns: Mapping[str, str] | None = None,
+) -> tuple[np.ndarray, list[str]]:
     """Class probabilities of raw ``rows`` (or texts) from a SavedModel, and its label order."""
     return feed_saved_model(saved_model, rows, columns=columns)
 
@@ -123,7 +127,9 @@ class EvaluateCandidate:
         }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
-        spans = sorted((int(k.split("-")[1]), a) for k, a in ctx.inputs.items() if k.startswith("examples-"))
+        spans = sorted(
+            (int(k.split("-")[1]), a) for k, a in ctx.inputs.items() if k.startswith("examples-")
+        )
         new_span = dict(spans)[self.new_span]
         label = new_span.properties["label"]
         new_rows = list(span_rows(new_span, "eval"))
@@ -144,7 +150,9 @@ class EvaluateCandidate:
                     scores, labels = score_saved_model(saved, rows, columns)
                     truth = [row[label] for row in rows]
                     result[side][name] = metrics(scores, truth, labels)
-                    correct[side, name] = np.array([labels[i] == t for i, t in zip(scores.argmax(axis=1), truth, strict=True)])
+                    correct[side, name] = np.array(
+                        [labels[i] == t for i, t in zip(scores.argmax(axis=1), truth, strict=True)]
+                    )
         result["guards"] = self._guards(correct)
         result["blessed"], result["reasons"] = self._verdict(result)
         writer = ctx.output("evaluation", "ModelEvaluation", span=self.new_span)

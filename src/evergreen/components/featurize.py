@@ -33,7 +33,9 @@ def span_rows(examples_artifact: Artifact, split: str) -> Iterator[dict[str, Any
         yield examples.decode(record, types, label)
 
 
-def span_texts(examples_artifact: Artifact, split: str, text_feature: str) -> tuple[list[str], list[str], list[str]]:
+def span_texts(
+    examples_artifact: Artifact, split: str, text_feature: str
+) -> tuple[list[str], list[str], list[str]]:
     """Texts, labels and row hashes of one split of an examples artifact, in file order."""
     label = examples_artifact.properties["label"]
     texts, labels, hashes = [], [], []
@@ -76,7 +78,11 @@ class FitFeaturizer:
         self.labels = labels
 
     def parameters(self) -> dict[str, Any]:
-        return {"family": self.family.name, "featurizer": self.featurizer.to_dict(), "labels": self.labels}
+        return {
+            "family": self.family.name,
+            "featurizer": self.featurizer.to_dict(),
+            "labels": self.labels,
+        }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         seen = 0
@@ -91,7 +97,11 @@ class FitFeaturizer:
         featurizer = self.featurizer.fit(rows())
         writer = ctx.output("featurizer", "Featurizer")
         featurizer.save(writer.path)
-        props = {"fingerprint": featurizer.fingerprint(), "labels": self.labels, "family": self.family.name}
+        props = {
+            "fingerprint": featurizer.fingerprint(),
+            "labels": self.labels,
+            "family": self.family.name,
+        }
         extra = getattr(featurizer, "properties", None)
         props.update(extra() if extra else {})
         ctx.set_properties("featurizer", props)
@@ -124,11 +134,17 @@ class FeaturizeSpan:
         label = source.properties["label"]
         ledger = {"rows_featurized": 0, "rows_reused": 0, "tokens_computed": 0, "tokens_reused": 0}
         unknown = 0
-        writer = ctx.output("featurized", "FeaturizedExamples", span=self.span, version=self.span_version)
+        writer = ctx.output(
+            "featurized", "FeaturizedExamples", span=self.span, version=self.span_version
+        )
         rows_by_split = {}
         for split_dir in sorted(p for p in Path(source.uri).iterdir() if p.is_dir()):
             shards = examples.ShardWriter(writer.path / split_dir.name, self.shard_rows)
-            replay = examples.ShardWriter(writer.path / "replay", self.shard_rows) if split_dir.name == "train" else None
+            replay = (
+                examples.ShardWriter(writer.path / "replay", self.shard_rows)
+                if split_dir.name == "train"
+                else None
+            )
             rows = span_rows(source, split_dir.name)
             while chunk := list(itertools.islice(rows, _CHUNK)):
                 arrays, counts = featurizer.featurize(chunk, cache)

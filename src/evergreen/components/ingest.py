@@ -216,7 +216,9 @@ class RowProcessor:
         for column, kind in self.types.items():
             value = raw_values.get(column)
             try:
-                values[column] = _image_bytes(value, record.source) if kind == "image" else _coerce(value, kind)
+                values[column] = (
+                    _image_bytes(value, record.source) if kind == "image" else _coerce(value, kind)
+                )
             except OSError as e:
                 return Quarantined(
                     record.source,

@@ -34,7 +34,15 @@ from evergreen.models.family import (
 from evergreen.pipeline import ExecutionContext
 
 
-def featurized_dataset(folders: list[Path], labels: list[str], featurizer: Any, batch_size: int, *, shuffle_seed: int | None = None, take_per_folder: int | None = None) -> Any:
+def featurized_dataset(
+    folders: list[Path],
+    labels: list[str],
+    featurizer: Any,
+    batch_size: int,
+    *,
+    shuffle_seed: int | None = None,
+    take_per_folder: int | None = None,
+) -> Any:
     """A ``tf.data`` pipeline of ``(model_inputs, label_id)`` batches from featurized shards.
 
     Records are parsed with the featurizer's spec and turned into model inputs in-graph by
@@ -43,13 +51,20 @@ def featurized_dataset(folders: list[Path], labels: list[str], featurizer: Any, 
     from evergreen.tf import tensorflow
 
     tf = tensorflow()
-    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(tf.constant(labels), tf.range(len(labels), dtype=tf.int64)), default_value=-1)
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(labels), tf.range(len(labels), dtype=tf.int64)
+        ),
+        default_value=-1,
+    )
     parts = []
     for folder in folders:
         paths = [str(p) for p in shard_paths(folder)]
         if not paths:
             continue
-        part = tf.data.Dataset.from_tensor_slices(paths).interleave(tf.data.TFRecordDataset, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        part = tf.data.Dataset.from_tensor_slices(paths).interleave(
+            tf.data.TFRecordDataset, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
         parts.append(part.take(take_per_folder) if take_per_folder is not None else part)
     if not parts:
         return None
@@ -64,7 +79,11 @@ def featurized_dataset(folders: list[Path], labels: list[str], featurizer: Any, 
         parsed = tf.io.parse_example(batch, spec)
         return featurizer.model_inputs(parsed), table.lookup(parsed["label"])
 
-    return dataset.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return (
+        dataset.batch(batch_size)
+        .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def _backed_up_epoch(backup: Path) -> int:
@@ -88,7 +107,16 @@ class TrainModel:
     name: ClassVar[str] = "train"
     version: ClassVar[str] = "2"
 
-    def __init__(self, cfg: TrainConfig, family: ModelFamily, *, mode: str, reason: str, new_span: int, shuffle_labels: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        family: ModelFamily,
+        *,
+        mode: str,
+        reason: str,
+        new_span: int,
+        shuffle_labels: bool = False,
+    ) -> None:
         self.cfg = cfg
         self.family = family
         self.mode = mode
@@ -97,7 +125,14 @@ class TrainModel:
         self.shuffle_labels = shuffle_labels  # a deliberately broken candidate, for guard tests
 
     def parameters(self) -> dict[str, Any]:
-        return {"train": asdict(self.cfg), "family": self.family.name, "family_source": getattr(self.family, "source_digest", str)(), "mode": self.mode, "new_span": self.new_span, "shuffle_labels": self.shuffle_labels}
+        return {
+            "train": asdict(self.cfg),
+            "family": self.family.name,
+            "family_source": getattr(self.family, "source_digest", str)(),
+            "mode": self.mode,
+            "new_span": self.new_span,
+            "shuffle_labels": self.shuffle_labels,
+        }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         import keras
@@ -107,12 +142,16 @@ class TrainModel:
         fitted = ctx.inputs["featurizer"]
         labels = fitted.properties["labels"]
         featurizer = load_featurizer(fitted.uri)
-        spans = sorted((int(k.split("-")[1]), a) for k, a in ctx.inputs.items() if k.startswith("span-"))
+        spans = sorted(
+            (int(k.split("-")[1]), a) for k, a in ctx.inputs.items() if k.startswith("span-")
+        )
         new = Path(dict(spans)[self.new_span].uri)
         earlier = [Path(a.uri) for s, a in spans if s != self.new_span]
         if self.mode == "full":
             train_parts = [Path(a.uri) / "train" for _, a in spans]
-            train = featurized_dataset(train_parts, labels, featurizer, cfg.batch_size, shuffle_seed=cfg.seed)
+            train = featurized_dataset(
+                train_parts, labels, featurizer, cfg.batch_size, shuffle_seed=cfg.seed
+            )
             epochs, lr = cfg.epochs, cfg.learning_rate
             model = self.family.build_model(featurizer, len(labels), cfg)
             replayed = 0
@@ -120,8 +159,16 @@ class TrainModel:
             # Replay at most replay_ratio old rows per new one: the cost stays proportional to
             # the new data, and old and new weigh in the update as the ratio says.
             new_rows = int(dict(spans)[self.new_span].properties["rows"]["train"])
-            per_span = min(cfg.replay_rows, int(cfg.replay_ratio * new_rows)) // max(len(earlier), 1)
-            replay = featurized_dataset([p / "replay" for p in earlier], labels, featurizer, cfg.batch_size, take_per_folder=per_span)
+            per_span = min(cfg.replay_rows, int(cfg.replay_ratio * new_rows)) // max(
+                len(earlier), 1
+            )
+            replay = featurized_dataset(
+                [p / "replay" for p in earlier],
+                labels,
+                featurizer,
+                cfg.batch_size,
+                take_per_folder=per_span,
+            )
             new_train = featurized_dataset([new / "train"], labels, featurizer, cfg.batch_size)
             train = new_train.unbatch()
             replayed = sum(1 for _ in replay.unbatch()) if replay is not None else 0
@@ -146,7 +193,9 @@ class TrainModel:
         callbacks = [
             # double_checkpoint: a kill during the backup write falls back to the previous one
             keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True),
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=1, restore_best_weights=True
+            ),
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1),
             keras.callbacks.TensorBoard(log_dir=str(writer.path / "logs"), write_graph=False),
         ]
@@ -154,7 +203,14 @@ class TrainModel:
             # Keras 3 warns once per fit that a tf.data input of unknown length "ran out of
             # data" at the end of the first epoch: that is how it learns the epoch's length.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
-            history = model.fit(train, validation_data=validation, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=0)
+            history = model.fit(
+                train,
+                validation_data=validation,
+                epochs=epochs,
+                callbacks=callbacks,
+                shuffle=False,
+                verbose=0,
+            )
         model.save(writer.path / "model.keras")
         export_serving_model(featurizer, model, labels, writer.path / "saved_model")
         shutil.rmtree(backup, ignore_errors=True)
@@ -164,9 +220,21 @@ class TrainModel:
             "epochs": len(history.history.get("loss", [])),
             "replay_rows": replayed,
             "resumed_from_epoch": resumed_from_epoch,
-            "final_loss": float(history.history["loss"][-1]) if history.history.get("loss") else None,
+            "final_loss": float(history.history["loss"][-1])
+            if history.history.get("loss")
+            else None,
         }
-        ctx.set_properties("model", {**summary, "labels": labels, "featurizer": fitted.id, "family": fitted.properties.get("family", "text"), "spans": [s for s, _ in spans], "new_span": self.new_span})
+        ctx.set_properties(
+            "model",
+            {
+                **summary,
+                "labels": labels,
+                "featurizer": fitted.id,
+                "family": fitted.properties.get("family", "text"),
+                "spans": [s for s, _ in spans],
+                "new_span": self.new_span,
+            },
+        )
         return summary
 
     def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:

@@ -80,7 +80,10 @@ class PassThroughFeaturizer:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / STATE_FILE).write_text(json.dumps({**self.to_dict(), "rows_seen": self.rows_seen_}, indent=1) + "\n", encoding="utf-8")
+        (directory / STATE_FILE).write_text(
+            json.dumps({**self.to_dict(), "rows_seen": self.rows_seen_}, indent=1) + "\n",
+            encoding="utf-8",
+        )
         save_family(directory, self.family)
         return directory
 
@@ -97,14 +100,24 @@ class PassThroughFeaturizer:
     def feature_spec(self) -> dict[str, tuple[list[int], str]]:
         return {i["name"]: (list(i["shape"]), i["dtype"]) for i in self.inputs}
 
-    def featurize(self, rows: Sequence[Mapping[str, Any]], cache: Any) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    def featurize(
+        self, rows: Sequence[Mapping[str, Any]], cache: Any
+    ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
         out: dict[str, np.ndarray] = {}
         for i in self.inputs:
             values = [row.get(i["column"]) for row in rows]
             if i["dtype"] == "float32":
-                out[i["name"]] = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float32)
+                out[i["name"]] = np.array(
+                    [np.nan if v is None else float(v) for v in values], dtype=np.float32
+                )
             else:
-                out[i["name"]] = np.array([b"" if v is None else v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values], dtype=object)
+                out[i["name"]] = np.array(
+                    [
+                        b"" if v is None else v if isinstance(v, bytes) else str(v).encode("utf-8")
+                        for v in values
+                    ],
+                    dtype=object,
+                )
         return out, {"rows_featurized": len(rows), "rows_reused": 0}
 
     def model_inputs(self, parsed: Mapping[str, Any]) -> Any:
@@ -114,22 +127,33 @@ class PassThroughFeaturizer:
 
     def keras_inputs(self) -> Any:
         keras = _keras()
-        made = {i["name"]: keras.Input(shape=tuple(i["shape"]), dtype=i["dtype"], name=i["name"]) for i in self.inputs}
+        made = {
+            i["name"]: keras.Input(shape=tuple(i["shape"]), dtype=i["dtype"], name=i["name"])
+            for i in self.inputs
+        }
         return next(iter(made.values())) if len(made) == 1 else made
 
     def raw_signature(self) -> dict[str, Any]:
         tf = tensorflow()
-        return {i["name"]: tf.float32 if i["dtype"] == "float32" else tf.string for i in self.inputs}
+        return {
+            i["name"]: tf.float32 if i["dtype"] == "float32" else tf.string for i in self.inputs
+        }
 
     def raw_columns(self) -> dict[str, str]:
         return {i["name"]: i["column"] for i in self.inputs}
 
     def feature_types(self) -> dict[str, str]:
-        return {i["column"]: "numeric" if i["dtype"] == "float32" else "categorical" for i in self.inputs}
+        return {
+            i["column"]: "numeric" if i["dtype"] == "float32" else "categorical"
+            for i in self.inputs
+        }
 
     def raw_to_model_inputs(self, raw: Mapping[str, Any]) -> Any:
         tf = tensorflow()
-        shaped = {i["name"]: tf.reshape(raw[i["name"]], [-1, 1]) if i["shape"] == [1] else raw[i["name"]] for i in self.inputs}
+        shaped = {
+            i["name"]: tf.reshape(raw[i["name"]], [-1, 1]) if i["shape"] == [1] else raw[i["name"]]
+            for i in self.inputs
+        }
         return self.model_inputs(shaped)
 
     def unknown_rate(self, rows: Sequence[Mapping[str, Any]]) -> float:
@@ -142,13 +166,17 @@ class AdoptedFamily:
     name = "adopted"
 
     def new_featurizer(self, types: Mapping[str, str], cfg: Any) -> PassThroughFeaturizer:
-        raise ConfigError("an adopted model's featurizer is made by `evergreen adopt`, from the model's inputs")
+        raise ConfigError(
+            "an adopted model's featurizer is made by `evergreen adopt`, from the model's inputs"
+        )
 
     def load_featurizer(self, directory: str | Path) -> PassThroughFeaturizer:
         return PassThroughFeaturizer.load(directory)
 
     def build_model(self, featurizer: Any, num_classes: int, cfg: Any) -> Any:
-        raise ConfigError("an adopted model cannot be rebuilt from scratch; a full retrain uses train.family")
+        raise ConfigError(
+            "an adopted model cannot be rebuilt from scratch; a full retrain uses train.family"
+        )
 
 
 def load_model(path: Path, *, own_artifact: bool = False) -> Any:
@@ -167,11 +195,15 @@ def load_model(path: Path, *, own_artifact: bool = False) -> Any:
     if path.is_dir():
         # Wrapping a SavedModel in Keras (TFSMLayer) gives variables that Keras 3.x optimizers
         # cannot name ("…:0_momentum"), so it could not be fine-tuned: refuse it clearly.
-        raise ConfigError(f"--model {path} is a folder (a SavedModel?); adopt a Keras model file instead: load or rebuild it in Keras and model.save('model.keras')")
+        raise ConfigError(
+            f"--model {path} is a folder (a SavedModel?); adopt a Keras model file instead: load or rebuild it in Keras and model.save('model.keras')"
+        )
     try:
         return keras.models.load_model(path, safe_mode=not own_artifact)
     except Exception as e:
-        raise ConfigError(f"--model {path} could not be loaded as a Keras model: {type(e).__name__}: {e}") from None
+        raise ConfigError(
+            f"--model {path} could not be loaded as a Keras model: {type(e).__name__}: {e}"
+        ) from None
 
 
 def inputs_of(model: Any, types: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -189,19 +221,29 @@ def inputs_of(model: Any, types: Mapping[str, str]) -> list[dict[str, Any]]:
         if column not in types and len(model.inputs) == 1 and len(texts) == 1:
             column = texts[0]
         if column not in types:
-            raise ConfigError(f"the adopted model's input {name!r} is not a feature column; its inputs must be named after columns: {', '.join(types)}")
+            raise ConfigError(
+                f"the adopted model's input {name!r} is not a feature column; its inputs must be named after columns: {', '.join(types)}"
+            )
         dtype = str(tensor.dtype)
         if "float" in dtype or "int" in dtype:
             if types[column] != "numeric":
-                raise ConfigError(f"the adopted model's input {name!r} is numeric ({dtype}) but column {column!r} is {types[column]}; take a string input for it")
+                raise ConfigError(
+                    f"the adopted model's input {name!r} is numeric ({dtype}) but column {column!r} is {types[column]}; take a string input for it"
+                )
             dtype = "float32"
         elif dtype == "string":
             if types[column] == "numeric":
-                raise ConfigError(f"the adopted model's input {name!r} takes strings but column {column!r} is numeric; take a float32 input for it")
+                raise ConfigError(
+                    f"the adopted model's input {name!r} takes strings but column {column!r} is numeric; take a float32 input for it"
+                )
         else:
-            raise ConfigError(f"the adopted model's input {name!r} has dtype {dtype}; use float32 or string inputs")
+            raise ConfigError(
+                f"the adopted model's input {name!r} has dtype {dtype}; use float32 or string inputs"
+            )
         shape = list(tensor.shape[1:])
         if shape not in ([], [1]):
-            raise ConfigError(f"the adopted model's input {name!r} has shape {tensor.shape}; raw columns feed shape [batch] or [batch, 1]")
+            raise ConfigError(
+                f"the adopted model's input {name!r} has shape {tensor.shape}; raw columns feed shape [batch] or [batch, 1]"
+            )
         out.append({"name": name, "column": column, "dtype": dtype, "shape": shape})
     return out

@@ -65,7 +65,9 @@ def _call(path: Path, function: Callable[..., Any], *args: Any) -> Any:
     except ConfigError:
         raise
     except Exception as e:
-        raise ConfigError(f"{_where(path, e)}: {getattr(function, '__name__', 'the module')} raised {type(e).__name__}: {e}") from None
+        raise ConfigError(
+            f"{_where(path, e)}: {getattr(function, '__name__', 'the module')} raised {type(e).__name__}: {e}"
+        ) from None
 
 
 class ModuleFeaturizer:
@@ -103,7 +105,11 @@ class ModuleFeaturizer:
 
 def _where(path: Path, error: BaseException) -> str:
     """``path:line`` of the deepest frame of ``error`` inside the module file."""
-    if isinstance(error, SyntaxError) and error.filename and Path(error.filename).resolve() == path.resolve():
+    if (
+        isinstance(error, SyntaxError)
+        and error.filename
+        and Path(error.filename).resolve() == path.resolve()
+    ):
         return f"{path}:{error.lineno}"
     line = None
     for frame in traceback.extract_tb(error.__traceback__):
@@ -119,7 +125,9 @@ def load_module(path: Path) -> ModuleType:
         ConfigError: the file is missing, or importing it raised (named with file and line).
     """
     if not path.is_file():
-        raise ConfigError(f"train.module = {str(path)!r} does not exist; point it at a Python file defining build_model(schema, hparams)")
+        raise ConfigError(
+            f"train.module = {str(path)!r} does not exist; point it at a Python file defining build_model(schema, hparams)"
+        )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     name = f"evergreen_user_module_{digest}"
     if name in sys.modules:
@@ -133,9 +141,13 @@ def load_module(path: Path) -> ModuleType:
     except SyntaxError as e:
         raise ConfigError(f"{_where(path, e)}: syntax error in the model module: {e.msg}") from None
     except Exception as e:
-        raise ConfigError(f"{_where(path, e)}: the model module raised {type(e).__name__}: {e}") from None
+        raise ConfigError(
+            f"{_where(path, e)}: the model module raised {type(e).__name__}: {e}"
+        ) from None
     if not callable(getattr(module, "build_model", None)):
-        raise ConfigError(f"{path} defines no build_model(schema, hparams) function; define one that returns a keras.Model")
+        raise ConfigError(
+            f"{path} defines no build_model(schema, hparams) function; define one that returns a keras.Model"
+        )
     sys.modules[name] = module
     return module
 
@@ -176,7 +188,9 @@ class CustomFamily:
             else:
                 name = "tabular"
         if name not in BASE_FAMILIES:
-            raise ConfigError(f"{self.path}: BASE_FAMILY = {name!r} is not one of {', '.join(BASE_FAMILIES)}")
+            raise ConfigError(
+                f"{self.path}: BASE_FAMILY = {name!r} is not one of {', '.join(BASE_FAMILIES)}"
+            )
         return name
 
     def _base(self, name: str) -> Any:
@@ -188,7 +202,9 @@ class CustomFamily:
         module = self.module()
         if callable(getattr(module, "make_featurizer", None)):
             if not callable(getattr(module, "load_featurizer", None)):
-                raise ConfigError(f"{self.path} defines make_featurizer but no load_featurizer(directory); define both")
+                raise ConfigError(
+                    f"{self.path} defines make_featurizer but no load_featurizer(directory); define both"
+                )
             made = _call(self.path, module.make_featurizer, dict(types), self.hparams())
             return ModuleFeaturizer(made, self.path)
         return self._base(self.base_name(types)).new_featurizer(types, cfg)
@@ -219,11 +235,16 @@ class CustomFamily:
         except ConfigError:
             raise
         except Exception as e:
-            raise ConfigError(f"{_where(self.path, e)}: build_model raised {type(e).__name__}: {e}") from None
+            raise ConfigError(
+                f"{_where(self.path, e)}: build_model raised {type(e).__name__}: {e}"
+            ) from None
         if not isinstance(model, keras.Model):
-            raise ConfigError(f"{self.path}: build_model returned {type(model).__name__}; return a keras.Model")
+            raise ConfigError(
+                f"{self.path}: build_model returned {type(model).__name__}; return a keras.Model"
+            )
         width = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
         if width != num_classes:
-            raise ConfigError(f"{self.path}: build_model's model outputs shape {model.output_shape}; expected [batch, {num_classes}] class probabilities (softmax), one per label")
+            raise ConfigError(
+                f"{self.path}: build_model's model outputs shape {model.output_shape}; expected [batch, {num_classes}] class probabilities (softmax), one per label"
+            )
         return model
-

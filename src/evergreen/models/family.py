@@ -78,7 +78,9 @@ class Featurizer(Protocol):
 
     def feature_spec(self) -> dict[str, tuple[list[int], str]]: ...
 
-    def featurize(self, rows: Sequence[Mapping[str, Any]], cache: FeatureCache | None) -> tuple[dict[str, np.ndarray], Ledger]: ...
+    def featurize(
+        self, rows: Sequence[Mapping[str, Any]], cache: FeatureCache | None
+    ) -> tuple[dict[str, np.ndarray], Ledger]: ...
 
     def model_inputs(self, parsed: Mapping[str, Any]) -> Any: ...
 
@@ -142,7 +144,9 @@ def family(name: str, cfg: Any = None, base_dir: Path | None = None) -> ModelFam
 
 
 def save_family(directory: str | Path, name: str, extra: Mapping[str, Any] | None = None) -> None:
-    (Path(directory) / FAMILY_FILE).write_text(json.dumps({"family": name, **(extra or {})}) + "\n", encoding="utf-8")
+    (Path(directory) / FAMILY_FILE).write_text(
+        json.dumps({"family": name, **(extra or {})}) + "\n", encoding="utf-8"
+    )
 
 
 def load_featurizer(directory: str | Path) -> Featurizer:
@@ -150,7 +154,9 @@ def load_featurizer(directory: str | Path) -> Featurizer:
     directory = Path(directory)
     marker = directory / FAMILY_FILE
     # Featurizers saved before families existed are text featurizers.
-    meta = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {"family": "text"}
+    meta = (
+        json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {"family": "text"}
+    )
     if meta["family"] == "custom":  # a custom module's own featurizer: read back by the module
         from evergreen.models.custom import ModuleFeaturizer
 
@@ -163,7 +169,12 @@ def load_featurizer(directory: str | Path) -> Featurizer:
 # --------------------------------------------------------------------------------------------
 
 
-def encode_featurized(arrays: Mapping[str, np.ndarray], spec: Mapping[str, tuple[list[int], str]], labels: Sequence[str], hashes: Sequence[str]) -> list[bytes]:
+def encode_featurized(
+    arrays: Mapping[str, np.ndarray],
+    spec: Mapping[str, tuple[list[int], str]],
+    labels: Sequence[str],
+    hashes: Sequence[str],
+) -> list[bytes]:
     """One serialized ``tf.train.Example`` per row: the featurized fields, label and row hash."""
     from evergreen.examples import ROW_HASH
 
@@ -174,15 +185,25 @@ def encode_featurized(arrays: Mapping[str, np.ndarray], spec: Mapping[str, tuple
         for name, (_, dtype) in spec.items():
             value = arrays[name][i]
             if dtype == "int64":
-                feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=np.ravel(value)))
+                feature[name] = tf.train.Feature(
+                    int64_list=tf.train.Int64List(value=np.ravel(value))
+                )
             elif dtype == "float32":
-                feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=np.ravel(value)))
+                feature[name] = tf.train.Feature(
+                    float_list=tf.train.FloatList(value=np.ravel(value))
+                )
             else:
                 data = value if isinstance(value, bytes) else str(value).encode("utf-8")
                 feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))
-        feature["label"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[label.encode("utf-8")]))
-        feature[ROW_HASH] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[row_hash.encode()]))
-        out.append(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+        feature["label"] = tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[label.encode("utf-8")])
+        )
+        feature[ROW_HASH] = tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[row_hash.encode()])
+        )
+        out.append(
+            tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+        )
     return out
 
 
@@ -190,7 +211,9 @@ def parse_spec(spec: Mapping[str, tuple[list[int], str]]) -> dict[str, Any]:
     """``tf.io.parse_example`` features for a featurizer's spec plus the label."""
     tf = tensorflow()
     dtypes = {"int64": tf.int64, "float32": tf.float32, "string": tf.string}
-    out = {name: tf.io.FixedLenFeature(shape, dtypes[dtype]) for name, (shape, dtype) in spec.items()}
+    out = {
+        name: tf.io.FixedLenFeature(shape, dtypes[dtype]) for name, (shape, dtype) in spec.items()
+    }
     out["label"] = tf.io.FixedLenFeature([], tf.string)
     return out
 
@@ -205,7 +228,11 @@ def compile_model(model: Any, learning_rate: float = 1e-3) -> Any:
     tensorflow()
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -216,7 +243,9 @@ def freeze_lower(model: Any, n_layers: int) -> list[str]:
     return freeze(model, n_layers)
 
 
-def export_serving_model(featurizer: Featurizer, model: Any, labels: Sequence[str], export_dir: str | Path) -> Path:
+def export_serving_model(
+    featurizer: Featurizer, model: Any, labels: Sequence[str], export_dir: str | Path
+) -> Path:
     """A SavedModel on raw inputs, loadable with no Evergreen code.
 
     Signatures, each taking :meth:`Featurizer.raw_signature` (one tensor of shape ``[None]``
@@ -244,15 +273,25 @@ def export_serving_model(featurizer: Featurizer, model: Any, labels: Sequence[st
         raw = dict(zip(names, args, strict=True))
         inputs = featurizer.raw_to_model_inputs(raw)
         rows = tf.shape(args[0])[0]
-        return tf.cond(rows > 0, lambda: tf.cast(model(inputs, training=False), tf.float32), lambda: tf.zeros([0, num_classes], tf.float32))
+        return tf.cond(
+            rows > 0,
+            lambda: tf.cast(model(inputs, training=False), tf.float32),
+            lambda: tf.zeros([0, num_classes], tf.float32),
+        )
 
     def serve(*args: Any) -> dict[str, Any]:
         scores = probabilities(*args)
-        return {"scores": scores, "classes": tf.tile(label_names[tf.newaxis, :], [tf.shape(scores)[0], 1])}
+        return {
+            "scores": scores,
+            "classes": tf.tile(label_names[tf.newaxis, :], [tf.shape(scores)[0], 1]),
+        }
 
     def classify(*args: Any) -> dict[str, Any]:
         scores = probabilities(*args)
-        return {"label": tf.gather(label_names, tf.argmax(scores, axis=-1)), "score": tf.reduce_max(scores, axis=-1)}
+        return {
+            "label": tf.gather(label_names, tf.argmax(scores, axis=-1)),
+            "score": tf.reduce_max(scores, axis=-1),
+        }
 
     archive = keras.export.ExportArchive()
     for layer in tracked:
@@ -267,7 +306,9 @@ def export_serving_model(featurizer: Featurizer, model: Any, labels: Sequence[st
     archive.write_out(str(export_dir), verbose=False)
     extra = export_dir / "assets.extra"
     extra.mkdir(exist_ok=True)
-    (extra / INPUTS_FILE).write_text(json.dumps(featurizer.raw_columns(), indent=2) + "\n", encoding="utf-8")
+    (extra / INPUTS_FILE).write_text(
+        json.dumps(featurizer.raw_columns(), indent=2) + "\n", encoding="utf-8"
+    )
     return export_dir
 
 
@@ -285,7 +326,13 @@ def raw_inputs_of(saved_model: Path) -> dict[str, str]:
     return {}
 
 
-def feed_saved_model(saved_model: Path, rows: Sequence[Mapping[str, Any]] | Sequence[str], *, columns: Mapping[str, str] | None = None, batch_size: int = 1024) -> tuple[np.ndarray, list[str]]:
+def feed_saved_model(
+    saved_model: Path,
+    rows: Sequence[Mapping[str, Any]] | Sequence[str],
+    *,
+    columns: Mapping[str, str] | None = None,
+    batch_size: int = 1024,
+) -> tuple[np.ndarray, list[str]]:
     """Class probabilities of raw ``rows`` (dicts of column → value) from ``serving_default``.
 
     ``rows`` may also be plain strings for a model with one input (a text model). Values are
@@ -298,7 +345,9 @@ def feed_saved_model(saved_model: Path, rows: Sequence[Mapping[str, Any]] | Sequ
     """
     tf = tensorflow()
     if not (Path(saved_model) / "saved_model.pb").is_file():
-        raise NotFound(f"no SavedModel in {saved_model} (expected {Path(saved_model) / 'saved_model.pb'}).")
+        raise NotFound(
+            f"no SavedModel in {saved_model} (expected {Path(saved_model) / 'saved_model.pb'})."
+        )
     serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
     inputs = serve.structured_input_signature[1]
     columns = raw_inputs_of(saved_model) or dict(columns or {})
@@ -316,7 +365,9 @@ def feed_saved_model(saved_model: Path, rows: Sequence[Mapping[str, Any]] | Sequ
             try:
                 feed[name] = _tensor(values, spec.dtype)
             except (TypeError, ValueError) as e:
-                raise DataError(f"input {name!r} (column {columns.get(name, name)!r}) expects {spec.dtype.name} values; got {e}") from None
+                raise DataError(
+                    f"input {name!r} (column {columns.get(name, name)!r}) expects {spec.dtype.name} values; got {e}"
+                ) from None
         out = serve(**feed)
         chunks.append(out["scores"].numpy())
         if len(part):
@@ -329,7 +380,13 @@ def feed_saved_model(saved_model: Path, rows: Sequence[Mapping[str, Any]] | Sequ
 def _tensor(values: list[Any], dtype: Any) -> Any:
     tf = tensorflow()
     if dtype == tf.string:
-        return tf.constant([b"" if v is None else v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values], tf.string)
+        return tf.constant(
+            [
+                b"" if v is None else v if isinstance(v, bytes) else str(v).encode("utf-8")
+                for v in values
+            ],
+            tf.string,
+        )
     if dtype.is_floating:
         return tf.constant([np.nan if v is None else float(v) for v in values], dtype)
     return tf.constant([0 if v is None else int(v) for v in values], dtype)

@@ -30,7 +30,19 @@ __all__ = ["ImageFamily", "ImageFeaturizer", "build_model", "decode_images"]
 STATE_FILE = "image.json"
 FORMAT_VERSION = 1
 # Layers from the input up; freeze_lower_layers counts these (augmentation layers have no weights).
-LAYER_NAMES = ("rescale", "translate", "rotate", "conv_1", "pool_1", "conv_2", "pool_2", "flatten", "dense", "dropout", "classifier")
+LAYER_NAMES = (
+    "rescale",
+    "translate",
+    "rotate",
+    "conv_1",
+    "pool_1",
+    "conv_2",
+    "pool_2",
+    "flatten",
+    "dense",
+    "dropout",
+    "classifier",
+)
 
 
 def _keras() -> Any:
@@ -53,10 +65,16 @@ def decode_images(encoded: Any, size: int, channels: int) -> Any:
         return tf.image.resize(tf.cast(image, tf.float32), [size, size])
 
     def one(data: Any) -> Any:
-        image = tf.cond(tf.strings.length(data) > 0, lambda: decode(data), lambda: tf.zeros([size, size, channels], tf.float32))
+        image = tf.cond(
+            tf.strings.length(data) > 0,
+            lambda: decode(data),
+            lambda: tf.zeros([size, size, channels], tf.float32),
+        )
         return tf.ensure_shape(image, [size, size, channels])
 
-    return tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec([size, size, channels], tf.float32))
+    return tf.map_fn(
+        one, encoded, fn_output_signature=tf.TensorSpec([size, size, channels], tf.float32)
+    )
 
 
 class ImageFeaturizer:
@@ -88,7 +106,11 @@ class ImageFeaturizer:
         return self
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps({"format_version": FORMAT_VERSION, **self.to_dict()}, sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(
+            json.dumps(
+                {"format_version": FORMAT_VERSION, **self.to_dict()}, sort_keys=True
+            ).encode()
+        ).hexdigest()
 
     def properties(self) -> dict[str, Any]:
         return self.to_dict()
@@ -98,7 +120,11 @@ class ImageFeaturizer:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {"format_version": FORMAT_VERSION, "config": self.to_dict(), "rows_seen": self.rows_seen_}
+        state = {
+            "format_version": FORMAT_VERSION,
+            "config": self.to_dict(),
+            "rows_seen": self.rows_seen_,
+        }
         (directory / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
         save_family(directory, self.family)
         return directory
@@ -116,7 +142,9 @@ class ImageFeaturizer:
     def feature_spec(self) -> dict[str, tuple[list[int], str]]:
         return {"image": ([], "string")}
 
-    def featurize(self, rows: Sequence[Mapping[str, Any]], cache: Any) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    def featurize(
+        self, rows: Sequence[Mapping[str, Any]], cache: Any
+    ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
         data = np.array([row.get(self.image_feature) or b"" for row in rows], dtype=object)
         return {"image": data}, {"rows_featurized": len(rows), "rows_reused": 0}
 
@@ -124,7 +152,9 @@ class ImageFeaturizer:
         return decode_images(parsed["image"], self.size, self.channels)
 
     def keras_inputs(self) -> Any:
-        return _keras().Input(shape=(self.size, self.size, self.channels), dtype="float32", name="image")
+        return _keras().Input(
+            shape=(self.size, self.size, self.channels), dtype="float32", name="image"
+        )
 
     def raw_signature(self) -> dict[str, Any]:
         return {"image_bytes": tensorflow().string}
@@ -170,7 +200,9 @@ class ImageFamily:
     def new_featurizer(self, types: Mapping[str, str], cfg: Any) -> ImageFeaturizer:
         images = [c for c, t in types.items() if t == "image"]
         if len(images) != 1:
-            raise ConfigError(f"the image family needs exactly one image feature; found {images or 'none'}. Mark the column of image paths as \"image\" in [data.features]")
+            raise ConfigError(
+                f'the image family needs exactly one image feature; found {images or "none"}. Mark the column of image paths as "image" in [data.features]'
+            )
         return ImageFeaturizer(images[0], cfg.image_size, cfg.image_channels)
 
     def load_featurizer(self, directory: str | Path) -> ImageFeaturizer:

@@ -59,7 +59,9 @@ class TabularFeaturizer:
 
     family = "tabular"
 
-    def __init__(self, numeric: Sequence[str], categorical: Sequence[str], max_categories: int = 1000) -> None:
+    def __init__(
+        self, numeric: Sequence[str], categorical: Sequence[str], max_categories: int = 1000
+    ) -> None:
         self.numeric = list(numeric)
         self.categorical = list(categorical)
         self.max_categories = max_categories
@@ -72,7 +74,11 @@ class TabularFeaturizer:
 
     # -- hyperparameters ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"numeric": self.numeric, "categorical": self.categorical, "max_categories": self.max_categories}
+        return {
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "max_categories": self.max_categories,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TabularFeaturizer:
@@ -111,7 +117,10 @@ class TabularFeaturizer:
         std = np.sqrt(np.maximum(var, 0.0))
         self.mean_ = [float(m) for m in mean]
         self.std_ = [float(s) if s > 1e-12 else 1.0 for s in std]
-        self.vocabularies_ = [[v for v, _ in sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[: self.max_categories]] for c in counts]
+        self.vocabularies_ = [
+            [v for v, _ in sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[: self.max_categories]]
+            for c in counts
+        ]
         self.rows_seen_ = seen
         self._lookups = self._index = None
         return self
@@ -123,11 +132,21 @@ class TabularFeaturizer:
 
     def fingerprint(self) -> str:
         mean, std, vocabularies = self._fitted()
-        state = {"format_version": FORMAT_VERSION, **self.to_dict(), "mean": mean, "std": std, "vocabularies": vocabularies}
+        state = {
+            "format_version": FORMAT_VERSION,
+            **self.to_dict(),
+            "mean": mean,
+            "std": std,
+            "vocabularies": vocabularies,
+        }
         return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
     def properties(self) -> dict[str, Any]:
-        return {"numeric": self.numeric, "categorical": self.categorical, "vocabulary_sizes": [len(v) for v in self._fitted()[2]]}
+        return {
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "vocabulary_sizes": [len(v) for v in self._fitted()[2]],
+        }
 
     # -- storage -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -136,7 +155,15 @@ class TabularFeaturizer:
         mean, std, vocabularies = self._fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {"format_version": FORMAT_VERSION, "config": self.to_dict(), "mean": mean, "std": std, "vocabularies": vocabularies, "rows_seen": self.rows_seen_, "fingerprint": self.fingerprint()}
+        state = {
+            "format_version": FORMAT_VERSION,
+            "config": self.to_dict(),
+            "mean": mean,
+            "std": std,
+            "vocabularies": vocabularies,
+            "rows_seen": self.rows_seen_,
+            "fingerprint": self.fingerprint(),
+        }
         (directory / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
         save_family(directory, self.family)
         return directory
@@ -149,12 +176,20 @@ class TabularFeaturizer:
             raise NotFound(f"tabular featurizer file {path} does not exist.")
         state = json.loads(path.read_text(encoding="utf-8"))
         if state.get("format_version") != FORMAT_VERSION:
-            raise DataError(f"tabular featurizer {path} has format_version {state.get('format_version')!r}; this Evergreen reads {FORMAT_VERSION}. Refit it with --full.")
+            raise DataError(
+                f"tabular featurizer {path} has format_version {state.get('format_version')!r}; this Evergreen reads {FORMAT_VERSION}. Refit it with --full."
+            )
         featurizer = cls.from_dict(state["config"])
-        featurizer.mean_, featurizer.std_, featurizer.vocabularies_ = state["mean"], state["std"], state["vocabularies"]
+        featurizer.mean_, featurizer.std_, featurizer.vocabularies_ = (
+            state["mean"],
+            state["std"],
+            state["vocabularies"],
+        )
         featurizer.rows_seen_ = int(state.get("rows_seen", 0))
         if featurizer.fingerprint() != state.get("fingerprint"):
-            raise DataError(f"tabular featurizer {path} does not match its fingerprint: it was edited or damaged; refit it with --full.")
+            raise DataError(
+                f"tabular featurizer {path} does not match its fingerprint: it was edited or damaged; refit it with --full."
+            )
         return featurizer
 
     # -- applying (numpy, once per row) ------------------------------------------------------
@@ -177,16 +212,30 @@ class TabularFeaturizer:
         mean, std, _ = self._fitted()
         out: dict[str, np.ndarray] = {}
         if self.numeric:
-            raw = np.array([[np.nan if row.get(c) is None else float(row[c]) for c in self.numeric] for row in rows], dtype=np.float64).reshape(len(rows), len(self.numeric))
+            raw = np.array(
+                [
+                    [np.nan if row.get(c) is None else float(row[c]) for c in self.numeric]
+                    for row in rows
+                ],
+                dtype=np.float64,
+            ).reshape(len(rows), len(self.numeric))
             missing = np.isnan(raw)
             z = (raw - np.array(mean)) / np.array(std)
             out["numeric"] = np.where(missing, 0.0, z).astype(np.float32)
             out["missing"] = missing.astype(np.float32)
         for i, (column, index) in enumerate(zip(self.categorical, self._ids(), strict=True)):
-            out[f"cat_{i}"] = np.array([[index.get("" if row.get(column) is None else str(row[column]), 0)] for row in rows], dtype=np.int64).reshape(len(rows), 1)
+            out[f"cat_{i}"] = np.array(
+                [
+                    [index.get("" if row.get(column) is None else str(row[column]), 0)]
+                    for row in rows
+                ],
+                dtype=np.int64,
+            ).reshape(len(rows), 1)
         return out
 
-    def featurize(self, rows: Sequence[Mapping[str, Any]], cache: Any) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    def featurize(
+        self, rows: Sequence[Mapping[str, Any]], cache: Any
+    ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
         return self.transform(rows), {"rows_featurized": len(rows), "rows_reused": 0}
 
     def unknown_rate(self, rows: Sequence[Mapping[str, Any]]) -> float:
@@ -207,14 +256,20 @@ class TabularFeaturizer:
 
     def keras_inputs(self) -> dict[str, Any]:
         keras = _keras()
-        return {name: keras.Input(shape=tuple(shape), dtype=dtype, name=name) for name, (shape, dtype) in self.feature_spec().items()}
+        return {
+            name: keras.Input(shape=tuple(shape), dtype=dtype, name=name)
+            for name, (shape, dtype) in self.feature_spec().items()
+        }
 
     def raw_signature(self) -> dict[str, Any]:
         tf = tensorflow()
         return {**{c: tf.float32 for c in self.numeric}, **{c: tf.string for c in self.categorical}}
 
     def feature_types(self) -> dict[str, str]:
-        return {**{c: "numeric" for c in self.numeric}, **{c: "categorical" for c in self.categorical}}
+        return {
+            **{c: "numeric" for c in self.numeric},
+            **{c: "categorical" for c in self.categorical},
+        }
 
     def raw_columns(self) -> dict[str, str]:
         return {c: c for c in [*self.numeric, *self.categorical]}
@@ -226,7 +281,12 @@ class TabularFeaturizer:
             self._lookups = []
             for i, vocab in enumerate(self._fitted()[2]):
                 # An empty vocabulary (a column never present in training) maps all to OOV.
-                layer = keras.layers.StringLookup(vocabulary=vocab or ["\x00never"], num_oov_indices=1, mask_token=None, name=f"lookup_{i}")
+                layer = keras.layers.StringLookup(
+                    vocabulary=vocab or ["\x00never"],
+                    num_oov_indices=1,
+                    mask_token=None,
+                    name=f"lookup_{i}",
+                )
                 layer(tf.constant([""]))
                 self._lookups.append(layer)
         return self._lookups
@@ -241,12 +301,16 @@ class TabularFeaturizer:
             z = (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
             out["numeric"] = tf.where(missing, tf.zeros_like(z), z)
             out["missing"] = tf.cast(missing, tf.float32)
-        for i, (column, lookup) in enumerate(zip(self.categorical, self.serving_layers(), strict=True)):
+        for i, (column, lookup) in enumerate(
+            zip(self.categorical, self.serving_layers(), strict=True)
+        ):
             out[f"cat_{i}"] = tf.reshape(tf.cast(lookup(raw[column]), tf.int64), [-1, 1])
         return out
 
 
-def build_model(featurizer: TabularFeaturizer, num_classes: int, hidden_units: int = 64, dropout: float = 0.2) -> Any:
+def build_model(
+    featurizer: TabularFeaturizer, num_classes: int, hidden_units: int = 64, dropout: float = 0.2
+) -> Any:
     """The wide & deep classifier on :meth:`TabularFeaturizer.keras_inputs` (see the module doc)."""
     keras = _keras()
     layers = keras.layers
@@ -256,19 +320,41 @@ def build_model(featurizer: TabularFeaturizer, num_classes: int, hidden_units: i
     deep_parts, wide_parts = [], []
     if "numeric" in inputs:
         deep_parts += [inputs["numeric"], inputs["missing"]]
-        wide_parts.append(layers.Dense(num_classes, name="wide_numeric")(layers.Concatenate(name="numbers")([inputs["numeric"], inputs["missing"]])))
+        wide_parts.append(
+            layers.Dense(num_classes, name="wide_numeric")(
+                layers.Concatenate(name="numbers")([inputs["numeric"], inputs["missing"]])
+            )
+        )
     for i, (cat, size) in enumerate(zip(cats, sizes, strict=True)):
         dim = min(16, max(2, round(1.6 * size**0.56)))
-        deep_parts.append(layers.Flatten(name=f"deep_flat_{i}")(layers.Embedding(size, dim, name=f"deep_embed_{i}")(cat)))
-        wide_parts.append(layers.Flatten(name=f"wide_flat_{i}")(layers.Embedding(size, num_classes, name=f"wide_embed_{i}")(cat)))
+        deep_parts.append(
+            layers.Flatten(name=f"deep_flat_{i}")(
+                layers.Embedding(size, dim, name=f"deep_embed_{i}")(cat)
+            )
+        )
+        wide_parts.append(
+            layers.Flatten(name=f"wide_flat_{i}")(
+                layers.Embedding(size, num_classes, name=f"wide_embed_{i}")(cat)
+            )
+        )
     for n, (a, b) in enumerate(list(combinations(range(len(cats)), 2))[:MAX_CROSSES]):
         crossed = layers.HashedCrossing(CROSS_BINS, name=f"cross_{n}")((cats[a], cats[b]))
-        wide_parts.append(layers.Flatten(name=f"cross_flat_{n}")(layers.Embedding(CROSS_BINS, num_classes, name=f"cross_embed_{n}")(crossed)))
-    deep = deep_parts[0] if len(deep_parts) == 1 else layers.Concatenate(name="deep_inputs")(deep_parts)
+        wide_parts.append(
+            layers.Flatten(name=f"cross_flat_{n}")(
+                layers.Embedding(CROSS_BINS, num_classes, name=f"cross_embed_{n}")(crossed)
+            )
+        )
+    deep = (
+        deep_parts[0]
+        if len(deep_parts) == 1
+        else layers.Concatenate(name="deep_inputs")(deep_parts)
+    )
     deep = layers.Dense(hidden_units, activation="relu", name="deep_1")(deep)
     deep = layers.Dropout(dropout, name="deep_dropout")(deep)
     deep = layers.Dense(max(hidden_units // 2, 2), activation="relu", name="deep_2")(deep)
-    logits = layers.Add(name="logits")([layers.Dense(num_classes, name="deep_logits")(deep), *wide_parts])
+    logits = layers.Add(name="logits")(
+        [layers.Dense(num_classes, name="deep_logits")(deep), *wide_parts]
+    )
     outputs = layers.Activation("softmax", name="classifier")(logits)
     return keras.Model(inputs, outputs, name="wide_and_deep")
 

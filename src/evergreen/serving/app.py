@@ -222,9 +222,7 @@ def create_app(
 
         __slots__ = ("lv",)
 
-        def __init__(
-            self, call: _Call, model: str, version: str | None, label: str | None
-        ) -> None:
+        def __init__(self, call: _Call, model: str, version: str | None, label: str | None) -> None:
             call.model = model
             self.lv = manager.acquire(model, version, label)
             call.version = self.lv.version

@@ -261,10 +261,7 @@ class DynamicBatcher:
         assert self._wakeup is not None
         want = max(self._company, default=0)
         until = max(first.enqueued, self._free_since) + self.max_delay
-        while (
-            len(self._queue) < want
-            and sum(i.rows for i in self._queue) < self.max_batch_size
-        ):
+        while len(self._queue) < want and sum(i.rows for i in self._queue) < self.max_batch_size:
             remaining = until - time.monotonic()
             if remaining <= 0:
                 return
@@ -320,5 +317,9 @@ def _first_message(error: BaseException) -> str:
     """The line of a TensorFlow error that says what was wrong, without graph node noise."""
     text = getattr(error, "message", None) or str(error)
     noise = ("Graph execution error", "Detected at node", "<stack traces", "[[")
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(noise)]
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith(noise)
+    ]
     return lines[0] if lines else text.strip()
