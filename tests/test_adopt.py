@@ -55,7 +55,9 @@ def _train_elsewhere(header: list[str], rows: list[list[str]], path: Path) -> Pa
         c: tf.constant([[v] for v in table[c]]) for c in CATEGORICAL
     }
     y = np.array([["no", "yes"].index(v) for v in table["churn"]])
-    model.fit(tf.data.Dataset.from_tensor_slices((feed, y)).batch(32), epochs=8, shuffle=False, verbose=0)
+    model.fit(
+        tf.data.Dataset.from_tensor_slices((feed, y)).batch(32), epochs=8, shuffle=False, verbose=0
+    )
     model.save(path)
     return path
 
