@@ -371,8 +371,9 @@ def _check_plain(v: _Validator, value: Any, key: str, depth: int = 0) -> None:
     is False for nan) can let a non-finite number through to training or serving.
     """
     if depth > _MAX_DEPTH:
+        shown = key if len(key) <= 60 else key[:60] + "..."
         raise ConfigError(
-            f"{v.source}: {key} nests more than {_MAX_DEPTH} levels of arrays or tables; "
+            f"{v.source}: {shown} nests more than {_MAX_DEPTH} levels of arrays or tables; "
             "no Evergreen key needs that, remove the nesting"
         )
     if isinstance(value, float) and not math.isfinite(value):
@@ -622,6 +623,16 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig, base_dir: Pa
             values["module"],
             f"no such file ({_resolve(base_dir, values['module'])}); point it at a Python file defining build_model(schema, hparams)",
         )
+    for name in ("learning_rate", "incremental_learning_rate"):
+        if values[name] > 1:  # Adam diverges to NaN weights long before that
+            v.fail(f"train.{name}", values[name], "use a rate of at most 1, e.g. 0.001")
+    confidence = values["guard_confidence"]
+    if confidence >= 1 or 0 < confidence < 0.5:  # z = inv_cdf(confidence): inf at 1, < 0 below 0.5
+        v.fail(
+            "train.guard_confidence",
+            confidence,
+            "use 0 (compare exactly) or a confidence from 0.5 up to, not including, 1, e.g. 0.95",
+        )
     if values["image_channels"] not in (1, 3):
         v.fail("train.image_channels", values["image_channels"], "use 1 (grayscale) or 3 (RGB)")
     text_feature = values["text_feature"]
@@ -740,6 +751,11 @@ def serving_from_dict(
     log_payloads = raw.get("log_payloads", d.log_payloads)
     if not isinstance(log_payloads, bool):
         v.fail("serving.log_payloads", log_payloads, "use true or false")
+    audit_log = v.string(raw, "serving.audit_log")
+    if audit_log:
+        _check_location(
+            v, "serving.audit_log", audit_log, _resolve(base_dir or Path.cwd(), audit_log).parent
+        )
     return ServingConfig(
         host=host,
         port=port,
@@ -759,7 +775,7 @@ def serving_from_dict(
         request_log_sample_rate=v.fraction(
             raw, "serving.request_log_sample_rate", d.request_log_sample_rate
         ),
-        audit_log=v.string(raw, "serving.audit_log"),
+        audit_log=audit_log,
         log_payloads=log_payloads,
     )
 
