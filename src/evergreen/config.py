@@ -12,7 +12,9 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -346,7 +348,7 @@ def from_dict(
         )
     )
     validation = _validation(v, v.table(raw, "validation"), base_dir)
-    train = _train(v, v.table(raw, "train"), data, base_dir)
+    train = _train(v, v.table(raw, "train"), data)
     drift = _drift(v, v.table(raw, "drift"))
     serving = serving_from_dict(v.table(raw, "serving"), source=source, base_dir=base_dir)
     return Config(
@@ -394,6 +396,19 @@ def _pipeline_name(v: _Validator, name: str) -> str:
         v.fail("pipeline.name", name, f"it becomes the registry's model name, and {e}")
     if len(name) > MAX_NAME_LENGTH:
         v.fail("pipeline.name", name, f"use at most {MAX_NAME_LENGTH} characters")
+    return name
+
+
+def safe_name(text: str) -> str:
+    """``text`` made into a valid ``pipeline.name`` (for ``evergreen init``'s folder name).
+
+    Accents are dropped (``café`` → ``cafe``), other characters the registry refuses become
+    ``-``, leading punctuation goes.
+    """
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", ascii_text).lstrip("-_.")[:MAX_NAME_LENGTH]
+    name = name or "pipeline"
+    _check_registry_name(name, "model")  # the registry's rule is the one that counts
     return name
 
 
@@ -586,7 +601,7 @@ def _resolve(base_dir: Path, path: str) -> Path:
 _ZERO_OK = ("full_every", "freeze_lower_layers", "seed", "replay_rows")
 
 
-def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig, base_dir: Path) -> TrainConfig:
+def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConfig:
     defaults = TrainConfig()
     allowed = tuple(f.name for f in fields(TrainConfig))
     v.known_keys("train", raw, allowed)
@@ -616,12 +631,6 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig, base_dir: Pa
     if values["family"] == "custom" and not values["module"]:
         raise ConfigError(
             f"{v.source}: train.family = 'custom' needs train.module = 'path/to/module.py' (a file defining build_model(schema, hparams))"
-        )
-    if values["family"] == "custom" and not _resolve(base_dir, values["module"]).is_file():
-        v.fail(
-            "train.module",
-            values["module"],
-            f"no such file ({_resolve(base_dir, values['module'])}); point it at a Python file defining build_model(schema, hparams)",
         )
     for name in ("learning_rate", "incremental_learning_rate"):
         if values[name] > 1:  # Adam diverges to NaN weights long before that
@@ -730,15 +739,7 @@ def serving_from_dict(
     api_key_env = raw.get("api_key_env", d.api_key_env)
     if not isinstance(api_key_env, str):
         v.fail("serving.api_key_env", api_key_env, "use the quoted name of an environment variable")
-    tls_cert, tls_key = v.string(raw, "serving.tls_cert"), v.string(raw, "serving.tls_key")
-    if bool(tls_cert) != bool(tls_key):
-        v.fail(
-            "serving.tls_cert" if tls_key else "serving.tls_key",
-            "",
-            "set both tls_cert and tls_key (PEM files) for HTTPS, or neither for plain HTTP",
-        )
-    if tls_cert:
-        _check_tls(v, tls_cert, tls_key, base_dir or Path.cwd())
+    tls_cert, tls_key, audit_log = _serving_files(v, raw, base_dir or Path.cwd())
     port = v.integer(raw, "serving.port", d.port, minimum=0)
     if port > 65535:
         v.fail("serving.port", port, "use a port number from 0 to 65535 (0: any free port)")
@@ -751,11 +752,6 @@ def serving_from_dict(
     log_payloads = raw.get("log_payloads", d.log_payloads)
     if not isinstance(log_payloads, bool):
         v.fail("serving.log_payloads", log_payloads, "use true or false")
-    audit_log = v.string(raw, "serving.audit_log")
-    if audit_log:
-        _check_location(
-            v, "serving.audit_log", audit_log, _resolve(base_dir or Path.cwd(), audit_log).parent
-        )
     return ServingConfig(
         host=host,
         port=port,
@@ -778,6 +774,23 @@ def serving_from_dict(
         audit_log=audit_log,
         log_payloads=log_payloads,
     )
+
+
+def _serving_files(v: _Validator, raw: Mapping[str, Any], base_dir: Path) -> tuple[str, str, str]:
+    """``tls_cert``, ``tls_key`` and ``audit_log`` as given, checked against the file system."""
+    tls_cert, tls_key = v.string(raw, "serving.tls_cert"), v.string(raw, "serving.tls_key")
+    if bool(tls_cert) != bool(tls_key):
+        v.fail(
+            "serving.tls_cert" if tls_key else "serving.tls_key",
+            "",
+            "set both tls_cert and tls_key (PEM files) for HTTPS, or neither for plain HTTP",
+        )
+    if tls_cert:
+        _check_tls(v, tls_cert, tls_key, base_dir)
+    audit_log = v.string(raw, "serving.audit_log")
+    if audit_log:
+        _check_location(v, "serving.audit_log", audit_log, _resolve(base_dir, audit_log).parent)
+    return tls_cert, tls_key, audit_log
 
 
 def _check_tls(v: _Validator, cert: str, key: str, base_dir: Path) -> None:
