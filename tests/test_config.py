@@ -69,6 +69,21 @@ def test_defaults_and_round_trip(tmp_path: Path) -> None:
             "dedupe.label_conflicts = 'drop' is not valid: use one of quarantine, keep",
         ),
         ({"pipeline": {"name": "my reviews"}}, "pipeline.name = 'my reviews' is not valid"),
+        (
+            {"serving": {"host": "my host"}},
+            "serving.host = 'my host' is not valid: use an IP address",
+        ),
+        (
+            {"serving": {"poll_seconds": 1e30}},
+            "serving.poll_seconds = 1e+30 is not valid: use at most",
+        ),
+        (
+            {"serving": {"batch_timeout_ms": 20000}},
+            "serving.batch_timeout_ms = 20000.0 is not valid: use less than serving.request_timeout_ms",
+        ),
+        ({"serving": {"audit_log": "."}}, "serving.audit_log = '.' is not valid: it is a folder"),
+        ({"serving": {"audit_log": "a" * 300}}, "over 255 bytes"),
+        ({"validation": {"schema_file": "s" * 300}}, "validation.schema_file = 'sss"),
     ],
     ids=[
         "no-placeholder",
@@ -81,6 +96,12 @@ def test_defaults_and_round_trip(tmp_path: Path) -> None:
         "severity",
         "policy",
         "name",
+        "host",
+        "poll-huge",
+        "batch-wait-beyond-timeout",
+        "audit-log-folder",
+        "audit-log-name-too-long",
+        "schema-file-name-too-long",
     ],
 )
 def test_errors_name_key_value_and_fix(change: dict, message: str) -> None:

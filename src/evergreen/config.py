@@ -10,6 +10,7 @@ Every error names the key, the value that came and what to write instead.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -76,6 +77,8 @@ METADATA_DIALECTS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg")}
 SPLIT_SUM_TOLERANCE = 1e-6
 MAX_INT = 2**31 - 1  # larger counts and sizes overflow TensorFlow's int32 shapes and seeds
 MAX_NAME_LENGTH = 100  # pipeline.name is a folder name in the registry
+MAX_POLL_SECONDS = 86_400.0
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _MAX_DEPTH = 32  # no real config nests this deep; deeper data is refused before it is walked
 
 
@@ -275,9 +278,9 @@ def load(
 
 def _read_toml(path: Path) -> dict[str, Any]:
     """The parsed file; every way a file can fail to be a TOML config is a ConfigError."""
-    if path.is_dir():
+    if _is_dir(path):
         raise ConfigError(f"config path {path} is a folder; give the TOML file inside it")
-    if not path.is_file():
+    if not _is_file(path):
         raise ConfigError(
             f"config file {path} does not exist; create one with `evergreen init NAME`"
         )
@@ -433,6 +436,7 @@ def _check_location(v: _Validator, key: str, value: str, path: Path) -> None:
         ConfigError: ``path`` or one of its parents is a file, or the nearest existing folder
             is not writable, or the path cannot be looked at (too long, no permission).
     """
+    _check_name_lengths(v, key, value, path)
     try:
         existing = path
         while not existing.exists() and existing.parent != existing:
@@ -443,6 +447,13 @@ def _check_location(v: _Validator, key: str, value: str, path: Path) -> None:
             v.fail(key, value, f"{existing} is not writable; choose a folder you can write to")
     except OSError as e:
         v.fail(key, value, f"the path cannot be used ({e.strerror}); choose another one")
+
+
+def _check_name_lengths(v: _Validator, key: str, value: str, path: Path) -> None:
+    """No folder or file name in ``path`` is longer than the file system allows (255 bytes)."""
+    for part in path.parts:
+        if len(os.fsencode(part)) > 255:
+            v.fail(key, value, "a folder or file name in it is over 255 bytes; shorten it")
 
 
 def _check_metadata_url(v: _Validator, key: str, url: str) -> None:
@@ -465,7 +476,7 @@ def _check_metadata_url(v: _Validator, key: str, url: str) -> None:
         v.fail(key, url, f"the driver {driver!r} is not installed; use {backend}:// or {drivers}")
     database = parsed.database or ""
     if backend == "sqlite" and database and database != ":memory:":
-        if Path(database).is_dir():
+        if _is_dir(Path(database)):
             v.fail(key, url, f"{database} is a folder; name the database file inside it")
         _check_location(v, key, url, Path(database).parent)
 
@@ -577,7 +588,7 @@ def _validation(v: _Validator, raw: Mapping[str, Any], base_dir: Path) -> Valida
             v.fail(f"validation.severity.{kind}", level, f"use one of {', '.join(SEVERITIES)}")
         severity[kind] = level
     schema_file = v.string(raw, "validation.schema_file")
-    if schema_file and not _resolve(base_dir, schema_file).is_file():
+    if schema_file and not _is_file(_resolve(base_dir, schema_file)):
         v.fail(
             "validation.schema_file",
             schema_file,
@@ -735,7 +746,7 @@ def serving_from_dict(
     allowed = tuple(f.name for f in fields(ServingConfig))
     v.known_keys("serving", raw, allowed)
     d = ServingConfig()
-    host = v.string(raw, "serving.host") or d.host
+    host = _host(v, v.string(raw, "serving.host") or d.host)
     api_key_env = raw.get("api_key_env", d.api_key_env)
     if not isinstance(api_key_env, str):
         v.fail("serving.api_key_env", api_key_env, "use the quoted name of an environment variable")
@@ -749,6 +760,19 @@ def serving_from_dict(
     values: dict[str, Any] = {}
     for key, minimum in (("batch_timeout_ms", 0.0), ("poll_seconds", 0.05)):
         values[key] = v.number(raw, f"serving.{key}", getattr(d, key), minimum=minimum)
+    if values["poll_seconds"] > MAX_POLL_SECONDS:  # asyncio.sleep overflows on absurd values
+        v.fail(
+            "serving.poll_seconds",
+            values["poll_seconds"],
+            f"use at most {MAX_POLL_SECONDS:g} (a day)",
+        )
+    request_timeout = v.integer(raw, "serving.request_timeout_ms", d.request_timeout_ms, minimum=1)
+    if values["batch_timeout_ms"] >= request_timeout:
+        v.fail(
+            "serving.batch_timeout_ms",
+            values["batch_timeout_ms"],
+            f"use less than serving.request_timeout_ms ({request_timeout}): a request would time out waiting for its batch",
+        )
     log_payloads = raw.get("log_payloads", d.log_payloads)
     if not isinstance(log_payloads, bool):
         v.fail("serving.log_payloads", log_payloads, "use true or false")
@@ -762,9 +786,7 @@ def serving_from_dict(
         batch_timeout_ms=values["batch_timeout_ms"],
         batch_threads=v.integer(raw, "serving.batch_threads", d.batch_threads, minimum=1),
         max_queue=v.integer(raw, "serving.max_queue", d.max_queue, minimum=1),
-        request_timeout_ms=v.integer(
-            raw, "serving.request_timeout_ms", d.request_timeout_ms, minimum=1
-        ),
+        request_timeout_ms=request_timeout,
         max_body_bytes=v.integer(raw, "serving.max_body_bytes", d.max_body_bytes, minimum=1),
         canary_percent=float(canary),
         poll_seconds=values["poll_seconds"],
@@ -789,8 +811,45 @@ def _serving_files(v: _Validator, raw: Mapping[str, Any], base_dir: Path) -> tup
         _check_tls(v, tls_cert, tls_key, base_dir)
     audit_log = v.string(raw, "serving.audit_log")
     if audit_log:
+        _check_name_lengths(v, "serving.audit_log", audit_log, _resolve(base_dir, audit_log))
+        if _is_dir(_resolve(base_dir, audit_log)):
+            v.fail(
+                "serving.audit_log", audit_log, "it is a folder; name a file, e.g. 'audit.jsonl'"
+            )
         _check_location(v, "serving.audit_log", audit_log, _resolve(base_dir, audit_log).parent)
     return tls_cert, tls_key, audit_log
+
+
+def _host(v: _Validator, host: str) -> str:
+    """An IP address or a syntactically valid host name (no lookup: that happens at bind)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return host
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        v.fail(
+            "serving.host",
+            host,
+            "use an IP address or a host name of letters, digits, '-' and '.', e.g. 127.0.0.1 or 0.0.0.0",
+        )
+    return host
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False where the path cannot even be looked at (too long, no access)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _check_tls(v: _Validator, cert: str, key: str, base_dir: Path) -> None:
@@ -806,7 +865,7 @@ def _check_tls(v: _Validator, cert: str, key: str, base_dir: Path) -> None:
         ("serving.tls_key", key, b"PRIVATE KEY-----", "a PEM private key"),
     ):
         path = _resolve(base_dir, value)
-        if not path.is_file():
+        if not _is_file(path):
             v.fail(name, value, f"no such file ({path}); give {what}")
         try:
             content = path.read_bytes()
