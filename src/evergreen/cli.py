@@ -252,9 +252,11 @@ def run(
             out.print(f"report: {path}")
     blocked = [r for r in records if r["mode"] == "block"]
     if blocked:
+        reason = blocked[0]["reason"].replace(
+            "evergreen ingest --accept", f"evergreen ingest -c {config_path} --accept"
+        )
         raise SpanBlocked(
-            f"span {blocked[0]['span']} was not trained: {blocked[0]['reason']}; later spans wait. "
-            "Fix the data or the [drift] config, then run again"
+            f"span {blocked[0]['span']} was not trained: {reason}. Later spans wait for it"
         )
 
 
@@ -483,7 +485,7 @@ def rollback(config_path: str, root: str | None, version: int) -> None:
     """Move the champion back to VERSION (recorded in the alias history)."""
     from evergreen.registry import Registry
 
-    with _project(config_path, root) as project:
+    with _project(config_path, root) as project, project.writing("evergreen rollback"):
         moved = Registry(project.config.registry_dir).rollback(
             project.config.name, version, reason="evergreen rollback"
         )
