@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
+from evergreen.components import statistics as stats_mod
 from evergreen.components.evaluate import EvaluateCandidate
 from evergreen.components.featurize import FeaturizeSpan, FitFeaturizer, span_rows
 from evergreen.components.train import TrainModel
@@ -167,6 +168,19 @@ class TrainingLoop:
                 return self.store.run_inputs(producer.id).get("champion")
         return self.champion_model()
 
+    def _label_classes(self, history: list[Any]) -> list[str]:
+        """The schema's label domain plus every class the spans so far hold.
+
+        Validation only warns about a new class by default, so the schema alone can miss one;
+        a class outside the model's outputs would have no label id and wedge every later run.
+        """
+        schema = self.project.current_schema()
+        classes = set(schema.label_domain) if schema else set()
+        for record in history:
+            if record.statistics_id is not None:
+                classes.update(stats_mod.load(self.store.artifact(record.statistics_id)).labels)
+        return sorted(classes)
+
     def _pushed(self, evaluation: Artifact) -> bool:
         return any(
             run.component == "push" and run.status == "succeeded"
@@ -191,8 +205,7 @@ class TrainingLoop:
         examples = {r.span: self.store.artifact(r.examples_id) for r in history}
         seconds = self._data_seconds(record.span)
         champion = self._champion_for(record.span)
-        schema = self.project.current_schema()
-        labels = sorted(schema.label_domain) if schema else []
+        labels = self._label_classes(history)
         mode, reason, drift = self._decide(
             record, champion, force_full, examples[record.span], labels
         )
