@@ -132,7 +132,9 @@ class TrainingLoop:
             if result["mode"] == "block":
                 return records
         if stop is not None:
-            records.append(self._validation_blocked(next(r for r in current if r.span == stop)))
+            result = self._validation_blocked(next(r for r in current if r.span == stop))
+            result["report"] = str(save_run_report(self.project, result))
+            records.append(result)
         return records
 
     def _completed_spans(self) -> set[int]:
