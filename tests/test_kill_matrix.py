@@ -200,7 +200,7 @@ def test_a_second_run_is_refused_while_the_first_finishes(stream: dict[str, Any]
         text=True,
     )
     cfg = config_mod.load(config)
-    lock = Path(f"{cfg.metadata_url.removeprefix('sqlite:///')}.{cfg.name}.lock")
+    lock = Path(f"{cfg.metadata_url.removeprefix('sqlite:///')}.{cfg.name}.writer.lock")
     try:
         while not _holder_recorded(config, first.pid):  # the first run holds the lock
             assert first.poll() is None, first.communicate()[1]
@@ -223,5 +223,7 @@ def _holder_recorded(config: Path, pid: int) -> bool:
 
     with Project(config_mod.load(config)) as project:
         with project.store.engine.connect() as conn:
-            row = conn.execute(sa.select(writer_locks_table.c.pid)).first()
+            row = conn.execute(
+                sa.select(writer_locks_table.c.pid).where(writer_locks_table.c.role == "writer")
+            ).first()
     return row is not None and row.pid == pid

@@ -578,6 +578,32 @@ def serve(
 
 
 @cli.command()
+@_config_option
+@_root_option
+@_metadata_option
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=int,
+    help="Prometheus /metrics port (watch.metrics_port; default 9464, 0: any free port).",
+)
+def watch(
+    config_path: str, root: str | None, metadata_url: str | None, metrics_port: int | None
+) -> None:
+    """Run the loop whenever enough new data has arrived; SIGTERM finishes the current run."""
+    import dataclasses
+
+    from evergreen.watch import Watcher
+
+    cfg = config_mod.load(config_path, root=root, metadata_url=metadata_url)
+    if metrics_port is not None:
+        cfg = dataclasses.replace(
+            cfg, watch=dataclasses.replace(cfg.watch, metrics_port=metrics_port)
+        )
+    Watcher(cfg).serve_forever()
+
+
+@cli.command()
 @click.argument("directory", default=".demo", type=click.Path(file_okay=False))
 @click.option(
     "--days", default=5, show_default=True, help="Day 0 plus this many minus one incremental days."

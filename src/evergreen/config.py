@@ -10,6 +10,7 @@ Every error names the key, the value that came and what to write instead.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -195,6 +196,22 @@ class ServingConfig:
 
 
 @dataclass(frozen=True)
+class WatchConfig:
+    """``evergreen watch`` ([watch] in the file): when new data starts a run.
+
+    A run starts once the new spans hold at least ``min_rows`` rows, or when the oldest new
+    data has waited ``max_wait_seconds`` whatever its size. The data folder is looked at every
+    ``poll_seconds``.
+    """
+
+    min_rows: int = 1
+    max_wait_seconds: float = 3600.0
+    poll_seconds: float = 10.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464  # Prometheus /metrics of the watcher; 0: any free port
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole pipeline config, as validated at load."""
 
@@ -208,6 +225,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
     base_dir: Path = Path(".")  # the config file's folder; relative paths resolve against it
 
     @property
@@ -237,6 +255,7 @@ class Config:
             "train": asdict(self.train),
             "drift": asdict(self.drift),
             "serving": asdict(self.serving),
+            "watch": asdict(self.watch),
         }
 
 
@@ -278,7 +297,9 @@ def from_dict(
     """Validate TOML-shaped data into a :class:`Config` (see :func:`load`)."""
     v = _Validator(source)
     v.known_keys(
-        "", raw, ("pipeline", "data", "split", "dedupe", "validation", "train", "drift", "serving")
+        "",
+        raw,
+        ("pipeline", "data", "split", "dedupe", "validation", "train", "drift", "serving", "watch"),
     )
     pipeline = v.table(raw, "pipeline")
     v.known_keys("pipeline", pipeline, ("name", "root", "metadata_url"))
@@ -328,6 +349,7 @@ def from_dict(
         train=train,
         drift=drift,
         serving=serving,
+        watch=_watch(v, v.table(raw, "watch")),
         base_dir=base_dir,
     )
 
@@ -397,6 +419,30 @@ def _split(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> SplitConf
             "splitting by the label would put each class in one split; use an id column or leave it empty",
         )
     return SplitConfig(ratios={k: float(r) / total for k, r in ratios.items()}, key=key)
+
+
+def _watch(v: _Validator, raw: Mapping[str, Any]) -> WatchConfig:
+    v.known_keys("watch", raw, tuple(f.name for f in fields(WatchConfig)))
+    seconds = {}
+    for key, default, minimum in (("max_wait_seconds", 3600.0, 0.0), ("poll_seconds", 10.0, 0.05)):
+        value = raw.get(key, default)
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or value < minimum
+        ):
+            v.fail(f"watch.{key}", value, f"use a finite number of seconds ≥ {minimum}")
+        seconds[key] = float(value)
+    port = v.integer(raw, "watch.metrics_port", 9464, minimum=0)
+    if port > 65535:
+        v.fail("watch.metrics_port", port, "use a port number from 0 to 65535 (0: any free port)")
+    return WatchConfig(
+        min_rows=v.integer(raw, "watch.min_rows", 1, minimum=1),
+        metrics_host=v.string(raw, "watch.metrics_host") or "127.0.0.1",
+        metrics_port=port,
+        **seconds,
+    )
 
 
 def _validation(v: _Validator, raw: Mapping[str, Any]) -> ValidationConfig:

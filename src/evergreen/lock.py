@@ -4,7 +4,7 @@ Two processes writing one pipeline at once double versions and flip the champion
 lineages, so every writing command holds this lock for its whole length. The lock lives where
 the metadata lives, so it works wherever the pipeline's writers can meet:
 
-* **SQLite** (one machine): ``flock`` on ``<database>.<pipeline>.lock`` beside the database.
+* **SQLite** (one machine): ``flock`` on ``<database>.<pipeline>.<role>.lock`` beside it.
 * **PostgreSQL** (machines sharing one store): a session-level advisory lock
   (``pg_try_advisory_lock``) on a connection held open while the lock is held.
 
@@ -14,6 +14,9 @@ nothing to clean up. Who holds the lock (host, pid, command, since when) is writ
 ``writer_locks`` table so that a refused writer can say whom it waited for.
 
 Within one process the lock is re-entrant: ``run`` calls ``ingest`` under the lock it holds.
+``evergreen watch`` holds a second lock of the same kind, role ``watcher``, for its whole life,
+so a pipeline has one watcher; it takes the writer lock only while a run is in progress, so
+``rollback`` and ``status`` still work while it waits for data.
 """
 
 from __future__ import annotations
@@ -38,11 +41,14 @@ class PipelineLock:
     Args:
         store: the pipeline's metadata store (its engine decides the mechanism).
         command: what the holder is doing, shown to a refused writer (e.g. ``"evergreen run"``).
+        role: which lock of the pipeline: ``"writer"`` (default) for the commands that write,
+            ``"watcher"`` for the one ``evergreen watch`` allowed per pipeline.
     """
 
-    def __init__(self, store: MetadataStore, command: str) -> None:
+    def __init__(self, store: MetadataStore, command: str, role: str = "writer") -> None:
         self.store = store
         self.command = command
+        self.role = role
         self._depth = 0
         self._file: IO[str] | None = None
         self._conn: sa.engine.Connection | None = None
@@ -77,9 +83,7 @@ class PipelineLock:
             return
         if self._conn is not None:
             # The connection goes back to SQLAlchemy's pool, its session alive: unlock first.
-            self._conn.execute(
-                sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _advisory_key(self.store)}
-            )
+            self._conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key()})
             self._conn.commit()
             self._conn.close()
             self._conn = None
@@ -100,7 +104,8 @@ class PipelineLock:
         database = self.store.engine.url.database
         if not database or database == ":memory:":
             return True  # an in-memory store has no second process to exclude
-        path = Path(f"{database}.{re.sub(r'[^A-Za-z0-9_.-]', '_', self.store.pipeline)}.lock")
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", self.store.pipeline)
+        path = Path(f"{database}.{name}.{self.role}.lock")
         f = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held open while locked
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -113,7 +118,7 @@ class PipelineLock:
     def _acquire_advisory(self) -> bool:
         conn = self.store.engine.connect()
         got = conn.execute(
-            sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": _advisory_key(self.store)}
+            sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key()}
         ).scalar()
         conn.commit()  # the session lock outlives the transaction; nothing stays open
         if not got:
@@ -132,27 +137,34 @@ class PipelineLock:
             "acquired_at": utcnow(),
         }
         with self.store.transaction() as conn:
-            conn.execute(t.delete().where(t.c.pipeline == self.store.pipeline))
-            conn.execute(t.insert().values(pipeline=self.store.pipeline, **holder))
+            conn.execute(t.delete().where(self._row(t)))
+            conn.execute(t.insert().values(pipeline=self.store.pipeline, role=self.role, **holder))
 
     def _describe_holder(self) -> str:
         t = writer_locks_table
         with self.store.engine.connect() as conn:
-            row: Any = conn.execute(sa.select(t).where(t.c.pipeline == self.store.pipeline)).first()
+            row: Any = conn.execute(sa.select(t).where(self._row(t))).first()
         who = (
             f"`{row.command}` (pid {row.pid} on {row.host}, since "
             f"{row.acquired_at:%Y-%m-%d %H:%M:%S} UTC)"
             if row is not None
             else "another process"
         )
+        if self.role == "watcher":
+            return (
+                f"pipeline {self.store.pipeline!r} is already watched by {who}; one watcher per "
+                "pipeline. Stop that one first (SIGTERM lets it finish its current run)"
+            )
         return (
             f"pipeline {self.store.pipeline!r} is busy: {who} is writing to it. Wait for it to "
             "finish and run again; if it hangs, stop that process (a killed writer releases "
             "the lock by itself)"
         )
 
+    def _row(self, t: sa.Table) -> Any:
+        return sa.and_(t.c.pipeline == self.store.pipeline, t.c.role == self.role)
 
-def _advisory_key(store: MetadataStore) -> int:
-    """A stable signed 64-bit key per pipeline (advisory locks are keyed by bigint)."""
-    digest = hashlib.sha256(f"evergreen-writer:{store.pipeline}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+    def _key(self) -> int:
+        """A stable signed 64-bit key per pipeline and role (advisory locks take a bigint)."""
+        digest = hashlib.sha256(f"evergreen-{self.role}:{self.store.pipeline}".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)

@@ -121,6 +121,7 @@ writer_locks_table = sa.Table(
     "writer_locks",
     _meta,
     sa.Column("pipeline", sa.String(200), primary_key=True),
+    sa.Column("role", sa.String(16), primary_key=True),  # writer, or watcher
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("command", sa.String(200), nullable=False),

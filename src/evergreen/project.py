@@ -317,6 +317,10 @@ class Project:
             [vars(a) for a in validate_mod.load(validated.outputs["anomalies"])],
         )
 
+    def digest(self, path: Path) -> str:
+        """A span file's content digest, reused while its size and mtime are unchanged."""
+        return self._digest(path)
+
     def _digest(self, path: Path) -> str:
         stat = path.stat()
         key = str(path.resolve())
