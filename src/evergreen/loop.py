@@ -96,9 +96,7 @@ class TrainingLoop:
         )
         return self.store.artifact(int(candidate)) if candidate else None
 
-    def run(
-        self, *, full: bool = False, shuffle_labels: bool = False, progress: Any = None
-    ) -> list[dict[str, Any]]:
+    def run(self, *, full: bool = False, progress: Any = None) -> list[dict[str, Any]]:
         """Train on every validated span whose verdict is not recorded yet, in order.
 
         With ``full``, one full retrain on all spans so far replaces the per-span runs. A span
@@ -110,9 +108,9 @@ class TrainingLoop:
             PipelineBusy: another process is writing to the pipeline.
         """
         with self.project.writing("evergreen run" + (" --full" if full else "")):
-            return self._run(full=full, shuffle_labels=shuffle_labels, progress=progress)
+            return self._run(full=full, progress=progress)
 
-    def _run(self, *, full: bool, shuffle_labels: bool, progress: Any) -> list[dict[str, Any]]:
+    def _run(self, *, full: bool, progress: Any) -> list[dict[str, Any]]:
         from evergreen.report import save_run_report
 
         self.project.ingest(progress=progress)
@@ -126,7 +124,7 @@ class TrainingLoop:
         records = []
         for record in pending:
             history = [r for r in usable if r.span <= record.span]
-            result = self._one_span(record, history, force_full=full, shuffle_labels=shuffle_labels)
+            result = self._one_span(record, history, force_full=full)
             result["report"] = str(save_run_report(self.project, result))
             records.append(result)
             if result["mode"] == "block":
@@ -200,9 +198,7 @@ class TrainingLoop:
         )
         return self._blocked(record, reason, examples, self._data_seconds(record.span), None)
 
-    def _one_span(
-        self, record: Any, history: list[Any], *, force_full: bool, shuffle_labels: bool
-    ) -> dict[str, Any]:
+    def _one_span(self, record: Any, history: list[Any], *, force_full: bool) -> dict[str, Any]:
         cfg = self.cfg.train
         examples = {r.span: self.store.artifact(r.examples_id) for r in history}
         seconds = self._data_seconds(record.span)
@@ -259,7 +255,6 @@ class TrainingLoop:
                 mode=mode,
                 reason=reason,
                 new_span=record.span,
-                shuffle_labels=shuffle_labels,
             ),
             inputs,
             span=record.span,
