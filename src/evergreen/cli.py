@@ -252,9 +252,11 @@ def run(
             out.print(f"report: {path}")
     blocked = [r for r in records if r["mode"] == "block"]
     if blocked:
+        reason = blocked[0]["reason"].replace(
+            "evergreen ingest --accept", f"evergreen ingest -c {config_path} --accept"
+        )
         raise SpanBlocked(
-            f"span {blocked[0]['span']} was not trained: {blocked[0]['reason']}; later spans wait. "
-            "Fix the data or the [drift] config, then run again"
+            f"span {blocked[0]['span']} was not trained: {reason}. Later spans wait for it"
         )
 
 
@@ -483,7 +485,7 @@ def rollback(config_path: str, root: str | None, version: int) -> None:
     """Move the champion back to VERSION (recorded in the alias history)."""
     from evergreen.registry import Registry
 
-    with _project(config_path, root) as project:
+    with _project(config_path, root) as project, project.writing("evergreen rollback"):
         moved = Registry(project.config.registry_dir).rollback(
             project.config.name, version, reason="evergreen rollback"
         )
@@ -573,6 +575,32 @@ def serve(
         f"auth: {'API keys' if keys else 'off, loopback only'})"
     )
     run_server(app, settings)
+
+
+@cli.command()
+@_config_option
+@_root_option
+@_metadata_option
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=int,
+    help="Prometheus /metrics port (watch.metrics_port; default 9464, 0: any free port).",
+)
+def watch(
+    config_path: str, root: str | None, metadata_url: str | None, metrics_port: int | None
+) -> None:
+    """Run the loop whenever enough new data has arrived; SIGTERM finishes the current run."""
+    import dataclasses
+
+    from evergreen.watch import Watcher
+
+    cfg = config_mod.load(config_path, root=root, metadata_url=metadata_url)
+    if metrics_port is not None:
+        cfg = dataclasses.replace(
+            cfg, watch=dataclasses.replace(cfg.watch, metrics_port=metrics_port)
+        )
+    Watcher(cfg).serve_forever()
 
 
 @cli.command()

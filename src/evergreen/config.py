@@ -212,6 +212,22 @@ class ServingConfig:
 
 
 @dataclass(frozen=True)
+class WatchConfig:
+    """``evergreen watch`` ([watch] in the file): when new data starts a run.
+
+    A run starts once the new spans hold at least ``min_rows`` rows, or when the oldest new
+    data has waited ``max_wait_seconds`` whatever its size. The data folder is looked at every
+    ``poll_seconds``.
+    """
+
+    min_rows: int = 1
+    max_wait_seconds: float = 3600.0
+    poll_seconds: float = 10.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464  # Prometheus /metrics of the watcher; 0: any free port
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole pipeline config, as validated at load."""
 
@@ -225,6 +241,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
     base_dir: Path = Path(".")  # the config file's folder; relative paths resolve against it
 
     @property
@@ -253,6 +270,7 @@ class Config:
             "train": asdict(self.train),
             "drift": asdict(self.drift),
             "serving": asdict(self.serving),
+            "watch": asdict(self.watch),
         }
 
 
@@ -323,7 +341,9 @@ def from_dict(
     v = _Validator(source)
     _check_plain(v, raw, "")
     v.known_keys(
-        "", raw, ("pipeline", "data", "split", "dedupe", "validation", "train", "drift", "serving")
+        "",
+        raw,
+        ("pipeline", "data", "split", "dedupe", "validation", "train", "drift", "serving", "watch"),
     )
     pipeline = v.table(raw, "pipeline")
     v.known_keys("pipeline", pipeline, ("name", "root", "metadata_url"))
@@ -365,6 +385,7 @@ def from_dict(
         train=train,
         drift=drift,
         serving=serving,
+        watch=_watch(v, v.table(raw, "watch")),
         base_dir=base_dir,
     )
 
@@ -572,6 +593,38 @@ def check_columns(config: Config, columns: list[str], where: str) -> None:
             f"split.key = {key!r} is not a column of {where}; {hint}use one of "
             f"{', '.join(columns)}, or leave split.key empty to split by the row's content"
         )
+
+
+def _watch(v: _Validator, raw: Mapping[str, Any]) -> WatchConfig:
+    v.known_keys("watch", raw, tuple(f.name for f in fields(WatchConfig)))
+    seconds = {}
+    for key, default, minimum in (("max_wait_seconds", 3600.0, 0.0), ("poll_seconds", 10.0, 0.05)):
+        value = raw.get(key, default)
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or value < minimum
+        ):
+            v.fail(f"watch.{key}", value, f"use a finite number of seconds ≥ {minimum}")
+        seconds[key] = float(value)
+    if seconds["poll_seconds"] > MAX_POLL_SECONDS:  # Event.wait overflows on absurd values
+        v.fail(
+            "watch.poll_seconds",
+            seconds["poll_seconds"],
+            f"use at most {MAX_POLL_SECONDS:g} (a day)",
+        )
+    port = v.integer(raw, "watch.metrics_port", 9464, minimum=0)
+    if port > 65535:
+        v.fail("watch.metrics_port", port, "use a port number from 0 to 65535 (0: any free port)")
+    return WatchConfig(
+        min_rows=v.integer(raw, "watch.min_rows", 1, minimum=1),
+        metrics_host=_host(
+            v, v.string(raw, "watch.metrics_host") or "127.0.0.1", "watch.metrics_host"
+        ),
+        metrics_port=port,
+        **seconds,
+    )
 
 
 def _validation(v: _Validator, raw: Mapping[str, Any], base_dir: Path) -> ValidationConfig:
@@ -820,7 +873,7 @@ def _serving_files(v: _Validator, raw: Mapping[str, Any], base_dir: Path) -> tup
     return tls_cert, tls_key, audit_log
 
 
-def _host(v: _Validator, host: str) -> str:
+def _host(v: _Validator, host: str, key: str = "serving.host") -> str:
     """An IP address or a syntactically valid host name (no lookup: that happens at bind)."""
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -830,7 +883,7 @@ def _host(v: _Validator, host: str) -> str:
     labels = host.rstrip(".").split(".")
     if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
         v.fail(
-            "serving.host",
+            key,
             host,
             "use an IP address or a host name of letters, digits, '-' and '.', e.g. 127.0.0.1 or 0.0.0.0",
         )

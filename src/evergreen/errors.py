@@ -12,7 +12,8 @@ as an internal error with its traceback.
     ├── SpanBlocked                validation found blocking anomalies in a span
     ├── SchemaError                the schema cannot be applied or updated as asked
     ├── MetadataError              the lineage store is unreachable or inconsistent
-    └── NotFound                   an artifact, run or span id that does not exist
+    ├── NotFound                   an artifact, run or span id that does not exist
+    └── PipelineBusy               another writer holds the pipeline's lock
 """
 
 from __future__ import annotations
@@ -47,3 +48,7 @@ class MetadataError(EvergreenError):
 
 class NotFound(EvergreenError):
     headline = "not found"
+
+
+class PipelineBusy(EvergreenError):
+    headline = "pipeline busy"

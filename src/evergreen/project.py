@@ -15,13 +15,14 @@ cached and a killed run resumes where it stopped.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evergreen import readers, spans
-from evergreen.artifacts import file_sha256
+from evergreen.artifacts import file_sha256, remove_stale_temporaries
 from evergreen.components import drift as drift_mod
 from evergreen.components import ingest as ingest_mod
 from evergreen.components import schema as schema_mod
@@ -29,6 +30,7 @@ from evergreen.components import statistics as stats_mod
 from evergreen.components import validate as validate_mod
 from evergreen.config import Config, check_columns
 from evergreen.errors import DataError, NotFound, SchemaError
+from evergreen.lock import PipelineLock
 from evergreen.metadata import Artifact, MetadataStore, SpanRecord
 from evergreen.pipeline import Runner, RunResult
 
@@ -54,9 +56,40 @@ class Project:
         self.config = config
         self.store = MetadataStore(config.metadata_url, config.name)
         self.runner = Runner(self.store, config.artifacts_dir)
+        self._lock = PipelineLock(self.store, "evergreen")
 
     def close(self) -> None:
+        self._lock.release()
         self.store.close()
+
+    @contextmanager
+    def writing(self, command: str) -> Iterator[None]:
+        """Hold the pipeline's single-writer lock while the block runs (re-entrant).
+
+        The first entry also clears what killed writers left behind: runs still marked
+        running, temporary artifact folders, and half-published registry versions. Under the
+        lock nobody else can own them.
+
+        Args:
+            command: what this writer does, shown to a writer refused meanwhile.
+
+        Raises:
+            PipelineBusy: another process holds the lock.
+        """
+        first = not self._lock.held
+        if first:
+            self._lock.command = command
+        with self._lock:
+            if first:
+                self._recover()
+            yield
+
+    def _recover(self) -> None:
+        from evergreen.registry import Registry
+
+        self.store.abandon_running()
+        remove_stale_temporaries(self.config.artifacts_dir)
+        Registry(self.config.registry_dir).sweep(self.config.name)
 
     def __enter__(self) -> Project:
         return self
@@ -82,7 +115,14 @@ class Project:
         Raises:
             DataError: no span files, or a file that cannot be read at all.
             SchemaError: ``accept`` names a span that cannot be accepted.
+            PipelineBusy: another process is writing to the pipeline.
         """
+        with self.writing("evergreen ingest"):
+            return self._ingest(accept, progress)
+
+    def _ingest(
+        self, accept: list[int] | None, progress: ProgressFactory | None
+    ) -> list[SpanOutcome]:
         outcomes = []
         current = {r.span: r for r in self.store.spans()}
         all_versions: dict[int, int] = {}
@@ -277,6 +317,10 @@ class Project:
             ingest_mod.read_report(examples).to_dict(),
             [vars(a) for a in validate_mod.load(validated.outputs["anomalies"])],
         )
+
+    def digest(self, path: Path) -> str:
+        """A span file's content digest, reused while its size and mtime are unchanged."""
+        return self._digest(path)
 
     def _digest(self, path: Path) -> str:
         stat = path.stat()

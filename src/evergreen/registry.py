@@ -265,6 +265,14 @@ class Registry:
             self._move_alias(model, CHAMPION, to_version, reason, op="rollback")
         return to_version
 
+    def sweep(self, model: str) -> None:
+        """Remove what killed publishers left under ``<model>/`` (``.tmp-*`` folders)."""
+        folder = self.root / model
+        if not folder.is_dir():
+            return
+        with self._locked(model):
+            _remove_temporaries(folder)
+
     # ----------------------------------------------------------------------------- helpers
 
     def _previous_champion(self, model: str, current: int) -> int:
