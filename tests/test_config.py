@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import datetime
+import math
 import os
 import shutil
 import subprocess
@@ -458,3 +461,54 @@ def test_init_writes_a_name_that_loads(folder: str, name: str, tmp_path: Path) -
     result = CliRunner().invoke(cli, ["init", str(target)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert config_mod.load(target / "evergreen.toml").name == name
+
+
+# -- every key x hostile values: a ConfigError or a valid config, never an internal error --------
+
+HOSTILE = {
+    "nan": math.nan,
+    "inf": math.inf,
+    "-inf": -math.inf,
+    "negative": -1,
+    "zero": 0,
+    "huge": 10**30,
+    "string": "x",
+    "empty": "",
+    "long": "y" * 5000,
+    "array": [1, 2],
+    "table": {"a": 1},
+    "true": True,
+    "date": datetime.date(2020, 1, 1),
+    "accent": "café",
+    "dots": "../..",
+    "under-a-file": "/dev/null/x",
+    "nul": "a\x00b",
+}
+
+
+def _leaf_keys(table: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    keys = []
+    for key, value in table.items():
+        keys.append((*prefix, key))
+        if isinstance(value, dict) and value and key != "hparams":
+            keys += _leaf_keys(value, (*prefix, key))
+    return keys
+
+
+@pytest.mark.parametrize("hostile", list(HOSTILE), ids=list(HOSTILE))
+def test_no_value_anywhere_is_an_internal_error(hostile: str, tmp_path: Path) -> None:
+    full = config_mod.from_dict(MINIMAL, base_dir=tmp_path).to_dict()
+    del full["pipeline"]["root"], full["pipeline"]["metadata_url"]  # derived from the root
+    refused = 0
+    for path in _leaf_keys(full):
+        raw = copy.deepcopy(full)
+        table = raw
+        for key in path[:-1]:
+            table = table[key]
+        table[path[-1]] = HOSTILE[hostile]
+        try:
+            config_mod.from_dict(raw, base_dir=tmp_path)
+        except ConfigError as e:
+            refused += 1
+            assert "\n" not in str(e)
+    assert refused > 0

@@ -391,7 +391,7 @@ def from_dict(
 
 
 def _check_plain(v: _Validator, value: Any, key: str, depth: int = 0) -> None:
-    """Refuse nan and inf anywhere, and nesting deeper than any Evergreen key needs.
+    """Refuse nan and inf anywhere, NUL in strings, and nesting deeper than any key needs.
 
     One walk over the raw data, before any section is read, so that no later check (``x <= 0``
     is False for nan) can let a non-finite number through to training or serving.
@@ -404,6 +404,8 @@ def _check_plain(v: _Validator, value: Any, key: str, depth: int = 0) -> None:
         )
     if isinstance(value, float) and not math.isfinite(value):
         v.fail(key, value, "use a finite number; nan and inf are not allowed")
+    elif isinstance(value, str) and "\x00" in value:  # no path, name or column can hold one
+        v.fail(key, value, "remove the NUL character (\\u0000)")
     elif isinstance(value, Mapping):
         for k, item in value.items():
             _check_plain(v, item, f"{key}.{k}" if key else str(k), depth + 1)
