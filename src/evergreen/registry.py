@@ -617,7 +617,8 @@ def _check_files(mv: ModelVersion, where: str) -> list[str]:
             )
         return [
             f"{where} was published before per-file digests; its files match its fingerprint, "
-            "so it is accepted. Seal it (Registry.seal) to record digests and a signature"
+            "so it is accepted. Seal it (`evergreen seal -c CONFIG VERSION`) to record digests "
+            "and a signature"
         ]
     if not isinstance(recorded, dict) or not all(isinstance(v, str) for v in recorded.values()):
         raise IntegrityError(f"{where}: 'files' in its {MANIFEST} is damaged. {_REPUBLISH}")
@@ -652,8 +653,8 @@ def _check_signature(mv: ModelVersion, public_key: Any, where: str) -> str:
     if not sig_path.is_file():
         raise IntegrityError(
             f"{where} is not signed (no {SIGNATURE}) and signatures by key {expected} are "
-            f"required; publish it with {signing.SIGNING_KEY_ENV} set to the signing key, or "
-            "seal it (Registry.seal) with that key"
+            f"required; publish it with {signing.SIGNING_KEY_ENV} set to the signing key, or sign "
+            f"it in place: `{signing.SIGNING_KEY_ENV}=KEY.pem evergreen seal -c CONFIG VERSION`"
         )
     why = signing.check(public_key, (mv.path / MANIFEST).read_bytes(), sig_path.read_bytes())
     if why is not None:
