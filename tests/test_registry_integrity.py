@@ -666,3 +666,63 @@ def test_cli_predict_refuses_a_tampered_version(project):
         "integrity error: version 1 of model 'reviews' does not match its manifest: 2 files "
         f"({DATA_FILE}, variables/variables.index) changed"
     )
+
+
+def _main(*args: str) -> int:
+    from evergreen.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def test_cli_keygen_seal_and_verify(project, tmp_path, capsys, monkeypatch):
+    config, registry = project
+    assert _main("keygen", str(tmp_path / "keys")) == 0
+    private, public = tmp_path / "keys" / "signing_key.pem", tmp_path / "keys" / "verify_key.pem"
+    assert "export EVERGREEN_SIGNING_KEY=" in capsys.readouterr().out
+    ours = key_id(load_public_key(public))
+
+    assert _main("verify", "-c", str(config), "--verify-key", str(public)) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("version 1: refused: version 1 of model 'reviews' is not signed")
+    assert "integrity error: 1 of 1 versions of model 'reviews' are refused: 1" in err
+    assert _main("predict", "-c", str(config), "--verify-key", str(public), "tea") == 1
+    assert "is not signed" in capsys.readouterr().err
+
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(private))
+    assert _main("seal", "-c", str(config)) == 0
+    assert capsys.readouterr().out == f"version 1: sealed, signed by key {ours}\n"
+    assert _main("verify", "-c", str(config), "--verify-key", str(public)) == 0
+    assert capsys.readouterr().out == f"version 1: ok, signed by key {ours}\n"
+    assert _main("predict", "-c", str(config), "--verify-key", str(public), "tea") == 0
+    assert "(version 1)" in capsys.readouterr().out
+
+
+def test_cli_rollback_to_a_tampered_version_is_refused(project, exports, capsys):
+    config, registry = project
+    publish(registry, exports, 1)
+    shift_output_bias(registry.root / MODEL / "1")
+
+    assert _main("rollback", "-c", str(config), "1") == 1
+
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith(
+        "integrity error: cannot roll back model 'reviews' to version 1: version 1 of model "
+        "'reviews' does not match its manifest: 2 files"
+    )
+    assert err.endswith("The champion stays at version 2.")
+    assert registry.alias(MODEL, "champion") == 2
+
+
+def test_serving_verify_key_resolves_against_the_config_folder(project, keys, capsys):
+    config, _ = project
+    shutil.copy(keys[0], config.parent / "oops.pem")  # the private key, by mistake
+    config.write_text(config.read_text() + '\n[serving]\nverify_key = "oops.pem"\n')
+
+    assert _main("serve", "-c", str(config), "--port", "0") == 1
+
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith(f"config error: verify key {config.parent / 'oops.pem'} is a private key")
