@@ -532,6 +532,31 @@ def test_aliases_damaged_while_serving_freeze_only_their_model(exports, tmp_path
     assert "Routing stays champion=1" in entry["status"]["error_message"]
 
 
+def test_an_unreadable_model_folder_freezes_only_that_model(exports, tmp_path, monkeypatch):
+    registry = Registry(tmp_path / "registry")
+    publish(registry, exports, 0)
+    registry.publish(OTHER, exports.paths[1], {})
+    registry.set_alias(OTHER, "champion", 1)
+    registry.publish(OTHER, exports.paths[2], {})
+    manager = _manager(registry)
+    numbers = registry.version_numbers
+
+    def unreadable(model: str) -> list[int]:
+        if model == MODEL:
+            raise PermissionError(13, "Permission denied", str(registry.root / model))
+        return numbers(model)
+
+    _run(
+        manager,
+        lambda: monkeypatch.setattr(registry, "version_numbers", unreadable),
+        lambda: registry.set_alias(OTHER, "champion", 2),
+    )
+
+    assert _champion(manager) == 1 and _champion(manager, OTHER) == 2
+    (problem,) = manager.model_problems(MODEL)
+    assert "cannot be read" in problem.message and "routing stays champion=1" in problem.message
+
+
 def test_a_broken_old_manifest_does_not_freeze_swaps(exports, tmp_path):
     registry = Registry(tmp_path / "registry")
     for k in range(3):

@@ -280,7 +280,20 @@ class ModelManager:
 
     def _wanted(self) -> dict[str, _Wanted]:
         """What the registry labels now, model by model (read in a thread)."""
-        return {model: self._wanted_model(model) for model in self.registry.models()}
+        wanted = {}
+        for model in self.registry.models():
+            try:
+                wanted[model] = self._wanted_model(model)
+            except OSError as e:  # e.g. a folder made unreadable: this model keeps its routing
+                current = self.labels(model)
+                problem = Problem(
+                    "aliases",
+                    f"the registry folder of model {model!r} cannot be read ({e}); routing "
+                    f"stays {_routing(current)}",
+                )
+                keep: dict[str, int | None] = {label: None for label in current}
+                wanted[model] = _Wanted(keep, [problem], model in self._champion_alias)
+        return wanted
 
     def _wanted_model(self, model: str) -> _Wanted:
         """One model's labels; only version numbers are read, never an old version's manifest."""
