@@ -193,6 +193,7 @@ class ServingConfig:
     request_log_sample_rate: float = 0.0  # fraction of rows written for skew checks (0: off)
     audit_log: str = ""  # JSON Lines file, one line per request; empty: standard error
     log_payloads: bool = False  # put request bodies in the audit log (never by default)
+    verify_key: str = ""  # Ed25519 public key (PEM): only versions it signed are served
 
 
 @dataclass(frozen=True)
@@ -624,6 +625,7 @@ def serving_from_dict(raw: Mapping[str, Any], *, source: str = "config") -> Serv
             raw, "serving.request_log_sample_rate", d.request_log_sample_rate
         ),
         audit_log=v.string(raw, "serving.audit_log"),
+        verify_key=v.string(raw, "serving.verify_key"),
         log_payloads=log_payloads,
     )
 
