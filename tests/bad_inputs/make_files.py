@@ -118,7 +118,9 @@ def example(values: dict[str, list[bytes]]) -> bytes:
     feature = {
         k: tf.train.Feature(bytes_list=tf.train.BytesList(value=v)) for k, v in values.items()
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+        deterministic=True
+    )
 
 
 def tfrecord_bytes(records: list[bytes], compression: str = "") -> bytes:
