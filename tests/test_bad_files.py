@@ -96,6 +96,10 @@ EXPECTED: dict[str, Error | Quarantine] = {
         {"7": "missing label", "8": "missing label: 'NA'", "9": "missing label: 'nan'"}
     ),
     "gzip.jsonl": Error(r"is a gzip-compressed file, not JSON Lines text"),
+    "huge_integer.jsonl": Quarantine({"7": "unparseable: unparseable JSON (Exceeds the limit"}),
+    "lone_surrogate.jsonl": Quarantine(
+        {"7": "invalid UTF-8", "8": "invalid UTF-8 (in a column name)", "9": "invalid UTF-8"}
+    ),
     "invalid_utf8.jsonl": Quarantine(
         {"7": "invalid UTF-8", "8": "invalid UTF-8 (in a column name)"}
     ),
@@ -307,7 +311,15 @@ def _refusing(real: Callable, refused: Path) -> Callable:
     return call
 
 
+def _name_not_utf8(root: Path, mp: pytest.MonkeyPatch) -> str:
+    folder = os.fsencode(root / "data" / "span-1")
+    with open(folder + b"/caf\xe9.csv", "wb") as f:
+        f.write(good_csv())
+    return r"span-1/caf\\xe9.csv: the name is not valid UTF-8; rename it"
+
+
 LAYOUTS = {
+    "file_name_not_utf8": _name_not_utf8,
     "span_2_and_span_002": _collision,
     "span_number_too_large": _too_large,
     "folder_named_like_a_file": _folder_as_file,

@@ -29,7 +29,10 @@ from evergreen.errors import DataError
 # better message (with the configured limit), so let the parser accept anything.
 csv.field_size_limit(sys.maxsize)
 
-_SURROGATE = re.compile("[\udc80-\udcff]")
+# Invalid bytes read with surrogateescape become \udc80-\udcff; a JSON "\ud800" escape
+# gives a lone surrogate directly. Neither can be written as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
 _RAW_PREVIEW = 500
 IMAGE_COLUMN, IMAGE_LABEL = "image", "label"  # the two columns of format "images"
 # One record (a CSV row, however many lines it spans, or a JSONL line) may not exceed this:
@@ -135,10 +138,13 @@ def _read_image_file(path: Path, progress: ReadProgress, limit: int) -> Iterator
 
 
 def invalid_utf8(text: str) -> bool:
+    """Whether ``text`` holds undecodable bytes or lone surrogates (not writable as UTF-8)."""
     return _SURROGATE.search(text) is not None
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
+    """Invalid bytes (kept as surrogates while reading) as ``\xe9``, lone surrogates as ``\ud800``."""
+    text = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
@@ -318,7 +324,7 @@ def check_columns(path: Path, columns: list[str], where: str) -> None:
     for position, name in enumerate(columns, start=1):
         if invalid_utf8(name):
             raise DataError(
-                f"{path}:1: column {position} of the {where} ({_printable(name)!r}) is not "
+                f"{path}:1: column {position} of the {where} ({printable(name)!r}) is not "
                 "valid UTF-8; save the file as UTF-8"
             )
         if name in seen:
@@ -377,10 +383,12 @@ def _json_record(source: str, text: str) -> RawRecord:
         values = json.loads(text, object_pairs_hook=_unique_keys)
     except _DuplicateKey as e:
         return RawRecord(
-            source, None, f"duplicate key {_printable(str(e))!r} in one JSON object", preview
+            source, None, f"duplicate key {printable(str(e))!r} in one JSON object", preview
         )
     except json.JSONDecodeError as e:
         return RawRecord(source, None, f"unparseable JSON ({e.msg} at column {e.colno})", preview)
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        return RawRecord(source, None, f"unparseable JSON ({str(e)[:200]})", preview)
     except RecursionError:
         return RawRecord(source, None, "unparseable JSON (nested too deeply)", preview)
     if not isinstance(values, dict):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from evergreen.artifacts import file_sha256, stable_hash
 from evergreen.errors import DataError
+from evergreen.readers import invalid_utf8, printable
 
 # ASCII digits only: \d would also take other scripts' digits, which int() accepts.
 _PLACEHOLDERS = {"{SPAN}": r"([0-9]+)", "{DATE}": r"([0-9]{4}-[0-9]{2}-[0-9]{2})"}
@@ -106,8 +107,12 @@ def _entries(folder: Path, component: _Component) -> Iterator[tuple[Path, str | 
         if name.startswith(".") and not component.text.startswith("."):
             continue  # like glob: hidden files (editor swap files, .DS_Store) are not data
         match = component.regex.match(name)
-        if match is not None:
-            yield folder / name, match.group(1) if component.has_placeholder else None
+        if match is None:
+            continue
+        if invalid_utf8(name):
+            # The name could not be stored in the metadata store or written to reports.
+            raise DataError(f"{folder / printable(name)}: the name is not valid UTF-8; rename it")
+        yield folder / name, match.group(1) if component.has_placeholder else None
 
 
 def _kind(path: Path) -> str:

@@ -105,6 +105,17 @@ def jsonl_files() -> None:
     )
     write("gzip.jsonl", gzip.compress(good.encode(), mtime=0))
     write(
+        "huge_integer.jsonl",
+        good + '{"product": "B0J10", "review": "x", "score": ' + "9" * 5000 + "}\n",
+    )
+    write(
+        "lone_surrogate.jsonl",
+        good
+        + '{"product": "B0J11", "review": "\\ud800 escape", "score": "great"}\n'
+        + '{"product": "B0J12", "rev\\udfffiew": "in a key", "score": "great"}\n'
+        + '{"product": "B0J13", "review": "in the label", "score": "gr\\ud83deat"}\n',
+    )
+    write(
         "invalid_utf8.jsonl",
         good.encode()
         + b'{"product": "B0J8", "review": "caf\xe9", "score": "great"}\n'

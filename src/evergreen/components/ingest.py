@@ -393,9 +393,7 @@ def _preview(values: Mapping[str, Any]) -> str:
     return printable(json.dumps(values, ensure_ascii=False, default=str)[:500])
 
 
-def printable(text: str) -> str:
-    """Invalid bytes (kept as surrogates while reading) shown as ``\\xe9`` escapes."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+printable = readers.printable
 
 
 def _boundaries(ratios: Mapping[str, float]) -> list[tuple[float, str]]:
