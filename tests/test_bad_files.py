@@ -531,3 +531,34 @@ def test_a_later_file_without_the_label_column_is_a_clear_error(tmp_path: Path) 
     with Project(config_mod.load(config)) as project:
         with pytest.raises(DataError, match=r"b.csv: data.label='score' is not a column of this"):
             project.ingest()
+
+
+def test_image_paths_that_are_not_regular_files_are_quarantined(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    span = folder / "data" / "span-1"
+    span.mkdir(parents=True)
+    png = (FILES / "png_named.csv").read_bytes()
+    for i in range(4):
+        (span / f"ok{i}.png").write_bytes(png + bytes([i]))
+    os.mkfifo(span / "pipe.png")  # reading it would block ingest forever
+    (span / "folder.png").mkdir()
+    rows = [f"ok{i}.png,{'cat' if i % 2 else 'dog'}" for i in range(4)]
+    rows += ["pipe.png,cat", "folder.png,dog", "missing.png,cat", "/dev/zero,dog"]
+    (span / "images.csv").write_text("image,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    config = folder / "evergreen.toml"
+    config.write_text(
+        '[pipeline]\nname = "images"\n\n[data]\npattern = "data/span-{SPAN}/*.csv"\n'
+        'label = "label"\n\n[data.features]\nimage = "image"\n',
+        encoding="utf-8",
+    )
+    with Project(config_mod.load(config)) as project:
+        (outcome,) = project.ingest()
+        rows_out = quarantine_rows(project.store.artifact(project.store.spans()[-1].examples_id))
+    found = {r["source"].rsplit(":", 1)[1]: r["reason"] for r in rows_out}
+    assert found == {
+        "6": "unreadable image: not a regular file: 'pipe.png'",
+        "7": "unreadable image: not a regular file: 'folder.png'",
+        "8": "unreadable image: No such file or directory: 'missing.png'",
+        "9": "unreadable image: not a regular file: '/dev/zero'",
+    }
+    assert sum(outcome.report["rows_written"].values()) == 4

@@ -8,9 +8,11 @@ run's transaction — so a killed ingest leaves no index entries behind either.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -378,10 +380,20 @@ def _image_bytes(value: Any, source: str) -> bytes | None:
         path = Path(text).expanduser()
         if not path.is_absolute():
             path = Path(source.rsplit(":", 1)[0]).parent / path
-        data = path.read_bytes()
+        data = _read_image_file(path)
     if not data.startswith(IMAGE_MAGIC):
         raise ValueError("not a PNG, JPEG, GIF or BMP image")
     return data
+
+
+def _read_image_file(path: Path) -> bytes:
+    # A pipe would block ingest forever and /dev/zero would fill memory: regular files only.
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
+    if info.st_size > readers.MAX_RECORD_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {readers.MAX_RECORD_BYTES} bytes")
+    return path.read_bytes()
 
 
 def _hashable(value: Any) -> Any:
