@@ -178,56 +178,43 @@ class _RecordTooLong(Exception):
         self.overlong = overlong
 
 
-class _Lines:
-    """A text file's physical lines for ``csv.reader``, remembering those of the current record.
-
-    Knowing which lines a record took is what makes recovery possible: when it fails, its
-    first line is quarantined and the others are parsed again one by one.
-    """
-
-    def __init__(self, text: io.TextIOBase, limit: int) -> None:
-        self.text = text
-        self.limit = limit
-        self.number = 0
-        self.taken: list[tuple[int, str]] = []
-        self.taken_chars = 0
-
-    def __iter__(self) -> _Lines:
-        return self
-
-    def __next__(self) -> str:
-        line = self.text.readline(self.limit + 1)
-        if not line:
-            raise StopIteration
-        self.number += 1
-        if len(line) > self.limit:
-            while line and line[-1] not in "\r\n":  # skip the rest of the overlong line
-                line = self.text.readline(self.limit)
-            raise _RecordTooLong(self.number)
-        self.taken.append((self.number, line))
-        self.taken_chars += len(line)
-        if self.taken_chars > self.limit:
-            raise _RecordTooLong(None)
-        return line
-
-    def start_record(self) -> None:
-        self.taken = []
-        self.taken_chars = 0
-
-
 class _CsvFile:
-    """An open CSV file: its validated header, then its records."""
+    """An open CSV file: its validated header, then its records.
+
+    ``csv.reader`` reads from :meth:`_lines`, which remembers the physical lines of the record
+    being parsed (``taken``). Knowing them is what makes recovery possible: when a record
+    fails, its first line is quarantined and the others are parsed again one by one.
+    """
 
     def __init__(self, path: Path, binary: io.BufferedIOBase, limit: int) -> None:
         self.path = path
         self.binary = binary
+        self.limit = limit
         _sniff_text(path, binary, "csv")
         # utf-8-sig drops a byte-order mark, which would otherwise start the first column's
         # name; surrogateescape keeps invalid bytes visible per field instead of failing.
-        text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        self.lines = _Lines(text, limit)
-        self.reader = csv.reader(self.lines, strict=True)
+        self.text = io.TextIOWrapper(
+            binary, encoding="utf-8-sig", errors="surrogateescape", newline=""
+        )
+        self.taken: list[str] = []
+        self.lines_read = 0
+        self.source = self._lines()
+        self.reader = csv.reader(self.source, strict=True)
         self.columns = self._header()
+
+    def _lines(self) -> Iterator[str]:
+        # A generator (not a class with __next__): this runs once per line of every file.
+        readline, limit, taken = self.text.readline, self.limit, self.taken
+        while line := readline(limit + 1):
+            self.lines_read += 1
+            if len(line) > limit:
+                while line and line[-1] not in "\r\n":  # skip the rest of the overlong line
+                    line = readline(limit)
+                raise _RecordTooLong(self.lines_read)
+            taken.append(line)
+            if len(taken) > 1 and sum(map(len, taken)) > limit:
+                raise _RecordTooLong(None)
+            yield line
 
     def _header(self) -> list[str]:
         try:
@@ -248,60 +235,60 @@ class _CsvFile:
         return columns
 
     def records(self, progress: ReadProgress) -> Iterator[RawRecord]:
+        taken, reader = self.taken, self.reader
         while True:
-            self.lines.start_record()
+            taken.clear()
             try:
-                fields = next(self.reader)
+                fields = next(reader)
             except StopIteration:
                 return
             except (csv.Error, _RecordTooLong) as e:
                 yield from self._recover(e)
-                self.reader = csv.reader(self.lines, strict=True)
+                # A generator that raised is finished: a fresh one continues after the failure.
+                if isinstance(e, _RecordTooLong):
+                    self.source = self._lines()
+                reader = self.reader = csv.reader(self.source, strict=True)
                 continue
             progress.bytes_done = self.binary.tell()
-            record = self._record(self.lines.taken[0][0], fields)
+            record = self._record(self.lines_read - len(taken) + 1, fields)
             if record is not None:
                 yield record
 
     def _record(self, number: int, fields: list[str]) -> RawRecord | None:
         if not fields:
             return None  # a blank line is not a record
-        source = f"{self.path}:{number}"
         if len(fields) != len(self.columns):
             raw = ",".join(fields)[:_RAW_PREVIEW]
             error = f"expected {len(self.columns)} fields, found {len(fields)}"
-            return RawRecord(source, None, error, raw)
-        return RawRecord(source, dict(zip(self.columns, fields, strict=True)))
+            return RawRecord(f"{self.path}:{number}", None, error, raw)
+        return RawRecord(f"{self.path}:{number}", dict(zip(self.columns, fields, strict=True)))
 
     def _recover(self, error: Exception) -> Iterator[RawRecord]:
-        taken = self.lines.taken
+        taken = list(self.taken)
         overlong = error.overlong if isinstance(error, _RecordTooLong) else None
+        first = self.lines_read - len(taken) + (0 if overlong is not None else 1)
+        too_long = (
+            f"line longer than {self.limit} characters (a binary file or a missing line break?)"
+        )
         if overlong is not None and not taken:
-            yield RawRecord(
-                f"{self.path}:{overlong}",
-                None,
-                f"line longer than {self.lines.limit} characters (a binary file or a missing "
-                "line break?)",
-            )
+            yield RawRecord(f"{self.path}:{overlong}", None, too_long)
             return
-        first, first_line = taken[0]
-        last = overlong or taken[-1][0]
+        last = overlong or self.lines_read
         why = "too long" if isinstance(error, _RecordTooLong) else str(error)
         if len(taken) == 1 and overlong is None:
-            yield RawRecord(f"{self.path}:{first}", None, f"unparseable CSV ({why})", first_line)
+            yield RawRecord(f"{self.path}:{first}", None, f"unparseable CSV ({why})", taken[0])
             return
         yield RawRecord(
             f"{self.path}:{first}",
             None,
             f"unparseable CSV (a quoted field opened on line {first} is not closed properly: "
             f"{why} at line {last}; lines {first + 1}-{last} are read again as rows)",
-            first_line[:_RAW_PREVIEW],
+            taken[0][:_RAW_PREVIEW],
         )
-        for number, line in taken[1:]:
+        for number, line in enumerate(taken[1:], start=first + 1):
             yield self._single_line(number, line)
         if overlong is not None:
-            reason = f"line longer than {self.lines.limit} characters"
-            yield RawRecord(f"{self.path}:{overlong}", None, reason)
+            yield RawRecord(f"{self.path}:{overlong}", None, too_long)
 
     def _single_line(self, number: int, line: str) -> RawRecord:
         # Re-reading after a failed quote: a row may not span lines any more, which keeps the
@@ -357,6 +344,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return values
 
 
+# Built once: json.loads(..., object_pairs_hook=...) would build a decoder per line.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
 def _read_jsonl(path: Path, progress: ReadProgress, limit: int) -> Iterator[RawRecord]:
     with open(path, "rb") as f:
         _sniff_text(path, f, "jsonl")
@@ -380,7 +371,7 @@ def _read_jsonl(path: Path, progress: ReadProgress, limit: int) -> Iterator[RawR
 def _json_record(source: str, text: str) -> RawRecord:
     preview = text[:_RAW_PREVIEW]
     try:
-        values = json.loads(text, object_pairs_hook=_unique_keys)
+        values = _DECODER.decode(text)
     except _DuplicateKey as e:
         return RawRecord(
             source, None, f"duplicate key {printable(str(e))!r} in one JSON object", preview
