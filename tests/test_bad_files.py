@@ -128,6 +128,8 @@ EXPECTED: dict[str, Error | Quarantine] = {
         status="blocked",
     ),
     "null_labels.parquet": Quarantine({"#6": "missing label", "#7": "missing label: 'NA'"}),
+    # binary columns of UTF-8 text are text; bytes that are not UTF-8 are quarantined
+    "binary_text_columns.parquet": Quarantine({"#6": "invalid UTF-8", "#7": "invalid UTF-8"}),
 }
 
 

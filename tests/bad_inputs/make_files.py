@@ -201,6 +201,14 @@ def parquet_files() -> None:
         }
     )
     write("null_labels.parquet", parquet(labels))
+    binary = pa.table(
+        {
+            "product": [v.encode() for v in columns[0]] + [b"B0P4", b"B0P5"],
+            "review": [v.encode() for v in columns[1]] + [b"caf\xe9", b"label not UTF-8"],
+            "score": [v.encode() for v in columns[2]] + [b"great", b"gr\xe9at"],
+        }
+    )
+    write("binary_text_columns.parquet", parquet(binary))
 
 
 if __name__ == "__main__":

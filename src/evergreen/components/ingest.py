@@ -208,6 +208,10 @@ class RowProcessor:
             reason, column = problem
             return Quarantined(record.source, reason, column, _preview(raw_values))
         label = raw_values.get(self.label)
+        if isinstance(label, bytes):  # a parquet binary column
+            label = label.decode("utf-8", errors="surrogateescape")
+            if readers.invalid_utf8(label):
+                return Quarantined(record.source, "invalid UTF-8", self.label, _preview(raw_values))
         missing = self._missing_label(label)
         if missing is not None:
             return Quarantined(record.source, missing, self.label, _preview(raw_values))
@@ -246,6 +250,11 @@ class RowProcessor:
         for column, value in raw_values.items():
             if isinstance(column, str) and readers.invalid_utf8(column):
                 return "invalid UTF-8 (in a column name)", printable(column)
+            if isinstance(value, bytes) and self.types.get(column) != "image":
+                try:
+                    value = value.decode("utf-8")  # a parquet binary column of text
+                except UnicodeDecodeError:
+                    return "invalid UTF-8", column
             if isinstance(value, str):
                 if readers.invalid_utf8(value):
                     return "invalid UTF-8", column
@@ -262,9 +271,7 @@ class RowProcessor:
         """Why ``label`` is no label (the quarantine reason), or None for a usable label."""
         if label is None:
             return "missing label"
-        if isinstance(label, dict | list | bytes) or (
-            isinstance(label, float) and math.isinf(label)
-        ):
+        if isinstance(label, dict | list) or (isinstance(label, float) and math.isinf(label)):
             return f"wrong type: a label is one text or number, found {_describe(label)}"
         text = str(label).strip()
         if text == "":
