@@ -24,6 +24,8 @@ FEATURE_TYPES = ("text", "categorical", "numeric", "image")
 FAMILIES = ("text", "tabular", "image", "custom")
 BASE_FAMILIES = ("text", "tabular", "image")
 FORMATS = ("csv", "jsonl", "parquet", "tfrecord", "images")
+# Label values that mean "no label" (compared case-insensitively): such rows are quarantined.
+DEFAULT_MISSING_LABELS = ("", "NA", "N/A", "NaN", "null", "None")
 SEVERITIES = ("error", "warning", "ignore")
 CONFLICT_POLICIES = ("quarantine", "keep")
 ANOMALY_KINDS = (
@@ -79,6 +81,7 @@ class DataConfig:
     features: dict[str, str] = field(default_factory=dict)  # column -> type; inferred when empty
     max_field_bytes: int = 1_000_000
     shard_rows: int = 100_000
+    missing_labels: list[str] = field(default_factory=lambda: list(DEFAULT_MISSING_LABELS))
 
 
 @dataclass(frozen=True)
@@ -389,6 +392,9 @@ def _data(v: _Validator, raw: Mapping[str, Any]) -> DataConfig:
         )
     max_field = v.integer(raw, "data.max_field_bytes", 1_000_000, minimum=1)
     shard_rows = v.integer(raw, "data.shard_rows", 100_000, minimum=1)
+    missing_labels = raw.get("missing_labels", list(DEFAULT_MISSING_LABELS))
+    if not isinstance(missing_labels, list) or not all(isinstance(m, str) for m in missing_labels):
+        v.fail("data.missing_labels", missing_labels, 'use a list of strings, e.g. ["NA", "null"]')
     return DataConfig(
         pattern=pattern,
         label=label,
@@ -396,6 +402,7 @@ def _data(v: _Validator, raw: Mapping[str, Any]) -> DataConfig:
         features=dict(features),
         max_field_bytes=max_field,
         shard_rows=shard_rows,
+        missing_labels=list(missing_labels),
     )
 
 
