@@ -28,6 +28,8 @@ FEATURE_TYPES = ("text", "categorical", "numeric", "image")
 FAMILIES = ("text", "tabular", "image", "custom")
 BASE_FAMILIES = ("text", "tabular", "image")
 FORMATS = ("csv", "jsonl", "parquet", "tfrecord", "images")
+# Label values that mean "no label" (compared case-insensitively): such rows are quarantined.
+DEFAULT_MISSING_LABELS = ("", "NA", "N/A", "NaN", "null", "None")
 SEVERITIES = ("error", "warning", "ignore")
 CONFLICT_POLICIES = ("quarantine", "keep")
 ANOMALY_KINDS = (
@@ -92,6 +94,7 @@ class DataConfig:
     features: dict[str, str] = field(default_factory=dict)  # column -> type; inferred when empty
     max_field_bytes: int = 1_000_000
     shard_rows: int = 100_000
+    missing_labels: list[str] = field(default_factory=lambda: list(DEFAULT_MISSING_LABELS))
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,7 @@ class ServingConfig:
     request_log_sample_rate: float = 0.0  # fraction of rows written for skew checks (0: off)
     audit_log: str = ""  # JSON Lines file, one line per request; empty: standard error
     log_payloads: bool = False  # put request bodies in the audit log (never by default)
+    verify_key: str = ""  # Ed25519 public key (PEM): only versions it signed are served
 
 
 @dataclass(frozen=True)
@@ -538,6 +542,9 @@ def _data(v: _Validator, raw: Mapping[str, Any]) -> DataConfig:
         )
     max_field = v.integer(raw, "data.max_field_bytes", 1_000_000, minimum=1)
     shard_rows = v.integer(raw, "data.shard_rows", 100_000, minimum=1)
+    missing_labels = raw.get("missing_labels", list(DEFAULT_MISSING_LABELS))
+    if not isinstance(missing_labels, list) or not all(isinstance(m, str) for m in missing_labels):
+        v.fail("data.missing_labels", missing_labels, 'use a list of strings, e.g. ["NA", "null"]')
     return DataConfig(
         pattern=pattern,
         label=label,
@@ -545,6 +552,7 @@ def _data(v: _Validator, raw: Mapping[str, Any]) -> DataConfig:
         features=dict(features),
         max_field_bytes=max_field,
         shard_rows=shard_rows,
+        missing_labels=list(missing_labels),
     )
 
 
@@ -849,6 +857,7 @@ def serving_from_dict(
             raw, "serving.request_log_sample_rate", d.request_log_sample_rate
         ),
         audit_log=audit_log,
+        verify_key=v.string(raw, "serving.verify_key"),
         log_payloads=log_payloads,
     )
 

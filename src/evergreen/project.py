@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evergreen import examples as examples_mod
 from evergreen import readers, spans
 from evergreen.artifacts import file_sha256, remove_stale_temporaries
 from evergreen.components import drift as drift_mod
@@ -113,7 +114,8 @@ class Project:
         """Ingest, describe and validate every new or changed span; accept the listed spans.
 
         Raises:
-            DataError: no span files, or a file that cannot be read at all.
+            DataError: no span files, a file that cannot be read at all, or a new span numbered
+                below one already ingested.
             SchemaError: ``accept`` names a span that cannot be accepted.
             PipelineBusy: another process is writing to the pipeline.
         """
@@ -129,6 +131,7 @@ class Project:
         for r in self.store.spans(include_superseded=True):
             all_versions[r.span] = max(all_versions.get(r.span, 0), r.version)
         found = self.discover()
+        _refuse_late_spans(found, all_versions)
         types = self.feature_types(found[0])
         for span_files in found:
             fingerprint = span_files.fingerprint(self._digest)
@@ -155,6 +158,11 @@ class Project:
         """Feature types: from the config if given, else the current schema, else inferred."""
         fmt = self.config.data.format
         columns = readers.header(first.files[0], fmt)
+        if not columns:
+            raise DataError(
+                f"{first.files[0]} has no columns (it is empty); span {first.span}'s first "
+                "file must name the columns: fix it or move it out of data.pattern"
+            )
         if self.config.data.label not in columns:
             raise DataError(
                 f"data.label={self.config.data.label!r} is not a column of span {first.span} "
@@ -162,12 +170,12 @@ class Project:
             )
         check_columns(self.config, columns, f"span {first.span} ({first.files[0]})")
         if self.config.data.features:
-            return dict(self.config.data.features)
+            return _no_reserved(dict(self.config.data.features))
         schema = self.current_schema()
         if schema is not None:
             return schema.types
         records = (r for path in first.files for r in readers.read(path, fmt))
-        return ingest_mod.infer_types(records, self.config.data.label)
+        return _no_reserved(ingest_mod.infer_types(records, self.config.data.label))
 
     def _ingest_span(
         self,
@@ -323,12 +331,15 @@ class Project:
         return self._digest(path)
 
     def _digest(self, path: Path) -> str:
-        stat = path.stat()
-        key = str(path.resolve())
-        cached = self.store.cached_digest(key, stat.st_size, stat.st_mtime_ns)
-        if cached is None:
-            cached = file_sha256(path)
-            self.store.store_digest(key, stat.st_size, stat.st_mtime_ns, cached)
+        try:
+            stat = path.stat()
+            key = str(path.resolve())
+            cached = self.store.cached_digest(key, stat.st_size, stat.st_mtime_ns)
+            if cached is None:
+                cached = file_sha256(path)
+                self.store.store_digest(key, stat.st_size, stat.st_mtime_ns, cached)
+        except OSError as e:
+            raise DataError(f"cannot read {path}: {e.strerror or e}; check the file") from None
         return cached
 
     # -- reading back -------------------------------------------------------------------------
@@ -488,6 +499,36 @@ class Project:
                 for name, a in self.store.run_inputs(producer.id).items()
             },
         }
+
+
+def _refuse_late_spans(found: list[spans.SpanFiles], versions: dict[int, int]) -> None:
+    """Refuse a never-ingested span numbered below the latest ingested one.
+
+    Training and drift assume spans arrive in order; a span that appears late (a folder that
+    was unreadable, or copied in late) would be trained on after its successors.
+
+    Raises:
+        DataError: naming the span, its files and the latest ingested span.
+    """
+    if not versions:
+        return
+    latest = max(versions)
+    for span_files in found:
+        if span_files.span < latest and span_files.span not in versions:
+            raise DataError(
+                f"span {span_files.span} ({span_files.files[0].parent}) is new, but span "
+                f"{latest} is already ingested; spans are ingested in order, so a late span "
+                f"is refused. Renumber it above {latest}, or move it out of data.pattern"
+            )
+
+
+def _no_reserved(types: dict[str, str]) -> dict[str, str]:
+    if examples_mod.ROW_HASH in types:
+        raise DataError(
+            f"column {examples_mod.ROW_HASH!r} is reserved by Evergreen (it identifies rows in "
+            "the examples it writes); rename that column in the data"
+        )
+    return types
 
 
 def _parse_id(ident: str) -> tuple[str, int]:
