@@ -512,3 +512,15 @@ def test_no_value_anywhere_is_an_internal_error(hostile: str, tmp_path: Path) ->
             refused += 1
             assert "\n" not in str(e)
     assert refused > 0
+
+
+def test_a_root_that_cannot_be_written_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tests run as root here, where every folder is writable: stand in for a read-only one.
+    monkeypatch.setattr(config_mod.os, "access", lambda path, mode: Path(path) != tmp_path)
+    raw = {**MINIMAL, "pipeline": {"name": "reviews", "root": "new/root"}}
+    with pytest.raises(
+        ConfigError, match=rf"pipeline.root = 'new/root' is not valid: {tmp_path} is not writable"
+    ):
+        config_mod.from_dict(raw, base_dir=tmp_path)

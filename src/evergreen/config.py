@@ -352,8 +352,8 @@ def from_dict(
     pipeline = v.table(raw, "pipeline")
     v.known_keys("pipeline", pipeline, ("name", "root", "metadata_url"))
     name = _pipeline_name(v, v.string(pipeline, "pipeline.name", required=True))
-    root_path, root_key = _root(v, pipeline, base_dir, root)
-    _check_location(v, root_key, str(root_path), root_path)
+    root_path, root_key, root_value = _root(v, pipeline, base_dir, root)
+    _check_location(v, root_key, root_value, root_path)
     url_key = "--metadata-url" if metadata_url else "pipeline.metadata_url"
     if not metadata_url and os.environ.get("EVERGREEN_METADATA_URL"):
         url_key = "pipeline.metadata_url (from EVERGREEN_METADATA_URL)"
@@ -444,8 +444,8 @@ def safe_name(text: str) -> str:
 
 def _root(
     v: _Validator, pipeline: Mapping[str, Any], base_dir: Path, flag: str | None
-) -> tuple[Path, str]:
-    """The root folder (flag → env → file → default) and the key to name in an error."""
+) -> tuple[Path, str, str]:
+    """The root folder (flag → env → file → default), the key to name in an error, the value."""
     if flag:
         value, key = flag, "--root"
     elif os.environ.get("EVERGREEN_ROOT"):
@@ -453,7 +453,7 @@ def _root(
     else:
         value, key = v.string(pipeline, "pipeline.root") or ".evergreen", "pipeline.root"
     path = Path(value).expanduser()
-    return (path if path.is_absolute() else base_dir / path), key
+    return (path if path.is_absolute() else base_dir / path), key, value
 
 
 def _check_location(v: _Validator, key: str, value: str, path: Path) -> None:
