@@ -192,6 +192,13 @@ class ServingConfig:
     request_log_sample_rate: float = 0.0  # fraction of rows written for skew checks (0: off)
     audit_log: str = ""  # JSON Lines file, one line per request; empty: standard error
     log_payloads: bool = False  # put request bodies in the audit log (never by default)
+    max_rows_per_request: int = (
+        4096  # rows (instances, examples, batch axis) per request; more: 413
+    )
+    max_header_bytes: int = 16 * 1024  # request line + headers; more: 431
+    read_timeout_seconds: float = 30.0  # a request's headers and body must arrive within this
+    keep_alive_seconds: float = 5.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 1024  # open connections (or requests in flight); beyond: 503
 
 
 @dataclass(frozen=True)
@@ -550,7 +557,12 @@ def serving_from_dict(raw: Mapping[str, Any], *, source: str = "config") -> Serv
     if not isinstance(canary, int | float) or isinstance(canary, bool) or not 0 <= canary <= 100:
         v.fail("serving.canary_percent", canary, "use a percentage between 0 and 100, e.g. 10")
     values: dict[str, Any] = {}
-    for key, minimum in (("batch_timeout_ms", 0.0), ("poll_seconds", 0.05)):
+    for key, minimum in (
+        ("batch_timeout_ms", 0.0),
+        ("poll_seconds", 0.05),
+        ("read_timeout_seconds", 0.05),
+        ("keep_alive_seconds", 0.05),
+    ):
         value = raw.get(key, getattr(d, key))
         if not isinstance(value, int | float) or isinstance(value, bool) or value < minimum:
             v.fail(f"serving.{key}", value, f"use a number ≥ {minimum}")
@@ -579,6 +591,15 @@ def serving_from_dict(raw: Mapping[str, Any], *, source: str = "config") -> Serv
         ),
         audit_log=v.string(raw, "serving.audit_log"),
         log_payloads=log_payloads,
+        max_rows_per_request=v.integer(
+            raw, "serving.max_rows_per_request", d.max_rows_per_request, minimum=1
+        ),
+        max_header_bytes=v.integer(
+            raw, "serving.max_header_bytes", d.max_header_bytes, minimum=1024
+        ),
+        read_timeout_seconds=values["read_timeout_seconds"],
+        keep_alive_seconds=values["keep_alive_seconds"],
+        max_connections=v.integer(raw, "serving.max_connections", d.max_connections, minimum=1),
     )
 
 
