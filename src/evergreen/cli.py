@@ -531,6 +531,12 @@ def rollback(config_path: str, root: str | None, version: int) -> None:
     "--request-log-sample-rate", default=None, type=float, help="Fraction of rows logged."
 )
 @click.option("--audit-log", default=None, help="Audit log file (default: standard error).")
+@click.option(
+    "--max-rows-per-request",
+    default=None,
+    type=int,
+    help="Most rows per request (serving.max_rows_per_request; default 4096); more: 413.",
+)
 @click.pass_context
 def serve(
     ctx: click.Context, config_path: str, root: str | None, registry_dir: str | None, **flags: Any

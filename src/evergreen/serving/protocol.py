@@ -47,8 +47,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_headers = True
-        self._header_bytes = 0
         if self._read_timer is None:  # a keep-alive connection starting its next request
             self._arm_read_timer()
 
@@ -58,6 +56,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._cancel_read_timer()
+        # The next request's headers start here (bytes after this one in the same piece go
+        # uncounted: at most one piece, itself bounded by the allowance or the read size).
+        self._in_headers = True
+        self._header_bytes = 0
         super().on_message_complete()
 
     def _arm_read_timer(self) -> None:
@@ -72,6 +74,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _read_timed_out(self) -> None:
         self._read_timer = None
         if self.transport.is_closing():
+            return
+        if self._header_bytes == 0 and self.cycle is None:  # a connection that sent nothing
+            self.transport.close()
             return
         started = self.cycle is not None and self.cycle.response_started
         if self.cycle is None or not started:
