@@ -52,11 +52,8 @@ def test_known_error_is_one_line_exit_1(tmp_path: Path) -> None:
 
 def test_usage_error_exits_2_with_suggestion(tmp_path: Path) -> None:
     result = evergreen("ingst", cwd=tmp_path)
-    assert (
-        result.returncode == 2
-        and "Did you mean" in result.stderr
-        or "No such command" in result.stderr
-    )
+    assert result.returncode == 2, result.stderr
+    assert "No such command 'ingst'" in result.stderr and "Did you mean" in result.stderr
 
 
 def test_debug_reraises_with_traceback(tmp_path: Path) -> None:
@@ -94,6 +91,6 @@ def test_demo_runs_and_status_json_reads_it(tmp_path: Path) -> None:
     text = "I want a refund for the broken drone"
     predicted = evergreen("predict", "-c", "stream/evergreen.toml", "--json", text, cwd=tmp_path)
     assert json.loads(predicted.stdout)["predictions"][0]["label"] == "refund"
-    if len(history) > 1:
-        back = evergreen("rollback", "-c", "stream/evergreen.toml", "1", cwd=tmp_path)
-        assert back.returncode == 0 and "champion is now version 1" in back.stdout
+    assert len(history) > 1, history  # three days: at least one increment was published
+    back = evergreen("rollback", "-c", "stream/evergreen.toml", "1", cwd=tmp_path)
+    assert back.returncode == 0 and "champion is now version 1" in back.stdout

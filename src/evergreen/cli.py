@@ -252,9 +252,11 @@ def run(
             out.print(f"report: {path}")
     blocked = [r for r in records if r["mode"] == "block"]
     if blocked:
+        reason = blocked[0]["reason"].replace(
+            "evergreen ingest --accept", f"evergreen ingest -c {config_path} --accept"
+        )
         raise SpanBlocked(
-            f"span {blocked[0]['span']} was not trained: {blocked[0]['reason']}; later spans wait. "
-            "Fix the data or the [drift] config, then run again"
+            f"span {blocked[0]['span']} was not trained: {reason}. Later spans wait for it"
         )
 
 
@@ -379,8 +381,19 @@ def report(
     help="A registry version (default: the champion).",
 )
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--verify-key",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Public key (PEM) the version must be signed with (default: serving.verify_key).",
+)
 def predict(
-    config_path: str, root: str | None, texts: tuple[str, ...], version: int | None, as_json: bool
+    config_path: str,
+    root: str | None,
+    texts: tuple[str, ...],
+    version: int | None,
+    as_json: bool,
+    verify_key: str | None,
 ) -> None:
     """Classify raw inputs with the champion (or --version) SavedModel.
 
@@ -393,6 +406,8 @@ def predict(
 
     with _project(config_path, root) as project:
         path = champion_saved_model(project, version)
+        # The same check as the server's: a version whose files changed is never run.
+        _verified(project.config, int(path.name), verify_key)
     inputs = list(raw_inputs_of(path))
     if inputs in ([], ["text"]):
         results = predict_texts(path, list(texts))
@@ -483,11 +498,96 @@ def rollback(config_path: str, root: str | None, version: int) -> None:
     """Move the champion back to VERSION (recorded in the alias history)."""
     from evergreen.registry import Registry
 
-    with _project(config_path, root) as project:
-        moved = Registry(project.config.registry_dir).rollback(
+    with _project(config_path, root) as project, project.writing("evergreen rollback"):
+        key = _verify_key(project.config, None)
+        moved = Registry(project.config.registry_dir, verify_key=key).rollback(
             project.config.name, version, reason="evergreen rollback"
         )
     out.print(f"champion is now version {moved}")
+
+
+def _verify_key(config: Any, flag: str | None) -> Path | None:
+    """--verify-key, else serving.verify_key (relative to the config file), else None."""
+    if flag:
+        return Path(flag)
+    return config.resolve(config.serving.verify_key) if config.serving.verify_key else None
+
+
+def _verified(config: Any, version: int, flag: str | None) -> Any:
+    """Verify one version of the pipeline's model, printing what was accepted with a warning."""
+    from evergreen.registry import Registry
+
+    key = _verify_key(config, flag)
+    verified = Registry(config.registry_dir, verify_key=key).verify(config.name, version)
+    for warning in verified.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
+    return verified
+
+
+@cli.command()
+@_config_option
+@_root_option
+@click.option(
+    "--verify-key",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Public key (PEM) every version must be signed with (default: serving.verify_key).",
+)
+def verify(config_path: str, root: str | None, verify_key: str | None) -> None:
+    """Check every registry version's files (and signature) against its manifest."""
+    from evergreen.errors import IntegrityError
+    from evergreen.registry import Registry
+
+    with _project(config_path, root) as project:
+        config = project.config
+        numbers = Registry(config.registry_dir).version_numbers(config.name)
+        refused = []
+        for number in numbers:
+            try:
+                verified = _verified(config, number, verify_key)
+            except IntegrityError as e:
+                refused.append(number)
+                out.print(f"version {number}: [red]refused[/]: {escape(str(e))}")
+                continue
+            signed = f", signed by key {verified.signed_by}" if verified.signed_by else ""
+            out.print(f"version {number}: ok{signed}")
+    if refused:
+        raise IntegrityError(
+            f"{len(refused)} of {len(numbers)} versions of model {config.name!r} are refused: "
+            f"{', '.join(map(str, refused))}"
+        )
+
+
+@cli.command()
+@_config_option
+@_root_option
+@click.argument("versions", nargs=-1, type=int)
+def seal(config_path: str, root: str | None, versions: tuple[int, ...]) -> None:
+    """Record file digests for VERSIONS (default: all) and sign them with EVERGREEN_SIGNING_KEY.
+
+    For versions published before digests or signing: a version whose files no longer match
+    its manifest is refused, never sealed.
+    """
+    from evergreen.registry import Registry
+
+    with _project(config_path, root) as project, project.writing("evergreen seal"):
+        registry = Registry(project.config.registry_dir)
+        for number in versions or registry.version_numbers(project.config.name):
+            verified = registry.seal(project.config.name, number)
+            signed = f", signed by key {verified.signed_by}" if verified.signed_by else ", unsigned"
+            out.print(f"version {number}: sealed{signed}")
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+def keygen(directory: str) -> None:
+    """Write a new Ed25519 key pair into DIRECTORY for signing registry versions."""
+    from evergreen.signing import SIGNING_KEY_ENV, generate_key_pair
+
+    private, public = generate_key_pair(Path(directory))
+    out.print(f"wrote {private} (private: keep it where versions are published) and {public}")
+    out.print(f"publish signed: export {SIGNING_KEY_ENV}={private.resolve()}")
+    out.print(f'serve only signed versions: serving.verify_key = "{public.resolve()}"')
 
 
 @cli.command()
@@ -537,6 +637,12 @@ def rollback(config_path: str, root: str | None, version: int) -> None:
     type=int,
     help="Most rows per request (serving.max_rows_per_request; default 4096); more: 413.",
 )
+@click.option(
+    "--verify-key",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Serve only versions signed by this Ed25519 public key, PEM (serving.verify_key).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context, config_path: str, root: str | None, registry_dir: str | None, **flags: Any
@@ -551,7 +657,7 @@ def serve(
     if registry_dir is None or explicit_config:
         config = config_mod.load(config_path, root=root)
     base = config.to_dict()["serving"] if config is not None else {}
-    for key in ("tls_cert", "tls_key", "audit_log"):  # relative to the config file's folder
+    for key in ("tls_cert", "tls_key", "audit_log", "verify_key"):  # relative to the config
         if base.get(key):
             base[key] = str(config.resolve(base[key]))  # type: ignore[union-attr]
     overrides = {
@@ -579,6 +685,32 @@ def serve(
         f"auth: {'API keys' if keys else 'off, loopback only'})"
     )
     run_server(app, settings)
+
+
+@cli.command()
+@_config_option
+@_root_option
+@_metadata_option
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=int,
+    help="Prometheus /metrics port (watch.metrics_port; default 9464, 0: any free port).",
+)
+def watch(
+    config_path: str, root: str | None, metadata_url: str | None, metrics_port: int | None
+) -> None:
+    """Run the loop whenever enough new data has arrived; SIGTERM finishes the current run."""
+    import dataclasses
+
+    from evergreen.watch import Watcher
+
+    cfg = config_mod.load(config_path, root=root, metadata_url=metadata_url)
+    if metrics_port is not None:
+        cfg = dataclasses.replace(
+            cfg, watch=dataclasses.replace(cfg.watch, metrics_port=metrics_port)
+        )
+    Watcher(cfg).serve_forever()
 
 
 @cli.command()

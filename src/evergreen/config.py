@@ -10,6 +10,7 @@ Every error names the key, the value that came and what to write instead.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -23,6 +24,8 @@ FEATURE_TYPES = ("text", "categorical", "numeric", "image")
 FAMILIES = ("text", "tabular", "image", "custom")
 BASE_FAMILIES = ("text", "tabular", "image")
 FORMATS = ("csv", "jsonl", "parquet", "tfrecord", "images")
+# Label values that mean "no label" (compared case-insensitively): such rows are quarantined.
+DEFAULT_MISSING_LABELS = ("", "NA", "N/A", "NaN", "null", "None")
 SEVERITIES = ("error", "warning", "ignore")
 CONFLICT_POLICIES = ("quarantine", "keep")
 ANOMALY_KINDS = (
@@ -78,6 +81,7 @@ class DataConfig:
     features: dict[str, str] = field(default_factory=dict)  # column -> type; inferred when empty
     max_field_bytes: int = 1_000_000
     shard_rows: int = 100_000
+    missing_labels: list[str] = field(default_factory=lambda: list(DEFAULT_MISSING_LABELS))
 
 
 @dataclass(frozen=True)
@@ -192,13 +196,28 @@ class ServingConfig:
     request_log_sample_rate: float = 0.0  # fraction of rows written for skew checks (0: off)
     audit_log: str = ""  # JSON Lines file, one line per request; empty: standard error
     log_payloads: bool = False  # put request bodies in the audit log (never by default)
-    max_rows_per_request: int = (
-        4096  # rows (instances, examples, batch axis) per request; more: 413
-    )
+    verify_key: str = ""  # Ed25519 public key (PEM): only versions it signed are served
+    max_rows_per_request: int = 4096  # rows (instances, examples, batch axis); more: 413
     max_header_bytes: int = 16 * 1024  # request line + headers; more: 431
     read_timeout_seconds: float = 30.0  # a request's headers and body must arrive within this
     keep_alive_seconds: float = 5.0  # an idle keep-alive connection is closed after this
     max_connections: int = 1024  # open connections (or requests in flight); beyond: 503
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """``evergreen watch`` ([watch] in the file): when new data starts a run.
+
+    A run starts once the new spans hold at least ``min_rows`` rows, or when the oldest new
+    data has waited ``max_wait_seconds`` whatever its size. The data folder is looked at every
+    ``poll_seconds``.
+    """
+
+    min_rows: int = 1
+    max_wait_seconds: float = 3600.0
+    poll_seconds: float = 10.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464  # Prometheus /metrics of the watcher; 0: any free port
 
 
 @dataclass(frozen=True)
@@ -215,6 +234,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
     base_dir: Path = Path(".")  # the config file's folder; relative paths resolve against it
 
     @property
@@ -244,6 +264,7 @@ class Config:
             "train": asdict(self.train),
             "drift": asdict(self.drift),
             "serving": asdict(self.serving),
+            "watch": asdict(self.watch),
         }
 
 
@@ -285,7 +306,9 @@ def from_dict(
     """Validate TOML-shaped data into a :class:`Config` (see :func:`load`)."""
     v = _Validator(source)
     v.known_keys(
-        "", raw, ("pipeline", "data", "split", "dedupe", "validation", "train", "drift", "serving")
+        "",
+        raw,
+        ("pipeline", "data", "split", "dedupe", "validation", "train", "drift", "serving", "watch"),
     )
     pipeline = v.table(raw, "pipeline")
     v.known_keys("pipeline", pipeline, ("name", "root", "metadata_url"))
@@ -335,6 +358,7 @@ def from_dict(
         train=train,
         drift=drift,
         serving=serving,
+        watch=_watch(v, v.table(raw, "watch")),
         base_dir=base_dir,
     )
 
@@ -373,6 +397,9 @@ def _data(v: _Validator, raw: Mapping[str, Any]) -> DataConfig:
         )
     max_field = v.integer(raw, "data.max_field_bytes", 1_000_000, minimum=1)
     shard_rows = v.integer(raw, "data.shard_rows", 100_000, minimum=1)
+    missing_labels = raw.get("missing_labels", list(DEFAULT_MISSING_LABELS))
+    if not isinstance(missing_labels, list) or not all(isinstance(m, str) for m in missing_labels):
+        v.fail("data.missing_labels", missing_labels, 'use a list of strings, e.g. ["NA", "null"]')
     return DataConfig(
         pattern=pattern,
         label=label,
@@ -380,6 +407,7 @@ def _data(v: _Validator, raw: Mapping[str, Any]) -> DataConfig:
         features=dict(features),
         max_field_bytes=max_field,
         shard_rows=shard_rows,
+        missing_labels=list(missing_labels),
     )
 
 
@@ -404,6 +432,30 @@ def _split(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> SplitConf
             "splitting by the label would put each class in one split; use an id column or leave it empty",
         )
     return SplitConfig(ratios={k: float(r) / total for k, r in ratios.items()}, key=key)
+
+
+def _watch(v: _Validator, raw: Mapping[str, Any]) -> WatchConfig:
+    v.known_keys("watch", raw, tuple(f.name for f in fields(WatchConfig)))
+    seconds = {}
+    for key, default, minimum in (("max_wait_seconds", 3600.0, 0.0), ("poll_seconds", 10.0, 0.05)):
+        value = raw.get(key, default)
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or value < minimum
+        ):
+            v.fail(f"watch.{key}", value, f"use a finite number of seconds ≥ {minimum}")
+        seconds[key] = float(value)
+    port = v.integer(raw, "watch.metrics_port", 9464, minimum=0)
+    if port > 65535:
+        v.fail("watch.metrics_port", port, "use a port number from 0 to 65535 (0: any free port)")
+    return WatchConfig(
+        min_rows=v.integer(raw, "watch.min_rows", 1, minimum=1),
+        metrics_host=v.string(raw, "watch.metrics_host") or "127.0.0.1",
+        metrics_port=port,
+        **seconds,
+    )
 
 
 def _validation(v: _Validator, raw: Mapping[str, Any]) -> ValidationConfig:
@@ -590,6 +642,7 @@ def serving_from_dict(raw: Mapping[str, Any], *, source: str = "config") -> Serv
             raw, "serving.request_log_sample_rate", d.request_log_sample_rate
         ),
         audit_log=v.string(raw, "serving.audit_log"),
+        verify_key=v.string(raw, "serving.verify_key"),
         log_payloads=log_payloads,
         max_rows_per_request=v.integer(
             raw, "serving.max_rows_per_request", d.max_rows_per_request, minimum=1

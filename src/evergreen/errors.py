@@ -12,7 +12,10 @@ as an internal error with its traceback.
     ├── SpanBlocked                validation found blocking anomalies in a span
     ├── SchemaError                the schema cannot be applied or updated as asked
     ├── MetadataError              the lineage store is unreachable or inconsistent
-    └── NotFound                   an artifact, run or span id that does not exist
+    ├── NotFound                   an artifact, run or span id that does not exist
+    ├── PipelineBusy               another writer holds the pipeline's lock
+    └── RegistryError              a registry file is damaged (aliases.json, a manifest)
+        └── IntegrityError         a version's files or signature do not match its manifest
 """
 
 from __future__ import annotations
@@ -47,3 +50,15 @@ class MetadataError(EvergreenError):
 
 class NotFound(EvergreenError):
     headline = "not found"
+
+
+class PipelineBusy(EvergreenError):
+    headline = "pipeline busy"
+
+
+class RegistryError(EvergreenError):
+    headline = "registry error"
+
+
+class IntegrityError(RegistryError):
+    headline = "integrity error"

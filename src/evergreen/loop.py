@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
+from evergreen.components import statistics as stats_mod
 from evergreen.components.evaluate import EvaluateCandidate
 from evergreen.components.featurize import FeaturizeSpan, FitFeaturizer, span_rows
 from evergreen.components.train import TrainModel
@@ -49,12 +50,14 @@ class PushModel:
         published = self.registry.publish(
             self.model_name, Path(candidate.uri) / "saved_model", self.manifest
         )
-        self.registry.set_alias(
-            self.model_name,
-            CHAMPION,
-            published.version,
-            reason=f"blessed candidate a{candidate.id}",
-        )
+        # A push resumed after a kill may find the alias already moved: no second history line.
+        if self.registry.alias(self.model_name, CHAMPION) != published.version:
+            self.registry.set_alias(
+                self.model_name,
+                CHAMPION,
+                published.version,
+                reason=f"blessed candidate a{candidate.id}",
+            )
         writer = ctx.output("pushed", "PushedModel", span=candidate.span)
         writer.write_json(
             "pushed.json", {"version": published.version, "path": str(published.path)}
@@ -93,57 +96,119 @@ class TrainingLoop:
         )
         return self.store.artifact(int(candidate)) if candidate else None
 
-    def run(
-        self, *, full: bool = False, shuffle_labels: bool = False, progress: Any = None
-    ) -> list[dict[str, Any]]:
-        """Train on every validated span not yet covered by an evaluated candidate, in order.
+    def run(self, *, full: bool = False, progress: Any = None) -> list[dict[str, Any]]:
+        """Train on every validated span whose verdict is not recorded yet, in order.
 
         With ``full``, one full retrain on all spans so far replaces the per-span runs. A span
-        the policy blocks stops the run there (later spans wait); its record says why. Each
-        record is also saved with its HTML report under ``<root>/reports/`` (``record["report"]``).
+        the policy or validation blocks stops the run there (later spans wait); its record says
+        why. Each record is also saved with its HTML report under ``<root>/reports/``
+        (``record["report"]``). The whole run holds the pipeline's writer lock.
+
+        Raises:
+            PipelineBusy: another process is writing to the pipeline.
         """
+        with self.project.writing("evergreen run" + (" --full" if full else "")):
+            return self._run(full=full, progress=progress)
+
+    def _run(self, *, full: bool, progress: Any) -> list[dict[str, Any]]:
         from evergreen.report import save_run_report
 
         self.project.ingest(progress=progress)
-        usable = [r for r in self.store.spans() if r.status == "validated"]
-        covered = self._covered_spans()
-        pending = [r for r in usable if r.span not in covered]
+        current = self.store.spans()
+        stop = next((r.span for r in current if r.status == "blocked"), None)
+        usable = [r for r in current if r.status == "validated" and (stop is None or r.span < stop)]
+        completed = self._completed_spans()
+        pending = [r for r in usable if r.span not in completed]
         if full and usable:
             pending = [pending[-1] if pending else usable[-1]]
         records = []
         for record in pending:
             history = [r for r in usable if r.span <= record.span]
-            result = self._one_span(record, history, force_full=full, shuffle_labels=shuffle_labels)
+            result = self._one_span(record, history, force_full=full)
             result["report"] = str(save_run_report(self.project, result))
             records.append(result)
             if result["mode"] == "block":
-                break
+                return records
+        if stop is not None:
+            result = self._validation_blocked(next(r for r in current if r.span == stop))
+            result["report"] = str(save_run_report(self.project, result))
+            records.append(result)
         return records
 
-    def _covered_spans(self) -> set[int]:
-        """Spans some evaluated candidate (or adopted model) was trained on."""
-        covered: set[int] = set()
-        for evaluation in self.store.artifacts(type="ModelEvaluation"):
-            candidate = evaluation.properties.get("candidate")
-            spans = (
-                self.store.artifact(int(candidate)).properties.get("spans") if candidate else None
-            )
-            covered.update(spans or [evaluation.span])
-        return covered
+    def _completed_spans(self) -> set[int]:
+        """Spans whose verdict is final: their candidate was published, or judged not blessed.
 
-    def _one_span(
-        self, record: Any, history: list[Any], *, force_full: bool, shuffle_labels: bool
-    ) -> dict[str, Any]:
+        A blessed evaluation alone does not complete a span: until the push run commits, a
+        killed run is resumed (cached up to the push) by the next ``run``.
+        """
+        completed: set[int] = set()
+        for run in self.store.runs(component="push", limit=1_000_000):
+            candidate = self.store.run_inputs(run.id).get("candidate")
+            if run.status == "succeeded" and candidate is not None:
+                completed.update(candidate.properties.get("spans") or [candidate.span])
+        for evaluation in self.store.artifacts(type="ModelEvaluation"):
+            if not evaluation.properties.get("blessed"):
+                candidate = self.store.artifact(int(evaluation.properties["candidate"]))
+                completed.update(candidate.properties.get("spans") or [evaluation.span])
+        return completed
+
+    def _champion_for(self, span: int) -> Artifact | None:
+        """The champion that ``span`` is trained and judged against.
+
+        Normally the registry's champion. A run killed after the alias moved but before its
+        push was recorded left the alias on this span's own candidate; its evaluation recorded
+        the champion it was judged against, and that one is used again so that every finished
+        step is reused from the cache and the push completes.
+        """
+        for evaluation in reversed(self.store.artifacts(type="ModelEvaluation", span=span)):
+            if not evaluation.properties.get("blessed") or self._pushed(evaluation):
+                continue
+            producer = self.store.producer(evaluation.id)
+            if producer is not None:
+                return self.store.run_inputs(producer.id).get("champion")
+        return self.champion_model()
+
+    def _label_classes(self, history: list[Any]) -> list[str]:
+        """The schema's label domain plus every class the spans so far hold.
+
+        Validation only warns about a new class by default, so the schema alone can miss one;
+        a class outside the model's outputs would have no label id and wedge every later run.
+        """
+        schema = self.project.current_schema()
+        classes = set(schema.label_domain) if schema else set()
+        for record in history:
+            if record.statistics_id is not None:
+                classes.update(stats_mod.load(self.store.artifact(record.statistics_id)).labels)
+        return sorted(classes)
+
+    def _pushed(self, evaluation: Artifact) -> bool:
+        return any(
+            run.component == "push" and run.status == "succeeded"
+            for run in self.store.consumers(evaluation.id)
+        )
+
+    def _validation_blocked(self, record: Any) -> dict[str, Any]:
+        """The record of a span that validation blocked: nothing trained, and how to go on."""
+        examples = {record.span: self.store.artifact(record.examples_id)}
+        anomalies = self.project.span_status(record.span).get("anomalies", [])
+        described = "; ".join(a["message"] for a in anomalies if a["severity"] == "error")
+        reason = (
+            f"blocked by validation ({described or 'see `evergreen status`'}); fix the span's "
+            f"data, or accept it into the schema with `evergreen ingest --accept {record.span}`"
+        )
+        return self._blocked(record, reason, examples, self._data_seconds(record.span), None)
+
+    def _one_span(self, record: Any, history: list[Any], *, force_full: bool) -> dict[str, Any]:
         cfg = self.cfg.train
         examples = {r.span: self.store.artifact(r.examples_id) for r in history}
         seconds = self._data_seconds(record.span)
-        champion = self.champion_model()
-        schema = self.project.current_schema()
-        labels = sorted(schema.label_domain) if schema else []
+        champion = self._champion_for(record.span)
+        labels = self._label_classes(history)
         mode, reason, drift = self._decide(
             record, champion, force_full, examples[record.span], labels
         )
         if mode == "block":
+            reason += "; change the span's data or the [drift] config and run again"
             return self._blocked(record, reason, examples, seconds, drift)
         model_family = self.family()
 
@@ -171,7 +236,8 @@ class TrainingLoop:
             )
             featurized[span] = result.outputs["featurized"]
             seconds["featurize"] += result.seconds
-            if not result.cached:
+            # What this version cost, whether this process or a killed earlier attempt did it.
+            if mode == "full" or span == record.span:
                 for key in ledger:
                     ledger[key] += result.summary[key]
         if mode == "incremental":  # the history is reused from the earlier spans' shards
@@ -189,13 +255,14 @@ class TrainingLoop:
                 mode=mode,
                 reason=reason,
                 new_span=record.span,
-                shuffle_labels=shuffle_labels,
             ),
             inputs,
             span=record.span,
         )
         seconds["train"] = trained.seconds
         candidate = trained.outputs["model"]
+        if champion is not None and candidate.id == champion.id:
+            return self._already_champion(record, mode, reason, examples, seconds, drift)
         eval_inputs = {"candidate": candidate, **{f"examples-{s}": a for s, a in examples.items()}}
         if champion is not None:
             eval_inputs["champion"] = champion
@@ -267,12 +334,31 @@ class TrainingLoop:
             "seconds": {k: round(v, 3) for k, v in seconds.items()},
             "metrics": {"candidate": {}, "champion": {}},
             "blessed": False,
-            "verdict": [
-                f"not trained: {reason}; change the data or the [drift] config and run again"
-            ],
+            "verdict": [f"not trained: {reason}"],
             "version": None,
             "drift": drift,
         }
+
+    def _already_champion(
+        self,
+        record: Any,
+        mode: str,
+        reason: str,
+        examples: dict[int, Artifact],
+        seconds: dict[str, float],
+        drift: str | None,
+    ) -> dict[str, Any]:
+        """``run --full`` with nothing new: the training it asks for made the champion itself."""
+        result = self._blocked(record, reason, examples, seconds, drift)
+        result.update(
+            mode=mode,
+            verdict=[
+                f"nothing new: the champion (version {self.registry.alias(self.cfg.name, CHAMPION)}) "
+                f"is already this {mode} training on spans {sorted(examples)}"
+            ],
+            version=self.registry.alias(self.cfg.name, CHAMPION),
+        )
+        return result
 
     def adopt(self, source: Path, labels: list[str] | None = None) -> dict[str, Any]:
         """Adopt a model trained elsewhere as the next version and champion (lineage "adopted").
@@ -285,7 +371,12 @@ class TrainingLoop:
         Raises:
             DataError: no validated span to evaluate on.
             ConfigError: the model's inputs or outputs do not fit the data (the message says how).
+            PipelineBusy: another process is writing to the pipeline.
         """
+        with self.project.writing("evergreen adopt"):
+            return self._adopt(Path(source).resolve(), labels)
+
+    def _adopt(self, source: Path, labels: list[str] | None) -> dict[str, Any]:
         from evergreen.components.adopt import AdoptModel, source_digest
         from evergreen.errors import DataError
         from evergreen.models.adopted import (
@@ -295,7 +386,6 @@ class TrainingLoop:
             load_model,
         )
 
-        source = Path(source).resolve()
         self.project.ingest()
         usable = [r for r in self.store.spans() if r.status == "validated"]
         if not usable:

@@ -115,6 +115,19 @@ token_cache_table = sa.Table(
     sa.Column("ids", sa.LargeBinary, nullable=False),  # int32 little-endian, padding trimmed
 )
 
+# Who holds the pipeline's single-writer lock (see :mod:`evergreen.lock`): only read to tell a
+# refused writer whom it waits for; the lock itself is a flock or a PostgreSQL advisory lock.
+writer_locks_table = sa.Table(
+    "writer_locks",
+    _meta,
+    sa.Column("pipeline", sa.String(200), primary_key=True),
+    sa.Column("role", sa.String(16), primary_key=True),  # writer, or watcher
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("command", sa.String(200), nullable=False),
+    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 _LOOKUP_CHUNK = 900  # stays under SQLite's bound-parameter limit with room to spare
 
 
@@ -292,6 +305,22 @@ class MetadataStore:
                     .values(status="abandoned", error="process ended without finishing (killed?)")
                 )
         return len(dead)
+
+    def abandon_running(self) -> int:
+        """Mark every run still 'running' as abandoned; only safe under the writer lock.
+
+        Whoever holds :class:`evergreen.lock.PipelineLock` is the only writer, so a run another
+        process left 'running' (on any host) was killed.
+        """
+        t = runs_table
+        with self.transaction() as conn:
+            result = conn.execute(
+                t.update()
+                .where(t.c.pipeline == self.pipeline, t.c.status == "running")
+                .where(sa.not_(sa.and_(t.c.host == socket.gethostname(), t.c.pid == os.getpid())))
+                .values(status="abandoned", error="process ended without finishing (killed?)")
+            )
+        return int(result.rowcount or 0)
 
     def succeeded_run(self, cache_key: str) -> Run | None:
         with self.engine.connect() as conn:

@@ -15,13 +15,15 @@ cached and a killed run resumes where it stopped.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evergreen import examples as examples_mod
 from evergreen import readers, spans
-from evergreen.artifacts import file_sha256
+from evergreen.artifacts import file_sha256, remove_stale_temporaries
 from evergreen.components import drift as drift_mod
 from evergreen.components import ingest as ingest_mod
 from evergreen.components import schema as schema_mod
@@ -29,6 +31,7 @@ from evergreen.components import statistics as stats_mod
 from evergreen.components import validate as validate_mod
 from evergreen.config import Config
 from evergreen.errors import DataError, NotFound, SchemaError
+from evergreen.lock import PipelineLock
 from evergreen.metadata import Artifact, MetadataStore, SpanRecord
 from evergreen.pipeline import Runner, RunResult
 
@@ -54,9 +57,40 @@ class Project:
         self.config = config
         self.store = MetadataStore(config.metadata_url, config.name)
         self.runner = Runner(self.store, config.artifacts_dir)
+        self._lock = PipelineLock(self.store, "evergreen")
 
     def close(self) -> None:
+        self._lock.release()
         self.store.close()
+
+    @contextmanager
+    def writing(self, command: str) -> Iterator[None]:
+        """Hold the pipeline's single-writer lock while the block runs (re-entrant).
+
+        The first entry also clears what killed writers left behind: runs still marked
+        running, temporary artifact folders, and half-published registry versions. Under the
+        lock nobody else can own them.
+
+        Args:
+            command: what this writer does, shown to a writer refused meanwhile.
+
+        Raises:
+            PipelineBusy: another process holds the lock.
+        """
+        first = not self._lock.held
+        if first:
+            self._lock.command = command
+        with self._lock:
+            if first:
+                self._recover()
+            yield
+
+    def _recover(self) -> None:
+        from evergreen.registry import Registry
+
+        self.store.abandon_running()
+        remove_stale_temporaries(self.config.artifacts_dir)
+        Registry(self.config.registry_dir).sweep(self.config.name)
 
     def __enter__(self) -> Project:
         return self
@@ -80,15 +114,24 @@ class Project:
         """Ingest, describe and validate every new or changed span; accept the listed spans.
 
         Raises:
-            DataError: no span files, or a file that cannot be read at all.
+            DataError: no span files, a file that cannot be read at all, or a new span numbered
+                below one already ingested.
             SchemaError: ``accept`` names a span that cannot be accepted.
+            PipelineBusy: another process is writing to the pipeline.
         """
+        with self.writing("evergreen ingest"):
+            return self._ingest(accept, progress)
+
+    def _ingest(
+        self, accept: list[int] | None, progress: ProgressFactory | None
+    ) -> list[SpanOutcome]:
         outcomes = []
         current = {r.span: r for r in self.store.spans()}
         all_versions: dict[int, int] = {}
         for r in self.store.spans(include_superseded=True):
             all_versions[r.span] = max(all_versions.get(r.span, 0), r.version)
         found = self.discover()
+        _refuse_late_spans(found, all_versions)
         types = self.feature_types(found[0])
         for span_files in found:
             fingerprint = span_files.fingerprint(self._digest)
@@ -115,18 +158,23 @@ class Project:
         """Feature types: from the config if given, else the current schema, else inferred."""
         fmt = self.config.data.format
         columns = readers.header(first.files[0], fmt)
+        if not columns:
+            raise DataError(
+                f"{first.files[0]} has no columns (it is empty); span {first.span}'s first "
+                "file must name the columns: fix it or move it out of data.pattern"
+            )
         if self.config.data.label not in columns:
             raise DataError(
                 f"data.label={self.config.data.label!r} is not a column of span {first.span} "
                 f"({first.files[0]}). Columns: {', '.join(columns)}"
             )
         if self.config.data.features:
-            return dict(self.config.data.features)
+            return _no_reserved(dict(self.config.data.features))
         schema = self.current_schema()
         if schema is not None:
             return schema.types
         records = (r for path in first.files for r in readers.read(path, fmt))
-        return ingest_mod.infer_types(records, self.config.data.label)
+        return _no_reserved(ingest_mod.infer_types(records, self.config.data.label))
 
     def _ingest_span(
         self,
@@ -277,13 +325,20 @@ class Project:
             [vars(a) for a in validate_mod.load(validated.outputs["anomalies"])],
         )
 
+    def digest(self, path: Path) -> str:
+        """A span file's content digest, reused while its size and mtime are unchanged."""
+        return self._digest(path)
+
     def _digest(self, path: Path) -> str:
-        stat = path.stat()
-        key = str(path.resolve())
-        cached = self.store.cached_digest(key, stat.st_size, stat.st_mtime_ns)
-        if cached is None:
-            cached = file_sha256(path)
-            self.store.store_digest(key, stat.st_size, stat.st_mtime_ns, cached)
+        try:
+            stat = path.stat()
+            key = str(path.resolve())
+            cached = self.store.cached_digest(key, stat.st_size, stat.st_mtime_ns)
+            if cached is None:
+                cached = file_sha256(path)
+                self.store.store_digest(key, stat.st_size, stat.st_mtime_ns, cached)
+        except OSError as e:
+            raise DataError(f"cannot read {path}: {e.strerror or e}; check the file") from None
         return cached
 
     # -- reading back -------------------------------------------------------------------------
@@ -443,6 +498,36 @@ class Project:
                 for name, a in self.store.run_inputs(producer.id).items()
             },
         }
+
+
+def _refuse_late_spans(found: list[spans.SpanFiles], versions: dict[int, int]) -> None:
+    """Refuse a never-ingested span numbered below the latest ingested one.
+
+    Training and drift assume spans arrive in order; a span that appears late (a folder that
+    was unreadable, or copied in late) would be trained on after its successors.
+
+    Raises:
+        DataError: naming the span, its files and the latest ingested span.
+    """
+    if not versions:
+        return
+    latest = max(versions)
+    for span_files in found:
+        if span_files.span < latest and span_files.span not in versions:
+            raise DataError(
+                f"span {span_files.span} ({span_files.files[0].parent}) is new, but span "
+                f"{latest} is already ingested; spans are ingested in order, so a late span "
+                f"is refused. Renumber it above {latest}, or move it out of data.pattern"
+            )
+
+
+def _no_reserved(types: dict[str, str]) -> dict[str, str]:
+    if examples_mod.ROW_HASH in types:
+        raise DataError(
+            f"column {examples_mod.ROW_HASH!r} is reserved by Evergreen (it identifies rows in "
+            "the examples it writes); rename that column in the data"
+        )
+    return types
 
 
 def _parse_id(ident: str) -> tuple[str, int]:

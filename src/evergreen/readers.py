@@ -2,7 +2,13 @@
 
 Each reader yields :class:`RawRecord` objects. A record that cannot be parsed is still yielded,
 with ``error`` set, so that the caller can quarantine it with its file and line instead of
-losing it.
+losing it. A file that cannot be read as its format at all (compressed, binary, UTF-16, a
+header with repeated or undecodable column names) is a :class:`DataError` naming the file.
+
+CSV is parsed strictly, line by line: a quote that is never closed (or closed in the wrong
+place) would otherwise swallow every following row into one field. When a record spanning
+several lines fails, its first line is quarantined and the lines after it are read again, one
+row per line, so the rows a stray quote would have eaten are kept.
 """
 
 from __future__ import annotations
@@ -23,9 +29,37 @@ from evergreen.errors import DataError
 # better message (with the configured limit), so let the parser accept anything.
 csv.field_size_limit(sys.maxsize)
 
-_SURROGATE = re.compile("[\udc80-\udcff]")
+# Invalid bytes read with surrogateescape become \udc80-\udcff; a JSON "\ud800" escape
+# gives a lone surrogate directly. Neither can be written as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
 _RAW_PREVIEW = 500
 IMAGE_COLUMN, IMAGE_LABEL = "image", "label"  # the two columns of format "images"
+# One record (a CSV row, however many lines it spans, or a JSONL line) may not exceed this:
+# past it the record is quarantined, so a runaway quote or a file without newlines cannot
+# make the reader hold the whole file in memory.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+_SNIFF_BYTES = 8192
+_MAGIC = (
+    (b"\x1f\x8b", "a gzip-compressed file", "decompress it (gunzip)"),
+    (b"PK\x03\x04", "a zip archive", "unzip it"),
+    (b"BZh", "a bzip2-compressed file", "decompress it (bunzip2)"),
+    (b"\xfd7zXZ\x00", "an xz-compressed file", "decompress it (unxz)"),
+    (b"\x28\xb5\x2f\xfd", "a zstd-compressed file", "decompress it (unzstd)"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7z archive", "extract it"),
+    (b"PAR1", "a parquet file", "set data.format = 'parquet'"),
+    (b"\x89PNG", "a PNG image", ""),
+    (b"\xff\xd8\xff", "a JPEG image", ""),
+    (b"GIF8", "a GIF image", ""),
+    (b"%PDF", "a PDF document", ""),
+)
+_WIDE_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -45,13 +79,25 @@ class ReadProgress:
     bytes_done: int = 0
 
 
-def read(path: Path, fmt: str, progress: ReadProgress | None = None) -> Iterator[RawRecord]:
+def read(
+    path: Path,
+    fmt: str,
+    progress: ReadProgress | None = None,
+    *,
+    max_record_bytes: int = MAX_RECORD_BYTES,
+) -> Iterator[RawRecord]:
     """Stream the records of one file in the given format.
 
+    Args:
+        path: the file.
+        fmt: ``csv``, ``jsonl``, ``parquet``, ``tfrecord`` or ``images``.
+        progress: updated with the bytes consumed.
+        max_record_bytes: a longer record is yielded as unparseable (default 64 MiB).
+
     Raises:
-        DataError: the file cannot be opened at all (the span is then left untouched).
+        DataError: the file cannot be read as ``fmt`` at all (the span is then left untouched).
     """
-    readers: dict[str, Callable[[Path, ReadProgress], Iterator[RawRecord]]] = {
+    readers: dict[str, Callable[[Path, ReadProgress, int], Iterator[RawRecord]]] = {
         "csv": _read_csv,
         "jsonl": _read_jsonl,
         "parquet": _read_parquet,
@@ -59,23 +105,32 @@ def read(path: Path, fmt: str, progress: ReadProgress | None = None) -> Iterator
         "images": _read_image_file,
     }
     try:
-        yield from readers[fmt](path, progress or ReadProgress())
+        yield from readers[fmt](path, progress or ReadProgress(), max_record_bytes)
     except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+        raise DataError(f"cannot read {path}: {e.strerror or e}; check the file") from None
 
 
 def header(path: Path, fmt: str) -> list[str]:
-    """The column names of a file (for CSV the header; otherwise those of the first record)."""
-    if fmt == "csv":
-        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
-            return next(csv.reader(f), [])
+    """The column names of a file (CSV: the header; parquet: the schema; else the first record).
+
+    Raises:
+        DataError: the file cannot be read, or its column names are repeated or not UTF-8.
+    """
+    try:
+        if fmt == "csv":
+            with open(path, "rb") as binary:
+                return _CsvFile(path, binary, MAX_RECORD_BYTES).columns
+        if fmt == "parquet":
+            return _parquet_file(path).schema_arrow.names
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}; check the file") from None
     for record in read(path, fmt):
         if record.values is not None:
             return list(record.values)
     return []
 
 
-def _read_image_file(path: Path, progress: ReadProgress) -> Iterator[RawRecord]:
+def _read_image_file(path: Path, progress: ReadProgress, limit: int) -> Iterator[RawRecord]:
     # Folders per label: .../span-3/cat/0001.png is one row, image = the file, label = "cat".
     # The value is the file name, resolved against the file's own folder by ingest.
     progress.bytes_done += path.stat().st_size
@@ -83,97 +138,299 @@ def _read_image_file(path: Path, progress: ReadProgress) -> Iterator[RawRecord]:
 
 
 def invalid_utf8(text: str) -> bool:
+    """Whether ``text`` holds undecodable bytes or lone surrogates (not writable as UTF-8)."""
     return _SURROGATE.search(text) is not None
 
 
-def _read_csv(path: Path, progress: ReadProgress) -> Iterator[RawRecord]:
-    # surrogateescape keeps invalid bytes visible per field instead of failing the whole file.
-    with open(path, "rb") as binary:
-        text = io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
-        reader = csv.reader(text)
+def printable(text: str) -> str:
+    """Invalid bytes (kept as surrogates while reading) as ``\xe9``, lone surrogates as ``\ud800``."""
+    text = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _sniff_text(path: Path, binary: io.BufferedIOBase, fmt: str) -> None:
+    """Refuse a file that is not UTF-8 text before parsing it as CSV or JSON Lines.
+
+    Raises:
+        DataError: compressed, an archive, an image, UTF-16/32, or binary (NUL bytes).
+    """
+    head = binary.read(_SNIFF_BYTES)
+    binary.seek(0)
+    name = fmt.upper() if fmt == "csv" else "JSON Lines"
+    for magic, what, fix in _MAGIC:
+        if head.startswith(magic):
+            fix = f"{fix}, or move it" if fix else "move it"
+            raise DataError(f"{path} is {what}, not {name} text; {fix} out of data.pattern")
+    for bom, encoding in _WIDE_BOMS:
+        if head.startswith(bom):
+            raise DataError(f"{path} is {encoding} text, not UTF-8; save it as UTF-8")
+    if b"\x00" in head:
+        raise DataError(
+            f"{path} is binary data (NUL bytes in its first {len(head)} bytes), not {name} "
+            "text; move it out of data.pattern, or save it as UTF-8 text"
+        )
+
+
+class _RecordTooLong(Exception):
+    """A record grew past the limit; ``overlong`` is the number of a single overlong line."""
+
+    def __init__(self, overlong: int | None) -> None:
+        self.overlong = overlong
+
+
+class _CsvFile:
+    """An open CSV file: its validated header, then its records.
+
+    ``csv.reader`` reads from :meth:`_lines`, which remembers the physical lines of the record
+    being parsed (``taken``). Knowing them is what makes recovery possible: when a record
+    fails, its first line is quarantined and the others are parsed again one by one.
+    """
+
+    def __init__(self, path: Path, binary: io.BufferedIOBase, limit: int) -> None:
+        self.path = path
+        self.binary = binary
+        self.limit = limit
+        _sniff_text(path, binary, "csv")
+        # utf-8-sig drops a byte-order mark, which would otherwise start the first column's
+        # name; surrogateescape keeps invalid bytes visible per field instead of failing.
+        self.text = io.TextIOWrapper(
+            binary, encoding="utf-8-sig", errors="surrogateescape", newline=""
+        )
+        self.taken: list[str] = []
+        self.lines_read = 0
+        self.source = self._lines()
+        self.reader = csv.reader(self.source, strict=True)
+        self.columns = self._header()
+
+    def _lines(self) -> Iterator[str]:
+        # A generator (not a class with __next__): this runs once per line of every file.
+        readline, limit, taken = self.text.readline, self.limit, self.taken
+        while line := readline(limit + 1):
+            self.lines_read += 1
+            if len(line) > limit:
+                while line and line[-1] not in "\r\n":  # skip the rest of the overlong line
+                    line = readline(limit)
+                raise _RecordTooLong(self.lines_read)
+            taken.append(line)
+            if len(taken) > 1 and sum(map(len, taken)) > limit:
+                raise _RecordTooLong(None)
+            yield line
+
+    def _header(self) -> list[str]:
         try:
-            columns = next(reader)
+            columns = next(self.reader)
         except StopIteration:
-            return
-        except csv.Error as e:
+            return []
+        except (csv.Error, _RecordTooLong) as e:
+            why = "it is too long" if isinstance(e, _RecordTooLong) else str(e)
             raise DataError(
-                f"{path}: the CSV header cannot be parsed ({e}); fix the first line"
+                f"{self.path}:1: the CSV header cannot be parsed ({why}); fix the first line"
             ) from None
-        start = 2
+        if not columns:
+            raise DataError(
+                f"{self.path}:1: the first line is blank; the CSV header (the column names) "
+                "must be the first line: remove the blank line"
+            )
+        check_columns(self.path, columns, "header")
+        return columns
+
+    def records(self, progress: ReadProgress) -> Iterator[RawRecord]:
+        taken, reader = self.taken, self.reader
         while True:
+            taken.clear()
             try:
                 fields = next(reader)
             except StopIteration:
-                break
-            except csv.Error as e:
-                yield RawRecord(f"{path}:{start}", None, f"unparseable CSV ({e})")
-                start = reader.line_num + 1
+                return
+            except (csv.Error, _RecordTooLong) as e:
+                yield from self._recover(e)
+                # A generator that raised is finished: a fresh one continues after the failure.
+                if isinstance(e, _RecordTooLong):
+                    self.source = self._lines()
+                reader = self.reader = csv.reader(self.source, strict=True)
                 continue
-            source = f"{path}:{start}"
-            start = reader.line_num + 1
-            progress.bytes_done = binary.tell()
-            if not fields:
-                continue  # a blank line is not a record
-            if len(fields) != len(columns):
-                yield RawRecord(
-                    source,
-                    None,
-                    f"expected {len(columns)} fields, found {len(fields)}",
-                    ",".join(fields)[:_RAW_PREVIEW],
-                )
-                continue
-            yield RawRecord(source, dict(zip(columns, fields, strict=True)))
+            progress.bytes_done = self.binary.tell()
+            record = self._record(self.lines_read - len(taken) + 1, fields)
+            if record is not None:
+                yield record
+
+    def _record(self, number: int, fields: list[str]) -> RawRecord | None:
+        if not fields:
+            return None  # a blank line is not a record
+        if len(fields) != len(self.columns):
+            raw = ",".join(fields)[:_RAW_PREVIEW]
+            error = f"expected {len(self.columns)} fields, found {len(fields)}"
+            return RawRecord(f"{self.path}:{number}", None, error, raw)
+        return RawRecord(f"{self.path}:{number}", dict(zip(self.columns, fields, strict=True)))
+
+    def _recover(self, error: Exception) -> Iterator[RawRecord]:
+        taken = list(self.taken)
+        overlong = error.overlong if isinstance(error, _RecordTooLong) else None
+        first = self.lines_read - len(taken) + (0 if overlong is not None else 1)
+        too_long = (
+            f"line longer than {self.limit} characters (a binary file or a missing line break?)"
+        )
+        if overlong is not None and not taken:
+            yield RawRecord(f"{self.path}:{overlong}", None, too_long)
+            return
+        last = overlong or self.lines_read
+        why = "too long" if isinstance(error, _RecordTooLong) else str(error)
+        if len(taken) == 1 and overlong is None:
+            yield RawRecord(f"{self.path}:{first}", None, f"unparseable CSV ({why})", taken[0])
+            return
+        yield RawRecord(
+            f"{self.path}:{first}",
+            None,
+            f"unparseable CSV (a quoted field opened on line {first} is not closed properly: "
+            f"{why} at line {last}; lines {first + 1}-{last} are read again as rows)",
+            taken[0][:_RAW_PREVIEW],
+        )
+        for number, line in enumerate(taken[1:], start=first + 1):
+            yield self._single_line(number, line)
+        if overlong is not None:
+            yield RawRecord(f"{self.path}:{overlong}", None, too_long)
+
+    def _single_line(self, number: int, line: str) -> RawRecord:
+        # Re-reading after a failed quote: a row may not span lines any more, which keeps the
+        # recovery linear however many lines the broken quote took.
+        try:
+            fields = next(csv.reader([line], strict=True), [])
+        except csv.Error as e:
+            return RawRecord(f"{self.path}:{number}", None, f"unparseable CSV ({e})", line)
+        record = self._record(number, fields)
+        return record or RawRecord(f"{self.path}:{number}", None, "blank line", line)
 
 
-def _read_jsonl(path: Path, progress: ReadProgress) -> Iterator[RawRecord]:
+def check_columns(path: Path, columns: list[str], where: str) -> None:
+    """Refuse column names that are not UTF-8, or repeated (the last would silently win).
+
+    Raises:
+        DataError: naming the file, the column and what to do.
+    """
+    seen: dict[str, int] = {}
+    for position, name in enumerate(columns, start=1):
+        if invalid_utf8(name):
+            raise DataError(
+                f"{path}:1: column {position} of the {where} ({printable(name)!r}) is not "
+                "valid UTF-8; save the file as UTF-8"
+            )
+        if name in seen:
+            raise DataError(
+                f"{path}:1: column {name!r} appears twice in the {where} (columns "
+                f"{seen[name]} and {position}), so one would overwrite the other in every "
+                "row; rename or remove one of them"
+            )
+        seen[name] = position
+
+
+def _read_csv(path: Path, progress: ReadProgress, limit: int) -> Iterator[RawRecord]:
+    with open(path, "rb") as binary:
+        yield from _CsvFile(path, binary, limit).records(progress)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of repeated keys; a repeated column is refused instead.
+    values = dict(pairs)
+    if len(values) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return values
+
+
+# Built once: json.loads(..., object_pairs_hook=...) would build a decoder per line.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
+def _read_jsonl(path: Path, progress: ReadProgress, limit: int) -> Iterator[RawRecord]:
     with open(path, "rb") as f:
-        for number, line in enumerate(f, start=1):
+        _sniff_text(path, f, "jsonl")
+        number = 0
+        while line := f.readline(limit + 1):
+            number += 1
             progress.bytes_done += len(line)
-            if not line.strip():
-                continue
             source = f"{path}:{number}"
-            text = line.decode("utf-8", errors="surrogateescape")
-            try:
-                values = json.loads(text)
-            except json.JSONDecodeError as e:
-                yield RawRecord(
-                    source,
-                    None,
-                    f"unparseable JSON ({e.msg} at column {e.colno})",
-                    text[:_RAW_PREVIEW],
-                )
+            if len(line) > limit:
+                while line and not line.endswith(b"\n"):
+                    line = f.readline(limit)
+                    progress.bytes_done += len(line)
+                yield RawRecord(source, None, f"line longer than {limit} bytes")
                 continue
-            if not isinstance(values, dict):
-                yield RawRecord(
-                    source,
-                    None,
-                    f"expected a JSON object, found {type(values).__name__}",
-                    text[:_RAW_PREVIEW],
-                )
-                continue
-            yield RawRecord(source, values)
+            if number == 1 and line.startswith(_UTF8_BOM):
+                line = line[len(_UTF8_BOM) :]
+            if line.strip():
+                yield _json_record(source, line.decode("utf-8", errors="surrogateescape"))
 
 
-def _read_parquet(path: Path, progress: ReadProgress) -> Iterator[RawRecord]:
+def _json_record(source: str, text: str) -> RawRecord:
+    preview = text[:_RAW_PREVIEW]
+    try:
+        values = _DECODER.decode(text)
+    except _DuplicateKey as e:
+        return RawRecord(
+            source, None, f"duplicate key {printable(str(e))!r} in one JSON object", preview
+        )
+    except json.JSONDecodeError as e:
+        return RawRecord(source, None, f"unparseable JSON ({e.msg} at column {e.colno})", preview)
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        return RawRecord(source, None, f"unparseable JSON ({str(e)[:200]})", preview)
+    except RecursionError:
+        return RawRecord(source, None, "unparseable JSON (nested too deeply)", preview)
+    if not isinstance(values, dict):
+        return RawRecord(
+            source, None, f"expected a JSON object, found {type(values).__name__}", preview
+        )
+    return RawRecord(source, values)
+
+
+def _parquet_file(path: Path) -> Any:
     import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(path)
+    except OSError:
+        raise
     except Exception as e:  # pyarrow raises its own ArrowInvalid for corrupt files
-        raise DataError(f"{path} is not a readable parquet file ({e})") from None
+        raise DataError(f"{path} is not a readable parquet file ({e}); check the file") from None
+    check_columns(path, parquet.schema_arrow.names, "parquet schema")
+    return parquet
+
+
+def _read_parquet(path: Path, progress: ReadProgress, limit: int) -> Iterator[RawRecord]:
+    import pyarrow as pa
+
+    parquet = _parquet_file(path)
     index = 0
-    for batch in parquet.iter_batches(batch_size=10_000):
+    batches = parquet.iter_batches(batch_size=10_000)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(
+                f"{path}: parquet data after row {index} cannot be read ({e}); the file is "
+                "damaged: write it again"
+            ) from None
+        if batch is None:
+            return
         for values in batch.to_pylist():
             yield RawRecord(f"{path}:#{index}", values)
             index += 1
         progress.bytes_done = path.stat().st_size * index // max(parquet.metadata.num_rows, 1)
 
 
-def _read_tfrecord(path: Path, progress: ReadProgress) -> Iterator[RawRecord]:
+def _read_tfrecord(path: Path, progress: ReadProgress, limit: int) -> Iterator[RawRecord]:
     from evergreen.tf import tensorflow
 
     tf = tensorflow()
-    dataset = tf.data.TFRecordDataset(str(path))
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"  # TFX writes GZIP TFRecords: read them as such
+    dataset = tf.data.TFRecordDataset(str(path), compression_type="GZIP" if gzipped else "")
     iterator = iter(dataset)
     index = 0
     while True:
@@ -181,24 +438,54 @@ def _read_tfrecord(path: Path, progress: ReadProgress) -> Iterator[RawRecord]:
             serialized = next(iterator)
         except StopIteration:
             break
-        except tf.errors.DataLossError as e:
+        except tf.errors.OpError as e:
+            message = _tf_message(e.message)
+            if index == 0:
+                raise DataError(
+                    f"{path} is not a TFRecord file ({message}); write it with "
+                    "tf.io.TFRecordWriter, or move it out of data.pattern"
+                ) from None
             yield RawRecord(
                 f"{path}:#{index}",
                 None,
-                f"corrupt TFRecord ({e.message}); the rest of the file is unreadable",
+                f"corrupt TFRecord ({message}); the rest of the file is unreadable",
             )
             break
-        example = tf.train.Example.FromString(serialized.numpy())
-        values: dict[str, Any] = {}
-        for name, feature in example.features.feature.items():
-            kind = feature.WhichOneof("kind")
-            items = list(getattr(feature, kind).value) if kind else []
-            value = items[0] if len(items) == 1 else (None if not items else items)
-            values[name] = (
-                value.decode("utf-8", errors="surrogateescape")
-                if isinstance(value, bytes)
-                else value
-            )
-        progress.bytes_done += len(serialized.numpy())
-        yield RawRecord(f"{path}:#{index}", values)
+        data = serialized.numpy()
+        progress.bytes_done += len(data)
+        yield _example_record(f"{path}:#{index}", data)
         index += 1
+
+
+def _tf_message(message: str) -> str:
+    # TensorFlow wraps its messages in "{{function_node ...}} ... [Op:IteratorGetNext]".
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", message, flags=re.S).strip()
+
+
+def _example_record(source: str, data: bytes) -> RawRecord:
+    from google.protobuf.message import DecodeError
+    from google.protobuf.unknown_fields import UnknownFieldSet
+
+    from evergreen.tf import tensorflow
+
+    try:
+        example = tensorflow().train.Example.FromString(data)
+    except DecodeError:
+        return RawRecord(source, None, "not a tf.train.Example (its bytes do not parse as one)")
+    if len(UnknownFieldSet(example)):
+        return RawRecord(
+            source,
+            None,
+            "not a tf.train.Example (it has fields an Example does not have: a "
+            "SequenceExample or another message?)",
+        )
+    values: dict[str, Any] = {}
+    for name, feature in example.features.feature.items():
+        kind = feature.WhichOneof("kind")
+        items = list(getattr(feature, kind).value) if kind else []
+        value = items[0] if len(items) == 1 else (None if not items else items)
+        values[name] = (
+            value.decode("utf-8", errors="surrogateescape") if isinstance(value, bytes) else value
+        )
+    return RawRecord(source, values)

@@ -19,9 +19,21 @@ else under ``<model>/`` is ignored. A version is built in a ``.tmp-`` folder and
 place with one ``os.replace``, so a reader sees a whole version or none.
 
 The manifest (``evergreen.json``) holds ``model``, ``version``, ``created_at`` (UTC, ISO 8601),
-``fingerprint`` (of the SavedModel files), ``signatures`` (read from ``saved_model.pb``), and
-what the caller gave: ``metrics``, ``lineage`` (run and artifact ids, spans, ``candidate``,
-``adopted``...) and any other JSON-serialisable keys.
+``fingerprint`` (of the SavedModel files), ``files`` (the SHA-256 of each file, by path relative
+to the version folder; the manifest and its signature excluded), ``signatures`` (read from
+``saved_model.pb``), and what the caller gave: ``metrics``, ``lineage`` (run and artifact ids,
+spans, ``candidate``, ``adopted``...) and any other JSON-serialisable keys.
+
+Integrity: :meth:`Registry.verify` recomputes the digests and refuses a version whose files
+changed, went missing or were added; with a verify key it first checks ``evergreen.sig``, an
+Ed25519 signature of the manifest's exact bytes (:mod:`evergreen.signing`), written by
+:meth:`Registry.publish` when a signing key is given or named by ``EVERGREEN_SIGNING_KEY``.
+Versions published before per-file digests existed are checked against their ``fingerprint``
+and accepted with a warning; :meth:`Registry.seal` upgrades them in place.
+
+Damage stays local: an unreadable manifest makes its own version unusable (listed with a
+``problem``), never the listing of the others; an unreadable ``aliases.json`` raises
+:class:`~evergreen.errors.RegistryError` naming the file, for that model only.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -39,10 +52,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evergreen.artifacts import TMP_PREFIX, directory_fingerprint
-from evergreen.errors import EvergreenError, NotFound
+from evergreen import signing
+from evergreen.artifacts import TMP_PREFIX, directory_fingerprint, file_sha256
+from evergreen.errors import EvergreenError, IntegrityError, NotFound, RegistryError
+
+log = logging.getLogger("evergreen.registry")
 
 MANIFEST = "evergreen.json"
+SIGNATURE = "evergreen.sig"  # Ed25519 signature of the manifest's bytes (evergreen.signing)
 ALIASES = "aliases.json"
 HISTORY = "alias_history.jsonl"
 CHAMPION = "champion"
@@ -54,25 +71,57 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 @dataclass(frozen=True)
 class ModelVersion:
-    """One published version: ``path`` is the SavedModel folder TF Serving loads."""
+    """One published version: ``path`` is the SavedModel folder TF Serving loads.
+
+    ``problem`` says why the manifest could not be read (the version is still listed, so one
+    damaged version never hides the others; :meth:`Registry.verify` refuses it).
+    """
 
     model: str
     version: int
     path: Path
     manifest: dict[str, Any]
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A version whose files match its manifest (see :meth:`Registry.verify`).
+
+    ``signed_by`` is the verify key's id when the signature was checked, else None;
+    ``warnings`` says what was accepted without full proof (a version from before per-file
+    digests).
+    """
+
+    version: ModelVersion
+    signed_by: str | None
+    warnings: list[str]
 
 
 class Registry:
     """A folder of models in TF Serving's layout, with Evergreen's manifests and aliases.
 
-    Construction does no work; the root folder is created by the first :meth:`publish`.
+    Construction does no work; the root folder is created by the first :meth:`publish`, keys
+    are read when first used.
 
     Args:
         root: the registry folder (``<pipeline root>/registry`` by default in the config).
+        signing_key: PEM file of the Ed25519 private key :meth:`publish` signs manifests with;
+            default None: the file named by ``EVERGREEN_SIGNING_KEY``, or no signature.
+        verify_key: PEM file of the public key :meth:`verify`, :meth:`set_alias` and
+            :meth:`rollback` require a valid signature from; default None: digests only.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        signing_key: Path | str | None = None,
+        verify_key: Path | str | None = None,
+    ) -> None:
         self.root = Path(root)
+        self.signing_key = signing_key
+        self.verify_key = verify_key
 
     # ----------------------------------------------------------------------------- reading
 
@@ -90,6 +139,10 @@ class Registry:
         """Every version of ``model``, oldest first; ``[]`` for a model never published."""
         folder = self.root / model
         return [self._load(model, n) for n in _version_numbers(folder)]
+
+    def version_numbers(self, model: str) -> list[int]:
+        """The version numbers of ``model``, sorted, without reading any manifest."""
+        return _version_numbers(self.root / model)
 
     def get(self, model: str, version_or_alias: int | str) -> ModelVersion:
         """One version, by number (``3`` or ``"3"``) or by alias (``"champion"``).
@@ -118,11 +171,30 @@ class Registry:
         return self._load(model, version)
 
     def aliases(self, model: str) -> dict[str, int]:
-        """The aliases of ``model`` (``{"champion": 3}``); ``{}`` when it has none."""
+        """The aliases of ``model`` (``{"champion": 3}``); ``{}`` when it has none.
+
+        Raises:
+            RegistryError: ``aliases.json`` is not a JSON object of alias -> version number.
+        """
         path = self.root / model / ALIASES
         if not path.exists():
             return {}
-        return {k: int(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise RegistryError(_bad_aliases(path, f"it is not valid JSON ({e})")) from None
+        if not isinstance(raw, dict):
+            raise RegistryError(_bad_aliases(path, f"it holds a {type(raw).__name__}"))
+        aliases = {}
+        for name, value in raw.items():
+            if isinstance(value, str) and _VERSION.fullmatch(value):
+                value = int(value)  # a hand edit with quotes still means the version
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RegistryError(
+                    _bad_aliases(path, f"alias {name!r} = {value!r} is not a version number")
+                )
+            aliases[name] = value
+        return aliases
 
     def alias(self, model: str, alias: str) -> int | None:
         """The version ``alias`` points at, or None (no such alias, or no such model)."""
@@ -133,9 +205,83 @@ class Registry:
         path = self.root / model / HISTORY
         if not path.exists():
             return []
-        lines = path.read_text(encoding="utf-8").splitlines()
-        moves = [json.loads(line) for line in lines if line.strip()]
+        moves = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                move = json.loads(line)
+                if not isinstance(move, dict) or "alias" not in move:
+                    raise ValueError("not an alias move")
+            except ValueError as e:
+                raise RegistryError(
+                    f"{path} line {number} is damaged ({e}): {line[:80]!r}; remove or fix that "
+                    "line (aliases.json, not the history, says where the aliases point)"
+                ) from None
+            moves.append(move)
         return [m for m in moves if alias is None or m["alias"] == alias]
+
+    # ----------------------------------------------------------------------------- integrity
+
+    def verify(
+        self, model: str, version: int | str, verify_key: Path | str | Any | None = None
+    ) -> Verified:
+        """Check that a version's files are the ones its manifest lists (and signed, with a key).
+
+        Args:
+            model: the model name.
+            version: a version number or an alias.
+            verify_key: a public key (PEM path or loaded key) whose signature is required;
+                default None: the registry's ``verify_key``, and without one digests only;
+                False: digests only, whatever the registry's key.
+
+        Returns:
+            The verified version, with ``warnings`` when it predates per-file digests.
+
+        Raises:
+            NotFound: no such model, version or alias.
+            IntegrityError: the manifest is missing or unreadable, the signature is missing or
+                wrong, or a file changed, is missing or was added; the message names it.
+            ConfigError: the verify key cannot be read.
+        """
+        mv = self.get(model, version)
+        where = f"version {mv.version} of model {model!r}"
+        if mv.problem is not None:
+            raise IntegrityError(f"{where} cannot be verified: {mv.problem}. {_REPUBLISH}")
+        if not (mv.path / MANIFEST).is_file():
+            raise IntegrityError(
+                f"{where} has no {MANIFEST}, so its files cannot be verified (copied in by "
+                "hand?); publish the SavedModel with Registry.publish instead of copying it"
+            )
+        key = self.verify_key if verify_key is None else verify_key
+        signed_by = None
+        if key is not None and key is not False:
+            public = signing.load_public_key(key) if isinstance(key, str | Path) else key
+            signed_by = _check_signature(mv, public, where)
+        return Verified(mv, signed_by, _check_files(mv, where))
+
+    def seal(self, model: str, version: int) -> Verified:
+        """Give an intact version per-file digests and, with a signing key, a signature.
+
+        For versions published before digests or signing existed: their files must still match
+        the manifest's ``fingerprint`` (or its digests), so a changed version is never sealed.
+        Only ``evergreen.json`` and ``evergreen.sig`` are rewritten, each atomically.
+
+        Raises:
+            IntegrityError: the version does not match its manifest (see :meth:`verify`).
+            ConfigError: the signing key cannot be read.
+        """
+        private = self._signing_key()
+        mv = self.verify(model, version, verify_key=False).version  # False: digests only
+        manifest = dict(mv.manifest)
+        with self._locked(model):
+            if "files" not in manifest:
+                manifest["files"] = _file_digests(mv.path)
+                _replace_file(mv.path / MANIFEST, _json_bytes(manifest))
+            if private is not None:
+                data = (mv.path / MANIFEST).read_bytes()
+                _replace_file(mv.path / SIGNATURE, signing.sign(private, data))
+        return self.verify(model, version, verify_key=private.public_key() if private else None)
 
     # ----------------------------------------------------------------------------- writing
 
@@ -149,12 +295,16 @@ class Registry:
         after ``kill -9`` does not publish a duplicate. Without a candidate id nothing is
         deduplicated, since a deliberate re-publish cannot then be told from a resumed one.
 
+        The manifest lists every file's SHA-256 (``files``); with a signing key (the
+        ``signing_key`` argument of the registry, or the file named by
+        ``EVERGREEN_SIGNING_KEY``) its bytes are signed into ``evergreen.sig``.
+
         Args:
             model: the model name, the folder TF Serving is pointed at.
             saved_model_dir: a SavedModel folder (``saved_model.pb``, ``variables/``).
             manifest: ``metrics``, ``lineage`` and any other JSON-serialisable keys; the keys
-                ``model``, ``version``, ``created_at``, ``fingerprint`` and ``signatures`` are
-                set by the registry.
+                ``model``, ``version``, ``created_at``, ``fingerprint``, ``files`` and
+                ``signatures`` are set by the registry.
 
         Returns:
             The published version, or the existing one when the publish is a repeat.
@@ -162,6 +312,7 @@ class Registry:
         Raises:
             NotFound: ``saved_model_dir`` holds no SavedModel.
             EvergreenError: the model name or the manifest is invalid.
+            ConfigError: the signing key cannot be read (nothing is published).
         """
         _check_name(model, "model")
         saved_model_dir = Path(saved_model_dir)
@@ -171,6 +322,7 @@ class Registry:
                 "export the model with tf.saved_model.save or Model.export first"
             )
         manifest = _checked_manifest(manifest)
+        private = self._signing_key()  # before any copy: a bad key publishes nothing
         candidate = manifest["lineage"].get("candidate")
         folder = self.root / model
         folder.mkdir(parents=True, exist_ok=True)
@@ -199,9 +351,13 @@ class Registry:
                     version=version,
                     created_at=_now(),
                     fingerprint=fingerprint,
+                    files=_file_digests(tmp),
                     signatures=_read_signatures(tmp),
                 )
-                _write_json(tmp / MANIFEST, manifest)
+                data = _json_bytes(manifest)
+                (tmp / MANIFEST).write_bytes(data)
+                if private is not None:
+                    (tmp / SIGNATURE).write_bytes(signing.sign(private, data))
                 os.replace(tmp, folder / str(version))
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -215,11 +371,14 @@ class Registry:
             model: the model name.
             alias: a label such as ``champion`` or ``canary``; not all digits, since
                 ``get(model, "3")`` means version 3.
-            version: an existing version of ``model``.
+            version: an existing version of ``model``, intact (see :meth:`verify`): an alias
+                never points at a version that cannot serve.
             reason: why, kept in ``alias_history.jsonl``; default ``"set"``.
 
         Raises:
             NotFound: the model or the version does not exist.
+            IntegrityError: the version does not match its manifest (or signature).
+            RegistryError: ``aliases.json`` is damaged.
             EvergreenError: the alias name is invalid.
         """
         _check_name(alias, "alias")
@@ -229,6 +388,7 @@ class Registry:
                 "use a name such as 'champion' or 'canary'"
             )
         self._require_version(model, version)
+        self._warn(self.verify(model, version))
         with self._locked(model):
             self._move_alias(model, alias, version, reason, op="set")
 
@@ -239,9 +399,14 @@ class Registry:
         promoted (ignoring moves made by earlier rollbacks), so rolling back twice walks back
         two promotions instead of swinging back to the version just rolled away from.
 
+        The target must be intact (see :meth:`verify`); a damaged one is refused and the
+        champion stays where it is.
+
         Args:
             model: the model name.
-            to_version: the version to serve; default None, the previous champion.
+            to_version: the version to serve; default None, the previous champion. Given, it
+                also sets a champion where there is none (e.g. after deleting a damaged
+                ``aliases.json``).
             reason: kept in ``alias_history.jsonl``; default ``"rollback"``.
 
         Returns:
@@ -249,21 +414,40 @@ class Registry:
 
         Raises:
             NotFound: the model has no champion, no earlier champion, or no ``to_version``.
+            IntegrityError: the target version is damaged or does not match its manifest.
+            RegistryError: ``aliases.json`` or ``alias_history.jsonl`` is damaged.
         """
         self._require_model(model)
         with self._locked(model):
             current = self.alias(model, CHAMPION)
-            if current is None:
+            if current is None and to_version is None:
                 raise NotFound(
                     f"model {model!r} has no {CHAMPION} to roll back; "
                     f"versions: {self._describe_versions(model)}. "
                     f"Set one with Registry.set_alias(model, {CHAMPION!r}, version)"
                 )
             if to_version is None:
+                assert current is not None
                 to_version = self._previous_champion(model, current)
             self._require_version(model, to_version)
+            try:
+                self._warn(self.verify(model, to_version))
+            except IntegrityError as e:
+                stays = f"at version {current}" if current is not None else "unset"
+                raise IntegrityError(
+                    f"cannot roll back model {model!r} to version {to_version}: {e} "
+                    f"The champion stays {stays}."
+                ) from None
             self._move_alias(model, CHAMPION, to_version, reason, op="rollback")
         return to_version
+
+    def sweep(self, model: str) -> None:
+        """Remove what killed publishers left under ``<model>/`` (``.tmp-*`` folders)."""
+        folder = self.root / model
+        if not folder.is_dir():
+            return
+        with self._locked(model):
+            _remove_temporaries(folder)
 
     # ----------------------------------------------------------------------------- helpers
 
@@ -315,8 +499,28 @@ class Registry:
         path = self.root / model / str(version)
         manifest_path = path / MANIFEST
         # A version copied in by hand (plain TF Serving layout) has no manifest; still listed.
-        manifest = json.loads(manifest_path.read_text("utf-8")) if manifest_path.exists() else {}
+        if not manifest_path.exists():
+            return ModelVersion(model=model, version=version, path=path, manifest={})
+        try:
+            manifest = json.loads(manifest_path.read_text("utf-8"))
+            if not isinstance(manifest, dict):
+                raise ValueError(f"it holds a {type(manifest).__name__}, not a JSON object")
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            problem = f"{manifest_path} is damaged ({e})"
+            return ModelVersion(
+                model=model, version=version, path=path, manifest={}, problem=problem
+            )
         return ModelVersion(model=model, version=version, path=path, manifest=manifest)
+
+    def _signing_key(self) -> Any:
+        """The private key publishes sign with (loaded now), or None."""
+        path = self.signing_key or os.environ.get(signing.SIGNING_KEY_ENV) or None
+        return signing.load_private_key(path) if path else None
+
+    @staticmethod
+    def _warn(verified: Verified) -> None:
+        for warning in verified.warnings:
+            log.warning("%s", warning)
 
     def _require_model(self, model: str) -> None:
         if not _version_numbers(self.root / model):
@@ -355,7 +559,129 @@ def _remove_temporaries(folder: Path) -> None:
 
 
 def _ignore_manifest(directory: str, names: list[str]) -> list[str]:
-    return [MANIFEST] if MANIFEST in names else []
+    return [name for name in (MANIFEST, SIGNATURE) if name in names]
+
+
+_REPUBLISH = (
+    "Refusing it: re-publish the SavedModel (a new version), or move the champion to another "
+    "version (`evergreen rollback -c CONFIG VERSION`)."
+)
+
+
+def _is_metadata(relative: Path) -> bool:
+    """The manifest and its signature: beside the files they describe, not among them."""
+    return len(relative.parts) == 1 and relative.name in (MANIFEST, SIGNATURE)
+
+
+def _file_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` by POSIX relative path, manifest and signature out."""
+    digests = {}
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = file.relative_to(folder)
+        if not _is_metadata(relative):
+            digests[relative.as_posix()] = file_sha256(file)
+    return digests
+
+
+def _legacy_fingerprint(folder: Path) -> str:
+    """:func:`directory_fingerprint` of a version as it was before its manifest was written."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = file.relative_to(folder)
+        if not _is_metadata(relative):
+            digest.update(str(relative).encode())
+            digest.update(file_sha256(file).encode())
+    return digest.hexdigest()
+
+
+def _check_files(mv: ModelVersion, where: str) -> list[str]:
+    """Compare a version's files with its manifest; the warnings of an accepted legacy version.
+
+    Raises:
+        IntegrityError: a file changed, is missing or was added, or the manifest lists none.
+    """
+    recorded = mv.manifest.get("files")
+    if recorded is None:
+        fingerprint = mv.manifest.get("fingerprint")
+        if not isinstance(fingerprint, str):
+            raise IntegrityError(
+                f"{where}: its {MANIFEST} has neither file digests nor a fingerprint. {_REPUBLISH}"
+            )
+        if _legacy_fingerprint(mv.path) != fingerprint:
+            raise IntegrityError(
+                f"{where}: its files do not match the fingerprint in its {MANIFEST} (a version "
+                "published before per-file digests, so the changed file cannot be named). "
+                + _REPUBLISH
+            )
+        return [
+            f"{where} was published before per-file digests; its files match its fingerprint, "
+            "so it is accepted. Seal it (`evergreen seal -c CONFIG VERSION`) to record digests "
+            "and a signature"
+        ]
+    if not isinstance(recorded, dict) or not all(isinstance(v, str) for v in recorded.values()):
+        raise IntegrityError(f"{where}: 'files' in its {MANIFEST} is damaged. {_REPUBLISH}")
+    actual = _file_digests(mv.path)
+    changed = sorted(p for p in recorded if p in actual and actual[p] != recorded[p])
+    missing = sorted(set(recorded) - set(actual))
+    added = sorted(set(actual) - set(recorded))
+    if not (changed or missing or added):
+        return []
+    parts = []
+    if changed:
+        first = changed[0]
+        parts.append(
+            f"{_some(changed)} changed (sha256 {recorded[first][:12]}… in the manifest, "
+            f"{actual[first][:12]}… on disk" + (f" for {first}" if len(changed) > 1 else "") + ")"
+        )
+    if missing:
+        parts.append(f"{_some(missing)} missing")
+    if added:
+        parts.append(f"{_some(added)} not in the manifest")
+    raise IntegrityError(f"{where} does not match its manifest: {'; '.join(parts)}. {_REPUBLISH}")
+
+
+def _check_signature(mv: ModelVersion, public_key: Any, where: str) -> str:
+    """The verify key's id when ``evergreen.sig`` signs the manifest's bytes.
+
+    Raises:
+        IntegrityError: the signature is missing, unreadable, or not by ``public_key``.
+    """
+    expected = signing.key_id(public_key)
+    sig_path = mv.path / SIGNATURE
+    if not sig_path.is_file():
+        raise IntegrityError(
+            f"{where} is not signed (no {SIGNATURE}) and signatures by key {expected} are "
+            f"required; publish it with {signing.SIGNING_KEY_ENV} set to the signing key, or sign "
+            f"it in place: `{signing.SIGNING_KEY_ENV}=KEY.pem evergreen seal -c CONFIG VERSION`"
+        )
+    why = signing.check(public_key, (mv.path / MANIFEST).read_bytes(), sig_path.read_bytes())
+    if why is not None:
+        raise IntegrityError(f"{where} has a wrong signature: {why}. {_REPUBLISH}")
+    return expected
+
+
+def _some(paths: list[str]) -> str:
+    shown = ", ".join(paths[:3])
+    more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+    return f"{shown}{more}" if len(paths) == 1 else f"{len(paths)} files ({shown}{more})"
+
+
+def _bad_aliases(path: Path, why: str) -> str:
+    return (
+        f"{path} is damaged: {why}. It maps alias names to versions, e.g. "
+        '{"champion": 3}; fix it by hand (alias_history.jsonl records every move), or delete '
+        "it and set the champion with `evergreen rollback -c CONFIG VERSION`"
+    )
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    # Written beside the version, not in it: a crash leaves a .tmp- file the next publish
+    # sweeps, never an extra file that would make the version fail its own digests.
+    tmp = path.parent.parent / f"{TMP_PREFIX}{path.parent.name}-{path.name}"
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _read_signatures(saved_model_dir: Path) -> dict[str, Any]:
@@ -424,7 +750,11 @@ def _describe_aliases(aliases: dict[str, int]) -> str:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    path.write_bytes(_json_bytes(data))
+
+
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 def _now() -> str:

@@ -8,8 +8,11 @@ run's transaction — so a killed ingest leaves no index entries behind either.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import math
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -17,7 +20,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from evergreen import examples, readers
-from evergreen.config import Config
+from evergreen.config import DEFAULT_MISSING_LABELS, Config
+from evergreen.errors import DataError
 from evergreen.metadata import Artifact, IndexedRow
 from evergreen.pipeline import ExecutionContext
 from evergreen.spans import SpanFiles
@@ -149,6 +153,8 @@ class RowProcessor:
         split_key: a column whose value decides the split; empty means the row's inputs.
         max_field_bytes: larger values are quarantined as oversized.
         label_conflicts: "quarantine" keeps the first label seen; "keep" keeps both rows.
+        missing_labels: label values that mean "no label" (``NA``, ``null`` ...), compared
+            case-insensitively after stripping spaces; an empty label is always missing.
         lookup: input hashes -> earlier index rows (the metadata store, in the run's transaction).
         remember: adds kept rows to the index.
     """
@@ -165,6 +171,7 @@ class RowProcessor:
         label_conflicts: str,
         lookup: Callable[[Iterable[str]], dict[str, list[IndexedRow]]],
         remember: Callable[[list[IndexedRow]], None],
+        missing_labels: Iterable[str] = DEFAULT_MISSING_LABELS,
     ) -> None:
         self.span = span
         self.types = dict(types)
@@ -175,6 +182,7 @@ class RowProcessor:
         self.label_conflicts = label_conflicts
         self.lookup = lookup
         self.remember = remember
+        self.missing_labels = {m.strip().lower() for m in missing_labels} | {""}
 
     def process(
         self, records: Iterable[readers.RawRecord], report: IngestReport
@@ -195,23 +203,18 @@ class RowProcessor:
                 record.source, f"unparseable: {record.error}", raw=printable(record.raw)
             )
         raw_values = record.values
-        for column, value in raw_values.items():
-            if isinstance(value, str):
-                if readers.invalid_utf8(value):
-                    return Quarantined(record.source, "invalid UTF-8", column, _preview(raw_values))
-                if (
-                    len(value) * 4 > self.max_field_bytes
-                    and len(value.encode("utf-8")) > self.max_field_bytes
-                ):
-                    return Quarantined(
-                        record.source,
-                        f"oversized: {len(value.encode('utf-8'))} bytes, over data.max_field_bytes={self.max_field_bytes}",
-                        column,
-                        _preview(raw_values),
-                    )
+        problem = self._field_problem(raw_values)
+        if problem is not None:
+            reason, column = problem
+            return Quarantined(record.source, reason, column, _preview(raw_values))
         label = raw_values.get(self.label)
-        if label is None or str(label).strip() == "":
-            return Quarantined(record.source, "missing label", self.label, _preview(raw_values))
+        if isinstance(label, bytes):  # a parquet binary column
+            label = label.decode("utf-8", errors="surrogateescape")
+            if readers.invalid_utf8(label):
+                return Quarantined(record.source, "invalid UTF-8", self.label, _preview(raw_values))
+        missing = self._missing_label(label)
+        if missing is not None:
+            return Quarantined(record.source, missing, self.label, _preview(raw_values))
         values: dict[str, Any] = {}
         for column, kind in self.types.items():
             value = raw_values.get(column)
@@ -230,7 +233,7 @@ class RowProcessor:
                 report.type_errors[column] = report.type_errors.get(column, 0) + 1
                 return Quarantined(
                     record.source,
-                    f"wrong type: expected {kind}, found {str(value)[:60]!r}",
+                    f"wrong type: expected {kind}, found {_describe(value)}",
                     column,
                     _preview(raw_values),
                 )
@@ -241,6 +244,43 @@ class RowProcessor:
         key = inputs if not self.split_key else str(raw_values.get(self.split_key, ""))
         split = _pick(self.boundaries, split_bucket(key))
         return _Row(record.source, values, label_text, input_hash, row_hash, split)
+
+    def _field_problem(self, raw_values: Mapping[str, Any]) -> tuple[str, str] | None:
+        """Why a row cannot be kept whatever its columns' types: (reason, column), or None."""
+        for column, value in raw_values.items():
+            if isinstance(column, str) and readers.invalid_utf8(column):
+                return "invalid UTF-8 (in a column name)", printable(column)
+            if isinstance(value, bytes) and self.types.get(column) != "image":
+                try:
+                    value = value.decode("utf-8")  # a parquet binary column of text
+                except UnicodeDecodeError:
+                    return "invalid UTF-8", column
+            if isinstance(value, str):
+                if readers.invalid_utf8(value):
+                    return "invalid UTF-8", column
+                if (
+                    len(value) * 4 > self.max_field_bytes
+                    and len(value.encode("utf-8")) > self.max_field_bytes
+                ):
+                    size = len(value.encode("utf-8"))
+                    limit = self.max_field_bytes
+                    return f"oversized: {size} bytes, over data.max_field_bytes={limit}", column
+        return None
+
+    def _missing_label(self, label: Any) -> str | None:
+        """Why ``label`` is no label (the quarantine reason), or None for a usable label."""
+        if label is None:
+            return "missing label"
+        if isinstance(label, dict | list) or (isinstance(label, float) and math.isinf(label)):
+            return f"wrong type: a label is one text or number, found {_describe(label)}"
+        text = str(label).strip()
+        if text == "":
+            return "missing label"
+        if text.lower() in self.missing_labels:
+            # NA, null, NaN ... are placeholders, not classes: a class named "NA" would be
+            # learned, and break every later run that does not see it.
+            return f"missing label: {text!r} is a placeholder (data.missing_labels)"
+        return None
 
     def _dedupe(
         self, chunk: list[_Row | Quarantined], report: IngestReport
@@ -286,19 +326,44 @@ class RowProcessor:
 
 
 def _coerce(value: Any, kind: str) -> Any:
+    """One value as its feature type (None when missing).
+
+    Raises:
+        ValueError: the value is not of that type: not a finite number for numeric; a list,
+            an object, or bytes that are not UTF-8 (a feature takes one value).
+    """
     if value is None:
         return None
+    if isinstance(value, dict | list) or (kind == "numeric" and isinstance(value, bool)):
+        raise ValueError(value)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")  # UnicodeDecodeError is a ValueError
     if kind == "numeric":
-        if isinstance(value, bool):
-            raise ValueError(value)
         if isinstance(value, int | float):
-            return float(value)
-        text = str(value).strip()
-        if text in MISSING_MARKERS:
+            number = float(value)
+        else:
+            text = str(value).strip()
+            if text in MISSING_MARKERS:
+                return None
+            number = float(text)
+        if math.isnan(number):
             return None
-        return float(text)
+        if not math.isfinite(number):
+            raise ValueError(value)  # an infinity breaks statistics and normalization
+        return number
     text = value if isinstance(value, str) else str(value)
     return None if text == "" else text
+
+
+def _describe(value: Any) -> str:
+    """A value, briefly, for a quarantine reason."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return f"a list of {len(value)} values"
+    if isinstance(value, bytes):
+        return f"{len(value)} bytes"
+    return repr(str(value)[:60])
 
 
 IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")
@@ -322,10 +387,20 @@ def _image_bytes(value: Any, source: str) -> bytes | None:
         path = Path(text).expanduser()
         if not path.is_absolute():
             path = Path(source.rsplit(":", 1)[0]).parent / path
-        data = path.read_bytes()
+        data = _read_image_file(path)
     if not data.startswith(IMAGE_MAGIC):
         raise ValueError("not a PNG, JPEG, GIF or BMP image")
     return data
+
+
+def _read_image_file(path: Path) -> bytes:
+    # A pipe would block ingest forever and /dev/zero would fill memory: regular files only.
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
+    if info.st_size > readers.MAX_RECORD_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {readers.MAX_RECORD_BYTES} bytes")
+    return path.read_bytes()
 
 
 def _hashable(value: Any) -> Any:
@@ -337,9 +412,7 @@ def _preview(values: Mapping[str, Any]) -> str:
     return printable(json.dumps(values, ensure_ascii=False, default=str)[:500])
 
 
-def printable(text: str) -> str:
-    """Invalid bytes (kept as surrogates while reading) shown as ``\\xe9`` escapes."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+printable = readers.printable
 
 
 def _boundaries(ratios: Mapping[str, float]) -> list[tuple[float, str]]:
@@ -369,7 +442,8 @@ class IngestSpan:
     """
 
     name: ClassVar[str] = "ingest"
-    version: ClassVar[str] = "1"
+    # 2: strict CSV with quote recovery, BOM stripped, placeholder labels quarantined.
+    version: ClassVar[str] = "2"
 
     def __init__(
         self,
@@ -400,6 +474,7 @@ class IngestSpan:
             "max_field_bytes": self.config.data.max_field_bytes,
             "shard_rows": self.config.data.shard_rows,
             "label_conflicts": self.config.dedupe.label_conflicts,
+            "missing_labels": list(self.config.data.missing_labels),
         }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
@@ -417,6 +492,7 @@ class IngestSpan:
             label_conflicts=self.config.dedupe.label_conflicts,
             lookup=lambda hashes: store.lookup_inputs(conn, hashes),
             remember=lambda rows: store.add_index_rows(conn, rows, self.span_version),
+            missing_labels=self.config.data.missing_labels,
         )
         writer = ctx.output("examples", "Examples", span=self.span.span, version=self.span_version)
         shards = {
@@ -475,18 +551,36 @@ class IngestSpan:
         )
 
     def _records(self, columns_seen: set[str]) -> Iterator[readers.RawRecord]:
-        total = sum(f.stat().st_size for f in self.span.files)
+        fmt = self.config.data.format
+        total = sum(_size(f) for f in self.span.files)
         done = 0
         for path in self.span.files:
-            columns_seen.update(readers.header(path, self.config.data.format))
+            columns = readers.header(path, fmt)
+            if fmt in _HEADED_FORMATS and columns and self.config.data.label not in columns:
+                raise DataError(
+                    f"{path}: data.label={self.config.data.label!r} is not a column of this "
+                    f"file of span {self.span.span}. Columns: {', '.join(columns)}. Fix the "
+                    "file (its header or delimiter), or move it out of the span"
+                )
+            columns_seen.update(columns)
             progress = readers.ReadProgress()
-            for n, record in enumerate(readers.read(path, self.config.data.format, progress)):
+            for n, record in enumerate(readers.read(path, fmt, progress)):
                 yield record
                 if self.progress and n % 5000 == 0:
                     self.progress(done + progress.bytes_done, total)
-            done += path.stat().st_size
+            done += _size(path)
         if self.progress:
             self.progress(total, total)
+
+
+_HEADED_FORMATS = ("csv", "parquet")  # formats whose files declare their columns up front
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}; check the file") from None
 
 
 def read_report(examples_artifact: Artifact) -> IngestReport:

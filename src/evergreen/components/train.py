@@ -115,14 +115,12 @@ class TrainModel:
         mode: str,
         reason: str,
         new_span: int,
-        shuffle_labels: bool = False,
     ) -> None:
         self.cfg = cfg
         self.family = family
         self.mode = mode
         self.reason = reason
         self.new_span = new_span
-        self.shuffle_labels = shuffle_labels  # a deliberately broken candidate, for guard tests
 
     def parameters(self) -> dict[str, Any]:
         return {
@@ -131,7 +129,6 @@ class TrainModel:
             "family_source": getattr(self.family, "source_digest", str)(),
             "mode": self.mode,
             "new_span": self.new_span,
-            "shuffle_labels": self.shuffle_labels,
         }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
@@ -155,6 +152,7 @@ class TrainModel:
             epochs, lr = cfg.epochs, cfg.learning_rate
             model = self.family.build_model(featurizer, len(labels), cfg)
             replayed = 0
+            rows_per_epoch = sum(int(a.properties["rows"]["train"]) for _, a in spans)
         else:
             # Replay at most replay_ratio old rows per new one: the cost stays proportional to
             # the new data, and old and new weigh in the update as the ratio says.
@@ -175,16 +173,12 @@ class TrainModel:
             if replay is not None:
                 train = train.concatenate(replay.unbatch())
             train = train.shuffle(20_000, seed=cfg.seed).batch(cfg.batch_size)
+            rows_per_epoch = new_rows + replayed
             epochs, lr = cfg.incremental_epochs, cfg.incremental_learning_rate
             if hasattr(self.family, "module"):  # a custom module may register its own layers
                 self.family.module()
             model = load_model(Path(ctx.inputs["champion"].uri) / "model.keras", own_artifact=True)
             freeze_lower(model, cfg.freeze_lower_layers)
-        if self.shuffle_labels:
-            from evergreen.tf import tensorflow
-
-            tf = tensorflow()
-            train = train.map(lambda x, y: (x, tf.random.shuffle(y, seed=cfg.seed)))
         compile_model(model, learning_rate=lr)
         validation = featurized_dataset([new / "eval"], labels, featurizer, cfg.batch_size)
         writer = ctx.output("model", "Model", span=self.new_span)
@@ -219,6 +213,8 @@ class TrainModel:
             "reason": self.reason,
             "epochs": len(history.history.get("loss", [])),
             "replay_rows": replayed,
+            # The work done, for tests and the ledger: examples seen over the epochs run here.
+            "rows_trained": rows_per_epoch * len(history.history.get("loss", [])),
             "resumed_from_epoch": resumed_from_epoch,
             "final_loss": float(history.history["loss"][-1])
             if history.history.get("loss")

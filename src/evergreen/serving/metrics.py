@@ -68,5 +68,13 @@ class ServingMetrics:
             registry=r,
         )
 
+        self.registry_problem = Gauge(
+            "evergreen_registry_problem",
+            "1 while the registry has a problem the server works around (kind: aliases, missing, "
+            "integrity, load); version is empty for the whole model. The log says what it is.",
+            ["model", "version", "kind"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,7 +10,23 @@ on it, and the last one to finish unloads it (reference counting, :meth:`acquire
 
 Routing: a request that names a version or a label gets that; one that names neither gets the
 ``champion``, except ``canary_percent`` of them that go to the ``canary`` when there is one. A
-model without aliases serves its latest version as champion (TF Serving's default policy).
+model that never had a champion alias serves its latest version (TF Serving's default policy).
+
+Integrity: every version is verified against its manifest (and, with ``serving.verify_key``,
+its signature) before it is loaded; one that fails is never routed to, like one that fails to
+load.
+
+A damaged registry affects only itself. Per model, never for the whole server:
+
+- an unreadable ``aliases.json`` freezes that model's routing where it is (at startup: nothing
+  of that model serves) and is reported;
+- an alias pointing at a version that is not on disk (or whose folder was deleted while it
+  served) keeps the label on the version it had; a model whose champion alias disappears keeps
+  its champion. Neither ever falls back to the highest version;
+- a damaged version fails its own load only.
+
+Problems are logged when they appear and when they clear, exported as
+``evergreen_registry_problem{model,version,kind}`` and shown in the model's status.
 """
 
 from __future__ import annotations
@@ -26,7 +42,9 @@ from typing import Any
 
 import numpy as np
 
+from evergreen import signing
 from evergreen.config import ServingConfig
+from evergreen.errors import IntegrityError, RegistryError
 from evergreen.registry import CHAMPION, Registry
 from evergreen.serving.batching import DynamicBatcher, Inputs, Outputs
 from evergreen.serving.codec import Signature
@@ -83,6 +101,31 @@ class LoadedVersion:
         return {name: out[name].numpy() for name in sorted(out)}
 
 
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong in the registry that the server works around, and says so.
+
+    ``kind``: ``aliases`` (aliases.json damaged, or the champion alias gone), ``missing`` (an
+    alias points at a version not on disk, or the model folder is gone), ``integrity`` (a
+    version fails its digests or signature), ``load`` (loading or warm-up failed). ``code`` is
+    the TF Serving error code shown in the model status.
+    """
+
+    kind: str
+    message: str
+    version: int | None = None
+    code: str = "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """One model's labels as the registry says now; a None target keeps the label's routing."""
+
+    labels: dict[str, int | None]
+    problems: list[Problem]
+    champion_alias: bool  # the champion comes from aliases.json, not TF Serving's default
+
+
 @dataclass
 class _ModelState:
     name: str
@@ -108,9 +151,16 @@ class ModelManager:
         self.metrics = metrics
         self.models: dict[str, _ModelState] = {}
         self.loading: dict[tuple[str, int], float] = {}  # (model, version) -> started
-        self.errors: dict[tuple[str, int], str] = {}  # versions that failed to load
+        self.errors: dict[tuple[str, int], Problem] = {}  # versions that failed to load
+        self.problems: dict[str, list[Problem]] = {}  # per model, found by the latest poll
         self.discovered: set[str] = set()  # models seen in the registry
-        self._last_wanted: dict[str, dict[str, int]] = {}
+        # Public key the versions must be signed with; read now, so a bad key stops startup.
+        self.verify_key = (
+            signing.load_public_key(settings.verify_key) if settings.verify_key else None
+        )
+        self._last_wanted: dict[str, dict[str, int | None]] = {}
+        self._champion_alias: set[str] = set()  # models whose champion came from an alias
+        self._reported: set[tuple[str, int | None, str, str]] = set()
         self.executor = ThreadPoolExecutor(
             max_workers=max(4, 2 * settings.batch_threads), thread_name_prefix="evergreen-model"
         )
@@ -148,62 +198,170 @@ class ModelManager:
 
     @property
     def ready(self) -> bool:
-        """True when every model found in the registry has a champion loaded."""
-        return bool(self.discovered) and all(
-            name in self.models and CHAMPION in self.models[name].labels for name in self.discovered
+        """True when some model serves a champion and every other one has settled.
+
+        Settled: its champion is loaded, or a reported problem keeps it from serving. A damaged
+        model must not take the healthy ones out of a load balancer.
+        """
+        serving = {n for n in self.discovered if CHAMPION in self.labels(n)}
+        return bool(serving) and all(
+            name in serving or self.model_problems(name) for name in self.discovered
         )
+
+    def model_problems(self, model: str) -> list[Problem]:
+        """What is wrong with ``model`` now: the latest poll's findings and failed loads."""
+        failed = [p for (m, _), p in sorted(self.errors.items()) if m == model]
+        return [*self.problems.get(model, []), *failed]
 
     # --------------------------------------------------------------------------- refresh
 
     async def refresh(self) -> None:
-        """One poll: load newly labelled versions, switch routing, retire unlabelled ones."""
+        """One poll: load newly labelled versions, switch routing, retire unlabelled ones.
+
+        Each model is handled on its own: what is wrong with one never stops the others.
+        """
         async with self._lock:
             loop = asyncio.get_running_loop()
             wanted = await loop.run_in_executor(None, self._wanted)
-            for model, labels in wanted.items():
-                self.discovered.add(model)
-                if self._last_wanted.get(model) != labels:
-                    # An alias moved: versions that failed before get another chance.
-                    self._last_wanted[model] = labels
-                    for key in [k for k in self.errors if k[0] == model]:
-                        del self.errors[key]
-                state = self.models.get(model) or _ModelState(model)
-                if labels == state.labels:
-                    continue
-                for version in sorted(set(labels.values())):
-                    if version in state.versions or (model, version) in self.errors:
-                        continue
-                    self.loading[(model, version)] = time.time()
-                    try:
-                        lv = await loop.run_in_executor(None, self._load, model, version)
-                    except Exception as e:
-                        self.errors[(model, version)] = f"{type(e).__name__}: {e}"
-                        log.error("model %s version %s failed to load: %s", model, version, e)
-                        continue
-                    finally:
-                        self.loading.pop((model, version), None)
-                    state.versions[version] = lv
-                    self.metrics.load_seconds.labels(model, str(version)).set(lv.load_seconds)
-                    self.metrics.loaded.labels(model, str(version)).set(1)
-                # Labels whose version could not be loaded keep their old target, if any.
-                routed = {
-                    label: v if v in state.versions else state.labels[label]
-                    for label, v in labels.items()
-                    if v in state.versions or label in state.labels
-                }
-                self._switch(state, routed)
-                self.models[model] = state
+            for model in sorted(wanted):
+                try:
+                    await self._refresh_model(model, wanted[model])
+                except Exception as e:  # a bug for one model must not freeze the others
+                    log.exception("model %s: refresh failed", model)
+                    self.problems[model] = [Problem("load", f"refresh failed: {e}")]
+            for model in self.discovered - set(wanted):
+                self.problems[model] = [
+                    Problem(
+                        "missing",
+                        f"model {model!r} is no longer in the registry {self.registry.root}; "
+                        "the versions in memory keep serving until it is back",
+                        code="NOT_FOUND",
+                    )
+                ]
+            self._report_problems()
 
-    def _wanted(self) -> dict[str, dict[str, int]]:
-        """Label -> version for every model in the registry (read in a thread)."""
+    async def _refresh_model(self, model: str, wanted: _Wanted) -> None:
+        loop = asyncio.get_running_loop()
+        labels = wanted.labels
+        self.discovered.add(model)
+        self.problems[model] = wanted.problems
+        if wanted.champion_alias:
+            self._champion_alias.add(model)
+        if self._last_wanted.get(model) != labels:
+            # An alias moved: versions that failed before get another chance.
+            self._last_wanted[model] = labels
+            for key in [k for k in self.errors if k[0] == model]:
+                del self.errors[key]
+        state = self.models.get(model) or _ModelState(model)
+        if labels == state.labels:
+            return
+        for version in sorted({v for v in labels.values() if v is not None}):
+            if version in state.versions or (model, version) in self.errors:
+                continue
+            self.loading[(model, version)] = time.time()
+            try:
+                lv = await loop.run_in_executor(None, self._load, model, version)
+            except Exception as e:
+                self.errors[(model, version)] = _load_problem(version, e)
+                continue
+            finally:
+                self.loading.pop((model, version), None)
+            state.versions[version] = lv
+            self.metrics.load_seconds.labels(model, str(version)).set(lv.load_seconds)
+            self.metrics.loaded.labels(model, str(version)).set(1)
+        # Labels whose version could not be loaded (or is not on disk) keep their old target.
+        routed = {
+            label: v if v in state.versions else state.labels[label]
+            for label, v in labels.items()
+            if v in state.versions or label in state.labels
+        }
+        self._switch(state, routed)
+        self.models[model] = state
+
+    def _wanted(self) -> dict[str, _Wanted]:
+        """What the registry labels now, model by model (read in a thread)."""
         wanted = {}
         for model in self.registry.models():
-            numbers = [v.version for v in self.registry.versions(model)]
-            labels = {k: v for k, v in self.registry.aliases(model).items() if v in numbers}
-            if CHAMPION not in labels and numbers:
-                labels[CHAMPION] = numbers[-1]
-            wanted[model] = labels
+            try:
+                wanted[model] = self._wanted_model(model)
+            except OSError as e:  # e.g. a folder made unreadable: this model keeps its routing
+                current = self.labels(model)
+                problem = Problem(
+                    "aliases",
+                    f"the registry folder of model {model!r} cannot be read ({e}); routing "
+                    f"stays {_routing(current)}",
+                )
+                keep: dict[str, int | None] = {label: None for label in current}
+                wanted[model] = _Wanted(keep, [problem], model in self._champion_alias)
         return wanted
+
+    def _wanted_model(self, model: str) -> _Wanted:
+        """One model's labels; only version numbers are read, never an old version's manifest."""
+        numbers = self.registry.version_numbers(model)
+        current = self.labels(model)
+        try:
+            aliases = self.registry.aliases(model)
+        except RegistryError as e:
+            keep: dict[str, int | None] = {label: None for label in current}
+            frozen = _routing(current)
+            problem = Problem("aliases", f"{e}. Routing stays {frozen}", code="DATA_LOSS")
+            return _Wanted(keep, [problem], champion_alias=model in self._champion_alias)
+        labels: dict[str, int | None] = {}
+        problems = []
+        for label, version in sorted(aliases.items()):
+            if version in numbers:
+                labels[label] = version
+                continue
+            labels[label] = None
+            stays = f"version {current[label]}" if label in current else "nothing"
+            problems.append(
+                Problem(
+                    "missing",
+                    f"alias {label!r} of model {model!r} points at version {version}, which is "
+                    f"not in the registry (versions: {_numbers(numbers)}); {label!r} keeps "
+                    f"serving {stays}. Re-publish the version or move the alias "
+                    "(`evergreen rollback -c CONFIG VERSION`)",
+                    version=version,
+                    code="NOT_FOUND",
+                )
+            )
+        if CHAMPION in aliases:
+            return _Wanted(labels, problems, champion_alias=True)
+        if model in self._champion_alias:
+            labels[CHAMPION] = None
+            problems.append(
+                Problem(
+                    "aliases",
+                    f"model {model!r} no longer has a {CHAMPION!r} alias in "
+                    f"{self.registry.root / model / 'aliases.json'}; the champion stays "
+                    f"{_routing(current)}. Set it again (`evergreen rollback -c CONFIG VERSION`)",
+                    code="NOT_FOUND",
+                )
+            )
+        elif numbers:
+            labels[CHAMPION] = numbers[-1]  # never had a champion alias: TF Serving's default
+        return _Wanted(labels, problems, champion_alias=False)
+
+    def _report_problems(self) -> None:
+        """Log problems as they appear and clear, and keep the problem gauge in step."""
+        now = {
+            (model, p.version, p.kind, p.message)
+            for model in self.discovered
+            for p in self.model_problems(model)
+        }
+        for model, *_, message in sorted(now - self._reported, key=str):
+            log.error("model %s: %s", model, message)
+        for model, *_, message in sorted(self._reported - now, key=str):
+            log.info("model %s: resolved: %s", model, message)
+        gauge = self.metrics.registry_problem
+        old = {(m, "" if v is None else str(v), k) for m, v, k, _ in self._reported}
+        new = {(m, "" if v is None else str(v), k) for m, v, k, _ in now}
+        for labels in old - new:
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
+        for labels in new:
+            gauge.labels(*labels).set(1)
+        self._reported = now
 
     def _switch(self, state: _ModelState, labels: dict[str, int]) -> None:
         old = state.labels
@@ -230,7 +388,11 @@ class ModelManager:
 
         tf = tensorflow()
         started = time.perf_counter()
-        path = self.registry.get(model, version).path
+        # Verified first: a version whose files changed never reaches TensorFlow.
+        verified = self.registry.verify(model, version, self.verify_key or False)
+        for warning in verified.warnings:
+            log.warning("%s", warning)
+        path = verified.version.path
         loaded = tf.saved_model.load(str(path))
         functions = {
             name: fn for name, fn in loaded.signatures.items() if not name.startswith("__")
@@ -276,14 +438,12 @@ class ModelManager:
         """
         state = self.models.get(model)
         if state is None or not state.versions:
-            failed = [
-                f"version {v}: {e}" for (m, v), e in sorted(self.errors.items()) if m == model
-            ]
-            if failed:
+            problems = self.model_problems(model)
+            if problems and not any(m == model for m, _ in self.loading):
                 raise Unavailable(
-                    f"model {model!r} has no version loaded; loading failed for "
-                    + "; ".join(failed)
-                    + ". Fix or move the champion alias; the server retries when it moves"
+                    f"model {model!r} has no version loaded: "
+                    + "; ".join(_describe_problem(p) for p in problems)
+                    + ". Fix it or move the champion alias; the server retries when it moves"
                 )
             if model in self.discovered or any(m == model for m, _ in self.loading):
                 raise Unavailable(f"model {model!r} is not loaded yet; retry in a moment")
@@ -308,6 +468,13 @@ class ModelManager:
                 )
             lv = state.versions[state.labels[label]]
         else:
+            if CHAMPION not in state.labels:
+                problems = self.model_problems(model)
+                raise Unavailable(
+                    f"model {model!r} has no champion serving"
+                    + (": " + "; ".join(map(_describe_problem, problems)) if problems else "")
+                    + f". Labels served: {_routing(state.labels)}; ask for one of them"
+                )
             lv = state.versions[state.labels[CHAMPION]]
             canary = state.labels.get(CANARY)
             pct = self.settings.canary_percent
@@ -354,21 +521,39 @@ class ModelManager:
         return await batcher.submit(inputs, deadline)
 
     def status(self, model: str) -> list[dict[str, Any]]:
-        """TF Serving's ``model_version_status`` list for ``model``: loaded, loading, failed."""
+        """TF Serving's ``model_version_status`` list for ``model``: loaded, loading, failed.
+
+        A version that failed (or an alias target not on disk) is ``END`` with its error. A
+        loaded version keeps ``AVAILABLE`` but carries the model's registry problem, if any
+        (its routing is frozen by a damaged ``aliases.json``, its folder was deleted...).
+
+        Raises:
+            NotFound: the model is not in the registry.
+            Unavailable: nothing of the model is loaded and a problem with no version number
+                (a damaged ``aliases.json``) is the reason; the message says what it is.
+        """
         state = self.models.get(model)
         if state is None and model not in self.discovered:
             served = ", ".join(sorted(self.models)) or "none"
             raise NotFound(f"model {model!r} is not served here; models: {served}")
         entries: dict[int, dict[str, Any]] = {}
-        for (m, v), message in self.errors.items():
-            if m == model:
-                entries[v] = _status(v, "END", "UNKNOWN", message)
+        general = []  # problems of the model, not of one version
+        for p in self.model_problems(model):
+            if p.version is None:
+                general.append(p)
+            else:
+                entries[p.version] = _status(p.version, "END", p.code, p.message)
         for m, v in self.loading:
             if m == model:
                 entries[v] = _status(v, "LOADING")
-        if state is not None:
-            for v in state.versions:
-                entries[v] = _status(v, "AVAILABLE")
+        for v in state.versions if state is not None else ():
+            own = [p for p in self.model_problems(model) if p.version == v] + general
+            code, message = (own[0].code, "; ".join(p.message for p in own)) if own else ("OK", "")
+            entries[v] = _status(v, "AVAILABLE", code, message)
+        if not entries and general:
+            raise Unavailable(
+                f"model {model!r} has no version loaded: " + "; ".join(p.message for p in general)
+            )
         return [entries[v] for v in sorted(entries, reverse=True)]
 
     def labels(self, model: str) -> dict[str, int]:
@@ -409,6 +594,26 @@ def warmup_inputs(sig: Signature, rows: int) -> Inputs:
                 shape, dtype=info.dtype if info.dtype != "bfloat16" else "float32"
             )
     return arrays
+
+
+def _load_problem(version: int, e: Exception) -> Problem:
+    if isinstance(e, IntegrityError):
+        return Problem("integrity", str(e), version=version, code="DATA_LOSS")
+    return Problem(
+        "load", f"version {version} failed to load: {type(e).__name__}: {e}", version=version
+    )
+
+
+def _describe_problem(p: Problem) -> str:
+    return p.message
+
+
+def _routing(labels: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "empty (nothing serves)"
+
+
+def _numbers(numbers: list[int]) -> str:
+    return ", ".join(map(str, numbers)) or "none"
 
 
 def _status(version: int, state: str, code: str = "OK", message: str = "") -> dict[str, Any]:
