@@ -92,7 +92,7 @@ def init(name: str, template: str, force: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "data").mkdir(exist_ok=True)
     target.write_text(
-        text.replace("{name}", folder.resolve().name.replace(" ", "-")), encoding="utf-8"
+        text.replace("{name}", config_mod.safe_name(folder.resolve().name)), encoding="utf-8"
     )
     out.print(
         f"wrote {target}; put each span's files in {folder / 'data' / 'span-N'}/ and run `evergreen ingest -c {target}`"

@@ -10,15 +10,19 @@ Every error names the key, the value that came and what to write instead.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
+import re
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from evergreen.errors import ConfigError
+from evergreen.errors import ConfigError, EvergreenError
+from evergreen.registry import _check_name as _check_registry_name
 
 FEATURE_TYPES = ("text", "categorical", "numeric", "image")
 FAMILIES = ("text", "tabular", "image", "custom")
@@ -69,6 +73,15 @@ _EXTENSIONS = {
     ".jpg": "images",
     ".jpeg": "images",
 }
+# Metadata stores Evergreen supports: SQLAlchemy backend -> drivers that are installed with it
+# ("" is the backend's default; plain postgresql:// is rewritten to psycopg by metadata.py).
+METADATA_DIALECTS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg")}
+SPLIT_SUM_TOLERANCE = 1e-6
+MAX_INT = 2**31 - 1  # larger counts and sizes overflow TensorFlow's int32 shapes and seeds
+MAX_NAME_LENGTH = 100  # pipeline.name is a folder name in the registry
+MAX_POLL_SECONDS = 86_400.0
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_MAX_DEPTH = 32  # no real config nests this deep; deeper data is refused before it is walked
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,9 @@ class DedupeConfig:
 @dataclass(frozen=True)
 class ValidationConfig:
     min_presence: float = 0.9  # fraction of rows in which a feature must be present
+    # A span is below a presence floor only when it is more than this many binomial standard
+    # errors below it: sqrt(floor * (1 - floor) / rows). 0: compare exactly.
+    presence_noise_sigmas: float = 3.0
     max_type_error_fraction: float = 0.05  # above this, wrong-typed values are a type change
     severity: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SEVERITY))
     schema_file: str = ""  # a user-curated schema to use instead of the inferred one
@@ -246,8 +262,7 @@ class Config:
         return self.root / "registry"
 
     def resolve(self, path: str) -> Path:
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else self.base_dir / p
+        return _resolve(self.base_dir, path)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as TOML-shaped data (round-trips through :func:`from_dict`)."""
@@ -282,17 +297,41 @@ def load(
         ConfigError: the file is missing, is not TOML, or a key or value is wrong.
     """
     path = Path(path)
-    if not path.is_file():
+    raw = _read_toml(path)
+    return from_dict(
+        raw, base_dir=path.resolve().parent, root=root, metadata_url=metadata_url, source=str(path)
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The parsed file; every way a file can fail to be a TOML config is a ConfigError."""
+    if _is_dir(path):
+        raise ConfigError(f"config path {path} is a folder; give the TOML file inside it")
+    if not _is_file(path):
         raise ConfigError(
             f"config file {path} does not exist; create one with `evergreen init NAME`"
         )
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path} is not UTF-8 text: byte {e.start} (line {line}) is {data[e.start : e.start + 1]!r}; "
+            "save the file as UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
-    return from_dict(
-        raw, base_dir=path.resolve().parent, root=root, metadata_url=metadata_url, source=str(path)
-    )
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(
+            f"{path} nests arrays or tables too deeply to parse; no Evergreen key needs more "
+            f"than {_MAX_DEPTH} levels"
+        ) from None
 
 
 def from_dict(
@@ -303,8 +342,13 @@ def from_dict(
     metadata_url: str | None = None,
     source: str = "config",
 ) -> Config:
-    """Validate TOML-shaped data into a :class:`Config` (see :func:`load`)."""
+    """Validate TOML-shaped data into a :class:`Config` (see :func:`load`).
+
+    Raises:
+        ConfigError: the first wrong key or value, named with the value and the fix.
+    """
     v = _Validator(source)
+    _check_plain(v, raw, "")
     v.known_keys(
         "",
         raw,
@@ -312,27 +356,19 @@ def from_dict(
     )
     pipeline = v.table(raw, "pipeline")
     v.known_keys("pipeline", pipeline, ("name", "root", "metadata_url"))
-    name = v.string(pipeline, "pipeline.name", required=True)
-    if not name.replace("-", "").replace("_", "").isalnum():
-        v.fail("pipeline.name", name, "use letters, digits, '-' and '_' only")
-
-    root_value = (
-        root
-        or os.environ.get("EVERGREEN_ROOT")
-        or v.string(pipeline, "pipeline.root")
-        or ".evergreen"
-    )
-    root_path = Path(root_value).expanduser()
-    if not root_path.is_absolute():
-        root_path = base_dir / root_path
+    name = _pipeline_name(v, v.string(pipeline, "pipeline.name", required=True))
+    root_path, root_key, root_value = _root(v, pipeline, base_dir, root)
+    _check_location(v, root_key, root_value, root_path)
+    url_key = "--metadata-url" if metadata_url else "pipeline.metadata_url"
+    if not metadata_url and os.environ.get("EVERGREEN_METADATA_URL"):
+        url_key = "pipeline.metadata_url (from EVERGREEN_METADATA_URL)"
     url = (
         metadata_url
         or os.environ.get("EVERGREEN_METADATA_URL")
         or v.string(pipeline, "pipeline.metadata_url")
         or f"sqlite:///{root_path / 'metadata.db'}"
     )
-    if not url.split(":", 1)[0].startswith(("sqlite", "postgresql")):
-        v.fail("pipeline.metadata_url", url, "use sqlite:///PATH or postgresql://USER@HOST/DB")
+    _check_metadata_url(v, url_key, url)
 
     data = _data(v, v.table(raw, "data", required=True))
     split = _split(v, v.table(raw, "split"), data)
@@ -343,10 +379,10 @@ def from_dict(
             dedupe_raw, "dedupe.label_conflicts", CONFLICT_POLICIES, "quarantine"
         )
     )
-    validation = _validation(v, v.table(raw, "validation"))
-    train = _train(v, v.table(raw, "train"))
+    validation = _validation(v, v.table(raw, "validation"), base_dir)
+    train = _train(v, v.table(raw, "train"), data)
     drift = _drift(v, v.table(raw, "drift"))
-    serving = serving_from_dict(v.table(raw, "serving"), source=source)
+    serving = serving_from_dict(v.table(raw, "serving"), source=source, base_dir=base_dir)
     return Config(
         name=name,
         data=data,
@@ -361,6 +397,120 @@ def from_dict(
         watch=_watch(v, v.table(raw, "watch")),
         base_dir=base_dir,
     )
+
+
+def _check_plain(v: _Validator, value: Any, key: str, depth: int = 0) -> None:
+    """Refuse nan and inf anywhere, NUL in strings, and nesting deeper than any key needs.
+
+    One walk over the raw data, before any section is read, so that no later check (``x <= 0``
+    is False for nan) can let a non-finite number through to training or serving.
+    """
+    if depth > _MAX_DEPTH:
+        shown = key if len(key) <= 60 else key[:60] + "..."
+        raise ConfigError(
+            f"{v.source}: {shown} nests more than {_MAX_DEPTH} levels of arrays or tables; "
+            "no Evergreen key needs that, remove the nesting"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        v.fail(key, value, "use a finite number; nan and inf are not allowed")
+    elif isinstance(value, str) and "\x00" in value:  # no path, name or column can hold one
+        v.fail(key, value, "remove the NUL character (\\u0000)")
+    elif isinstance(value, Mapping):
+        for k, item in value.items():
+            _check_plain(v, item, f"{key}.{k}" if key else str(k), depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_plain(v, item, f"{key}[{i}]", depth + 1)
+
+
+def _pipeline_name(v: _Validator, name: str) -> str:
+    """``pipeline.name`` names the model in the registry: the registry's own rule applies."""
+    try:
+        _check_registry_name(name, "model")
+    except EvergreenError as e:
+        v.fail("pipeline.name", name, f"it becomes the registry's model name, and {e}")
+    if len(name) > MAX_NAME_LENGTH:
+        v.fail("pipeline.name", name, f"use at most {MAX_NAME_LENGTH} characters")
+    return name
+
+
+def safe_name(text: str) -> str:
+    """``text`` made into a valid ``pipeline.name`` (for ``evergreen init``'s folder name).
+
+    Accents are dropped (``café`` → ``cafe``), other characters the registry refuses become
+    ``-``, leading punctuation goes.
+    """
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", ascii_text).lstrip("-_.")[:MAX_NAME_LENGTH]
+    name = name or "pipeline"
+    _check_registry_name(name, "model")  # the registry's rule is the one that counts
+    return name
+
+
+def _root(
+    v: _Validator, pipeline: Mapping[str, Any], base_dir: Path, flag: str | None
+) -> tuple[Path, str, str]:
+    """The root folder (flag → env → file → default), the key to name in an error, the value."""
+    if flag:
+        value, key = flag, "--root"
+    elif os.environ.get("EVERGREEN_ROOT"):
+        value, key = os.environ["EVERGREEN_ROOT"], "pipeline.root (from EVERGREEN_ROOT)"
+    else:
+        value, key = v.string(pipeline, "pipeline.root") or ".evergreen", "pipeline.root"
+    path = Path(value).expanduser()
+    return (path if path.is_absolute() else base_dir / path), key, value
+
+
+def _check_location(v: _Validator, key: str, value: str, path: Path) -> None:
+    """``path`` is a folder Evergreen creates on demand (parents too): it must be creatable.
+
+    Raises:
+        ConfigError: ``path`` or one of its parents is a file, or the nearest existing folder
+            is not writable, or the path cannot be looked at (too long, no permission).
+    """
+    _check_name_lengths(v, key, value, path)
+    try:
+        existing = path
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        if not existing.is_dir():
+            v.fail(key, value, f"{existing} is a file, not a folder; choose a path under a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            v.fail(key, value, f"{existing} is not writable; choose a folder you can write to")
+    except OSError as e:
+        v.fail(key, value, f"the path cannot be used ({e.strerror}); choose another one")
+
+
+def _check_name_lengths(v: _Validator, key: str, value: str, path: Path) -> None:
+    """No folder or file name in ``path`` is longer than the file system allows (255 bytes)."""
+    for part in path.parts:
+        if len(os.fsencode(part)) > 255:
+            v.fail(key, value, "a folder or file name in it is over 255 bytes; shorten it")
+
+
+def _check_metadata_url(v: _Validator, key: str, url: str) -> None:
+    """A URL SQLAlchemy parses, for a supported backend and driver; a SQLite file's folder."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    examples = "use sqlite:///PATH or postgresql://USER@HOST/DB"
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as e:
+        v.fail(key, url, f"it is not a database URL ({e}); {examples}")
+    backend, _, driver = parsed.drivername.partition("+")
+    if parsed.drivername == "postgres":  # metadata.normalize_url rewrites postgres:// as well
+        backend = "postgresql"
+    if backend not in METADATA_DIALECTS:
+        v.fail(key, url, f"{backend!r} is not a supported database; {examples}")
+    if driver not in METADATA_DIALECTS[backend]:
+        drivers = ", ".join(f"{backend}+{d}" for d in METADATA_DIALECTS[backend] if d)
+        v.fail(key, url, f"the driver {driver!r} is not installed; use {backend}:// or {drivers}")
+    database = parsed.database or ""
+    if backend == "sqlite" and database and database != ":memory:":
+        if _is_dir(Path(database)):
+            v.fail(key, url, f"{database} is a folder; name the database file inside it")
+        _check_location(v, key, url, Path(database).parent)
 
 
 def _data(v: _Validator, raw: Mapping[str, Any]) -> DataConfig:
@@ -413,17 +563,19 @@ def _data(v: _Validator, raw: Mapping[str, Any]) -> DataConfig:
 
 def _split(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> SplitConfig:
     v.known_keys("split", raw, ("ratios", "key"))
-    ratios = dict(raw.get("ratios", {"train": 0.8, "eval": 0.2}))
+    example = "e.g. {train = 0.8, eval = 0.2}"
+    ratios = dict(v.table(raw, "split.ratios")) if "ratios" in raw else {"train": 0.8, "eval": 0.2}
     if "train" not in ratios or "eval" not in ratios:
+        v.fail("split.ratios", ratios, f"name at least a 'train' and an 'eval' split, {example}")
+    for name in ratios:
+        v.positive(ratios, f"split.ratios.{name}", 1.0, leaf=name)
+    total = sum(ratios.values())
+    if abs(total - 1.0) > SPLIT_SUM_TOLERANCE:
         v.fail(
             "split.ratios",
             ratios,
-            "name at least a 'train' and an 'eval' split, e.g. {train = 0.8, eval = 0.2}",
+            f"the fractions sum to {total:g}, not 1; give each split its share of the rows, {example}",
         )
-    for name, ratio in ratios.items():
-        if not isinstance(ratio, int | float) or isinstance(ratio, bool) or ratio <= 0:
-            v.fail(f"split.ratios.{name}", ratio, "use a positive number")
-    total = sum(ratios.values())
     key = v.string(raw, "split.key")
     if key == data.label:
         v.fail(
@@ -432,6 +584,30 @@ def _split(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> SplitConf
             "splitting by the label would put each class in one split; use an id column or leave it empty",
         )
     return SplitConfig(ratios={k: float(r) / total for k, r in ratios.items()}, key=key)
+
+
+def check_columns(config: Config, columns: list[str], where: str) -> None:
+    """The columns the config names exist in a span's files (called when a span is read).
+
+    ``split.key`` may name a column that is not a feature (an id), so only the data can tell
+    whether it exists: without it every row would hash the same empty key and land in one split.
+
+    Args:
+        config: the loaded config.
+        columns: the columns of the span's first file.
+        where: the span and file, for the message, e.g. ``"span 1 (data/span-1/a.csv)"``.
+
+    Raises:
+        ConfigError: ``split.key`` is set and is not one of ``columns``.
+    """
+    key = config.split.key
+    if key and key not in columns:
+        close = difflib.get_close_matches(key, columns, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(
+            f"split.key = {key!r} is not a column of {where}; {hint}use one of "
+            f"{', '.join(columns)}, or leave split.key empty to split by the row's content"
+        )
 
 
 def _watch(v: _Validator, raw: Mapping[str, Any]) -> WatchConfig:
@@ -447,22 +623,30 @@ def _watch(v: _Validator, raw: Mapping[str, Any]) -> WatchConfig:
         ):
             v.fail(f"watch.{key}", value, f"use a finite number of seconds ≥ {minimum}")
         seconds[key] = float(value)
+    if seconds["poll_seconds"] > MAX_POLL_SECONDS:  # Event.wait overflows on absurd values
+        v.fail(
+            "watch.poll_seconds",
+            seconds["poll_seconds"],
+            f"use at most {MAX_POLL_SECONDS:g} (a day)",
+        )
     port = v.integer(raw, "watch.metrics_port", 9464, minimum=0)
     if port > 65535:
         v.fail("watch.metrics_port", port, "use a port number from 0 to 65535 (0: any free port)")
     return WatchConfig(
         min_rows=v.integer(raw, "watch.min_rows", 1, minimum=1),
-        metrics_host=v.string(raw, "watch.metrics_host") or "127.0.0.1",
+        metrics_host=_host(
+            v, v.string(raw, "watch.metrics_host") or "127.0.0.1", "watch.metrics_host"
+        ),
         metrics_port=port,
         **seconds,
     )
 
 
-def _validation(v: _Validator, raw: Mapping[str, Any]) -> ValidationConfig:
-    v.known_keys(
-        "validation", raw, ("min_presence", "max_type_error_fraction", "severity", "schema_file")
-    )
+def _validation(v: _Validator, raw: Mapping[str, Any], base_dir: Path) -> ValidationConfig:
+    allowed = tuple(f.name for f in fields(ValidationConfig))
+    v.known_keys("validation", raw, allowed)
     min_presence = v.fraction(raw, "validation.min_presence", 0.9)
+    sigmas = v.number(raw, "validation.presence_noise_sigmas", 3.0, minimum=0.0)
     max_type = v.fraction(raw, "validation.max_type_error_fraction", 0.05)
     severity = dict(DEFAULT_SEVERITY)
     given = v.table(raw, "validation.severity") if "severity" in raw else {}
@@ -471,15 +655,32 @@ def _validation(v: _Validator, raw: Mapping[str, Any]) -> ValidationConfig:
         if level not in SEVERITIES:
             v.fail(f"validation.severity.{kind}", level, f"use one of {', '.join(SEVERITIES)}")
         severity[kind] = level
+    schema_file = v.string(raw, "validation.schema_file")
+    if schema_file and not _is_file(_resolve(base_dir, schema_file)):
+        v.fail(
+            "validation.schema_file",
+            schema_file,
+            f"no such file ({_resolve(base_dir, schema_file)}); copy an inferred schema.json there and edit it",
+        )
     return ValidationConfig(
         min_presence=min_presence,
+        presence_noise_sigmas=sigmas,
         max_type_error_fraction=max_type,
         severity=severity,
-        schema_file=v.string(raw, "validation.schema_file"),
+        schema_file=schema_file,
     )
 
 
-def _train(v: _Validator, raw: Mapping[str, Any]) -> TrainConfig:
+def _resolve(base_dir: Path, path: str) -> Path:
+    """A path from the config: relative ones are relative to the config file's folder."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else base_dir / p
+
+
+_ZERO_OK = ("full_every", "freeze_lower_layers", "seed", "replay_rows")
+
+
+def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConfig:
     defaults = TrainConfig()
     allowed = tuple(f.name for f in fields(TrainConfig))
     v.known_keys("train", raw, allowed)
@@ -492,14 +693,7 @@ def _train(v: _Validator, raw: Mapping[str, Any]) -> TrainConfig:
         elif isinstance(default, str):
             values[name] = v.string(raw, key) or default
         elif isinstance(default, int):
-            values[name] = v.integer(
-                raw,
-                key,
-                default,
-                minimum=0
-                if name in ("full_every", "freeze_lower_layers", "seed", "replay_rows")
-                else 1,
-            )
+            values[name] = v.integer(raw, key, default, minimum=0 if name in _ZERO_OK else 1)
         elif (
             name.startswith("max_")
             or name == "guard_confidence"
@@ -508,10 +702,7 @@ def _train(v: _Validator, raw: Mapping[str, Any]) -> TrainConfig:
         ):
             values[name] = v.fraction(raw, key, default)
         else:
-            value = raw.get(name, default)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                v.fail(key, value, "use a positive number")
-            values[name] = float(value)
+            values[name] = v.positive(raw, key, default)
     if values["family"] not in FAMILIES:
         v.fail("train.family", values["family"], f"use one of {', '.join(FAMILIES)}")
     if values["base_family"] not in ("", *BASE_FAMILIES):
@@ -520,9 +711,35 @@ def _train(v: _Validator, raw: Mapping[str, Any]) -> TrainConfig:
         raise ConfigError(
             f"{v.source}: train.family = 'custom' needs train.module = 'path/to/module.py' (a file defining build_model(schema, hparams))"
         )
+    for name in ("learning_rate", "incremental_learning_rate"):
+        if values[name] > 1:  # Adam diverges to NaN weights long before that
+            v.fail(f"train.{name}", values[name], "use a rate of at most 1, e.g. 0.001")
+    confidence = values["guard_confidence"]
+    if confidence >= 1 or 0 < confidence < 0.5:  # z = inv_cdf(confidence): inf at 1, < 0 below 0.5
+        v.fail(
+            "train.guard_confidence",
+            confidence,
+            "use 0 (compare exactly) or a confidence from 0.5 up to, not including, 1, e.g. 0.95",
+        )
     if values["image_channels"] not in (1, 3):
         v.fail("train.image_channels", values["image_channels"], "use 1 (grayscale) or 3 (RGB)")
-    return TrainConfig(**values)
+    text_feature = values["text_feature"]
+    if text_feature and data.features and data.features.get(text_feature) != "text":
+        texts = [c for c, t in data.features.items() if t == "text"] or "none"
+        v.fail("train.text_feature", text_feature, f"name a text column of data.features: {texts}")
+    train = TrainConfig(**values)
+    _family_constraints(v, train)
+    return train
+
+
+def _family_constraints(v: _Validator, train: TrainConfig) -> None:
+    """What the chosen model family needs of ``[train]`` (e.g. texts at least a kernel long)."""
+    from evergreen.models.family import config_problem
+
+    problem = config_problem(train)
+    if problem is not None:
+        key, value, fix = problem
+        v.fail(key, value, fix)
 
 
 def _drift(v: _Validator, raw: Mapping[str, Any]) -> DriftConfig:
@@ -539,7 +756,7 @@ def _drift(v: _Validator, raw: Mapping[str, Any]) -> DriftConfig:
     table = v.table(raw, "drift.features") if "features" in raw else {}
     for feature, overrides in table.items():
         section = f"drift.features.{feature}"
-        overrides = v.table(table, section)
+        overrides = v.table(table, section, leaf=feature)
         v.known_keys(section, overrides, ("enabled", *DRIFT_METRICS))
         entry: dict[str, Any] = {}
         for key, value in overrides.items():
@@ -570,10 +787,7 @@ def _drift_threshold(
     out = {"minor": float(default["minor"]), "major": float(default["major"])}
     for level in ("minor", "major"):
         if level in value:
-            number = value[level]
-            if not isinstance(number, int | float) or isinstance(number, bool) or number < 0:
-                v.fail(f"{key}.{level}", number, "use a number ≥ 0")
-            out[level] = float(number)
+            out[level] = v.number(value, f"{key}.{level}", 0.0, minimum=0.0)
     if "major" not in value:  # a raised minor lifts the default major with it
         out["major"] = max(out["major"], out["minor"])
     if out["major"] < out["minor"]:
@@ -581,32 +795,35 @@ def _drift_threshold(
     return out
 
 
-def serving_from_dict(raw: Mapping[str, Any], *, source: str = "config") -> ServingConfig:
+def serving_from_dict(
+    raw: Mapping[str, Any], *, source: str = "config", base_dir: Path | None = None
+) -> ServingConfig:
     """Validate a ``[serving]`` table (also used for ``evergreen serve --registry`` flags).
 
+    Args:
+        raw: the table, or the command line's serving flags.
+        source: the file or command, for messages.
+        base_dir: what relative TLS file paths are relative to (default: the working folder).
+
     Raises:
-        ConfigError: a key is unknown or a value is out of range; the message names the key.
+        ConfigError: a key is unknown or a value is out of range; the TLS files are missing or
+            are not a PEM certificate and its key. The message names the key.
     """
     v = _Validator(source)
+    _check_plain(v, raw, "serving")
     allowed = tuple(f.name for f in fields(ServingConfig))
     v.known_keys("serving", raw, allowed)
     d = ServingConfig()
-    host = v.string(raw, "serving.host") or d.host
+    host = _host(v, v.string(raw, "serving.host") or d.host)
     api_key_env = raw.get("api_key_env", d.api_key_env)
     if not isinstance(api_key_env, str):
         v.fail("serving.api_key_env", api_key_env, "use the quoted name of an environment variable")
-    tls_cert, tls_key = v.string(raw, "serving.tls_cert"), v.string(raw, "serving.tls_key")
-    if bool(tls_cert) != bool(tls_key):
-        v.fail(
-            "serving.tls_cert" if tls_key else "serving.tls_key",
-            "",
-            "set both tls_cert and tls_key (PEM files) for HTTPS, or neither for plain HTTP",
-        )
+    tls_cert, tls_key, audit_log = _serving_files(v, raw, base_dir or Path.cwd())
     port = v.integer(raw, "serving.port", d.port, minimum=0)
     if port > 65535:
         v.fail("serving.port", port, "use a port number from 0 to 65535 (0: any free port)")
     canary = raw.get("canary_percent", d.canary_percent)
-    if not isinstance(canary, int | float) or isinstance(canary, bool) or not 0 <= canary <= 100:
+    if not _is_number(canary) or not 0 <= canary <= 100:
         v.fail("serving.canary_percent", canary, "use a percentage between 0 and 100, e.g. 10")
     values: dict[str, Any] = {}
     for key, minimum in (
@@ -615,10 +832,17 @@ def serving_from_dict(raw: Mapping[str, Any], *, source: str = "config") -> Serv
         ("read_timeout_seconds", 0.05),
         ("keep_alive_seconds", 0.05),
     ):
-        value = raw.get(key, getattr(d, key))
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < minimum:
-            v.fail(f"serving.{key}", value, f"use a number ≥ {minimum}")
-        values[key] = float(value)
+        values[key] = v.number(raw, f"serving.{key}", getattr(d, key), minimum=minimum)
+    for key in ("poll_seconds", "read_timeout_seconds", "keep_alive_seconds"):
+        if values[key] > MAX_POLL_SECONDS:  # asyncio's timers overflow on absurd values
+            v.fail(f"serving.{key}", values[key], f"use at most {MAX_POLL_SECONDS:g} (a day)")
+    request_timeout = v.integer(raw, "serving.request_timeout_ms", d.request_timeout_ms, minimum=1)
+    if values["batch_timeout_ms"] >= request_timeout:
+        v.fail(
+            "serving.batch_timeout_ms",
+            values["batch_timeout_ms"],
+            f"use less than serving.request_timeout_ms ({request_timeout}): a request would time out waiting for its batch",
+        )
     log_payloads = raw.get("log_payloads", d.log_payloads)
     if not isinstance(log_payloads, bool):
         v.fail("serving.log_payloads", log_payloads, "use true or false")
@@ -632,16 +856,14 @@ def serving_from_dict(raw: Mapping[str, Any], *, source: str = "config") -> Serv
         batch_timeout_ms=values["batch_timeout_ms"],
         batch_threads=v.integer(raw, "serving.batch_threads", d.batch_threads, minimum=1),
         max_queue=v.integer(raw, "serving.max_queue", d.max_queue, minimum=1),
-        request_timeout_ms=v.integer(
-            raw, "serving.request_timeout_ms", d.request_timeout_ms, minimum=1
-        ),
+        request_timeout_ms=request_timeout,
         max_body_bytes=v.integer(raw, "serving.max_body_bytes", d.max_body_bytes, minimum=1),
         canary_percent=float(canary),
         poll_seconds=values["poll_seconds"],
         request_log_sample_rate=v.fraction(
             raw, "serving.request_log_sample_rate", d.request_log_sample_rate
         ),
-        audit_log=v.string(raw, "serving.audit_log"),
+        audit_log=audit_log,
         verify_key=v.string(raw, "serving.verify_key"),
         log_payloads=log_payloads,
         max_rows_per_request=v.integer(
@@ -656,14 +878,111 @@ def serving_from_dict(raw: Mapping[str, Any], *, source: str = "config") -> Serv
     )
 
 
+def _serving_files(v: _Validator, raw: Mapping[str, Any], base_dir: Path) -> tuple[str, str, str]:
+    """``tls_cert``, ``tls_key`` and ``audit_log`` as given, checked against the file system."""
+    tls_cert, tls_key = v.string(raw, "serving.tls_cert"), v.string(raw, "serving.tls_key")
+    if bool(tls_cert) != bool(tls_key):
+        v.fail(
+            "serving.tls_cert" if tls_key else "serving.tls_key",
+            "",
+            "set both tls_cert and tls_key (PEM files) for HTTPS, or neither for plain HTTP",
+        )
+    if tls_cert:
+        _check_tls(v, tls_cert, tls_key, base_dir)
+    audit_log = v.string(raw, "serving.audit_log")
+    if audit_log:
+        _check_name_lengths(v, "serving.audit_log", audit_log, _resolve(base_dir, audit_log))
+        if _is_dir(_resolve(base_dir, audit_log)):
+            v.fail(
+                "serving.audit_log", audit_log, "it is a folder; name a file, e.g. 'audit.jsonl'"
+            )
+        _check_location(v, "serving.audit_log", audit_log, _resolve(base_dir, audit_log).parent)
+    return tls_cert, tls_key, audit_log
+
+
+def _host(v: _Validator, host: str, key: str = "serving.host") -> str:
+    """An IP address or a syntactically valid host name (no lookup: that happens at bind)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return host
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        v.fail(
+            key,
+            host,
+            "use an IP address or a host name of letters, digits, '-' and '.', e.g. 127.0.0.1 or 0.0.0.0",
+        )
+    return host
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False where the path cannot even be looked at (too long, no access)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _check_tls(v: _Validator, cert: str, key: str, base_dir: Path) -> None:
+    """The certificate and key exist, hold PEM blocks, and load together as a TLS server's.
+
+    Checked at load so that ``evergreen serve`` fails before it binds, naming the file.
+    """
+    import ssl
+
+    paths = {}
+    for name, value, marker, what in (
+        ("serving.tls_cert", cert, b"-----BEGIN CERTIFICATE-----", "a PEM certificate"),
+        ("serving.tls_key", key, b"PRIVATE KEY-----", "a PEM private key"),
+    ):
+        path = _resolve(base_dir, value)
+        if not _is_file(path):
+            v.fail(name, value, f"no such file ({path}); give {what}")
+        try:
+            content = path.read_bytes()
+        except OSError as e:
+            v.fail(name, value, f"cannot read {path} ({e.strerror})")
+        if marker not in content:
+            v.fail(name, value, f"{path} is not {what} (no {marker.decode()} block)")
+        paths[name] = path
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # No passphrase prompt at load: an encrypted key fails here instead of blocking serve.
+        context.load_cert_chain(paths["serving.tls_cert"], paths["serving.tls_key"], password=b"")
+    except ssl.SSLError as e:
+        v.fail(
+            "serving.tls_key",
+            key,
+            f"{paths['serving.tls_key']} does not load with {paths['serving.tls_cert']} "
+            f"({e.reason or e}); give the unencrypted private key of that certificate",
+        )
+
+
+def _is_number(value: Any) -> bool:
+    """An int or a finite float (TOML booleans are ints in Python; they are not numbers here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class _Validator:
     """Small helpers that turn a wrong value into one clear ConfigError."""
 
     def __init__(self, source: str) -> None:
         self.source = source
 
-    def fail(self, key: str, value: Any, fix: str) -> None:
-        raise ConfigError(f"{self.source}: {key} = {value!r} is not valid: {fix}")
+    def fail(self, key: str, value: Any, fix: str) -> NoReturn:
+        shown = repr(value)
+        if len(shown) > 80:  # one readable line, even for a 100 KB string
+            shown = shown[:60] + f"... ({len(shown)} characters)"
+        raise ConfigError(f"{self.source}: {key} = {shown} is not valid: {fix}")
 
     def known_keys(self, section: str, raw: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
         for key in raw:
@@ -675,8 +994,10 @@ class _Validator:
                 )
                 raise ConfigError(f"{self.source}: unknown key '{where}'; {hint}")
 
-    def table(self, raw: Mapping[str, Any], key: str, required: bool = False) -> Mapping[str, Any]:
-        leaf = key.rsplit(".", 1)[-1]
+    def table(
+        self, raw: Mapping[str, Any], key: str, required: bool = False, leaf: str | None = None
+    ) -> Mapping[str, Any]:
+        leaf = key.rsplit(".", 1)[-1] if leaf is None else leaf
         if leaf not in raw:
             if required:
                 raise ConfigError(
@@ -701,11 +1022,29 @@ class _Validator:
         value = raw.get(key.rsplit(".", 1)[-1], default)
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             self.fail(key, value, f"use a whole number ≥ {minimum}")
+        if value > MAX_INT:
+            self.fail(key, value, f"use a whole number from {minimum} to {MAX_INT}")
         return value
+
+    def number(self, raw: Mapping[str, Any], key: str, default: float, minimum: float) -> float:
+        """A finite number ≥ ``minimum``."""
+        value = raw.get(key.rsplit(".", 1)[-1], default)
+        if not _is_number(value) or value < minimum:
+            self.fail(key, value, f"use a number ≥ {minimum:g}")
+        return float(value)
+
+    def positive(
+        self, raw: Mapping[str, Any], key: str, default: float, leaf: str | None = None
+    ) -> float:
+        """A finite number > 0 (``leaf``: the key in ``raw`` when it holds a dot itself)."""
+        value = raw.get(key.rsplit(".", 1)[-1] if leaf is None else leaf, default)
+        if not _is_number(value) or value <= 0:
+            self.fail(key, value, "use a positive number")
+        return float(value)
 
     def fraction(self, raw: Mapping[str, Any], key: str, default: float) -> float:
         value = raw.get(key.rsplit(".", 1)[-1], default)
-        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+        if not _is_number(value) or not 0 <= value <= 1:
             self.fail(key, value, "use a number between 0 and 1")
         return float(value)
 

@@ -29,7 +29,7 @@ from evergreen.components import ingest as ingest_mod
 from evergreen.components import schema as schema_mod
 from evergreen.components import statistics as stats_mod
 from evergreen.components import validate as validate_mod
-from evergreen.config import Config
+from evergreen.config import Config, check_columns
 from evergreen.errors import DataError, NotFound, SchemaError
 from evergreen.lock import PipelineLock
 from evergreen.metadata import Artifact, MetadataStore, SpanRecord
@@ -168,6 +168,7 @@ class Project:
                 f"data.label={self.config.data.label!r} is not a column of span {first.span} "
                 f"({first.files[0]}). Columns: {', '.join(columns)}"
             )
+        check_columns(self.config, columns, f"span {first.span} ({first.files[0]})")
         if self.config.data.features:
             return _no_reserved(dict(self.config.data.features))
         schema = self.current_schema()

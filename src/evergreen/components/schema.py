@@ -9,6 +9,7 @@ edited copy to use it instead of the inferred one.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,20 @@ from evergreen.metadata import Artifact
 from evergreen.pipeline import ExecutionContext
 
 MAX_DOMAIN = 500  # categorical columns with more distinct values get no domain check
+PRESENCE_DECIMALS = 4  # presence floors are stored with this many decimals (0.8974)
+
+
+def presence_floor(presence: float) -> float:
+    """``presence`` rounded *down* to :data:`PRESENCE_DECIMALS` decimals: never above it.
+
+    A floor rounded to nearest could land above the observed value (639/712 = 0.897472 →
+    0.8975), and the span it was meant to accept would stay blocked.
+    """
+    scale = 10**PRESENCE_DECIMALS
+    floor = math.floor(presence * scale) / scale
+    if floor > presence:  # presence * scale rounded up to a whole number in binary
+        floor = (math.floor(presence * scale) - 1) / scale
+    return max(floor, 0.0)
 
 
 @dataclass
@@ -75,7 +90,8 @@ def infer(stats: SpanStatistics, label: str, min_presence: float) -> Schema:
     """A schema that the given statistics satisfy, with presence floors from config."""
     columns = {}
     for name, col in stats.columns.items():
-        schema = ColumnSchema(type=col.kind, min_presence=min(min_presence, round(col.presence, 4)))
+        floor = min(min_presence, presence_floor(col.presence))
+        schema = ColumnSchema(type=col.kind, min_presence=floor)
         if col.kind == "categorical" and col.present and col.distinct.get_estimate() <= MAX_DOMAIN:
             schema.domain = sorted(item for item, _ in col.top(MAX_DOMAIN))
         elif col.kind == "numeric" and col.present:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from evergreen.components.ingest import IngestReport, read_report
-from evergreen.components.schema import Schema
+from evergreen.components.schema import ColumnSchema, Schema, presence_floor
 from evergreen.components.statistics import SpanStatistics
 from evergreen.config import ValidationConfig
 from evergreen.errors import SchemaError
@@ -86,15 +87,9 @@ def validate(
         col = stats.columns.get(name)
         if col is None or name in missing or stats.rows == 0:
             continue
-        if col.presence < column.min_presence:
-            found.append(
-                (
-                    "low_presence",
-                    name,
-                    f"{span}: column '{name}' is present in {col.presence:.0%} of rows, below the schema's "
-                    f"{column.min_presence:.0%}; fix the source, or accept the span to lower the floor",
-                )
-            )
+        low = _low_presence(span, name, col, column, cfg.presence_noise_sigmas)
+        if low:
+            found.append(("low_presence", name, low))
         if column.domain is not None and col.present:
             unseen = [(v, n) for v, n in col.top(50) if v not in set(column.domain)]
             if unseen:
@@ -138,6 +133,45 @@ def validate(
     return sorted((a for a in anomalies if a.severity != "ignore"), key=lambda a: order[a.severity])
 
 
+def presence_allowance(floor: float, rows: int, sigmas: float) -> float:
+    """How far below ``floor`` a span of ``rows`` rows may fall by sampling noise alone.
+
+    If each row has the column with probability ``floor``, the observed share of a span has
+    the binomial standard error ``sqrt(floor * (1 - floor) / rows)``; ``sigmas`` of them are
+    allowed (3: about 1 false alarm in 740 spans). A floor of 1 (always present) allows none.
+    """
+    if rows <= 0 or sigmas <= 0:
+        return 0.0
+    return sigmas * math.sqrt(floor * (1.0 - floor) / rows)
+
+
+def _low_presence(
+    span: str, name: str, col: Any, column: ColumnSchema, sigmas: float
+) -> str | None:
+    """The low_presence message, or None when the column's presence is within the noise."""
+    rows = col.present + col.missing
+    allowance = presence_allowance(column.min_presence, rows, sigmas)
+    if col.presence >= column.min_presence - allowance:
+        return None
+    seen, floor = _distinct_percents(col.presence, column.min_presence)
+    noise = (
+        f" by more than sampling noise allows ({allowance:.2%} at {rows} rows)" if allowance else ""
+    )
+    return (
+        f"{span}: column '{name}' is present in {seen} of rows ({col.present} of {rows}), below "
+        f"the schema's floor of {floor}{noise}; fix the source, or accept the span to lower the floor"
+    )
+
+
+def _distinct_percents(value: float, floor: float) -> tuple[str, str]:
+    """Both as percentages with the fewest decimals (up to 4) that tell them apart."""
+    for digits in range(5):
+        shown = f"{value:.{digits}%}", f"{floor:.{digits}%}"
+        if shown[0] != shown[1]:
+            return shown
+    return shown
+
+
 def accept(
     schema: Schema, stats: SpanStatistics, report: IngestReport, anomalies: list[Anomaly]
 ) -> Schema:
@@ -164,7 +198,7 @@ def accept(
         elif anomaly.kind == "missing_column" and name:
             updated.columns[name].min_presence = 0.0
         elif anomaly.kind == "low_presence" and name:
-            updated.columns[name].min_presence = round(stats.columns[name].presence, 4)
+            updated.columns[name].min_presence = presence_floor(stats.columns[name].presence)
         elif anomaly.kind == "out_of_domain" and name == schema.label:
             updated.label_domain = sorted(set(updated.label_domain) | set(stats.labels))
         elif anomaly.kind == "out_of_domain" and name:

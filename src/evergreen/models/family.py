@@ -37,6 +37,7 @@ __all__ = [
     "Featurizer",
     "ModelFamily",
     "compile_model",
+    "config_problem",
     "encode_featurized",
     "export_serving_model",
     "family",
@@ -141,6 +142,27 @@ def family(name: str, cfg: Any = None, base_dir: Path | None = None) -> ModelFam
 
         return AdoptedFamily()
     raise ConfigError(f"train.family = {name!r} is unknown; use one of {', '.join(FAMILIES)}")
+
+
+def config_problem(cfg: Any) -> tuple[str, Any, str] | None:
+    """The first ``[train]`` value the configured family would refuse only when training.
+
+    Called by the config loader, so that e.g. a text ``sequence_length`` shorter than the CNN's
+    kernel fails at load instead of after ingest. Families state their own needs.
+
+    Returns:
+        ``(key, value, fix)`` for the first problem, or None.
+    """
+    bases = {cfg.family, cfg.base_family}
+    if "text" in bases:
+        from evergreen.models.text import config_problem as text_problem
+
+        return text_problem(cfg, model=cfg.family == "text")
+    if cfg.family == "image":
+        from evergreen.models.image import config_problem as image_problem
+
+        return image_problem(cfg)
+    return None
 
 
 def save_family(directory: str | Path, name: str, extra: Mapping[str, Any] | None = None) -> None:

@@ -172,6 +172,20 @@ class ImageFeaturizer:
         return 0.0  # pixels have no vocabulary
 
 
+MIN_IMAGE_SIZE = 4  # two 2x2 max-pools: a smaller image has no pixel left for the classifier
+
+
+def config_problem(cfg: Any) -> tuple[str, Any, str] | None:
+    """What the image CNN needs of ``[train]``: ``(key, value, fix)``, or None."""
+    if cfg.image_size < MIN_IMAGE_SIZE:
+        return (
+            "train.image_size",
+            cfg.image_size,
+            f"use {MIN_IMAGE_SIZE} or more: the image model halves the image twice",
+        )
+    return None
+
+
 def build_model(featurizer: ImageFeaturizer, num_classes: int, dropout: float = 0.3) -> Any:
     """The small CNN of the module docstring, on ``featurizer.keras_inputs()``."""
     keras = _keras()

@@ -405,6 +405,24 @@ class TextHParams:
         return cls(**data)
 
 
+def config_problem(cfg: Any, *, model: bool = True) -> tuple[str, Any, str] | None:
+    """What the text featurizer (and, with ``model``, the word CNN) needs of ``[train]``.
+
+    Returns:
+        ``(key, value, fix)`` for the first problem, or None.
+    """
+    if cfg.max_tokens < 3:
+        return "train.max_tokens", cfg.max_tokens, "use 3 or more (ids 0 and 1 are reserved)"
+    kernel = TextHParams().kernel_size
+    if model and cfg.sequence_length < kernel:
+        return (
+            "train.sequence_length",
+            cfg.sequence_length,
+            f"use {kernel} or more: the text model's Conv1D reads windows of {kernel} tokens",
+        )
+    return None
+
+
 def build_model(
     vocab_size: int,
     num_classes: int,
