@@ -486,6 +486,7 @@ def test_limit_keys_round_trip_and_bad_values_name_the_key():
         ("max_header_bytes", 10),
         ("read_timeout_seconds", "soon"),
         ("max_connections", 1.5),
+        ("keep_alive_seconds", 1e12),  # a timer that far overflows asyncio's clock
     ]:
         with pytest.raises(ConfigError, match=f"serving.{key}"):
             serving_from_dict({key: value})
