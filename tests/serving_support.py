@@ -104,3 +104,32 @@ def shared_exports(tmp_path_factory: object, variants: int = 6) -> Exports:
         folder = tmp_path_factory.mktemp("serving-exports")  # type: ignore[attr-defined]
         _CACHE["exports"] = train_exports(folder, variants)
     return _CACHE["exports"]
+
+
+def publish_generic(registry: Registry, folder: Path) -> None:
+    """Publish two hand-made SavedModels: ``churn`` (float32, int64 and string columns, one
+    float output) and ``photos`` (bytes in; length and the bytes back)."""
+    tf = tensorflow()
+
+    class Churn(tf.Module):
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.float32, name="minutes"),
+                tf.TensorSpec([None], tf.int64, name="calls"),
+                tf.TensorSpec([None], tf.string, name="plan"),
+            ]
+        )
+        def serve(self, minutes, calls, plan):
+            gold = tf.cast(tf.equal(plan, "gold"), tf.float32)
+            return {"score": minutes * 0.5 + tf.cast(calls, tf.float32) + 100 * gold}
+
+    class Photos(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        def serve(self, image_bytes):
+            return {"length": tf.strings.length(image_bytes), "echo_bytes": image_bytes}
+
+    for name, module in (("churn", Churn()), ("photos", Photos())):
+        tf.saved_model.save(
+            module, str(folder / name), signatures={"serving_default": module.serve}
+        )
+        registry.publish(name, folder / name, {})

@@ -632,6 +632,12 @@ def keygen(directory: str) -> None:
 )
 @click.option("--audit-log", default=None, help="Audit log file (default: standard error).")
 @click.option(
+    "--max-rows-per-request",
+    default=None,
+    type=int,
+    help="Most rows per request (serving.max_rows_per_request; default 4096); more: 413.",
+)
+@click.option(
     "--verify-key",
     default=None,
     type=click.Path(dir_okay=False),

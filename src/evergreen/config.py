@@ -213,6 +213,11 @@ class ServingConfig:
     audit_log: str = ""  # JSON Lines file, one line per request; empty: standard error
     log_payloads: bool = False  # put request bodies in the audit log (never by default)
     verify_key: str = ""  # Ed25519 public key (PEM): only versions it signed are served
+    max_rows_per_request: int = 4096  # rows (instances, examples, batch axis); more: 413
+    max_header_bytes: int = 16 * 1024  # request line + headers; more: 431
+    read_timeout_seconds: float = 30.0  # a request's headers and body must arrive within this
+    keep_alive_seconds: float = 5.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 1024  # open connections (or requests in flight); beyond: 503
 
 
 @dataclass(frozen=True)
@@ -821,14 +826,16 @@ def serving_from_dict(
     if not _is_number(canary) or not 0 <= canary <= 100:
         v.fail("serving.canary_percent", canary, "use a percentage between 0 and 100, e.g. 10")
     values: dict[str, Any] = {}
-    for key, minimum in (("batch_timeout_ms", 0.0), ("poll_seconds", 0.05)):
+    for key, minimum in (
+        ("batch_timeout_ms", 0.0),
+        ("poll_seconds", 0.05),
+        ("read_timeout_seconds", 0.05),
+        ("keep_alive_seconds", 0.05),
+    ):
         values[key] = v.number(raw, f"serving.{key}", getattr(d, key), minimum=minimum)
-    if values["poll_seconds"] > MAX_POLL_SECONDS:  # asyncio.sleep overflows on absurd values
-        v.fail(
-            "serving.poll_seconds",
-            values["poll_seconds"],
-            f"use at most {MAX_POLL_SECONDS:g} (a day)",
-        )
+    for key in ("poll_seconds", "read_timeout_seconds", "keep_alive_seconds"):
+        if values[key] > MAX_POLL_SECONDS:  # asyncio's timers overflow on absurd values
+            v.fail(f"serving.{key}", values[key], f"use at most {MAX_POLL_SECONDS:g} (a day)")
     request_timeout = v.integer(raw, "serving.request_timeout_ms", d.request_timeout_ms, minimum=1)
     if values["batch_timeout_ms"] >= request_timeout:
         v.fail(
@@ -859,6 +866,15 @@ def serving_from_dict(
         audit_log=audit_log,
         verify_key=v.string(raw, "serving.verify_key"),
         log_payloads=log_payloads,
+        max_rows_per_request=v.integer(
+            raw, "serving.max_rows_per_request", d.max_rows_per_request, minimum=1
+        ),
+        max_header_bytes=v.integer(
+            raw, "serving.max_header_bytes", d.max_header_bytes, minimum=1024
+        ),
+        read_timeout_seconds=values["read_timeout_seconds"],
+        keep_alive_seconds=values["keep_alive_seconds"],
+        max_connections=v.integer(raw, "serving.max_connections", d.max_connections, minimum=1),
     )
 
 

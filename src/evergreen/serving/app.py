@@ -17,6 +17,13 @@ Open Inference Protocol (``/v2``)::
 answered in the ``X-Model-Version`` header (and in ``model_version`` for V2). Errors are
 ``{"error": "..."}`` with TF Serving's status codes. With API keys configured, every route but
 the two health probes requires one.
+
+Malformed requests are 4xx, never 500: bodies go through :func:`codec.parse_body` (depth,
+huge numbers, lone surrogates), rows are counted against ``serving.max_rows_per_request``
+before any is converted (413), versions in paths must be ASCII numbers. Metrics carry only the
+names of models the server knows: any other name is counted as ``model="_unknown"``, so
+made-up names cannot grow ``/metrics``. A client that hangs up before its answer is counted
+and audited as status 499 (nginx's "client closed request"), not as an error.
 """
 
 from __future__ import annotations
@@ -53,6 +60,9 @@ from evergreen.serving.models import DEFAULT_SIGNATURE, LoadedVersion, ModelMana
 from evergreen.serving.requestlog import RequestLog
 
 VERSION_HEADER = "X-Model-Version"
+UNKNOWN_MODEL = "_unknown"  # the metrics' model label for names not served (never a model name)
+CLIENT_CLOSED = 499  # nginx's status for a client that hung up before the answer
+_MAX_VERSION_DIGITS = 18  # an int64 version
 _V1_PATH = (
     r"^(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
     r"(?P<tail>/metadata|:predict|:classify|:regress)?$"
@@ -68,7 +78,11 @@ class JSONResponse(_StarletteJSON):
     """JSON with NaN and Infinity written as tokens, as TF Serving does (Starlette refuses)."""
 
     def render(self, content: Any) -> bytes:
-        return _RESPONSE_JSON.encode(content).encode("utf-8")
+        text = _RESPONSE_JSON.encode(content)
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate echoed back: escape it, still valid JSON
+            return json.dumps(content, separators=(",", ":")).encode("ascii")
 
 
 @dataclass
@@ -114,6 +128,7 @@ def create_app(
     counters: dict[tuple[str, str, str, int], Any] = {}
     histograms: dict[tuple[str, str], Any] = {}
     in_flight = 0  # requests being handled; the audit log coalesces writes while others are
+    max_rows = settings.max_rows_per_request
 
     def endpoint(
         api: str, handler: Callable[[Request, _Call], Awaitable[Response]], public: bool = False
@@ -129,6 +144,8 @@ def create_app(
                 response = await handler(request, call)
             except ServingError as e:
                 response = _error(e.status, e.message)
+            except ClientDisconnect:  # nobody to answer; not a server error
+                response = _error(CLIENT_CLOSED, "the client closed the connection")
             except Exception as e:  # a bug or a model failure: 500, logged with its traceback
                 logging.getLogger("evergreen.serving").exception("request failed")
                 response = _error(500, f"internal error: {type(e).__name__}: {e}")
@@ -141,17 +158,17 @@ def create_app(
                 response.headers["WWW-Authenticate"] = 'Bearer realm="evergreen"'
             elapsed = time.perf_counter() - started
             if call.model is not None:
+                # Only names the registry has become label values: a client can send any.
+                model = call.model if call.model in manager.discovered else UNKNOWN_MODEL
                 version = str(call.version or "")
-                counter = counters.get((call.model, version, api, status))
+                counter = counters.get((model, version, api, status))
                 if counter is None:
-                    counter = metrics.requests.labels(call.model, version, api, str(status))
-                    counters[(call.model, version, api, status)] = counter
+                    counter = metrics.requests.labels(model, version, api, str(status))
+                    counters[(model, version, api, status)] = counter
                 counter.inc()
-                histogram = histograms.get((call.model, api))
+                histogram = histograms.get((model, api))
                 if histogram is None:
-                    histogram = histograms[(call.model, api)] = metrics.latency.labels(
-                        call.model, api
-                    )
+                    histogram = histograms[(model, api)] = metrics.latency.labels(model, api)
                 histogram.observe(elapsed)
             scope = request.scope
             client = scope.get("client")
@@ -202,16 +219,7 @@ def create_app(
                 )
             chunks.append(chunk)
         raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if not raw.strip():
-            raise BadRequest("the request body is empty; send a JSON object")
-        try:
-            body = json.loads(raw)
-        except UnicodeDecodeError:
-            raise BadRequest("the request body is not UTF-8 text; send JSON") from None
-        except json.JSONDecodeError as e:
-            raise BadRequest(f"the request body is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise BadRequest(f"the request body must be a JSON object, got a {type(body).__name__}")
+        body = codec.parse_body(raw)
         if settings.log_payloads:
             call.payload = body
         return body
@@ -224,7 +232,7 @@ def create_app(
 
         def __init__(self, call: _Call, model: str, version: str | None, label: str | None) -> None:
             call.model = model
-            self.lv = manager.acquire(model, version, label)
+            self.lv = manager.acquire(model, _version_param(model, version), label)
             call.version = self.lv.version
 
         async def __aenter__(self) -> LoadedVersion:
@@ -313,10 +321,10 @@ def create_app(
             sig = lv.signature(_signature_name(body.get("signature_name")))
             call.signature = sig.name
             if "instances" in body:
-                inputs = codec.decode_instances(sig, body["instances"])
+                inputs = codec.decode_instances(sig, body["instances"], max_rows=max_rows)
                 outputs = await run_model(call, lv, sig, inputs)
                 return JSONResponse({"predictions": codec.encode_rows(outputs)})
-            inputs = codec.decode_columns(sig, body["inputs"])
+            inputs = codec.decode_columns(sig, body["inputs"], max_rows=max_rows)
             outputs = await run_model(call, lv, sig, inputs)
             return JSONResponse({"outputs": codec.encode_columns(outputs)})
 
@@ -337,7 +345,9 @@ def create_app(
                     f"signature {sig.name!r} has no classification outputs (classes/scores); "
                     f"its outputs are {', '.join(sig.outputs)}. Use :predict"
                 )
-            inputs = codec.decode_examples(sig, body.get("examples"), body.get("context"))
+            inputs = codec.decode_examples(
+                sig, body.get("examples"), body.get("context"), max_rows=max_rows
+            )
             outputs = await run_model(call, lv, sig, inputs)
             return JSONResponse({"result": _classification(outputs)})
 
@@ -380,11 +390,13 @@ def create_app(
         parameters = body.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise BadRequest(f"'parameters' must be an object, got {type(parameters).__name__}")
+        if "id" in body and not isinstance(body["id"], str):  # echoed back: the spec's string
+            raise BadRequest(f"'id' must be a string, got {type(body['id']).__name__}")
         async with held(call, model, version, None) as lv:
             sig = lv.signature(_signature_name(parameters.get("signature_name")))
             call.signature = sig.name
             requested = _requested_outputs(sig, body.get("outputs"))
-            inputs = codec.decode_v2(sig, body.get("inputs"))
+            inputs = codec.decode_v2(sig, body.get("inputs"), max_rows=max_rows)
             outputs = await run_model(call, lv, sig, inputs)
             answer: dict[str, Any] = {
                 "model_name": model,
@@ -496,6 +508,19 @@ def _predict_params(path: str) -> tuple[str, dict[str, str]] | None:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _version_param(model: str, version: str | None) -> str | None:
+    """A version from a path, checked: ASCII digits only (``"²".isdigit()`` is true, and
+    ``int()`` refuses numbers of over 4300 digits), short enough for an int64."""
+    if version is None:
+        return None
+    if not (version.isascii() and version.isdigit()) or len(version) > _MAX_VERSION_DIGITS:
+        shown = version if len(version) <= 40 else version[:37] + "..."
+        raise BadRequest(
+            f"version {shown!r} of model {model!r} is not a number; use e.g. /versions/3"
+        )
+    return version
 
 
 def _signature_name(value: Any) -> str:

@@ -15,7 +15,11 @@ without it, clients split into two cohorts that take turns, each half the batch 
 - Each request carries a deadline: a request whose deadline passes while queued is dropped
   before the call and answered :class:`~evergreen.serving.errors.DeadlineExceeded` (504).
 - Only requests whose inputs have the same per-row shapes are merged.
-- ``max_batch_size=1`` is "batching off": one model call per request, ``workers`` at a time.
+- A request of more than ``max_batch_size`` rows is split into calls of ``max_batch_size``
+  rows, queued one after the other, so requests that arrive meanwhile run between its parts:
+  one big request cannot hold the model for the time of all its rows.
+- ``max_batch_size=1`` is "batching off": one model call per request, ``workers`` at a time
+  (requests are not split then; ``serving.max_rows_per_request`` bounds them).
 """
 
 from __future__ import annotations
@@ -52,8 +56,8 @@ class DynamicBatcher:
     Args:
         fn: the model call, ``{input: array} -> {output: array}``, first axis the batch; it runs
             in ``executor`` threads, never on the event loop.
-        max_batch_size: most rows per call; 1 turns merging off. A single request with more
-            rows runs alone.
+        max_batch_size: most rows per call; 1 turns merging off. A request with more rows is
+            split into calls of this many rows, one after the other.
         max_delay: seconds the oldest queued request waits for others; default 0: a call
             starts as soon as a worker is free, and batches fill while the previous call runs.
             A request arriving at an idle batcher whose recent calls saw one request each
@@ -121,6 +125,22 @@ class DynamicBatcher:
             Unavailable: the queue is full, or the batcher is closed.
             DeadlineExceeded: the deadline passed before the result came.
         """
+        rows = next(iter(inputs.values())).shape[0]
+        if self.max_batch_size > 1 and rows > self.max_batch_size:
+            return await self._submit_split(inputs, rows, deadline)
+        return await self._submit_one(inputs, rows, deadline)
+
+    async def _submit_split(self, inputs: Inputs, rows: int, deadline: float) -> Outputs:
+        """``inputs`` in parts of max_batch_size rows, each queued once the previous is done
+        (others queued meanwhile go first); the parts' outputs concatenated."""
+        size = self.max_batch_size
+        parts: list[Outputs] = []
+        for start in range(0, rows, size):
+            part = {name: a[start : start + size] for name, a in inputs.items()}
+            parts.append(await self._submit_one(part, min(size, rows - start), deadline))
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    async def _submit_one(self, inputs: Inputs, rows: int, deadline: float) -> Outputs:
         if self._closed:
             raise Unavailable(f"{self.name} is shutting down; retry the request")
         self.start()
@@ -129,7 +149,6 @@ class DynamicBatcher:
                 f"{self.name}: {len(self._queue)} requests are already queued "
                 f"(serving.max_queue = {self.max_queue}); retry later or raise max_queue"
             )
-        rows = next(iter(inputs.values())).shape[0]
         key = tuple((name, a.shape[1:], a.dtype.str) for name, a in sorted(inputs.items()))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outputs] = loop.create_future()

@@ -15,7 +15,10 @@ Three request shapes are decoded:
 
 Every decoder returns one NumPy array per input whose first axis is the batch, and raises
 :class:`BadRequest` with a message that says which input, which row, what was expected and
-what came.
+what came. Bodies are parsed by :func:`parse_body`, which refuses (400) what Python's ``json``
+would take but the rest could not: nesting deeper than :data:`MAX_JSON_DEPTH`, numbers of more
+than 4300 digits, strings with a lone UTF-16 surrogate (``"\\ud800"``). Decoders given
+``max_rows`` count a request's rows before converting any of them (413 beyond).
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import json
 import math
+import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from evergreen.serving.errors import BadRequest
+from evergreen.serving.errors import BadRequest, PayloadTooLarge
 
 # TensorFlow dtype name -> Open Inference Protocol datatype.
 V2_DATATYPES = {
@@ -51,6 +57,19 @@ V2_DATATYPES = {
 _INTEGERS = {"uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64"}
 _FLOATS = {"float16", "float32", "float64", "bfloat16"}
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+# Lists and objects nested in a request body. A tensor's rank plus the few objects around it
+# stays far below; Python's parser (and any recursive walk) fails near 1000 with a
+# RecursionError, which must be a 400, not a 500. Below NumPy's 64 dimensions too.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# A surrogate escaped (\ud800) or as raw bytes (ED A0..BF): json.loads(bytes) decodes with
+# "surrogatepass", so both come through as lone surrogates that cannot be encoded again.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 50
+_SHORT.maxlist = _SHORT.maxdict = 4
+_SHORT.maxlevel = 3
 
 
 @dataclass(frozen=True)
@@ -120,13 +139,111 @@ def _info(name: str, spec: Any) -> TensorInfo:
 # --------------------------------------------------------------------------------------------
 
 
-def decode_instances(sig: Signature, instances: Any) -> dict[str, np.ndarray]:
-    """TF Serving's row format: a list of rows, one tensor per input stacked on axis 0."""
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object, refusing what the decoders could not take.
+
+    Raises:
+        BadRequest: empty, not UTF-8, not JSON, not an object, nested deeper than
+            MAX_JSON_DEPTH, a number of more than 4300 digits, a lone surrogate in a string.
+    """
+    if not raw.strip():
+        raise BadRequest("the request body is empty; send a JSON object")
+    _check_depth(raw)
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError:
+        raise BadRequest("the request body is not UTF-8 text; send JSON") from None
+    except json.JSONDecodeError as e:
+        raise BadRequest(f"the request body is not valid JSON: {e}") from None
+    except RecursionError:  # _check_depth misjudged a malformed body; still the client's
+        raise BadRequest(f"the request body is nested too deeply; {_DEPTH_HINT}") from None
+    except ValueError:  # Python refuses integers of more than 4300 digits (CVE-2020-10735)
+        raise BadRequest(
+            "the request body has an integer of more than 4300 digits; a tensor value has at "
+            "most 20 (int64, uint64)"
+        ) from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"the request body must be a JSON object, got a {type(body).__name__}")
+    if _SURROGATE_ESCAPE.search(raw):
+        where = _lone_surrogate(body, "body")
+        if where is not None:
+            raise BadRequest(
+                f"the request body has a lone UTF-16 surrogate in the string at {where}; JSON "
+                'text must be Unicode: pair the \\uD8xx\\uDCxx escapes, or send bytes as {"b64": ...}'
+            )
+    return body
+
+
+_DEPTH_HINT = (
+    f"this server takes lists and objects nested at most {MAX_JSON_DEPTH} deep "
+    "(a tensor's rank plus the objects around it)"
+)
+
+
+def _check_depth(raw: bytes) -> None:
+    """Refuse bodies nested deeper than MAX_JSON_DEPTH before parsing them.
+
+    Counting brackets is C-speed; only a body with more opening brackets than the limit has
+    its strings blanked (brackets inside strings do not nest) and its depth measured.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return
+    skeleton = np.frombuffer(_JSON_STRING.sub(b"", raw), dtype=np.uint8)
+    steps = np.zeros(len(skeleton), dtype=np.int32)
+    steps[(skeleton == ord("[")) | (skeleton == ord("{"))] = 1
+    steps[(skeleton == ord("]")) | (skeleton == ord("}"))] = -1
+    deepest = int(np.cumsum(steps).max(initial=0))
+    if deepest > MAX_JSON_DEPTH:
+        raise BadRequest(f"the request body is nested {deepest} deep; {_DEPTH_HINT}")
+
+
+def _lone_surrogate(value: Any, path: str) -> str | None:
+    """Where in ``value`` a string (or key) with a lone surrogate is; None if none is."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _lone_surrogate(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if _lone_surrogate(key, path) is not None:
+                return f"a key of {path}"
+            found = _lone_surrogate(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    return None
+
+
+def check_rows(rows: int, max_rows: int | None, where: str) -> None:
+    """Raise PayloadTooLarge when ``rows`` is over ``max_rows`` (None: no limit)."""
+    if max_rows is not None and rows > max_rows:
+        raise PayloadTooLarge(
+            f"{where} has {rows} rows; this server takes at most {max_rows} per request "
+            "(serving.max_rows_per_request). Split the rows over several requests"
+        )
+
+
+def decode_instances(
+    sig: Signature, instances: Any, *, max_rows: int | None = None
+) -> dict[str, np.ndarray]:
+    """TF Serving's row format: a list of rows, one tensor per input stacked on axis 0.
+
+    Raises:
+        BadRequest: not a list of rows, or a row that does not fit the signature.
+        PayloadTooLarge: more than ``max_rows`` rows (counted before any is converted).
+    """
     if not isinstance(instances, list) or not instances:
         raise BadRequest(
             f"'instances' must be a non-empty list of rows, got {_kind(instances)}; "
             f"signature {sig.name!r} takes {sig.describe_inputs()}"
         )
+    check_rows(len(instances), max_rows, "'instances'")
     names = list(sig.inputs)
     if len(names) == 1:
         info = sig.inputs[names[0]]
@@ -160,16 +277,28 @@ def decode_instances(sig: Signature, instances: Any) -> dict[str, np.ndarray]:
     }
 
 
-def decode_columns(sig: Signature, inputs: Any) -> dict[str, np.ndarray]:
-    """TF Serving's columnar format: one (batched) value per input."""
+def decode_columns(
+    sig: Signature, inputs: Any, *, max_rows: int | None = None
+) -> dict[str, np.ndarray]:
+    """TF Serving's columnar format: one (batched) value per input.
+
+    Raises:
+        BadRequest: a value that does not fit the signature.
+        PayloadTooLarge: an input with more than ``max_rows`` rows.
+    """
     names = list(sig.inputs)
     if isinstance(inputs, dict) and not (len(names) == 1 and _is_b64(inputs)):
         _check_names(sig, inputs, "'inputs'")
+        for name in names:
+            if isinstance(inputs[name], list):
+                check_rows(len(inputs[name]), max_rows, f"input {name!r} ('inputs')")
         arrays = {
             name: to_array(sig.inputs[name], inputs[name], batched=False, where="inputs")
             for name in names
         }
     elif len(names) == 1:
+        if isinstance(inputs, list):
+            check_rows(len(inputs), max_rows, "'inputs'")
         arrays = {names[0]: to_array(sig.inputs[names[0]], inputs, batched=False, where="inputs")}
     else:
         raise BadRequest(
@@ -180,8 +309,13 @@ def decode_columns(sig: Signature, inputs: Any) -> dict[str, np.ndarray]:
     return arrays
 
 
-def decode_v2(sig: Signature, inputs: Any) -> dict[str, np.ndarray]:
-    """Open Inference Protocol request tensors (``name``, ``shape``, ``datatype``, ``data``)."""
+def decode_v2(sig: Signature, inputs: Any, *, max_rows: int | None = None) -> dict[str, np.ndarray]:
+    """Open Inference Protocol request tensors (``name``, ``shape``, ``datatype``, ``data``).
+
+    Raises:
+        BadRequest: a tensor that is not of the protocol's form or does not fit the signature.
+        PayloadTooLarge: a shape with more than ``max_rows`` rows.
+    """
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest(
             "'inputs' must be a non-empty list of tensors "
@@ -196,6 +330,9 @@ def decode_v2(sig: Signature, inputs: Any) -> dict[str, np.ndarray]:
             raise BadRequest(
                 f"inputs[{i}] lacks {', '.join(missing)}; each input needs name, shape, datatype and data"
             )
+        for key in ("name", "datatype"):
+            if not isinstance(tensor[key], str):
+                raise BadRequest(f"inputs[{i}].{key} must be a string, got {_kind(tensor[key])}")
         if tensor["name"] in given:
             raise BadRequest(f"input {tensor['name']!r} is given twice")
         given[tensor["name"]] = tensor
@@ -209,13 +346,9 @@ def decode_v2(sig: Signature, inputs: Any) -> dict[str, np.ndarray]:
                 f"input {name!r} has datatype {tensor['datatype']!r} but the model expects "
                 f"{expected!r}"
             )
-        shape = tensor["shape"]
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
-            raise BadRequest(
-                f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}"
-            )
+        shape = _v2_shape(name, tensor["shape"])
+        if shape:
+            check_rows(shape[0], max_rows, f"input {name!r}")
         _, flat = _walk(tensor["data"], f"input {name!r} data")
         if len(flat) != math.prod(shape):
             raise BadRequest(
@@ -229,10 +362,33 @@ def decode_v2(sig: Signature, inputs: Any) -> dict[str, np.ndarray]:
     return arrays
 
 
-def decode_examples(sig: Signature, examples: Any, context: Any = None) -> dict[str, np.ndarray]:
-    """TF Serving's classify/regress body: ``examples`` (feature objects) plus ``context``."""
+def _v2_shape(name: str, shape: Any) -> list[int]:
+    """A V2 tensor's shape, checked: a list of at most MAX_JSON_DEPTH non-negative integers,
+    each small enough for NumPy (a zero-size tensor may still name huge dimensions)."""
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_JSON_DEPTH
+        or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in shape)
+    ):
+        raise BadRequest(
+            f"input {name!r}: shape must be a list of at most {MAX_JSON_DEPTH} integers from 0 "
+            f"to 2^31-1, got {_kind(shape)}"
+        )
+    return shape
+
+
+def decode_examples(
+    sig: Signature, examples: Any, context: Any = None, *, max_rows: int | None = None
+) -> dict[str, np.ndarray]:
+    """TF Serving's classify/regress body: ``examples`` (feature objects) plus ``context``.
+
+    Raises:
+        BadRequest: an example that is not an object of the signature's features.
+        PayloadTooLarge: more than ``max_rows`` examples.
+    """
     if not isinstance(examples, list) or not examples:
         raise BadRequest(f"'examples' must be a non-empty list of objects, got {_kind(examples)}")
+    check_rows(len(examples), max_rows, "'examples'")
     context = context or {}
     if not isinstance(context, dict):
         raise BadRequest(f"'context' must be an object, got {_kind(context)}")
@@ -357,7 +513,10 @@ def _convert(info: TensorInfo, flat: list[Any], label: str) -> np.ndarray:
         ints = [int(v) for v in flat]
         for i, v in enumerate(ints):
             if not limits.min <= v <= limits.max:
-                raise BadRequest(f"{label}: value {i} = {v} is out of range for {dtype}")
+                raise BadRequest(
+                    f"{label}: value {i} = {_SHORT.repr(v)} is out of range for {dtype} "
+                    f"({limits.min} to {limits.max})"
+                )
         return np.array(ints, dtype=dtype)
     if dtype in _FLOATS:
         numbers = []
@@ -367,8 +526,22 @@ def _convert(info: TensorInfo, flat: list[Any], label: str) -> np.ndarray:
             if isinstance(v, bool) or not isinstance(v, int | float):
                 raise BadRequest(f"{label} expects numbers ({dtype}); value {i} is {_kind(v)}")
             numbers.append(v)
-        return np.array(numbers, dtype=np.float32 if dtype == "bfloat16" else dtype)
+        try:
+            return np.array(numbers, dtype=np.float32 if dtype == "bfloat16" else dtype)
+        except OverflowError:  # an integer beyond float64 (about 1.8e308)
+            bad = next(i for i, v in enumerate(numbers) if _beyond_float(v))
+            raise BadRequest(
+                f"{label}: value {bad} = {_SHORT.repr(numbers[bad])} is out of range for {dtype}"
+            ) from None
     raise BadRequest(f"{label} has dtype {dtype}, which this server cannot take from JSON")
+
+
+def _beyond_float(value: float) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return True
+    return False
 
 
 def _check_shape(info: TensorInfo, shape: tuple[int, ...], label: str) -> None:
@@ -415,9 +588,8 @@ def _is_b64(value: Any) -> bool:
 
 
 def _kind(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
+    """``value`` for a message: its type and a short repr (cheap, whatever its size)."""
+    text = _SHORT.repr(value)
     return (
         f"{type(value).__name__} {text}"
         if not isinstance(value, dict | list)

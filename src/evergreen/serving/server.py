@@ -103,13 +103,26 @@ def http_stack() -> dict[str, str]:
 
 
 def uvicorn_server(app: Any, settings: ServingConfig) -> Any:
+    """uvicorn configured from ``settings``, with every connection limit set.
+
+    Header size and read time are bounded by :mod:`evergreen.serving.protocol` on httptools
+    (uvicorn bounds neither there); on h11, header size by ``h11_max_incomplete_event_size``.
+    """
     import uvicorn
 
+    stack: dict[str, Any] = dict(http_stack())
+    if stack["http"] == "httptools":
+        from evergreen.serving.protocol import bounded_protocol
+
+        stack["http"] = bounded_protocol(settings.max_header_bytes, settings.read_timeout_seconds)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        **http_stack(),
+        **stack,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]  # a float works
+        limit_concurrency=settings.max_connections,
         server_header=False,  # one header less per response, and no software version to probe
         ssl_certfile=settings.tls_cert or None,
         ssl_keyfile=settings.tls_key or None,
