@@ -299,3 +299,30 @@ def test_concurrent_publishers_get_distinct_versions(registry, saved_model):
     assert [v.version for v in versions] == list(range(1, workers * count + 1))
     candidates = {v.manifest["lineage"]["candidate"] for v in versions}
     assert candidates == {f"w{w}-{i}" for w in range(workers) for i in range(count)}
+
+
+def test_models_config_follows_champion_and_rollback_for_tf_serving(registry, saved_model):
+    """TF Serving's own parser reads the models.config we write, labels on the right versions."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    def served() -> dict[str, tuple[list[int], dict[str, int]]]:
+        text = (registry.root / "models.config").read_text(encoding="utf-8")
+        config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+        return {
+            c.name: (list(c.model_version_policy.specific.versions), dict(c.version_labels))
+            for c in config.model_config_list.config
+        }
+
+    _publish_n(registry, saved_model, 3)
+    registry.publish("other", saved_model, _manifest())
+    registry.set_alias("reviews", "champion", 2)
+    registry.set_alias("other", "champion", 1)
+    assert served() == {"other": ([1], {"champion": 1}), "reviews": ([2], {"champion": 2})}
+    registry.set_alias("reviews", "champion", 3)
+    registry.set_alias("reviews", "canary", 1)
+    assert served()["reviews"] == ([1, 3], {"canary": 1, "champion": 3})
+    registry.rollback("reviews")
+    assert served()["reviews"] == ([1, 2], {"canary": 1, "champion": 2})
+    text = (registry.root / "models.config").read_text(encoding="utf-8")
+    assert f'base_path: "{(registry.root / "reviews").resolve()}"' in text

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evergreen import signing
+from evergreen import signing, tfserving_config
 from evergreen.artifacts import TMP_PREFIX, directory_fingerprint, file_sha256
 from evergreen.errors import EvergreenError, IntegrityError, NotFound, RegistryError
 
@@ -483,6 +483,27 @@ class Registry:
         }
         with open(folder / HISTORY, "a", encoding="utf-8") as f:
             f.write(json.dumps(move, sort_keys=True) + "\n")
+        self.write_tf_serving_config()
+
+    def write_tf_serving_config(self) -> Path | None:
+        """Rewrite ``<root>/models.config`` for a real TF Serving (see :mod:`tfserving_config`).
+
+        Called after every alias move. While some model's ``aliases.json`` is damaged the file
+        is left as it was (TF Serving keeps serving what it served), and None is returned.
+        """
+
+        def collect() -> dict[str, tuple[Path, dict[str, int]]]:
+            models = {}
+            for model in self.models():
+                numbers = set(_version_numbers(self.root / model))
+                labels = {a: v for a, v in self.aliases(model).items() if v in numbers}
+                models[model] = ((self.root / model).resolve(), labels)
+            return models
+
+        try:
+            return tfserving_config.write(self.root, collect)
+        except RegistryError:
+            return None
 
     @contextmanager
     def _locked(self, model: str) -> Iterator[None]:
