@@ -110,6 +110,15 @@ def test_metadata_describes_every_signature(server: httpx.Client):
         "name": "text",
     }
     assert defs["serving_default"]["outputs"]["scores"]["tensor_shape"]["dim"][1]["size"] == "2"
+    assert defs["serving_default"]["outputs"]["scores"]["dtype"] == "DT_FLOAT"  # not DT_FLOAT32
+    # TF Serving's own proto reads the signatures back, every dtype a real DataType.
+    from google.protobuf import json_format
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    parsed = json_format.ParseDict(
+        body["metadata"]["signature_def"], get_model_metadata_pb2.SignatureDefMap()
+    )
+    assert parsed.signature_def["serving_default"].outputs["scores"].dtype == 1  # DT_FLOAT
     assert (
         server.get(f"/v1/models/{MODEL}/versions/2/metadata").json()["model_spec"]["version"] == "2"
     )

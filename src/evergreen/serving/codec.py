@@ -72,6 +72,15 @@ _SHORT.maxlist = _SHORT.maxdict = 4
 _SHORT.maxlevel = 3
 
 
+def tf_datatype_name(dtype: str) -> str:
+    """TF's ``DataType`` enum name for a dtype name: ``float32`` → ``DT_FLOAT`` (not DT_FLOAT32)."""
+    from tensorflow.core.framework import types_pb2
+
+    from evergreen.tf import tensorflow
+
+    return types_pb2.DataType.Name(tensorflow().as_dtype(dtype).as_datatype_enum)
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """One input or output of a signature: dtype name (``"string"``) and shape (None: any)."""
@@ -85,7 +94,7 @@ class TensorInfo:
         shape: dict[str, Any] = {"unknown_rank": self.shape is None}
         if self.shape is not None:
             shape["dim"] = [{"size": str(-1 if d is None else d), "name": ""} for d in self.shape]
-        return {"dtype": "DT_" + self.dtype.upper(), "tensor_shape": shape, "name": self.name}
+        return {"dtype": tf_datatype_name(self.dtype), "tensor_shape": shape, "name": self.name}
 
     def to_v2(self) -> dict[str, Any]:
         """The ``$metadata_tensor`` JSON of the Open Inference Protocol."""
