@@ -285,7 +285,7 @@ def test_every_command_and_option_the_templates_use_exists(where: str):
         pytest.fail(f"{where} runs `evergreen {name}`, which the CLI does not have")
     command = cli.commands[name]
     options = {opt: p for p in command.params for opt in p.opts}
-    for i, arg in enumerate(argv[1:], 1):
+    for arg in argv[1:]:
         if arg.startswith("-"):
             assert arg in options, f"{where}: `evergreen {name}` has no option {arg}"
     # Parsing the whole line proves option values have the right types (ports are ints).
