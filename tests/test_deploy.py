@@ -360,7 +360,9 @@ def _target(port: Any) -> int | None:
 
 def test_docker_compose_config_rejects_a_misspelt_key(tmp_path: Path):
     """The check above can fail: the same file with one typo is refused."""
-    broken = DOCKER / ".compose-broken-test.yaml"  # beside the original: relative paths hold
+    broken = (
+        DOCKER / f".compose-broken-{os.getpid()}.yaml"
+    )  # beside the original: relative paths hold
     broken.write_text(
         COMPOSE.read_text(encoding="utf-8").replace(
             "stop_grace_period: 30s", "stop_grace_perod: 30s"
