@@ -66,13 +66,13 @@ def _drop(tmp_path: Path, span: int, rows: list[list[str]], header: list[str]) -
     """Write a span folder beside the data folder, then move it in at once."""
     incoming = tmp_path / "incoming" / f"span-{span}"
     write_csv(incoming / "reviews.csv", header, rows)
+    (tmp_path / "data").mkdir(exist_ok=True)
     os.rename(incoming, tmp_path / "data" / f"span-{span}")
 
 
 @pytest.mark.slow
 def test_watch_trains_each_new_span_once_and_stops_cleanly(tmp_path: Path) -> None:
     header, rows = read_csv(dataset("fine_foods_train.csv"))
-    write_csv(tmp_path / "data" / "span-1" / "reviews.csv", header, rows[:300])
     config = write_config(
         tmp_path,
         label="score",
@@ -89,7 +89,9 @@ def test_watch_trains_each_new_span_once_and_stops_cleanly(tmp_path: Path) -> No
     )
     lines = Lines(watcher)
     try:
+        # A fresh deployment: no data yet, and the watcher waits for it.
         port = int(lines.expect(r"metrics on http://127\.0\.0\.1:(\d+)/metrics").group(1))
+        _drop(tmp_path, 1, rows[:300], header)
         lines.expect(r"span 1: full .*published version 1")
 
         second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)

@@ -697,8 +697,17 @@ def serve(
     type=int,
     help="Prometheus /metrics port (watch.metrics_port; default 9464, 0: any free port).",
 )
+@click.option(
+    "--metrics-host",
+    default=None,
+    help="Address the metrics endpoint binds (watch.metrics_host; default 127.0.0.1).",
+)
 def watch(
-    config_path: str, root: str | None, metadata_url: str | None, metrics_port: int | None
+    config_path: str,
+    root: str | None,
+    metadata_url: str | None,
+    metrics_port: int | None,
+    metrics_host: str | None,
 ) -> None:
     """Run the loop whenever enough new data has arrived; SIGTERM finishes the current run."""
     import dataclasses
@@ -706,10 +715,10 @@ def watch(
     from evergreen.watch import Watcher
 
     cfg = config_mod.load(config_path, root=root, metadata_url=metadata_url)
-    if metrics_port is not None:
-        cfg = dataclasses.replace(
-            cfg, watch=dataclasses.replace(cfg.watch, metrics_port=metrics_port)
-        )
+    overrides = {"metrics_port": metrics_port, "metrics_host": metrics_host}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given:
+        cfg = dataclasses.replace(cfg, watch=dataclasses.replace(cfg.watch, **given))
     Watcher(cfg).serve_forever()
 
 

@@ -9,6 +9,7 @@ as an internal error with its traceback.
     EvergreenError                 exit 1, "error"
     ├── ConfigError                the config file is wrong: names the key, the value, the fix
     ├── DataError                  a span cannot be read at all (missing files, unknown format)
+    │   └── NoSpanFiles            data.pattern matches no file yet
     ├── SpanBlocked                validation found blocking anomalies in a span
     ├── SchemaError                the schema cannot be applied or updated as asked
     ├── MetadataError              the lineage store is unreachable or inconsistent
@@ -62,3 +63,7 @@ class RegistryError(EvergreenError):
 
 class IntegrityError(RegistryError):
     headline = "integrity error"
+
+
+class NoSpanFiles(DataError):
+    """``data.pattern`` matches no file: nothing has been delivered yet."""

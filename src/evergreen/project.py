@@ -30,7 +30,7 @@ from evergreen.components import schema as schema_mod
 from evergreen.components import statistics as stats_mod
 from evergreen.components import validate as validate_mod
 from evergreen.config import Config, check_columns
-from evergreen.errors import DataError, NotFound, SchemaError
+from evergreen.errors import DataError, NoSpanFiles, NotFound, SchemaError
 from evergreen.lock import PipelineLock
 from evergreen.metadata import Artifact, MetadataStore, SpanRecord
 from evergreen.pipeline import Runner, RunResult
@@ -103,7 +103,7 @@ class Project:
         pattern = self.config.resolve(self.config.data.pattern)
         found = spans.discover(pattern)
         if not found:
-            raise DataError(
+            raise NoSpanFiles(
                 f"no files match data.pattern {self.config.data.pattern!r} (looked for {pattern}); put each span's files there"
             )
         return found

@@ -28,7 +28,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from evergreen.config import Config
-from evergreen.errors import EvergreenError, PipelineBusy
+from evergreen.errors import EvergreenError, NoSpanFiles, PipelineBusy
 from evergreen.lock import PipelineLock
 from evergreen.project import Project
 from evergreen.spans import SpanFiles
@@ -158,8 +158,8 @@ class Watcher:
     # -- one look at the data ---------------------------------------------------------------
     def catch_up(self, project: Project) -> list[dict[str, Any]]:
         """At start: finish what an earlier watcher or run left (ingested, not trained)."""
-        if self.pending(project).spans:
-            return []  # new data: the first tick decides when to run
+        if self.pending(project).spans or not project.store.spans():
+            return []  # new data (the first tick decides when to run), or nothing yet
         return self.run(project, Pending((), 0))
 
     def tick(self, project: Project) -> list[dict[str, Any]]:
@@ -188,9 +188,13 @@ class Watcher:
     def pending(self, project: Project) -> Pending:
         """Span files whose content is not what was ingested (no TensorFlow, no data read)."""
         ingested = {r.span: r.fingerprint for r in project.store.spans()}
+        try:
+            found_spans = project.discover()
+        except NoSpanFiles:
+            return Pending((), 0)  # a fresh deployment: wait for the first span
         new = [
             found
-            for found in project.discover()
+            for found in found_spans
             if ingested.get(found.span) != found.fingerprint(project.digest)
         ]
         return Pending(tuple(s.span for s in new), sum(self._rows(s) for s in new))

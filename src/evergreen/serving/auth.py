@@ -35,9 +35,11 @@ class ApiKeys:
             ConfigError: a key is shorter than 16 characters.
         """
         owners: dict[str, str] = {}
-        for raw in text.replace(",", "\n").splitlines():
+        # Comments first, then commas: a comment may contain a comma.
+        lines = (line for line in text.splitlines() if not line.strip().startswith("#"))
+        for raw in "\n".join(lines).replace(",", "\n").splitlines():
             entry = raw.strip()
-            if not entry or entry.startswith("#"):
+            if not entry:
                 continue
             name, _, key = entry.rpartition(":")
             key = key.strip()
