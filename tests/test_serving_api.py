@@ -621,6 +621,13 @@ def test_non_loopback_bind_without_keys_is_refused():
         check_settings(ServingConfig(tls_cert="/nope.pem", tls_key="/nope.key"), None)
 
 
+def test_api_key_file_comments_may_hold_commas():
+    keys = ApiKeys.parse(
+        "# keys for the team, one per line\nalice:" + "a" * 20 + ", bob:" + "b" * 20, "keys.txt"
+    )
+    assert sorted(keys.owners.values()) == ["alice", "bob"]
+
+
 @pytest.mark.skipif(
     shutil.which("openssl") is None, reason="openssl is needed to make a certificate"
 )
