@@ -111,20 +111,26 @@ def publish_generic(registry: Registry, folder: Path) -> None:
     float output) and ``photos`` (bytes in; length and the bytes back)."""
     tf = tensorflow()
 
+    # autograph off: these graphs have no Python control flow to convert, and autograph's cache
+    # was seen handing one `serve` (three arguments) to another module's (one) in a full run.
     class Churn(tf.Module):
         @tf.function(
+            autograph=False,
             input_signature=[
                 tf.TensorSpec([None], tf.float32, name="minutes"),
                 tf.TensorSpec([None], tf.int64, name="calls"),
                 tf.TensorSpec([None], tf.string, name="plan"),
-            ]
+            ],
         )
         def serve(self, minutes, calls, plan):
             gold = tf.cast(tf.equal(plan, "gold"), tf.float32)
             return {"score": minutes * 0.5 + tf.cast(calls, tf.float32) + 100 * gold}
 
     class Photos(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        @tf.function(
+            autograph=False,
+            input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
+        )
         def serve(self, image_bytes):
             return {"length": tf.strings.length(image_bytes), "echo_bytes": image_bytes}
 

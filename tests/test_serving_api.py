@@ -25,7 +25,7 @@ from evergreen.config import ServingConfig, serving_from_dict
 from evergreen.errors import ConfigError
 from evergreen.registry import Registry
 from evergreen.serving import ApiKeys, ServerThread, build, check_settings, is_loopback
-from tests.serving_support import MODEL, Exports, publish, shared_exports
+from tests.serving_support import MODEL, Exports, publish, publish_generic, shared_exports
 
 KEY = "test-key-0123456789abcdef"
 
@@ -773,34 +773,9 @@ def test_cli_serve_refuses_an_open_bind_and_serves_a_registry(registry: Registry
 @pytest.fixture(scope="module")
 def generic_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     """Two hand-made SavedModels: 'churn' (float, int and string columns), 'photos' (bytes)."""
-    from evergreen.tf import tensorflow
-
-    tf = tensorflow()
     folder = tmp_path_factory.mktemp("generic")
-
-    class Churn(tf.Module):
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec([None], tf.float32, name="minutes"),
-                tf.TensorSpec([None], tf.int64, name="calls"),
-                tf.TensorSpec([None], tf.string, name="plan"),
-            ]
-        )
-        def serve(self, minutes, calls, plan):
-            gold = tf.cast(tf.equal(plan, "gold"), tf.float32)
-            return {"score": minutes * 0.5 + tf.cast(calls, tf.float32) + 100 * gold}
-
-    class Photos(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-        def serve(self, image_bytes):
-            return {"length": tf.strings.length(image_bytes), "echo_bytes": image_bytes}
-
     registry = Registry(folder / "registry")
-    for name, module in (("churn", Churn()), ("photos", Photos())):
-        tf.saved_model.save(
-            module, str(folder / name), signatures={"serving_default": module.serve}
-        )
-        registry.publish(name, folder / name, {})
+    publish_generic(registry, folder)
     settings = ServingConfig(port=0, audit_log=os.devnull)
     with (
         ServerThread(build(registry.root, settings), settings) as running,
