@@ -28,6 +28,8 @@ from evergreen.metadata import Artifact
 from evergreen.models.family import feed_saved_model
 from evergreen.pipeline import ExecutionContext
 
+NO_IMPROVEMENT = "no improvement over the champion"
+
 
 def metrics(scores: np.ndarray, truth: list[str], labels: list[str]) -> dict[str, float]:
     """accuracy, loss (cross-entropy), macro-F1; for two classes also AUC and F1 of labels[1]."""
@@ -99,6 +101,30 @@ def _auc(score: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def pooled_eval_spans(new_span: int, eval_rows: Mapping[int, int], min_rows: int) -> list[int]:
+    """The spans whose eval rows judge ``new_span``: itself, plus the latest earlier ones.
+
+    A split of a few dozen rows cannot tell two models apart, so while the rows gathered are
+    fewer than ``min_rows`` the next most recent earlier span's eval split is added (whole, so
+    that training's early stopping and the evaluator see the same rows).
+
+    Args:
+        new_span: the span being trained on.
+        eval_rows: eval rows per span (spans after ``new_span`` are ignored).
+        min_rows: the fewest rows to judge on (0: the new span alone).
+
+    Returns:
+        Span numbers, ``new_span`` first, then earlier spans newest first.
+    """
+    chosen, total = [new_span], int(eval_rows.get(new_span, 0))
+    for span in sorted((s for s in eval_rows if s < new_span), reverse=True):
+        if total >= min_rows:
+            break
+        chosen.append(span)
+        total += int(eval_rows[span])
+    return chosen
+
+
 def score_saved_model(
     saved_model: Path,
     rows: Sequence[Mapping[str, Any]] | Sequence[str],
@@ -112,7 +138,7 @@ class EvaluateCandidate:
     """Pipeline component: candidate (+ champion) × new eval split + historic holdout → verdict."""
 
     name: ClassVar[str] = "evaluate"
-    version: ClassVar[str] = "2"
+    version: ClassVar[str] = "3"
 
     def __init__(self, cfg: TrainConfig, new_span: int) -> None:
         self.cfg = cfg
@@ -155,6 +181,11 @@ class EvaluateCandidate:
                     )
         result["guards"] = self._guards(correct)
         result["blessed"], result["reasons"] = self._verdict(result)
+        trained = ctx.inputs["candidate"].properties
+        if "champion" in ctx.inputs and trained.get("improved") is False:
+            # Training kept the champion's weights: publishing them would be a no-op version.
+            result["blessed"] = False
+            result["reasons"] = [trained.get("note") or NO_IMPROVEMENT] + result["reasons"]
         writer = ctx.output("evaluation", "ModelEvaluation", span=self.new_span)
         writer.write_json("evaluation.json", result)
         ctx.set_properties(

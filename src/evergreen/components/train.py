@@ -15,10 +15,11 @@ from __future__ import annotations
 import shutil
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from evergreen.components.evaluate import NO_IMPROVEMENT, pooled_eval_spans
 from evergreen.config import TrainConfig
 from evergreen.examples import shard_paths
 from evergreen.metadata import Artifact
@@ -32,6 +33,19 @@ from evergreen.models.family import (
     parse_spec,
 )
 from evergreen.pipeline import ExecutionContext
+
+# Early-stopping patience when train.patience is 0: enough epochs for each family to converge
+# (tabular and image models improve in small steps; patience 1 stopped them after 2-6 epochs).
+FAMILY_PATIENCE = {"text": 2, "tabular": 3, "image": 4}
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """One run's training input: batches, rows per epoch, and how many of them are replay."""
+
+    train: Any
+    rows_per_epoch: int
+    replayed: int
 
 
 def featurized_dataset(
@@ -105,7 +119,7 @@ class TrainModel:
     """
 
     name: ClassVar[str] = "train"
-    version: ClassVar[str] = "2"
+    version: ClassVar[str] = "3"
 
     def __init__(
         self,
@@ -139,57 +153,41 @@ class TrainModel:
         fitted = ctx.inputs["featurizer"]
         labels = fitted.properties["labels"]
         featurizer = load_featurizer(fitted.uri)
-        spans = sorted(
-            (int(k.split("-")[1]), a) for k, a in ctx.inputs.items() if k.startswith("span-")
+        spans = dict(
+            sorted(
+                (int(k.split("-")[1]), a) for k, a in ctx.inputs.items() if k.startswith("span-")
+            )
         )
-        new = Path(dict(spans)[self.new_span].uri)
-        earlier = [Path(a.uri) for s, a in spans if s != self.new_span]
         if self.mode == "full":
-            train_parts = [Path(a.uri) / "train" for _, a in spans]
-            train = featurized_dataset(
-                train_parts, labels, featurizer, cfg.batch_size, shuffle_seed=cfg.seed
-            )
-            epochs, lr = cfg.epochs, cfg.learning_rate
             model = self.family.build_model(featurizer, len(labels), cfg)
-            replayed = 0
-            rows_per_epoch = sum(int(a.properties["rows"]["train"]) for _, a in spans)
+            data = self._full_data(spans, labels, featurizer)
+            epochs, lr = cfg.epochs, cfg.learning_rate
         else:
-            # Replay at most replay_ratio old rows per new one: the cost stays proportional to
-            # the new data, and old and new weigh in the update as the ratio says.
-            new_rows = int(dict(spans)[self.new_span].properties["rows"]["train"])
-            per_span = min(cfg.replay_rows, int(cfg.replay_ratio * new_rows)) // max(
-                len(earlier), 1
-            )
-            replay = featurized_dataset(
-                [p / "replay" for p in earlier],
-                labels,
-                featurizer,
-                cfg.batch_size,
-                take_per_folder=per_span,
-            )
-            new_train = featurized_dataset([new / "train"], labels, featurizer, cfg.batch_size)
-            train = new_train.unbatch()
-            replayed = sum(1 for _ in replay.unbatch()) if replay is not None else 0
-            if replay is not None:
-                train = train.concatenate(replay.unbatch())
-            train = train.shuffle(20_000, seed=cfg.seed).batch(cfg.batch_size)
-            rows_per_epoch = new_rows + replayed
-            epochs, lr = cfg.incremental_epochs, cfg.incremental_learning_rate
             if hasattr(self.family, "module"):  # a custom module may register its own layers
                 self.family.module()
             model = load_model(Path(ctx.inputs["champion"].uri) / "model.keras", own_artifact=True)
             freeze_lower(model, cfg.freeze_lower_layers)
+            data = self._incremental_data(spans, labels, featurizer)
+            epochs, lr = cfg.incremental_epochs, cfg.incremental_learning_rate
         compile_model(model, learning_rate=lr)
-        validation = featurized_dataset([new / "eval"], labels, featurizer, cfg.batch_size)
+        # Early stopping and the champion baseline judge on the new span's eval rows, pooled
+        # with the latest spans' when too few to judge: the rows the evaluator's "new" set uses.
+        eval_spans = pooled_eval_spans(
+            self.new_span,
+            {s: int(a.properties["rows"].get("eval", 0)) for s, a in spans.items()},
+            cfg.min_eval_rows,
+        )
+        validation = featurized_dataset(
+            [Path(spans[s].uri) / "eval" for s in eval_spans], labels, featurizer, cfg.batch_size
+        )
         writer = ctx.output("model", "Model", span=self.new_span)
         backup = ctx.output_root / "_backup"  # outside the temp folder: survives kill -9
         resumed_from_epoch = _backed_up_epoch(backup)
+        stopping, champion_loss = self._early_stopping(model, validation)
         callbacks = [
             # double_checkpoint: a kill during the backup write falls back to the previous one
             keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True),
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=1, restore_best_weights=True
-            ),
+            stopping,
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1),
             keras.callbacks.TensorBoard(log_dir=str(writer.path / "logs"), write_graph=False),
         ]
@@ -198,7 +196,7 @@ class TrainModel:
             # data" at the end of the first epoch: that is how it learns the epoch's length.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
             history = model.fit(
-                train,
+                data.train,
                 validation_data=validation,
                 epochs=epochs,
                 callbacks=callbacks,
@@ -208,18 +206,29 @@ class TrainModel:
         model.save(writer.path / "model.keras")
         export_serving_model(featurizer, model, labels, writer.path / "saved_model")
         shutil.rmtree(backup, ignore_errors=True)
+        ran = len(history.history.get("loss", []))
+        val_losses = history.history.get("val_loss") or [None]
+        improved = champion_loss is None or bool(getattr(stopping, "improved", True))
         summary = {
             "mode": self.mode,
             "reason": self.reason,
-            "epochs": len(history.history.get("loss", [])),
-            "replay_rows": replayed,
+            "epochs": ran,
+            "patience": stopping.patience,
+            "replay_rows": data.replayed,
             # The work done, for tests and the ledger: examples seen over the epochs run here.
-            "rows_trained": rows_per_epoch * len(history.history.get("loss", [])),
+            "rows_trained": data.rows_per_epoch * ran,
             "resumed_from_epoch": resumed_from_epoch,
-            "final_loss": float(history.history["loss"][-1])
-            if history.history.get("loss")
-            else None,
+            "final_loss": float(history.history["loss"][-1]) if ran else None,
+            "validation_spans": eval_spans,
+            "champion_val_loss": champion_loss,
+            "best_val_loss": None if val_losses[0] is None else float(min(val_losses)),
+            "improved": improved,
         }
+        if not improved:
+            summary["note"] = (
+                f"{NO_IMPROVEMENT}: no epoch beat its val_loss {champion_loss:.4f} on the eval "
+                f"rows of spans {eval_spans}; the candidate keeps the champion's weights"
+            )
         ctx.set_properties(
             "model",
             {
@@ -227,11 +236,81 @@ class TrainModel:
                 "labels": labels,
                 "featurizer": fitted.id,
                 "family": fitted.properties.get("family", "text"),
-                "spans": [s for s, _ in spans],
+                "spans": sorted(spans),
                 "new_span": self.new_span,
             },
         )
         return summary
+
+    def _early_stopping(self, model: Any, validation: Any) -> tuple[Any, float | None]:
+        """The early-stopping callback, and the champion's val_loss when it is the baseline.
+
+        Full runs: plain ``EarlyStopping`` restoring the best epoch. Incremental runs: the
+        champion (the model as loaded, before any epoch) is measured on the validation rows and
+        is the best to beat (:class:`ChampionEarlyStopping`).
+        """
+        import keras
+
+        patience = self.cfg.patience or FAMILY_PATIENCE.get(self.family.name, 2)
+        if self.mode == "full" or validation is None:
+            callback = keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=patience,
+                min_delta=self.cfg.min_delta,
+                restore_best_weights=True,
+            )
+            return callback, None
+        from evergreen.components.early_stopping import ChampionEarlyStopping
+
+        with warnings.catch_warnings():  # the same "ran out of data" warning as in fit
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            champion_loss = float(model.evaluate(validation, verbose=0, return_dict=True)["loss"])
+        callback = ChampionEarlyStopping(
+            champion_loss, model.get_weights(), patience=patience, min_delta=self.cfg.min_delta
+        )
+        return callback, champion_loss
+
+    def _full_data(self, spans: Mapping[int, Artifact], labels: list[str], featurizer: Any) -> Any:
+        """Every span's train split, shuffled."""
+        cfg = self.cfg
+        train = featurized_dataset(
+            [Path(a.uri) / "train" for a in spans.values()],
+            labels,
+            featurizer,
+            cfg.batch_size,
+            shuffle_seed=cfg.seed,
+        )
+        rows = sum(int(a.properties["rows"]["train"]) for a in spans.values())
+        return TrainingData(train, rows, 0)
+
+    def _incremental_data(
+        self, spans: Mapping[int, Artifact], labels: list[str], featurizer: Any
+    ) -> Any:
+        """The new span's train split plus a replay sample of the earlier spans, shuffled."""
+        cfg = self.cfg
+        new = Path(spans[self.new_span].uri)
+        earlier = [Path(a.uri) for s, a in spans.items() if s != self.new_span]
+        # Replay at most replay_ratio old rows per new one: the cost stays proportional to
+        # the new data, and old and new weigh in the update as the ratio says.
+        new_rows = int(spans[self.new_span].properties["rows"]["train"])
+        budget = int(cfg.replay_ratio * new_rows)
+        if cfg.replay_rows:  # an optional cap (0: none)
+            budget = min(budget, cfg.replay_rows)
+        per_span = budget // max(len(earlier), 1)
+        replay = featurized_dataset(
+            [p / "replay" for p in earlier],
+            labels,
+            featurizer,
+            cfg.batch_size,
+            take_per_folder=per_span,
+        )
+        new_train = featurized_dataset([new / "train"], labels, featurizer, cfg.batch_size)
+        train = new_train.unbatch()
+        replayed = sum(1 for _ in replay.unbatch()) if replay is not None else 0
+        if replay is not None:
+            train = train.concatenate(replay.unbatch())
+        train = train.shuffle(20_000, seed=cfg.seed).batch(cfg.batch_size)
+        return TrainingData(train, new_rows + replayed, replayed)
 
     def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:
         pass
