@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from evergreen.components.evaluate import NO_IMPROVEMENT, pooled_eval_spans
+from evergreen.components.evaluate import NO_IMPROVEMENT, allocate, pooled_eval_spans
 from evergreen.config import TrainConfig
 from evergreen.examples import shard_paths
 from evergreen.metadata import Artifact
@@ -46,6 +46,50 @@ class TrainingData:
     train: Any
     rows_per_epoch: int
     replayed: int
+    label_counts: dict[str, float]  # rows per label in an epoch (replay: expected counts)
+
+
+SKEW = (
+    2.0  # class_weights = "auto" weighs classes when the largest is more than SKEW x the smallest
+)
+
+
+def class_weights(
+    counts: Mapping[str, float], labels: list[str], setting: str
+) -> dict[int, float] | None:
+    """Balanced class weights (rows / (classes x rows of the class)) when labels are skewed.
+
+    Args:
+        counts: training rows per label.
+        labels: the model's classes, in output order.
+        setting: ``train.class_weights``: ``auto`` (weights when the largest class has more
+            than ``SKEW`` times the rows of the smallest) or ``none``.
+
+    Returns:
+        ``{class index: weight}`` for ``Model.fit``, or None (unweighted). A class with no
+        training rows gets weight 1.
+    """
+    present = {label: float(counts.get(label, 0)) for label in labels if counts.get(label, 0)}
+    if setting == "none" or len(present) < 2:
+        return None
+    if max(present.values()) <= SKEW * min(present.values()):
+        return None
+    total = sum(present.values())
+    return {
+        i: total / (len(present) * present[label]) if label in present else 1.0
+        for i, label in enumerate(labels)
+    }
+
+
+def _train_counts(artifact: Artifact, scale: float = 1.0) -> dict[str, float]:
+    counts = (artifact.properties.get("labels") or {}).get("train") or {}
+    return {label: n * scale for label, n in counts.items()}
+
+
+def _add(total: dict[str, float], more: Mapping[str, float]) -> dict[str, float]:
+    for label, n in more.items():
+        total[label] = total.get(label, 0.0) + n
+    return total
 
 
 def featurized_dataset(
@@ -56,11 +100,16 @@ def featurized_dataset(
     *,
     shuffle_seed: int | None = None,
     take_per_folder: int | None = None,
+    only_label: str | None = None,
 ) -> Any:
     """A ``tf.data`` pipeline of ``(model_inputs, label_id)`` batches from featurized shards.
 
     Records are parsed with the featurizer's spec and turned into model inputs in-graph by
     ``featurizer.model_inputs`` (e.g. images are decoded here, in parallel).
+
+    Args:
+        take_per_folder: read only the first this many records of each folder (None: all).
+        only_label: keep only the records of this label (before ``take_per_folder``).
     """
     from evergreen.tf import tensorflow
 
@@ -71,6 +120,11 @@ def featurized_dataset(
         ),
         default_value=-1,
     )
+    label_only = {"label": tf.io.FixedLenFeature([], tf.string)}
+
+    def keep(record: Any) -> Any:
+        return tf.io.parse_single_example(record, label_only)["label"] == only_label
+
     parts = []
     for folder in folders:
         paths = [str(p) for p in shard_paths(folder)]
@@ -79,6 +133,8 @@ def featurized_dataset(
         part = tf.data.Dataset.from_tensor_slices(paths).interleave(
             tf.data.TFRecordDataset, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
+        if only_label is not None:
+            part = part.filter(keep)
         parts.append(part.take(take_per_folder) if take_per_folder is not None else part)
     if not parts:
         return None
@@ -184,6 +240,7 @@ class TrainModel:
         backup = ctx.output_root / "_backup"  # outside the temp folder: survives kill -9
         resumed_from_epoch = _backed_up_epoch(backup)
         stopping, champion_loss = self._early_stopping(model, validation)
+        weights = class_weights(data.label_counts, labels, cfg.class_weights)
         callbacks = [
             # double_checkpoint: a kill during the backup write falls back to the previous one
             keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True),
@@ -200,6 +257,7 @@ class TrainModel:
                 validation_data=validation,
                 epochs=epochs,
                 callbacks=callbacks,
+                class_weight=weights,
                 shuffle=False,
                 verbose=0,
             )
@@ -223,6 +281,9 @@ class TrainModel:
             "champion_val_loss": champion_loss,
             "best_val_loss": None if val_losses[0] is None else float(min(val_losses)),
             "improved": improved,
+            "class_weights": {labels[i]: round(w, 4) for i, w in weights.items()}
+            if weights
+            else None,
         }
         if not improved:
             summary["note"] = (
@@ -281,36 +342,78 @@ class TrainModel:
             shuffle_seed=cfg.seed,
         )
         rows = sum(int(a.properties["rows"]["train"]) for a in spans.values())
-        return TrainingData(train, rows, 0)
+        counts: dict[str, float] = {}
+        for artifact in spans.values():
+            _add(counts, _train_counts(artifact))
+        return TrainingData(train, rows, 0, counts)
 
     def _incremental_data(
         self, spans: Mapping[int, Artifact], labels: list[str], featurizer: Any
     ) -> Any:
-        """The new span's train split plus a replay sample of the earlier spans, shuffled."""
+        """The new span's train split plus a uniform replay sample of all earlier spans."""
         cfg = self.cfg
         new = Path(spans[self.new_span].uri)
-        earlier = [Path(a.uri) for s, a in spans.items() if s != self.new_span]
-        # Replay at most replay_ratio old rows per new one: the cost stays proportional to
-        # the new data, and old and new weigh in the update as the ratio says.
         new_rows = int(spans[self.new_span].properties["rows"]["train"])
-        budget = int(cfg.replay_ratio * new_rows)
-        if cfg.replay_rows:  # an optional cap (0: none)
-            budget = min(budget, cfg.replay_rows)
-        per_span = budget // max(len(earlier), 1)
-        replay = featurized_dataset(
-            [p / "replay" for p in earlier],
-            labels,
-            featurizer,
-            cfg.batch_size,
-            take_per_folder=per_span,
-        )
-        new_train = featurized_dataset([new / "train"], labels, featurizer, cfg.batch_size)
-        train = new_train.unbatch()
-        replayed = sum(1 for _ in replay.unbatch()) if replay is not None else 0
-        if replay is not None:
-            train = train.concatenate(replay.unbatch())
+        quotas = self.replay_quotas(spans, new_rows)
+        parts = []
+        replayed = 0
+        counts = _train_counts(spans[self.new_span])
+        for span, quota in quotas.items():
+            if not quota:
+                continue
+            folder = Path(spans[span].uri) / "replay"
+            rows = int(spans[span].properties["rows"].get("train", 0)) or 1
+            if cfg.replay_class_balanced:
+                _add(counts, {label: quota / len(labels) for label in labels})
+                # The same share of the span's quota for every class (fewer if it has fewer).
+                per_class = allocate(quota, dict.fromkeys(labels, quota))
+                for label, k in per_class.items():
+                    parts.append(
+                        featurized_dataset(
+                            [folder],
+                            labels,
+                            featurizer,
+                            cfg.batch_size,
+                            take_per_folder=k,
+                            only_label=label,
+                        )
+                    )
+            else:
+                available = int(spans[span].properties["rows"].get("replay", quota))
+                replayed += min(quota, available)
+                # A prefix of the replay folder is uniform: its expected class mix is the span's.
+                _add(counts, _train_counts(spans[span], min(quota, available) / rows))
+                parts.append(
+                    featurized_dataset(
+                        [folder], labels, featurizer, cfg.batch_size, take_per_folder=quota
+                    )
+                )
+        parts = [part for part in parts if part is not None]
+        if cfg.replay_class_balanced:
+            replayed = sum(1 for part in parts for _ in part.unbatch())
+        train = featurized_dataset([new / "train"], labels, featurizer, cfg.batch_size).unbatch()
+        for part in parts:
+            train = train.concatenate(part.unbatch())
         train = train.shuffle(20_000, seed=cfg.seed).batch(cfg.batch_size)
-        return TrainingData(train, new_rows + replayed, replayed)
+        return TrainingData(train, new_rows + replayed, replayed, counts)
+
+    def replay_quotas(self, spans: Mapping[int, Artifact], new_rows: int) -> dict[int, int]:
+        """Rows to replay from each earlier span: ``replay_ratio`` × the new rows in all.
+
+        Replay at most replay_ratio old rows per new one: the cost stays proportional to the
+        new data, and old and new weigh in the update as the ratio says. Spread over the
+        earlier spans in proportion to their train rows, so the replay is a uniform sample of
+        the whole history, stratified by span (each span's replay folder is in random order).
+        """
+        budget = int(self.cfg.replay_ratio * new_rows)
+        if self.cfg.replay_rows:  # an optional cap (0: none)
+            budget = min(budget, self.cfg.replay_rows)
+        sizes = {
+            s: int(a.properties["rows"].get("train", 0))
+            for s, a in spans.items()
+            if s != self.new_span
+        }
+        return allocate(budget, sizes)
 
     def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:
         pass
