@@ -170,3 +170,54 @@ def test_an_increment_that_never_beats_the_champion_is_not_published(tmp_path: P
         assert [v.version for v in registry.versions(project.config.name)] == [1]
         # The span is done (its verdict is recorded): a second run has nothing to do.
         assert TrainingLoop(project).run() == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "family_name", "expected"),
+    [
+        ("", "text", 2),
+        ("", "tabular", 3),
+        ("", "image", 4),
+        ("", "custom", 2),
+        ("patience = 7\n", "tabular", 7),
+    ],
+    ids=["text", "tabular", "image", "custom", "configured"],
+)
+def test_patience_defaults_per_family_and_is_configurable(
+    tmp_path: Path, extra: str, family_name: str, expected: int
+) -> None:
+    from evergreen.components.train import early_stopping_patience
+
+    config = write_config(tmp_path, label="score", extra="[train]\n" + extra)
+    assert early_stopping_patience(config_mod.load(config).train, family_name) == expected
+
+
+def test_quality_settings_have_documented_defaults(tmp_path: Path) -> None:
+    cfg = config_mod.load(write_config(tmp_path, label="score")).train
+    assert (cfg.patience, cfg.min_delta, cfg.primary_metric) == (0, 0.0, "auto")
+    assert (cfg.max_noise_allowance, cfg.max_loss_increase, cfg.min_eval_rows) == (0.02, 0.05, 200)
+    assert (cfg.class_weights, cfg.replay_class_balanced, cfg.replay_rows) == ("auto", False, 0)
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("min_delta = -0.1", "train.min_delta"),
+        ('min_delta = "a"', "train.min_delta"),
+        ("patience = -1", "train.patience"),
+        ('primary_metric = "f2"', "train.primary_metric"),
+        ('class_weights = "yes"', "train.class_weights"),
+        ("max_noise_allowance = 3", "train.max_noise_allowance"),
+        ('replay_class_balanced = "true"', "train.replay_class_balanced"),
+        ("min_eval_rows = -5", "train.min_eval_rows"),
+    ],
+    ids=["negative-delta", "text-delta", "patience", "metric", "weights", "noise", "bool", "rows"],
+)
+def test_bad_quality_settings_are_refused_naming_the_key(
+    tmp_path: Path, line: str, key: str
+) -> None:
+    from evergreen.errors import ConfigError
+
+    config = write_config(tmp_path, label="score", extra=f"[train]\n{line}\n")
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        config_mod.load(config)

@@ -39,6 +39,11 @@ from evergreen.pipeline import ExecutionContext
 FAMILY_PATIENCE = {"text": 2, "tabular": 3, "image": 4}
 
 
+def early_stopping_patience(cfg: TrainConfig, family_name: str) -> int:
+    """``train.patience``, or when it is 0 the family's default (:data:`FAMILY_PATIENCE`; 2)."""
+    return cfg.patience or FAMILY_PATIENCE.get(family_name, 2)
+
+
 @dataclass(frozen=True)
 class TrainingData:
     """One run's training input: batches, rows per epoch, and how many of them are replay."""
@@ -312,7 +317,7 @@ class TrainModel:
         """
         import keras
 
-        patience = self.cfg.patience or FAMILY_PATIENCE.get(self.family.name, 2)
+        patience = early_stopping_patience(self.cfg, self.family.name)
         if self.mode == "full" or validation is None:
             callback = keras.callbacks.EarlyStopping(
                 monitor="val_loss",
