@@ -98,6 +98,30 @@ def test_an_epoch_that_beats_the_champion_is_kept() -> None:
     assert model.evaluate(xv, yv, verbose=0) == pytest.approx(min(history["val_loss"]), rel=1e-4)
 
 
+def test_a_resumed_run_starts_from_the_best_so_far_not_from_the_champion(tmp_path: Path) -> None:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy")
+    xv, yv = _blobs(2)
+    champion_loss = model.evaluate(xv, yv, verbose=0)
+    champion = model.get_weights()
+    first = ChampionEarlyStopping(champion_loss, champion, patience=2, state_dir=tmp_path)
+    _fit_with(model, first, lr=0.5)  # improves: the best is kept under tmp_path
+    assert first.improved
+    # A killed run resumed by BackupAndRestore builds a new callback from the same champion.
+    resumed = ChampionEarlyStopping(champion_loss, champion, patience=2, state_dir=tmp_path)
+    resumed.set_model(model)
+    resumed.on_train_begin()
+    assert resumed.improved and resumed.best == pytest.approx(first.best)
+    assert resumed.best_epoch == first.best_epoch
+    assert all(
+        np.allclose(a, b) for a, b in zip(resumed.best_weights, first.best_weights, strict=True)
+    )
+    fresh = ChampionEarlyStopping(champion_loss, champion, patience=2, state_dir=tmp_path / "new")
+    fresh.on_train_begin()
+    assert not fresh.improved and fresh.best == champion_loss
+
+
 def test_min_delta_makes_a_tiny_gain_not_count() -> None:
     model = _trained_model()
     xv, yv = _blobs(2)

@@ -13,9 +13,12 @@ Imported only inside training (it imports Keras).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 
 class ChampionEarlyStopping(keras.callbacks.EarlyStopping):
@@ -27,6 +30,9 @@ class ChampionEarlyStopping(keras.callbacks.EarlyStopping):
             before ``fit`` so that a resumed run's restored weights are not mistaken for them).
         patience: epochs without beating the best (champion included) before stopping.
         min_delta: how much an epoch must beat the best by to count (default 0).
+        state_dir: where the best so far is kept after every epoch (None: nowhere). A run
+            killed and resumed by ``BackupAndRestore`` starts from it again instead of from the
+            champion, so it ends as the uninterrupted run would.
     """
 
     def __init__(
@@ -36,6 +42,7 @@ class ChampionEarlyStopping(keras.callbacks.EarlyStopping):
         *,
         patience: int,
         min_delta: float = 0.0,
+        state_dir: Path | None = None,
     ) -> None:
         super().__init__(
             monitor="val_loss",
@@ -47,6 +54,7 @@ class ChampionEarlyStopping(keras.callbacks.EarlyStopping):
         )
         self.initial_weights = initial_weights
         self.improved = False
+        self.state_dir = state_dir
 
     def on_train_begin(self, logs: Any = None) -> None:
         super().on_train_begin(logs)
@@ -54,7 +62,34 @@ class ChampionEarlyStopping(keras.callbacks.EarlyStopping):
         self.best_weights = self.initial_weights
         self.best_epoch = -1  # the champion, before any epoch
         self.improved = False
+        self._load_state()
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        before = self.best_epoch
         super().on_epoch_end(epoch, logs)
+        self.improved = self.best_epoch >= 0
+        self._save_state(weights_changed=self.best_epoch != before)
+
+    def _save_state(self, *, weights_changed: bool) -> None:
+        if self.state_dir is None:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if weights_changed:
+            tmp = self.state_dir / "best_weights.tmp.npz"
+            np.savez(tmp, *self.best_weights)
+            tmp.replace(self.state_dir / "best_weights.npz")
+        state = {"best": float(self.best), "best_epoch": self.best_epoch, "wait": self.wait}
+        tmp = self.state_dir / "state.json.tmp"
+        tmp.write_text(json.dumps(state), encoding="utf-8")
+        tmp.replace(self.state_dir / "state.json")  # written last: it names the weights' epoch
+
+    def _load_state(self) -> None:
+        path = self.state_dir / "state.json" if self.state_dir is not None else None
+        if path is None or not path.is_file():
+            return
+        state = json.loads(path.read_text(encoding="utf-8"))
+        if state["best_epoch"] >= 0:
+            with np.load(self.state_dir / "best_weights.npz") as saved:
+                self.best_weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
         self.improved = self.best_epoch >= 0

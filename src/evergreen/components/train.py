@@ -244,7 +244,7 @@ class TrainModel:
         writer = ctx.output("model", "Model", span=self.new_span)
         backup = ctx.output_root / "_backup"  # outside the temp folder: survives kill -9
         resumed_from_epoch = _backed_up_epoch(backup)
-        stopping, champion_loss = self._early_stopping(model, validation)
+        stopping, champion_loss = self._early_stopping(model, validation, backup / "stopping")
         weights = class_weights(data.label_counts, labels, cfg.class_weights)
         callbacks = [
             # double_checkpoint: a kill during the backup write falls back to the previous one
@@ -308,7 +308,9 @@ class TrainModel:
         )
         return summary
 
-    def _early_stopping(self, model: Any, validation: Any) -> tuple[Any, float | None]:
+    def _early_stopping(
+        self, model: Any, validation: Any, state_dir: Path
+    ) -> tuple[Any, float | None]:
         """The early-stopping callback, and the champion's val_loss when it is the baseline.
 
         Full runs: plain ``EarlyStopping`` restoring the best epoch. Incremental runs: the
@@ -332,7 +334,11 @@ class TrainModel:
             warnings.filterwarnings("ignore", message="Your input ran out of data")
             champion_loss = float(model.evaluate(validation, verbose=0, return_dict=True)["loss"])
         callback = ChampionEarlyStopping(
-            champion_loss, model.get_weights(), patience=patience, min_delta=self.cfg.min_delta
+            champion_loss,
+            model.get_weights(),
+            patience=patience,
+            min_delta=self.cfg.min_delta,
+            state_dir=state_dir,
         )
         return callback, champion_loss
 
