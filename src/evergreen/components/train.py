@@ -269,32 +269,15 @@ class TrainModel:
         model.save(writer.path / "model.keras")
         export_serving_model(featurizer, model, labels, writer.path / "saved_model")
         shutil.rmtree(backup, ignore_errors=True)
-        ran = len(history.history.get("loss", []))
-        val_losses = history.history.get("val_loss") or [None]
-        improved = champion_loss is None or bool(getattr(stopping, "improved", True))
-        summary = {
-            "mode": self.mode,
-            "reason": self.reason,
-            "epochs": ran,
-            "patience": stopping.patience,
-            "replay_rows": data.replayed,
-            # The work done, for tests and the ledger: examples seen over the epochs run here.
-            "rows_trained": data.rows_per_epoch * ran,
-            "resumed_from_epoch": resumed_from_epoch,
-            "final_loss": float(history.history["loss"][-1]) if ran else None,
-            "validation_spans": eval_spans,
-            "champion_val_loss": champion_loss,
-            "best_val_loss": None if val_losses[0] is None else float(min(val_losses)),
-            "improved": improved,
-            "class_weights": {labels[i]: round(w, 4) for i, w in weights.items()}
-            if weights
-            else None,
-        }
-        if not improved:
-            summary["note"] = (
-                f"{NO_IMPROVEMENT}: no epoch beat its val_loss {champion_loss:.4f} on the eval "
-                f"rows of spans {eval_spans}; the candidate keeps the champion's weights"
-            )
+        summary = self._summary(
+            history.history,
+            data,
+            stopping,
+            champion_loss,
+            eval_spans=eval_spans,
+            class_weight={labels[i]: round(w, 4) for i, w in weights.items()} if weights else None,
+            resumed_from_epoch=resumed_from_epoch,
+        )
         ctx.set_properties(
             "model",
             {
@@ -306,6 +289,44 @@ class TrainModel:
                 "new_span": self.new_span,
             },
         )
+        return summary
+
+    def _summary(
+        self,
+        history: Mapping[str, list[float]],
+        data: TrainingData,
+        stopping: Any,
+        champion_loss: float | None,
+        *,
+        eval_spans: list[int],
+        class_weight: dict[str, float] | None,
+        resumed_from_epoch: int,
+    ) -> dict[str, Any]:
+        """The run's summary: epochs and rows trained, replay, and whether it beat the champion."""
+        ran = len(history.get("loss", []))
+        val_losses = history.get("val_loss") or [None]
+        improved = champion_loss is None or bool(getattr(stopping, "improved", True))
+        summary = {
+            "mode": self.mode,
+            "reason": self.reason,
+            "epochs": ran,
+            "patience": stopping.patience,
+            "replay_rows": data.replayed,
+            # The work done, for tests and the ledger: examples seen over the epochs run here.
+            "rows_trained": data.rows_per_epoch * ran,
+            "resumed_from_epoch": resumed_from_epoch,
+            "final_loss": float(history["loss"][-1]) if ran else None,
+            "validation_spans": eval_spans,
+            "champion_val_loss": champion_loss,
+            "best_val_loss": None if val_losses[0] is None else float(min(val_losses)),
+            "improved": improved,
+            "class_weights": class_weight,
+        }
+        if not improved:
+            summary["note"] = (
+                f"{NO_IMPROVEMENT}: no epoch beat its val_loss {champion_loss:.4f} on the eval "
+                f"rows of spans {eval_spans}; the candidate keeps the champion's weights"
+            )
         return summary
 
     def _early_stopping(
