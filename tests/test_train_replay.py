@@ -72,13 +72,25 @@ def test_replay_sample_keeps_every_row_of_a_small_span(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("counts", "setting", "expected"),
     [
-        ({"no": 3435, "yes": 565}, "auto", {0: 4000 / 6870, 1: 4000 / 1130}),  # churn: 6 to 1
-        ({"great": 2600, "other": 1400}, "auto", None),  # fine foods: under 2 to 1
+        ({"bad": 57, "good": 943}, "auto", {0: 1000 / 114, 1: 1000 / 1886}),  # the loan table
+        ({"no": 3435, "yes": 565}, "auto", None),  # churn, 6 to 1: unweighted (measured)
+        ({"no": 3435, "yes": 565}, "balanced", {0: 4000 / 6870, 1: 4000 / 1130}),
+        ({"great": 2600, "other": 1400}, "balanced", {0: 4000 / 5200, 1: 4000 / 2800}),
         ({"no": 3435, "yes": 565}, "none", None),
-        ({"no": 100}, "auto", None),  # one class seen: nothing to balance
-        ({"a": 10, "b": 50, "c": 0}, "auto", {0: 60 / 20, 1: 60 / 100, 2: 1.0}),
+        ({"a": 50, "b": 50}, "balanced", None),  # already balanced
+        ({"no": 100}, "balanced", None),  # one class seen: nothing to balance
+        ({"a": 1, "b": 50, "c": 0}, "auto", {0: 51 / 2, 1: 51 / 100, 2: 1.0}),
     ],
-    ids=["skewed", "mild", "off", "one-class", "absent-class"],
+    ids=[
+        "heavy-skew",
+        "moderate-skew",
+        "balanced",
+        "balanced-mild",
+        "off",
+        "even",
+        "one-class",
+        "absent-class",
+    ],
 )
 def test_class_weights_only_when_labels_are_skewed(
     counts: dict[str, int], setting: str, expected: dict[int, float] | None
@@ -112,7 +124,11 @@ def test_churn_increments_replay_the_ratio_weigh_classes_and_guard_auc_and_loss(
 ) -> None:
     project_dir = tmp_path / "churn"
     _churn_spans(project_dir, [1500, 500, 500])
-    config = write_config(project_dir, label="churn", extra='[train]\nfamily = "tabular"\n')
+    config = write_config(
+        project_dir,
+        label="churn",
+        extra='[train]\nfamily = "tabular"\nclass_weights = "balanced"\n',
+    )
     with Project(config_mod.load(config)) as project:
         records = TrainingLoop(project).run()
         assert [r["mode"] for r in records] == ["full", "incremental", "incremental"]
@@ -125,7 +141,7 @@ def test_churn_increments_replay_the_ratio_weigh_classes_and_guard_auc_and_loss(
         runs = {r.span: r.summary for r in store.runs(component="train") if r.status == "succeeded"}
         new_train = featurized[3].properties["rows"]["train"]
         assert runs[3]["replay_rows"] == new_train  # replay_ratio 1.0: one old row per new one
-        for summary in runs.values():  # churn is 6 to 1: class weights by default
+        for summary in runs.values():  # churn is 6 to 1: weighted when asked
             assert summary["class_weights"]["yes"] > 1 > summary["class_weights"]["no"]
         for record in records[1:]:
             evaluation = next(

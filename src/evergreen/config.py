@@ -147,11 +147,11 @@ class TrainConfig:
     max_loss_increase: float = 0.05  # loss guard: relative rise of cross-entropy allowed
     min_eval_rows: int = 200  # fewer new eval rows: pooled with the latest spans' (0: never)
     replay_class_balanced: bool = False  # replay the same number of rows of every class
-    class_weights: str = "auto"  # auto: balanced when the largest class > 2x the smallest; none
+    class_weights: str = "auto"  # auto: when the largest class > 10x the smallest; balanced; none
 
 
 PRIMARY_METRICS = ("auto", "accuracy", "auc", "macro_f1", "balanced_accuracy")
-CLASS_WEIGHTS = ("auto", "none")
+CLASS_WEIGHTS = ("auto", "balanced", "none")
 
 
 def _default_thresholds() -> dict[str, dict[str, float]]:
