@@ -30,7 +30,7 @@ from tests.conftest import dataset, read_csv, write_config, write_csv
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 REPO = Path(__file__).resolve().parents[1]
-SPAN_ROWS = [400, 200]
+SPAN_ROWS = [400, 800]  # span 2 large enough that the increment beats the champion (v1)
 
 # Kill points while span 2 (an incremental update) runs.
 UPDATE_POINTS = [

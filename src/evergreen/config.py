@@ -141,7 +141,7 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     incremental_learning_rate: float = 3e-4
-    replay_rows: int = 2000  # cap on rows of earlier spans replayed in an incremental run
+    replay_rows: int = 0  # cap on rows of earlier spans replayed in an incremental run (0: none)
     replay_ratio: float = (
         1.0  # replayed rows per new row (the cost stays proportional to the new data)
     )
@@ -155,6 +155,22 @@ class TrainConfig:
         0.95  # a drop counts only beyond the eval sets' noise at this level (0: exact)
     )
     seed: int = 0
+    # Early stopping on val_loss (incremental runs: the champion's val_loss is the baseline).
+    patience: int = 0  # epochs without improvement before stopping (0: the family's default)
+    min_delta: float = 0.0  # an epoch must beat the best (or the champion) by more than this
+    # The guard: loss and a primary metric on the new eval rows and the historic holdout.
+    primary_metric: str = (
+        "auto"  # auto (binary: auc, else balanced_accuracy) or one of PRIMARY_METRICS
+    )
+    max_noise_allowance: float = 0.02  # cap on the noise allowance added to a guard's threshold
+    max_loss_increase: float = 0.05  # loss guard: relative rise of cross-entropy allowed
+    min_eval_rows: int = 200  # fewer new eval rows: pooled with the latest spans' (0: never)
+    replay_class_balanced: bool = False  # replay the same number of rows of every class
+    class_weights: str = "auto"  # auto: when the largest class > 10x the smallest; balanced; none
+
+
+PRIMARY_METRICS = ("auto", "accuracy", "auc", "macro_f1", "balanced_accuracy")
+CLASS_WEIGHTS = ("auto", "balanced", "none")
 
 
 def _default_thresholds() -> dict[str, dict[str, float]]:
@@ -677,7 +693,7 @@ def _resolve(base_dir: Path, path: str) -> Path:
     return p if p.is_absolute() else base_dir / p
 
 
-_ZERO_OK = ("full_every", "freeze_lower_layers", "seed", "replay_rows")
+_ZERO_OK = ("full_every", "freeze_lower_layers", "seed", "replay_rows", "patience", "min_eval_rows")
 
 
 def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConfig:
@@ -690,6 +706,8 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
         key = f"train.{name}"
         if isinstance(default, dict):
             values[name] = dict(v.table(raw, key)) if name in raw else {}
+        elif isinstance(default, bool):
+            values[name] = v.boolean(raw, key, default)
         elif isinstance(default, str):
             values[name] = v.string(raw, key) or default
         elif isinstance(default, int):
@@ -701,6 +719,11 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
             and "learning" not in name
         ):
             values[name] = v.fraction(raw, key, default)
+        elif name == "min_delta":
+            value = raw.get(name, default)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                v.fail(key, value, "use a number ≥ 0 (a val_loss difference)")
+            values[name] = float(value)
         else:
             values[name] = v.positive(raw, key, default)
     if values["family"] not in FAMILIES:
@@ -727,6 +750,16 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
     if text_feature and data.features and data.features.get(text_feature) != "text":
         texts = [c for c, t in data.features.items() if t == "text"] or "none"
         v.fail("train.text_feature", text_feature, f"name a text column of data.features: {texts}")
+    if values["primary_metric"] not in PRIMARY_METRICS:
+        v.fail(
+            "train.primary_metric",
+            values["primary_metric"],
+            f"use one of {', '.join(PRIMARY_METRICS)}",
+        )
+    if values["class_weights"] not in CLASS_WEIGHTS:
+        v.fail(
+            "train.class_weights", values["class_weights"], f"use one of {', '.join(CLASS_WEIGHTS)}"
+        )
     train = TrainConfig(**values)
     _family_constraints(v, train)
     return train

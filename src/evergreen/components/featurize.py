@@ -3,7 +3,8 @@
 ``FitFeaturizer`` fits the family's featurizer (text vocabulary, normalization statistics and
 category vocabularies, image settings) on the train split of the given spans and freezes it.
 ``FeaturizeSpan`` writes a span's rows as featurized records (TFRecord shards per split, plus a
-``replay`` sample of the train split for later incremental runs): one run per span and
+``replay`` copy of the train split in a hash-random order, so that any prefix is a uniform sample
+for later incremental runs): one run per span and
 featurizer, reused by every later run. The text family also sends every text through a
 content-addressed cache (text hash + featurizer fingerprint) in the metadata store, so a text is
 tokenized once across all runs; the run summary is the ledger.
@@ -11,6 +12,7 @@ tokenized once across all runs; the run summary is the ledger.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -22,7 +24,10 @@ from evergreen.metadata import Artifact
 from evergreen.models.family import Featurizer, ModelFamily, encode_featurized, load_featurizer
 from evergreen.pipeline import ExecutionContext
 
-REPLAY_FRACTION = 0.25  # share of each span's train rows kept as its replay sample
+# Each span keeps its train rows, up to this many, in a hash-random order as its replay sample:
+# any prefix of it is a uniform sample of the span, so an incremental run reads only the rows
+# it replays (bottom-k by hash: a reservoir that needs no random state).
+REPLAY_KEEP_ROWS = 50_000
 _CHUNK = 1024
 
 
@@ -111,11 +116,39 @@ class FitFeaturizer:
         pass
 
 
+class ReplaySample:
+    """The ``keep`` train rows with the smallest hash keys, written in key order.
+
+    The key of a row is a hash of its row hash, uniform in [0, 1) and independent of the file
+    order, so the kept rows are a uniform sample of the span (all of them when it has fewer
+    than ``keep``), and their first k are a uniform sample of size k. Memory: ``keep`` records.
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._heap: list[tuple[float, str, bytes]] = []  # (-key, row hash, record): a max-heap
+
+    def offer(self, row_hash: str, record: bytes) -> None:
+        item = (-split_bucket("replay" + row_hash), row_hash, record)
+        if len(self._heap) < self.keep:
+            heapq.heappush(self._heap, item)
+        elif item > self._heap[0]:  # a smaller key than the largest kept
+            heapq.heapreplace(self._heap, item)
+
+    def write(self, folder: Path, shard_rows: int) -> int:
+        """Write the kept records, smallest key first; returns how many."""
+        writer = examples.ShardWriter(folder, shard_rows)
+        for _, _, record in sorted(self._heap, reverse=True):
+            writer.write(record)
+        writer.close()
+        return writer.rows
+
+
 class FeaturizeSpan:
     """Pipeline component: ``examples`` + ``featurizer`` → ``FeaturizedExamples`` of one span."""
 
     name: ClassVar[str] = "featurize"
-    version: ClassVar[str] = "2"
+    version: ClassVar[str] = "3"
 
     def __init__(self, span: int, version: int, shard_rows: int = 100_000) -> None:
         self.span = span
@@ -123,7 +156,7 @@ class FeaturizeSpan:
         self.shard_rows = shard_rows
 
     def parameters(self) -> dict[str, Any]:
-        return {"replay_fraction": REPLAY_FRACTION}
+        return {"replay_keep_rows": REPLAY_KEEP_ROWS, "replay_order": "hash"}
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         source, fitted = ctx.inputs["examples"], ctx.inputs["featurizer"]
@@ -137,34 +170,39 @@ class FeaturizeSpan:
         writer = ctx.output(
             "featurized", "FeaturizedExamples", span=self.span, version=self.span_version
         )
-        rows_by_split = {}
+        rows_by_split: dict[str, int] = {}
+        label_counts: dict[str, dict[str, int]] = {}
         for split_dir in sorted(p for p in Path(source.uri).iterdir() if p.is_dir()):
-            shards = examples.ShardWriter(writer.path / split_dir.name, self.shard_rows)
-            replay = (
-                examples.ShardWriter(writer.path / "replay", self.shard_rows)
-                if split_dir.name == "train"
-                else None
-            )
-            rows = span_rows(source, split_dir.name)
+            split = split_dir.name
+            shards = examples.ShardWriter(writer.path / split, self.shard_rows)
+            replay = ReplaySample(REPLAY_KEEP_ROWS) if split == "train" else None
+            counts_here = label_counts.setdefault(split, {})
+            rows = span_rows(source, split)
             while chunk := list(itertools.islice(rows, _CHUNK)):
                 arrays, counts = featurizer.featurize(chunk, cache)
                 unknown += counts.pop("unknown_tokens", 0)
                 for key, n in counts.items():
                     ledger[key] = ledger.get(key, 0) + n
                 hashes = [row[examples.ROW_HASH] for row in chunk]
-                records = encode_featurized(arrays, spec, [row[label] for row in chunk], hashes)
-                for record, row_hash in zip(records, hashes, strict=True):
+                labels = [row[label] for row in chunk]
+                records = encode_featurized(arrays, spec, labels, hashes)
+                for record, row_hash, value in zip(records, hashes, labels, strict=True):
                     shards.write(record)
-                    if replay is not None and split_bucket("replay" + row_hash) < REPLAY_FRACTION:
-                        replay.write(record)
+                    counts_here[str(value)] = counts_here.get(str(value), 0) + 1
+                    if replay is not None:
+                        replay.offer(row_hash, record)
             shards.close()
-            rows_by_split[split_dir.name] = shards.rows
+            rows_by_split[split] = shards.rows
             if replay is not None:
-                replay.close()
-                rows_by_split["replay"] = replay.rows
+                rows_by_split["replay"] = replay.write(writer.path / "replay", self.shard_rows)
         tokens = ledger["tokens_computed"] + ledger["tokens_reused"]
         ledger["unknown_rate"] = round(unknown / tokens, 4) if tokens else 0.0
-        props = {"rows": rows_by_split, "featurizer": fingerprint, **ledger}
+        props = {
+            "rows": rows_by_split,
+            "labels": label_counts,
+            "featurizer": fingerprint,
+            **ledger,
+        }
         if "sequence_length" in fitted.properties:
             props["sequence_length"] = fitted.properties["sequence_length"]
         ctx.set_properties("featurized", props)
