@@ -83,6 +83,10 @@ def test_demo_runs_and_status_json_reads_it(tmp_path: Path) -> None:
     assert [s["status"] for s in status["spans"]] == ["validated"] * 3
     assert all(s["quarantined"].get("unparseable") == 1 for s in status["spans"][1:])
     assert status["totals"]["duplicates"] > 0
+    # The demo's task is saturated, so its increments rarely beat the champion and publish
+    # nothing; a full retrain on all three days gives the second version to roll back from.
+    full = evergreen("run", "-c", "stream/evergreen.toml", "--full", "--json", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr
     history = json.loads(
         evergreen("history", "-c", "stream/evergreen.toml", "--json", cwd=tmp_path).stdout
     )
@@ -91,6 +95,6 @@ def test_demo_runs_and_status_json_reads_it(tmp_path: Path) -> None:
     text = "I want a refund for the broken drone"
     predicted = evergreen("predict", "-c", "stream/evergreen.toml", "--json", text, cwd=tmp_path)
     assert json.loads(predicted.stdout)["predictions"][0]["label"] == "refund"
-    assert len(history) > 1, history  # three days: at least one increment was published
+    assert len(history) > 1, history
     back = evergreen("rollback", "-c", "stream/evergreen.toml", "1", cwd=tmp_path)
     assert back.returncode == 0 and "champion is now version 1" in back.stdout

@@ -206,13 +206,13 @@ class Watcher:
         """One ``evergreen run``; every span record becomes a log line and metrics."""
         from evergreen.loop import TrainingLoop
 
+        self._running = True  # before the log line: a signal seen after it finishes the run
         self.log(
             f"running: span(s) {_spans(pending)}, {pending.rows} new rows"
             if pending.spans
             else "running: catching up on spans ingested but not trained"
         )
         started = self._clock()
-        self._running = True
         try:
             records = TrainingLoop(project).run()
         except PipelineBusy as e:
