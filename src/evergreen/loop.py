@@ -481,7 +481,13 @@ class TrainingLoop:
         from evergreen.policy import decide
 
         cfg = self.cfg.train
-        drift = self.project.drift(record.span) if self.cfg.drift.enabled else None
+        # The featurizer of the champion this span is judged against (not necessarily the
+        # registry's: see _champion_for), so a resumed run computes the same drift.
+        drift = (
+            self.project.drift(record.span, featurizer=self._text_featurizer(champion))
+            if self.cfg.drift.enabled
+            else None
+        )
         severity = drift.severity if drift is not None else None
         if champion is None:
             return "full", "no champion yet", severity
@@ -513,6 +519,13 @@ class TrainingLoop:
             max_historic_regression=cfg.max_historic_regression,
         )
         return decision.mode, "; ".join(decision.reasons), severity
+
+    def _text_featurizer(self, champion: Artifact | None) -> Artifact | None:
+        """The champion's featurizer artifact when it is a text one (drift's unknown rate)."""
+        if champion is None or "featurizer" not in champion.properties:
+            return None
+        featurizer = self.store.artifact(int(champion.properties["featurizer"]))
+        return featurizer if featurizer.properties.get("family", "text") == "text" else None
 
     def _increments_since_full(self) -> int:
         since = 0

@@ -36,6 +36,7 @@ from evergreen.metadata import Artifact, MetadataStore, SpanRecord
 from evergreen.pipeline import Runner, RunResult
 
 ProgressFactory = Callable[[str], Callable[[int, int], None]]
+CHAMPIONS = object()  # Project.drift's default featurizer: whichever the registry champion has
 
 
 @dataclass
@@ -220,12 +221,15 @@ class Project:
         )
 
     # -- drift ------------------------------------------------------------------------------
-    def drift(self, span: int, *, featurizer: Artifact | None = None) -> drift_mod.DriftResult:
+    def drift(
+        self, span: int, *, featurizer: Artifact | None | object = CHAMPIONS
+    ) -> drift_mod.DriftResult:
         """Drift of ``span`` against the previous validated span and all earlier ones.
 
         Computed from statistics artifacts only (cached: a second call costs a lookup). With a
-        text ``featurizer`` artifact (default: the champion's, when there is one) the report
-        includes the unknown-token rate under its frozen vocabulary.
+        text ``featurizer`` artifact (default ``CHAMPIONS``: the registry champion's, when there
+        is one; None: no featurizer) the report includes the unknown-token rate under its
+        frozen vocabulary.
 
         Raises:
             NotFound: the span has not been ingested.
@@ -234,9 +238,10 @@ class Project:
         if record is None or record.statistics_id is None:
             raise NotFound(f"span {span} has not been ingested; run `evergreen ingest` first")
         statistics = self.store.artifact(record.statistics_id)
-        result = self._run_drift(
-            span, record.version, statistics, featurizer or self.champion_featurizer()
-        )
+        if featurizer is CHAMPIONS:
+            featurizer = self.champion_featurizer()
+        assert featurizer is None or isinstance(featurizer, Artifact)
+        result = self._run_drift(span, record.version, statistics, featurizer)
         return drift_mod.load(result.outputs["drift"])
 
     def _run_drift(
