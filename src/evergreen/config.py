@@ -252,6 +252,25 @@ class WatchConfig:
     metrics_port: int = 9464  # Prometheus /metrics of the watcher; 0: any free port
 
 
+DEFAULT_BEAM_ARGS = (
+    "--runner=DirectRunner",
+    "--direct_num_workers=2",
+    "--direct_running_mode=multi_processing",
+)
+
+
+@dataclass(frozen=True)
+class BeamConfig:
+    """Data stages on Apache Beam ([beam] in the file; absent: the embedded path, the default).
+
+    ``pipeline_args`` go to Beam's ``PipelineOptions`` unchanged, so any runner works by its
+    options (``--runner=FlinkRunner --flink_master=...``, ``--runner=DataflowRunner
+    --project=... --region=... --temp_location=gs://...``).
+    """
+
+    pipeline_args: list[str] = field(default_factory=lambda: list(DEFAULT_BEAM_ARGS))
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole pipeline config, as validated at load."""
@@ -267,6 +286,7 @@ class Config:
     drift: DriftConfig = field(default_factory=DriftConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    beam: BeamConfig | None = None  # None: data stages run embedded
     base_dir: Path = Path(".")  # the config file's folder; relative paths resolve against it
 
     @property
@@ -296,6 +316,7 @@ class Config:
             "drift": asdict(self.drift),
             "serving": asdict(self.serving),
             "watch": asdict(self.watch),
+            **({"beam": asdict(self.beam)} if self.beam is not None else {}),
         }
 
 
@@ -368,7 +389,18 @@ def from_dict(
     v.known_keys(
         "",
         raw,
-        ("pipeline", "data", "split", "dedupe", "validation", "train", "drift", "serving", "watch"),
+        (
+            "pipeline",
+            "data",
+            "split",
+            "dedupe",
+            "validation",
+            "train",
+            "drift",
+            "serving",
+            "watch",
+            "beam",
+        ),
     )
     pipeline = v.table(raw, "pipeline")
     v.known_keys("pipeline", pipeline, ("name", "root", "metadata_url"))
@@ -411,6 +443,7 @@ def from_dict(
         drift=drift,
         serving=serving,
         watch=_watch(v, v.table(raw, "watch")),
+        beam=_beam(v, raw),
         base_dir=base_dir,
     )
 
@@ -624,6 +657,23 @@ def check_columns(config: Config, columns: list[str], where: str) -> None:
             f"split.key = {key!r} is not a column of {where}; {hint}use one of "
             f"{', '.join(columns)}, or leave split.key empty to split by the row's content"
         )
+
+
+def _beam(v: _Validator, raw: Mapping[str, Any]) -> BeamConfig | None:
+    """The [beam] section, or None when the file has none (the embedded path)."""
+    if "beam" not in raw:
+        return None
+    section = v.table(raw, "beam")
+    v.known_keys("beam", section, tuple(f.name for f in fields(BeamConfig)))
+    args = section.get("pipeline_args", list(DEFAULT_BEAM_ARGS))
+    if not isinstance(args, list) or not all(isinstance(a, str) and a for a in args):
+        v.fail(
+            "beam.pipeline_args",
+            args,
+            'use a list of Beam pipeline options, e.g. ["--runner=DirectRunner", '
+            '"--direct_num_workers=2"]',
+        )
+    return BeamConfig(pipeline_args=list(args))
 
 
 def _watch(v: _Validator, raw: Mapping[str, Any]) -> WatchConfig:

@@ -187,8 +187,9 @@ class Project:
         progress: Callable[[int, int], None] | None,
     ) -> SpanOutcome:
         span = span_files.span
+        ingest_component, stats_component = _data_components(self.config)
         ingested = self.runner.run(
-            ingest_mod.IngestSpan(
+            ingest_component(
                 self.config,
                 span_files,
                 version=version,
@@ -200,7 +201,7 @@ class Project:
         )
         examples = ingested.outputs["examples"]
         stats = self.runner.run(
-            stats_mod.ComputeStatistics(span, version), {"examples": examples}, span=span
+            stats_component(span, version), {"examples": examples}, span=span
         ).outputs["statistics"]
         schema = self._schema_artifact(stats)
         validated = self.runner.run(
@@ -564,3 +565,20 @@ def _run_dict(r: Any) -> dict[str, Any]:
         "status": r.status,
         "seconds": r.seconds,
     }
+
+
+def _data_components(config: Config) -> tuple[Any, Any]:
+    """The ingest and statistics components: on Beam when the config has [beam], else embedded.
+
+    Beam is imported only here, and only when asked for (it is an optional extra).
+    """
+    if config.beam is None:
+        return ingest_mod.IngestSpan, stats_mod.ComputeStatistics
+    from evergreen.beam import beam
+
+    beam()  # a clear ConfigError when the extra is not installed
+    from evergreen.beam.ingest import BeamIngestSpan
+    from evergreen.beam.statistics import BeamComputeStatistics
+
+    beam_config = config.beam
+    return BeamIngestSpan, lambda span, version: BeamComputeStatistics(span, version, beam_config)

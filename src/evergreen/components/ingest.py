@@ -482,17 +482,9 @@ class IngestSpan:
         report = IngestReport(self.span.span, self.span_version, [str(f) for f in self.span.files])
         # A new version replaces the old one: forget its rows so they are not seen as duplicates.
         report.index_rows_replaced = store.drop_index_span(conn, self.span.span)
-        processor = RowProcessor(
-            span=self.span.span,
-            types=self.types,
-            label=self.config.data.label,
-            split_ratios=self.config.split.ratios,
-            split_key=self.config.split.key,
-            max_field_bytes=self.config.data.max_field_bytes,
-            label_conflicts=self.config.dedupe.label_conflicts,
-            lookup=lambda hashes: store.lookup_inputs(conn, hashes),
-            remember=lambda rows: store.add_index_rows(conn, rows, self.span_version),
-            missing_labels=self.config.data.missing_labels,
+        processor = self.row_processor(
+            lambda hashes: store.lookup_inputs(conn, hashes),
+            lambda rows: store.add_index_rows(conn, rows, self.span_version),
         )
         writer = ctx.output("examples", "Examples", span=self.span.span, version=self.span_version)
         shards = {
@@ -521,6 +513,29 @@ class IngestSpan:
                 shard.close()
         report.rows_written = {name: shard.rows for name, shard in shards.items()}
         report.columns_seen = sorted(columns_seen)
+        return self.finish(ctx, writer, report)
+
+    def row_processor(
+        self,
+        lookup: Callable[[Iterable[str]], dict[str, list[IndexedRow]]],
+        remember: Callable[[list[IndexedRow]], None],
+    ) -> RowProcessor:
+        """This span's :class:`RowProcessor` over a row index (``lookup`` and ``remember``)."""
+        return RowProcessor(
+            span=self.span.span,
+            types=self.types,
+            label=self.config.data.label,
+            split_ratios=self.config.split.ratios,
+            split_key=self.config.split.key,
+            max_field_bytes=self.config.data.max_field_bytes,
+            label_conflicts=self.config.dedupe.label_conflicts,
+            lookup=lookup,
+            remember=remember,
+            missing_labels=self.config.data.missing_labels,
+        )
+
+    def finish(self, ctx: ExecutionContext, writer: Any, report: IngestReport) -> dict[str, Any]:
+        """Write ``report.json``, set the artifact's properties; the run summary (both engines)."""
         writer.write_json("report.json", report.to_dict())
         ctx.set_properties(
             "examples",
@@ -555,14 +570,7 @@ class IngestSpan:
         total = sum(_size(f) for f in self.span.files)
         done = 0
         for path in self.span.files:
-            columns = readers.header(path, fmt)
-            if fmt in _HEADED_FORMATS and columns and self.config.data.label not in columns:
-                raise DataError(
-                    f"{path}: data.label={self.config.data.label!r} is not a column of this "
-                    f"file of span {self.span.span}. Columns: {', '.join(columns)}. Fix the "
-                    "file (its header or delimiter), or move it out of the span"
-                )
-            columns_seen.update(columns)
+            columns_seen.update(self.file_columns(path))
             progress = readers.ReadProgress()
             for n, record in enumerate(readers.read(path, fmt, progress)):
                 yield record
@@ -571,6 +579,22 @@ class IngestSpan:
             done += _size(path)
         if self.progress:
             self.progress(total, total)
+
+    def file_columns(self, path: Path) -> list[str]:
+        """The columns a span file declares.
+
+        Raises:
+            DataError: a headed file (CSV, parquet) lacks the label column.
+        """
+        fmt = self.config.data.format
+        columns = readers.header(path, fmt)
+        if fmt in _HEADED_FORMATS and columns and self.config.data.label not in columns:
+            raise DataError(
+                f"{path}: data.label={self.config.data.label!r} is not a column of this "
+                f"file of span {self.span.span}. Columns: {', '.join(columns)}. Fix the "
+                "file (its header or delimiter), or move it out of the span"
+            )
+        return columns
 
 
 _HEADED_FORMATS = ("csv", "parquet")  # formats whose files declare their columns up front

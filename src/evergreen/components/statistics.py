@@ -292,6 +292,10 @@ class ComputeStatistics:
                     stats.add_batch(batch, label)
                     batch = []
             stats.add_batch(batch, label)
+        return self.write(ctx, stats)
+
+    def write(self, ctx: ExecutionContext, stats: SpanStatistics) -> dict[str, Any]:
+        """Write the ``statistics`` artifact (sketches and summary); the run summary."""
         writer = ctx.output(
             "statistics", "ExampleStatistics", span=self.span, version=self.span_version
         )

@@ -1,0 +1,120 @@
+"""Statistics of a span on Beam: the sketches of :class:`SpanStatistics` merged in a CombineFn.
+
+Each worker adds its batches of decoded rows to a partial :class:`SpanStatistics`; partials
+travel between workers as the statistics artifact's own JSON (sketches serialized by
+DataSketches), and the final merge is written as the same ``statistics`` artifact as the
+embedded path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+
+from evergreen import examples
+from evergreen.beam import Scratch, pipeline_options, to_json
+from evergreen.components.statistics import ComputeStatistics, SpanStatistics
+from evergreen.config import BeamConfig
+from evergreen.pipeline import ExecutionContext
+
+
+class StatisticsCoder(beam.coders.Coder):
+    """A partial :class:`SpanStatistics` as bytes: its JSON (base64 sketches)."""
+
+    def encode(self, value: SpanStatistics) -> bytes:
+        return json.dumps(value.to_dict()).encode("utf-8")
+
+    def decode(self, encoded: bytes) -> SpanStatistics:
+        return SpanStatistics.from_dict(json.loads(encoded))
+
+    def is_deterministic(self) -> bool:
+        return False
+
+
+class StatisticsCombineFn(beam.CombineFn):
+    """Batches of decoded rows → the span's statistics as a dict (``SpanStatistics.to_dict``).
+
+    Args:
+        types: feature column → type.
+        label: the label column.
+        span: the span number recorded in the statistics.
+    """
+
+    def __init__(self, types: Mapping[str, str], label: str, span: int) -> None:
+        self.types = dict(types)
+        self.label = label
+        self.span = span
+
+    def create_accumulator(self) -> SpanStatistics:
+        return SpanStatistics(types=dict(self.types), spans=[self.span])
+
+    def add_input(self, acc: SpanStatistics, batch: list[dict[str, Any]]) -> SpanStatistics:
+        acc.add_batch(batch, self.label)
+        return acc
+
+    def merge_accumulators(self, accumulators: Iterable[SpanStatistics]) -> SpanStatistics:
+        parts = iter(accumulators)
+        merged = next(parts)
+        for part in parts:
+            merged.merge(part)
+        return merged
+
+    def extract_output(self, acc: SpanStatistics) -> dict[str, Any]:
+        return acc.to_dict()
+
+    def get_accumulator_coder(self) -> beam.coders.Coder:
+        return StatisticsCoder()
+
+
+class _Decode(beam.DoFn):
+    def __init__(self, types: Mapping[str, str], label: str) -> None:
+        self.types = dict(types)
+        self.label = label
+
+    def process(self, record: bytes) -> Iterable[dict[str, Any]]:
+        yield examples.decode(record, self.types, self.label)
+
+
+def compute(
+    uri: Path, types: Mapping[str, str], label: str, span: int, config: BeamConfig, scratch: Scratch
+) -> SpanStatistics:
+    """Run the statistics pipeline over every split's shards of an examples artifact."""
+    stats = SpanStatistics(types=dict(types), spans=[span])
+    if not any(uri.glob("*/part-*.tfrecord")):
+        return stats  # an empty span: no shard to read
+    with beam.Pipeline(options=pipeline_options(config)) as p:
+        _ = (
+            p
+            | "Read" >> beam.io.ReadFromTFRecord(str(uri / "*" / "part-*.tfrecord"))
+            | "Decode" >> beam.ParDo(_Decode(types, label))
+            | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=1024)
+            | "Sketch" >> beam.CombineGlobally(StatisticsCombineFn(types, label, span))
+            | "Json" >> beam.Map(to_json)
+            | "Write" >> beam.io.WriteToText(scratch.prefix("statistics"))
+        )
+    (result,) = list(scratch.json_lines("statistics"))
+    return SpanStatistics.from_dict(result)
+
+
+class BeamComputeStatistics(ComputeStatistics):
+    """:class:`ComputeStatistics` as a Beam pipeline; the same ``statistics`` artifact."""
+
+    def __init__(self, span: int, version: int, config: BeamConfig) -> None:
+        super().__init__(span, version)
+        self.beam_config = config
+
+    def parameters(self) -> dict[str, Any]:
+        # The engine is recorded; the runner's options are not part of the result.
+        return {**super().parameters(), "engine": "beam"}
+
+    def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
+        source = ctx.inputs["examples"]
+        types, label = source.properties["types"], source.properties["label"]
+        uri = Path(source.uri)
+        with Scratch(uri, f"statistics-{self.span}") as scratch:
+            stats = compute(uri, types, label, self.span, self.beam_config, scratch)
+        return self.write(ctx, stats)
