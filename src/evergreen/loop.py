@@ -23,6 +23,7 @@ from evergreen.components import statistics as stats_mod
 from evergreen.components.evaluate import EvaluateCandidate
 from evergreen.components.featurize import FeaturizeSpan, FitFeaturizer, span_rows
 from evergreen.components.train import TrainModel
+from evergreen.config import Config
 from evergreen.errors import NotFound
 from evergreen.metadata import Artifact
 from evergreen.models.family import ModelFamily, family, load_featurizer
@@ -230,7 +231,7 @@ class TrainingLoop:
         for span in to_featurize:
             r = next(r for r in history if r.span == span)
             result = self.runner.run(
-                FeaturizeSpan(span, r.version, self.cfg.data.shard_rows),
+                featurize_component(self.cfg, span, r.version),
                 {"examples": examples[span], "featurizer": featurizer},
                 span=span,
             )
@@ -405,7 +406,7 @@ class TrainingLoop:
         seconds["featurize"] = 0.0
         for record in usable:
             result = self.runner.run(
-                FeaturizeSpan(record.span, record.version, self.cfg.data.shard_rows),
+                featurize_component(self.cfg, record.span, record.version),
                 {"examples": examples[record.span], "featurizer": fitted},
                 span=record.span,
             )
@@ -595,3 +596,15 @@ def champion_saved_model(project: Project, version: int | None = None) -> Path:
 
 def dumps(records: list[dict[str, Any]]) -> str:
     return json.dumps(records, default=str)
+
+
+def featurize_component(cfg: Config, span: int, version: int) -> Any:
+    """Featurize of one span: on Beam when the config has [beam], else embedded."""
+    if cfg.beam is None:
+        return FeaturizeSpan(span, version, cfg.data.shard_rows)
+    from evergreen.beam import beam
+
+    beam()  # a clear ConfigError when the extra is not installed
+    from evergreen.beam.featurize import BeamFeaturizeSpan
+
+    return BeamFeaturizeSpan(span, version, cfg.data.shard_rows, cfg.beam)

@@ -46,7 +46,11 @@ def pipeline_options(config: BeamConfig) -> Any:
     beam()
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    return PipelineOptions(list(config.pipeline_args))
+    args = list(config.pipeline_args)
+    if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
+        # Workers log every gRPC channel at INFO; a user's own setting wins.
+        args.append("--default_sdk_harness_log_level=WARNING")
+    return PipelineOptions(args)
 
 
 class Scratch:

@@ -195,12 +195,24 @@ class FeaturizeSpan:
             rows_by_split[split] = shards.rows
             if replay is not None:
                 rows_by_split["replay"] = replay.write(writer.path / "replay", self.shard_rows)
+        return self.finish(ctx, ledger, unknown, rows_by_split, label_counts)
+
+    def finish(
+        self,
+        ctx: ExecutionContext,
+        ledger: dict[str, Any],
+        unknown: int,
+        rows_by_split: dict[str, int],
+        label_counts: dict[str, dict[str, int]],
+    ) -> dict[str, Any]:
+        """Set the ``featurized`` artifact's properties (both engines); returns the ledger."""
+        fitted = ctx.inputs["featurizer"]
         tokens = ledger["tokens_computed"] + ledger["tokens_reused"]
         ledger["unknown_rate"] = round(unknown / tokens, 4) if tokens else 0.0
         props = {
             "rows": rows_by_split,
             "labels": label_counts,
-            "featurizer": fingerprint,
+            "featurizer": fitted.properties["fingerprint"],
             **ledger,
         }
         if "sequence_length" in fitted.properties:
