@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROW_HASH = "__row_hash__"
@@ -22,10 +23,15 @@ def _tf() -> Any:
 
 
 def encode(
-    values: Mapping[str, Any], types: Mapping[str, str], label: str, label_value: str, row_hash: str
+    values: Mapping[str, Any],
+    types: Mapping[str, str],
+    label: str,
+    label_value: str,
+    row_hash: str,
+    train: Any = None,
 ) -> bytes:
-    """Serialize one coerced row."""
-    tf = _tf()
+    """Serialize one coerced row (``train``: ``tf.train`` or a wire-compatible stand-in)."""
+    tf = SimpleNamespace(train=train) if train is not None else _tf()
     feature = {}
     for column, kind in types.items():
         value = values.get(column)
@@ -49,9 +55,11 @@ def encode(
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def decode(serialized: bytes, types: Mapping[str, str], label: str) -> dict[str, Any]:
+def decode(
+    serialized: bytes, types: Mapping[str, str], label: str, train: Any = None
+) -> dict[str, Any]:
     """The inverse of :func:`encode`: a dict of column -> value (None when missing)."""
-    tf = _tf()
+    tf = SimpleNamespace(train=train) if train is not None else _tf()
     feature = tf.train.Example.FromString(serialized).features.feature
     row: dict[str, Any] = {}
     for column, kind in types.items():

@@ -25,7 +25,7 @@ import apache_beam as beam
 import sqlalchemy as sa
 
 from evergreen import examples, readers
-from evergreen.beam import Scratch, pipeline_options, to_json
+from evergreen.beam import Scratch, pipeline_options, to_json, wire
 from evergreen.components.ingest import (
     IngestReport,
     IngestSpan,
@@ -115,7 +115,9 @@ class _Encode(beam.DoFn):
         self.label = component.config.data.label
 
     def process(self, row: _Row) -> Iterator[bytes]:
-        yield examples.encode(row.values, self.types, self.label, row.label, row.row_hash)
+        yield examples.encode(
+            row.values, self.types, self.label, row.label, row.row_hash, train=wire.train
+        )
 
 
 def _quarantine_event(seq: Seq, item: Quarantined) -> str:

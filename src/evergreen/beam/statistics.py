@@ -16,7 +16,7 @@ from typing import Any
 import apache_beam as beam
 
 from evergreen import examples
-from evergreen.beam import Scratch, pipeline_options, to_json
+from evergreen.beam import Scratch, pipeline_options, to_json, wire
 from evergreen.components.statistics import ComputeStatistics, SpanStatistics
 from evergreen.config import BeamConfig
 from evergreen.pipeline import ExecutionContext
@@ -76,7 +76,7 @@ class _Decode(beam.DoFn):
         self.label = label
 
     def process(self, record: bytes) -> Iterable[dict[str, Any]]:
-        yield examples.decode(record, self.types, self.label)
+        yield examples.decode(record, self.types, self.label, train=wire.train)
 
 
 def compute(
