@@ -98,6 +98,38 @@ def test_embedded_path_never_imports_beam_and_beam_coexists_with_tf_and_serving_
     assert check.returncode == 0, check.stdout
 
 
+def test_wire_examples_are_tensorflow_examples_without_importing_tensorflow() -> None:
+    """Beam workers encode with protobuf alone; the bytes are what tf.train would write."""
+    import tensorflow as tf
+
+    from evergreen.beam import wire
+
+    types = {"price": "numeric", "review": "text", "photo": "image", "shop": "categorical"}
+    rows = [
+        {"price": 2.5, "review": "crème brûlée, \U0001f600", "photo": b"\x89PNG\r\n", "shop": "a"},
+        {"price": None, "review": None, "photo": None, "shop": None},
+    ]
+    for n, row in enumerate(rows):
+        ours = examples.encode(row, types, "score", "great", f"h{n}", train=wire.train)
+        theirs = examples.encode(row, types, "score", "great", f"h{n}")
+        assert tf.train.Example.FromString(ours) == tf.train.Example.FromString(theirs)
+        assert examples.decode(theirs, types, "score", train=wire.train) == examples.decode(
+            ours, types, "score"
+        )
+        assert examples.decode(ours, types, "score")["review"] == row["review"]
+    lazy = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, evergreen.beam.ingest, evergreen.beam.statistics\n"
+            "assert 'tensorflow' not in sys.modules, 'a Beam ingest worker would import TF'",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert lazy.returncode == 0, lazy.stderr[-2000:]
+
+
 # -- helpers ------------------------------------------------------------------------------------
 def _rows(project: Project, span: int) -> dict[str, list[tuple]]:
     """Every split's decoded rows of a span, sorted (order-insensitive)."""
