@@ -130,6 +130,16 @@ def test_wire_examples_are_tensorflow_examples_without_importing_tensorflow() ->
     assert lazy.returncode == 0, lazy.stderr[-2000:]
 
 
+def test_a_pipeline_that_loses_rows_is_refused() -> None:
+    """The 200,000-row bench once lost 40,381 rows on DirectRunner multi_processing, silently."""
+    from evergreen.beam import check_conservation
+    from evergreen.errors import BeamError
+
+    check_conservation("ingest of span 1", 10, {"kept": 7, "quarantined": 2, "duplicates": 1})
+    with pytest.raises(BeamError, match=r"accounted for 159,619 of 200,000 rows \(kept 159,619"):
+        check_conservation("ingest of span 1", 200_000, {"kept": 159_619, "quarantined": 0})
+
+
 # -- helpers ------------------------------------------------------------------------------------
 def _rows(project: Project, span: int) -> dict[str, list[tuple]]:
     """Every split's decoded rows of a span, sorted (order-insensitive)."""

@@ -67,3 +67,9 @@ class IntegrityError(RegistryError):
 
 class NoSpanFiles(DataError):
     """``data.pattern`` matches no file: nothing has been delivered yet."""
+
+
+class BeamError(EvergreenError):
+    """A Beam pipeline's output does not account for its input (nothing was committed)."""
+
+    headline = "beam error"

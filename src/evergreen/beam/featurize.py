@@ -22,7 +22,7 @@ import apache_beam as beam
 import sqlalchemy as sa
 
 from evergreen import examples
-from evergreen.beam import Scratch, pipeline_options, to_json
+from evergreen.beam import Scratch, check_conservation, pipeline_options, to_json
 from evergreen.components.featurize import REPLAY_KEEP_ROWS, FeaturizeSpan, ReplaySample
 from evergreen.components.ingest import short_hash, split_bucket
 from evergreen.config import BeamConfig
@@ -245,6 +245,13 @@ class BeamFeaturizeSpan(FeaturizeSpan):
         rows_by_split = {s: counts.get(("rows", s), 0) for s in job.splits}
         if "train" in job.splits:
             rows_by_split["replay"] = counts.get(("rows", "replay"), 0)
+        for split in job.splits:
+            expected = source.properties["splits"].get(split, 0)
+            check_conservation(
+                f"featurize of span {self.span} ({split})",
+                expected,
+                {"featurized": rows_by_split[split]},
+            )
         label_counts: dict[str, dict[str, int]] = {s: {} for s in job.splits}
         for key, n in counts.items():
             if key[0] == "labels":

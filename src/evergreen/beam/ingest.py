@@ -25,7 +25,7 @@ import apache_beam as beam
 import sqlalchemy as sa
 
 from evergreen import examples, readers
-from evergreen.beam import Scratch, pipeline_options, to_json, wire
+from evergreen.beam import Scratch, check_conservation, pipeline_options, to_json, wire
 from evergreen.components.ingest import (
     IngestReport,
     IngestSpan,
@@ -212,6 +212,19 @@ def _report_from_events(report: IngestReport, events: Iterable[Any], quarantine:
             f.write(json.dumps(item, ensure_ascii=False, default=str) + "\n")
 
 
+def _check_report(report: IngestReport) -> None:
+    """Every row read is kept, quarantined or a duplicate (see :func:`check_conservation`)."""
+    check_conservation(
+        f"ingest of span {report.span}",
+        report.rows_read,
+        {
+            "kept": report.rows_kept,
+            "quarantined": sum(report.quarantined.values()),
+            "duplicates": report.duplicates_within_span + report.duplicates_of_earlier_spans,
+        },
+    )
+
+
 class BeamIngestSpan(IngestSpan):
     """:class:`IngestSpan` as a Beam pipeline; the same ``examples`` artifact and index rows."""
 
@@ -240,6 +253,7 @@ class BeamIngestSpan(IngestSpan):
             while chunk := list(itertools.islice(fresh, _ADD_CHUNK)):
                 store.add_index_rows(conn, chunk, self.span_version)
         report.columns_seen = sorted(columns_seen)
+        _check_report(report)
         if self.progress:
             self.progress(1, 1)
         return self.finish(ctx, writer, report)

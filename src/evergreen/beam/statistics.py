@@ -16,7 +16,7 @@ from typing import Any
 import apache_beam as beam
 
 from evergreen import examples
-from evergreen.beam import Scratch, pipeline_options, to_json, wire
+from evergreen.beam import Scratch, check_conservation, pipeline_options, to_json, wire
 from evergreen.components.statistics import ComputeStatistics, SpanStatistics
 from evergreen.config import BeamConfig
 from evergreen.pipeline import ExecutionContext
@@ -117,4 +117,7 @@ class BeamComputeStatistics(ComputeStatistics):
         uri = Path(source.uri)
         with Scratch(uri, f"statistics-{self.span}") as scratch:
             stats = compute(uri, types, label, self.span, self.beam_config, scratch)
+        check_conservation(
+            f"statistics of span {self.span}", source.properties["rows"], {"counted": stats.rows}
+        )
         return self.write(ctx, stats)
