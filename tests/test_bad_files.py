@@ -21,7 +21,7 @@ import pytest
 
 from evergreen import cli as cli_mod
 from evergreen import config as config_mod
-from evergreen import examples, readers
+from evergreen import dedupe_index, examples, readers
 from evergreen.components.ingest import RowProcessor, quarantine_rows
 from evergreen.errors import ConfigError, DataError, EvergreenError
 from evergreen.project import Project
@@ -375,7 +375,7 @@ def snapshot(project: Project) -> dict:
             files[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return {
         "spans": project.store.spans(include_superseded=True),
-        "index": project.store.index_size(),
+        "index": dedupe_index.size(project.store),
         "artifacts": [(a.id, a.uri, a.fingerprint) for a in project.store.artifacts()],
         "files": files,
     }

@@ -17,17 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from evergreen import config as config_mod
-from evergreen import examples
+from evergreen import dedupe_index, examples
 from evergreen.components import drift as drift_mod
 from evergreen.components import statistics as stats_mod
 from evergreen.components.featurize import FeaturizeSpan, FitFeaturizer
 from evergreen.components.ingest import quarantine_rows, read_report
 from evergreen.config import DEFAULT_BEAM_ARGS
 from evergreen.errors import ConfigError
-from evergreen.metadata import row_index_table
 from evergreen.models.family import family
 from evergreen.project import Project
 from tests.conftest import write_config
@@ -99,7 +97,7 @@ def test_embedded_path_never_imports_beam_and_beam_coexists_with_tf_and_serving_
 
 
 def test_wire_examples_are_tensorflow_examples_without_importing_tensorflow() -> None:
-    """Beam workers encode with protobuf alone; the bytes are what tf.train would write."""
+    """Beam workers decode with protobuf alone; they read what tf.train reads."""
     import tensorflow as tf
 
     from evergreen.beam import wire
@@ -110,13 +108,17 @@ def test_wire_examples_are_tensorflow_examples_without_importing_tensorflow() ->
         {"price": None, "review": None, "photo": None, "shop": None},
     ]
     for n, row in enumerate(rows):
-        ours = examples.encode(row, types, "score", "great", f"h{n}", train=wire.train)
-        theirs = examples.encode(row, types, "score", "great", f"h{n}")
-        assert tf.train.Example.FromString(ours) == tf.train.Example.FromString(theirs)
-        assert examples.decode(theirs, types, "score", train=wire.train) == examples.decode(
-            ours, types, "score"
+        data = examples.encode(row, types, "score", "great", f"h{n}")
+        ours = examples.decode(data, types, "score", train=wire.train)
+        assert (
+            ours
+            == examples.decode(data, types, "score")
+            == {**row, "score": "great", examples.ROW_HASH: f"h{n}"}
         )
-        assert examples.decode(ours, types, "score")["review"] == row["review"]
+        message = wire.train.Example.FromString(data)
+        assert tf.train.Example.FromString(
+            message.SerializeToString()
+        ) == tf.train.Example.FromString(data)
     lazy = subprocess.run(
         [
             sys.executable,
@@ -155,15 +157,14 @@ def _rows(project: Project, span: int) -> dict[str, list[tuple]]:
     return out
 
 
-def _index(project: Project) -> set[tuple]:
-    t = row_index_table
-    with project.store.engine.connect() as conn:
-        return {
-            tuple(r)
-            for r in conn.execute(
-                sa.select(t.c.row_hash, t.c.input_hash, t.c.label, t.c.span, t.c.version)
-            )
-        }
+def _index(examples_artifact: Any) -> list[tuple]:
+    """A span's dedupe index file, in position (input) order."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(Path(examples_artifact.uri) / dedupe_index.INDEX_FILE)
+    columns = ("position", "input_hash", "row_hash", "label")
+    rows = zip(*(table[c].to_pylist() for c in columns), strict=True)
+    return sorted(rows)
 
 
 def _relative(value: Any, root: Path) -> Any:
@@ -243,8 +244,10 @@ def test_span_on_beam_matches_embedded_ingest_statistics_drift_and_featurize(twi
         quarantine_a = _relative(quarantine_rows(a_examples), embedded_root)
         quarantine_b = _relative(quarantine_rows(b_examples), beam_root)
         assert quarantine_a == quarantine_b  # same rows, same (input) order
-        # The row index: the same entries, span 5's added by the Beam run.
-        assert _index(a) == _index(b)
+        # The dedupe index: span 5's entries, positions in input order, as embedded ingest's.
+        assert _index(a_examples) == _index(b_examples)
+        assert len(_index(b_examples)) == sum(len(r) for r in rows_b.values())
+        assert _index(b_examples) and dedupe_index.size(b.store) == dedupe_index.size(a.store)
         assert a_examples.properties == b_examples.properties
 
         # Statistics: exact counts; sketches within their error bounds of the truth.

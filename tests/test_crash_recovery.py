@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from evergreen import config as config_mod
-from evergreen import examples
+from evergreen import dedupe_index, examples
 from evergreen.project import Project
 from tests.conftest import dataset, read_csv, write_config, write_csv
 
@@ -60,7 +60,7 @@ def test_kill_during_ingest_then_rerun_ingests_once(tmp_path: Path) -> None:
     with Project(cfg) as project:
         assert project.store.spans() == []  # nothing half-ingested is visible
         assert project.store.artifacts() == []
-        assert project.store.index_size() == 0
+        assert dedupe_index.size(project.store) == 0
 
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
@@ -74,7 +74,7 @@ def test_kill_during_ingest_then_rerun_ingests_once(tmp_path: Path) -> None:
             for split in ("train", "eval")
             for _ in examples.iter_records(Path(examples_artifact.uri) / split)
         )
-        assert kept == project.store.index_size() == examples_artifact.properties["rows"]
+        assert kept == dedupe_index.size(project.store) == examples_artifact.properties["rows"]
         assert kept > 0.95 * rows  # only the dataset's own duplicates were removed
         statuses = sorted(r.status for r in project.store.runs() if r.component == "ingest")
         assert statuses == ["abandoned", "succeeded"]

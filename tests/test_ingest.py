@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from evergreen import config as config_mod
-from evergreen import examples
+from evergreen import dedupe_index, examples
 from evergreen.cli import cli
 from evergreen.components.ingest import infer_types, quarantine_rows
 from evergreen.errors import DataError
@@ -96,7 +96,7 @@ def test_fine_foods_spans_counts_dedupe_conflicts_and_quarantine(fine_foods_proj
         runs_before = len(project.store.runs())
         project.ingest()
         assert len(project.store.runs()) == runs_before
-        assert project.store.index_size() == sum(e["kept"] for e in expected)
+        assert dedupe_index.size(project.store) == sum(e["kept"] for e in expected)
 
 
 def test_status_json_shows_counts_conflicts_and_quarantine(fine_foods_project: dict) -> None:

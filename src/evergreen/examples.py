@@ -8,6 +8,8 @@ value is an empty list. The label is a ``bytes_list``; ``__row_hash__`` identifi
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,36 +25,93 @@ def _tf() -> Any:
 
 
 def encode(
-    values: Mapping[str, Any],
-    types: Mapping[str, str],
-    label: str,
-    label_value: str,
-    row_hash: str,
-    train: Any = None,
+    values: Mapping[str, Any], types: Mapping[str, str], label: str, label_value: str, row_hash: str
 ) -> bytes:
-    """Serialize one coerced row (``train``: ``tf.train`` or a wire-compatible stand-in)."""
-    tf = SimpleNamespace(train=train) if train is not None else _tf()
-    feature = {}
-    for column, kind in types.items():
-        value = values.get(column)
-        if kind == "numeric":
-            feature[column] = tf.train.Feature(
-                float_list=tf.train.FloatList(value=[] if value is None else [value])
-            )
-        else:
-            data = (
-                []
-                if value is None
-                else [value if isinstance(value, bytes) else value.encode("utf-8")]
-            )
-            feature[column] = tf.train.Feature(bytes_list=tf.train.BytesList(value=data))
-    feature[label] = tf.train.Feature(
-        bytes_list=tf.train.BytesList(value=[label_value.encode("utf-8")])
-    )
-    feature[ROW_HASH] = tf.train.Feature(
-        bytes_list=tf.train.BytesList(value=[row_hash.encode("ascii")])
-    )
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    """Serialize one coerced row (see :class:`ExampleEncoder` for many rows)."""
+    return ExampleEncoder(types, label).encode(values, label_value, row_hash)
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL[n]
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL = [bytes((n,)) for n in range(0x80)]
+_EMPTY_BYTES_FEATURE = b"\x0a\x00"  # Feature{bytes_list: {}}
+_EMPTY_FLOAT_FEATURE = b"\x12\x00"  # Feature{float_list: {}}
+
+
+class ExampleEncoder:
+    """Writes ``tf.train.Example`` bytes directly in the protobuf wire format.
+
+    Building an Example message per row costs more than everything else ingest does to the
+    row; the wire format of a map of one-value features is simple enough to write by hand
+    (``tests/test_examples.py`` checks it parses back to the message :func:`decode` reads).
+
+    Args:
+        types: feature column -> type (numeric values are float32, the rest bytes).
+        label: the label column (written as bytes, like text).
+    """
+
+    def __init__(self, types: Mapping[str, str], label: str) -> None:
+        self.columns = [(_entry_key(c), kind == "numeric", c) for c, kind in types.items()]
+        self.label_key = _entry_key(label)
+        self.hash_key = _entry_key(ROW_HASH)
+
+    def encode(self, values: Mapping[str, Any], label_value: str, row_hash: str) -> bytes:
+        """One row as a serialized ``tf.train.Example``."""
+        parts = []
+        for key, numeric, column in self.columns:
+            value = values.get(column)
+            if value is None:
+                feature = _EMPTY_FLOAT_FEATURE if numeric else _EMPTY_BYTES_FEATURE
+            elif numeric:
+                feature = b"\x12\x06\x0a\x04" + _float32(value)
+            else:
+                feature = _bytes_feature(value if isinstance(value, bytes) else value.encode())
+            parts.append(_entry(key, feature))
+        parts.append(_entry(self.label_key, _bytes_feature(label_value.encode())))
+        parts.append(_entry(self.hash_key, _bytes_feature(row_hash.encode("ascii"))))
+        features = b"".join(parts)
+        return b"\x0a" + _varint(len(features)) + features
+
+
+_FLOAT = struct.Struct("<f")
+
+
+def as_float32(value: float) -> float:
+    """``value`` as a float32 field stores it (and reads it back)."""
+    return float(_FLOAT.unpack(_float32(value))[0])
+
+
+def _float32(value: float) -> bytes:
+    try:
+        return _FLOAT.pack(value)
+    except OverflowError:  # beyond float32, as protobuf stores it: an infinity
+        return _FLOAT.pack(math.copysign(math.inf, value))
+
+
+def _entry_key(name: str) -> bytes:
+    # A map entry of Features.feature (field 1): key (field 1, string), value (field 2).
+    data = name.encode("utf-8")
+    return b"\x0a" + _varint(len(data)) + data + b"\x12"
+
+
+def _entry(key: bytes, feature: bytes) -> bytes:
+    entry_len = len(key) + len(_varint(len(feature))) + len(feature)
+    return b"\x0a" + _varint(entry_len) + key + _varint(len(feature)) + feature
+
+
+def _bytes_feature(data: bytes) -> bytes:
+    # Feature.bytes_list (field 1) holding BytesList.value (field 1) = [data]
+    inner = b"\x0a" + _varint(len(data)) + data
+    return b"\x0a" + _varint(len(inner)) + inner
 
 
 def decode(

@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -197,8 +197,9 @@ class SpanRecord:
     anomalies_id: int | None
 
 
-@dataclass(frozen=True)
-class IndexedRow:
+class IndexedRow(NamedTuple):
+    """One entry of the dedupe index (a named tuple: ingest builds one per kept row)."""
+
     row_hash: str
     input_hash: str
     label: str
@@ -503,21 +504,37 @@ class MetadataStore:
             .values(**values)
         )
 
-    # -- row index ----------------------------------------------------------------------------
+    def current_examples(self, conn: Connection) -> list[tuple[int, int, str]]:
+        """(span, examples artifact id, its folder) of every span's current version, in
+        ingest order: where the dedupe index files are (see :mod:`evergreen.dedupe_index`)."""
+        s, a = spans_table, artifacts_table
+        rows = conn.execute(
+            sa.select(s.c.span, a.c.id, a.c.uri)
+            .join(a, a.c.id == s.c.examples_id)
+            .where(s.c.pipeline == self.pipeline, s.c.status != "superseded")
+            .order_by(a.c.id)
+        ).all()
+        return [(int(r.span), int(r.id), str(r.uri)) for r in rows]
+
+    # -- row index (SQL) ----------------------------------------------------------------------
+    # One SQL row per data row: superseded by the parquet files of evergreen.dedupe_index, and
+    # kept only to answer for spans ingested before them (and as the reference in tests).
     def lookup_inputs(
-        self, conn: Connection, input_hashes: Iterable[str]
+        self, conn: Connection, input_hashes: Iterable[str], spans: set[int] | None = None
     ) -> dict[str, list[IndexedRow]]:
-        """Earlier rows whose inputs hash to any of ``input_hashes``, grouped by input hash."""
+        """Earlier rows whose inputs hash to any of ``input_hashes`` (of ``spans`` when
+        given), grouped by input hash."""
         found: dict[str, list[IndexedRow]] = {}
         keys = list(set(input_hashes))
         t = row_index_table
         for start in range(0, len(keys), _LOOKUP_CHUNK):
-            rows = conn.execute(
-                sa.select(t.c.row_hash, t.c.input_hash, t.c.label, t.c.span).where(
-                    t.c.pipeline == self.pipeline,
-                    t.c.input_hash.in_(keys[start : start + _LOOKUP_CHUNK]),
-                )
-            ).all()
+            query = sa.select(t.c.row_hash, t.c.input_hash, t.c.label, t.c.span).where(
+                t.c.pipeline == self.pipeline,
+                t.c.input_hash.in_(keys[start : start + _LOOKUP_CHUNK]),
+            )
+            if spans is not None:
+                query = query.where(t.c.span.in_(sorted(spans)))
+            rows = conn.execute(query).all()
             for r in rows:
                 found.setdefault(r.input_hash, []).append(
                     IndexedRow(r.row_hash, r.input_hash, r.label, r.span)

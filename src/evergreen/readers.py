@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from evergreen.errors import DataError
 
@@ -60,11 +60,16 @@ _WIDE_BOMS = (
     (b"\xfe\xff", "UTF-16"),
 )
 _UTF8_BOM = b"\xef\xbb\xbf"
+# The fast CSV path parses blocks of whole lines of about this size with the C csv reader.
+_CSV_BLOCK_BYTES = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class RawRecord:
-    """One record as read: its values, or why it could not be parsed."""
+class RawRecord(NamedTuple):
+    """One record as read: its values, or why it could not be parsed.
+
+    A named tuple rather than a dataclass: one is built per input row, and a tuple is built
+    about three times faster.
+    """
 
     source: str  # "path:line" (CSV/JSONL) or "path:#index" (parquet/tfrecord)
     values: dict[str, Any] | None
@@ -186,21 +191,34 @@ class _CsvFile:
     fails, its first line is quarantined and the others are parsed again one by one.
     """
 
-    def __init__(self, path: Path, binary: io.BufferedIOBase, limit: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        binary: io.BufferedIOBase,
+        limit: int,
+        *,
+        resume: tuple[list[str], int] | None = None,
+    ) -> None:
+        """Open at the start (sniff, header) or, with ``resume=(columns, lines before)``,
+        at a line boundary in the middle of the file (the fast path's fallback)."""
         self.path = path
         self.binary = binary
         self.limit = limit
-        _sniff_text(path, binary, "csv")
+        if resume is None:
+            _sniff_text(path, binary, "csv")
         # utf-8-sig drops a byte-order mark, which would otherwise start the first column's
         # name; surrogateescape keeps invalid bytes visible per field instead of failing.
         self.text = io.TextIOWrapper(
-            binary, encoding="utf-8-sig", errors="surrogateescape", newline=""
+            binary,
+            encoding="utf-8-sig" if resume is None else "utf-8",
+            errors="surrogateescape",
+            newline="",
         )
         self.taken: list[str] = []
-        self.lines_read = 0
+        self.lines_read = 0 if resume is None else resume[1]
         self.source = self._lines()
         self.reader = csv.reader(self.source, strict=True)
-        self.columns = self._header()
+        self.columns = self._header() if resume is None else resume[0]
 
     def _lines(self) -> Iterator[str]:
         # A generator (not a class with __next__): this runs once per line of every file.
@@ -325,7 +343,84 @@ def check_columns(path: Path, columns: list[str], where: str) -> None:
 
 def _read_csv(path: Path, progress: ReadProgress, limit: int) -> Iterator[RawRecord]:
     with open(path, "rb") as binary:
-        yield from _CsvFile(path, binary, limit).records(progress)
+        columns = _CsvFile(path, binary, limit).columns  # sniffs and checks the header
+    if columns:
+        yield from _FastCsv(path, columns, limit).records(progress)
+
+
+class _FastCsv:
+    """CSV records at C speed, with exactly the answers of :class:`_CsvFile`.
+
+    The file is read in blocks of whole lines (cut after a newline), each parsed by one C
+    ``csv.reader`` over the block; ``line_num`` gives every record's first line. A block that
+    the strict reader refuses (a broken quote, a record running past the block, NUL bytes),
+    or one that could hold a record over the length limit, is not trusted: from that block's
+    first line on, the file is read by the line-by-line :class:`_CsvFile`, whose recovery
+    decides what is quarantined. A clean file never leaves the fast path.
+    """
+
+    def __init__(self, path: Path, columns: list[str], limit: int) -> None:
+        self.path = path
+        self.columns = columns
+        self.limit = limit
+
+    def records(self, progress: ReadProgress) -> Iterator[RawRecord]:
+        with open(self.path, "rb") as binary:
+            offset, lines_before, first, pending = 0, 0, True, b""
+            while True:
+                data = binary.read(_CSV_BLOCK_BYTES)
+                buffer = pending + data
+                cut = buffer.rfind(b"\n") + 1 if data else len(buffer)
+                if cut == 0 and data and len(buffer) <= self.limit:
+                    pending = buffer  # no line break yet: read on
+                    continue
+                block, pending = (buffer[:cut], buffer[cut:]) if cut else (buffer, b"")
+                parsed = self._parse(block, first, lines_before) if block else ([], 0)
+                if parsed is None:  # not trusted: the exact reader takes over from here
+                    binary.seek(offset)
+                    resume = None if first else (self.columns, lines_before)
+                    slow = _CsvFile(self.path, binary, self.limit, resume=resume)
+                    yield from slow.records(progress)
+                    return
+                records, lines = parsed
+                offset += len(block)
+                lines_before += lines
+                first = False
+                progress.bytes_done = offset
+                yield from records
+                if not data:
+                    return
+
+    def _parse(
+        self, block: bytes, first: bool, lines_before: int
+    ) -> tuple[list[RawRecord], int] | None:
+        """The records of one block and its line count, or None when the block is not trusted."""
+        if len(block) > self.limit:
+            return None  # a record in it could be over the limit: let the exact reader judge
+        text = block.decode("utf-8", errors="surrogateescape")
+        if first and text.startswith("\ufeff"):
+            text = text[1:]
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        path, columns, width = self.path, self.columns, len(self.columns)
+        out: list[RawRecord] = []
+        try:
+            if first:
+                next(reader, None)  # the header, already checked
+            previous = reader.line_num
+            for fields in reader:
+                number = lines_before + previous + 1
+                previous = reader.line_num
+                if len(fields) == width:
+                    out.append(
+                        RawRecord(f"{path}:{number}", dict(zip(columns, fields, strict=False)))
+                    )
+                elif fields:  # a blank line is not a record
+                    raw = ",".join(fields)[:_RAW_PREVIEW]
+                    error = f"expected {width} fields, found {len(fields)}"
+                    out.append(RawRecord(f"{path}:{number}", None, error, raw))
+        except csv.Error:
+            return None
+        return out, reader.line_num
 
 
 class _DuplicateKey(ValueError):

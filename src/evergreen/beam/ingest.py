@@ -1,12 +1,15 @@
 """Ingest of a span on Beam: read, quarantine, dedupe against the stored index, split, write.
 
 The pipeline runs the embedded core, :class:`RowProcessor`, per record (``_check``) and per
-input hash (``_dedupe``): the new span's checked rows are joined with the stored row index by
-input hash (``CoGroupByKey``), and each group is decided in input order, exactly as the
-embedded path decides it chunk by chunk. Kept rows are written per split with
-``WriteToTFRecord`` inside the artifact's temporary folder (committed once by the runner);
-quarantined rows, label conflicts, counts and the new index entries come back through a
-scratch folder and are recorded by the driver in the run's transaction.
+input hash (``_dedupe``): the new span's checked rows are joined by input hash
+(``CoGroupByKey``) with the earlier spans' dedupe index (their ``index.parquet`` files, read
+with ``ReadAllFromParquet``; rows of spans ingested before those files existed come from the
+SQL index), and each group is decided in input order against the entries in the order the
+embedded ``SpanIndex`` gives them. Kept rows are written per split with ``WriteToTFRecord``
+inside the artifact's temporary folder (committed once by the runner) and summed into the
+span's statistics by a ``CombineFn``; quarantined rows, label conflicts, counts and the new
+index entries come back through a scratch folder, and the driver writes ``quarantine.jsonl``
+and ``index.parquet`` (in input order) into the artifact.
 
 Files are the unit of parallelism for reading (a CSV with quoted newlines cannot be split at
 an arbitrary byte); everything after the read is spread over the workers.
@@ -15,29 +18,31 @@ an arbitrary byte); everything after the read is spread over the workers.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 import sqlalchemy as sa
 
-from evergreen import examples, readers
-from evergreen.beam import Scratch, check_conservation, pipeline_options, to_json, wire
+from evergreen import dedupe_index, examples, readers
+from evergreen.beam import Scratch, check_conservation, pipeline_options, to_json
+from evergreen.beam.statistics import StatisticsCombineFn
 from evergreen.components.ingest import (
     IngestReport,
     IngestSpan,
     Quarantined,
     _reason_kind,
     _Row,
+    stored_columns,
 )
+from evergreen.components.statistics import STATISTICS_FILE
 from evergreen.metadata import IndexedRow, row_index_table
 from evergreen.pipeline import ExecutionContext
 
 Seq = tuple[int, int]  # (file number, record number): the embedded path's input order
-_ADD_CHUNK = 10_000
 
 
 class _ReadFile(beam.DoFn):
@@ -71,15 +76,15 @@ class _Check(beam.DoFn):
 
 
 class _Decide(beam.DoFn):
-    """One input hash's new rows (in input order) against its stored index entries."""
+    """One input hash's new rows (in input order) against the index entries it matches."""
 
     def __init__(self, component: IngestSpan) -> None:
         self.component = component
 
     def setup(self) -> None:
         self.known: dict[str, list[IndexedRow]] = {}
-        self.fresh: list[IndexedRow] = []
-        self.processor = self.component.row_processor(lambda _: self.known, self.fresh.extend)
+        # Kept rows are this span's new index entries: the driver writes them in input order.
+        self.processor = self.component.row_processor(lambda _: self.known, lambda rows: None)
 
     def process(self, element: tuple[str, dict[str, list[Any]]]) -> Iterator[Any]:
         input_hash, grouped = element
@@ -87,15 +92,18 @@ class _Decide(beam.DoFn):
         if not new:
             return
         seqs = {row.source: seq for seq, row in new}
-        stored = sorted((IndexedRow(*r) for r in grouped["index"]), key=lambda r: r.span)
-        self.known = {input_hash: stored}
-        self.fresh.clear()
+        # The embedded SpanIndex's order: SQL-indexed spans, then files in ingest order.
+        entries = sorted(grouped["index"], key=lambda e: (e[4], e[5]))
+        self.known = {input_hash: [IndexedRow(*e[:4]) for e in entries]}
         report = IngestReport(0, 0, [])
         for item in self.processor._dedupe([row for _, row in new], report):
+            seq = seqs[item.source]
             if isinstance(item, Quarantined):
-                yield beam.pvalue.TaggedOutput("events", _quarantine_event(seqs[item.source], item))
-            else:
-                yield item
+                yield beam.pvalue.TaggedOutput("events", _quarantine_event(seq, item))
+                continue
+            entry = [seq, item.row_hash, item.input_hash, item.label]
+            yield beam.pvalue.TaggedOutput("index", to_json(entry))
+            yield item
         for conflict in report.label_conflicts:
             event = {"seq": seqs[conflict["source"]], "conflict": conflict}
             yield beam.pvalue.TaggedOutput("events", to_json(event))
@@ -105,8 +113,6 @@ class _Decide(beam.DoFn):
         ):
             if n:
                 yield beam.pvalue.TaggedOutput("counts", (key, n))
-        for entry in self.fresh:
-            yield beam.pvalue.TaggedOutput("index", to_json(dataclasses.astuple(entry)))
 
 
 class _Encode(beam.DoFn):
@@ -114,18 +120,55 @@ class _Encode(beam.DoFn):
         self.types = component.types
         self.label = component.config.data.label
 
+    def setup(self) -> None:
+        self.encoder = examples.ExampleEncoder(self.types, self.label)
+
     def process(self, row: _Row) -> Iterator[bytes]:
-        yield examples.encode(
-            row.values, self.types, self.label, row.label, row.row_hash, train=wire.train
-        )
+        yield self.encoder.encode(row.values, row.label, row.row_hash)
+
+
+class _Columns(beam.DoFn):
+    """A batch of kept rows → (columns as the shards store them, labels) for statistics."""
+
+    def __init__(self, types: dict[str, str]) -> None:
+        self.types = types
+
+    def process(self, rows: list[_Row]) -> Iterator[tuple[dict[str, list[Any]], list[str]]]:
+        yield stored_columns(rows, self.types), [row.label for row in rows]
 
 
 def _quarantine_event(seq: Seq, item: Quarantined) -> str:
     return to_json({"seq": seq, "quarantined": dataclasses.asdict(item)})
 
 
-def _build(p: Any, component: IngestSpan, out: Path, scratch: Scratch, index: str) -> None:
-    """The ingest pipeline: span files → split shards under ``out``, side outputs in scratch."""
+def _index_entries(p: Any, files: dict[str, tuple[int, int]], legacy: str) -> Any:
+    """Earlier spans' index entries keyed by input hash:
+    ``[row hash, input hash, label, span, order, position]`` (hex hashes)."""
+
+    def from_file(item: tuple[str, dict[str, Any]]) -> tuple[str, list[Any]]:
+        path, r = item
+        span, order = files[path]
+        input_hash = r["input_hash"].hex()
+        return input_hash, [r["row_hash"].hex(), input_hash, r["label"], span, order, r["position"]]
+
+    from_files = (
+        p
+        | "IndexFiles" >> beam.Create(sorted(files))
+        | "ReadIndex" >> beam.io.ReadAllFromParquet(with_filename=True)
+        | "IndexEntries" >> beam.Map(from_file)
+    )
+    from_sql = (
+        p
+        | "LegacyIndex" >> beam.io.ReadFromText(legacy)
+        | "LegacyEntries" >> beam.Map(json.loads)
+        | "LegacyByInput" >> beam.Map(lambda e: (e[1], e))
+    )
+    return (from_files, from_sql) | "AllEntries" >> beam.Flatten()
+
+
+def _build(p: Any, job: _Job, scratch: Scratch) -> None:
+    """The ingest pipeline: span files → split shards under ``job.out``, side outputs in scratch."""
+    component = job.component
     files = [(n, str(path)) for n, path in enumerate(component.span.files)]
     records = (
         p
@@ -134,12 +177,7 @@ def _build(p: Any, component: IngestSpan, out: Path, scratch: Scratch, index: st
         | "Read" >> beam.ParDo(_ReadFile(component.config.data.format))
     )
     checked = records | "Check" >> beam.ParDo(_Check(component)).with_outputs("events", main="rows")
-    stored = (
-        p
-        | "Index" >> beam.io.ReadFromText(index)
-        | "IndexRows" >> beam.Map(json.loads)
-        | "ByInput" >> beam.Map(lambda r: (r[1], r))
-    )
+    stored = _index_entries(p, job.index_files, job.legacy_index)
     decided = (
         {"new": checked.rows, "index": stored}
         | "Join" >> beam.CoGroupByKey()
@@ -151,13 +189,22 @@ def _build(p: Any, component: IngestSpan, out: Path, scratch: Scratch, index: st
         lambda row, n: splits.index(row.split), len(splits)
     )
     for name, part in zip(splits, parts, strict=True):
-        (out / name).mkdir(parents=True, exist_ok=True)
+        (job.out / name).mkdir(parents=True, exist_ok=True)
         _ = (
             part
             | f"Encode {name}" >> beam.ParDo(_Encode(component))
             | f"Write {name}"
-            >> beam.io.WriteToTFRecord(str(out / name / "part"), file_name_suffix=".tfrecord")
+            >> beam.io.WriteToTFRecord(str(job.out / name / "part"), file_name_suffix=".tfrecord")
         )
+    types, span = component.types, component.span.span
+    _ = (
+        decided.kept
+        | "StatsBatch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
+        | "StatsColumns" >> beam.ParDo(_Columns(types))
+        | "Sketch" >> beam.CombineGlobally(StatisticsCombineFn(types, span))
+        | "StatsJson" >> beam.Map(to_json)
+        | "WriteStats" >> beam.io.WriteToText(scratch.prefix("statistics"))
+    )
     counts = (
         (
             records | "CountRead" >> beam.Map(lambda _: ("rows_read", 1)),
@@ -176,15 +223,27 @@ def _build(p: Any, component: IngestSpan, out: Path, scratch: Scratch, index: st
     _ = decided.index | "WriteIndex" >> beam.io.WriteToText(scratch.prefix("index"))
 
 
-def _export_index(ctx: ExecutionContext, path: Path) -> None:
-    """The stored row index (after this span's old entries were dropped) as JSON lines."""
-    t = row_index_table
-    query = sa.select(t.c.row_hash, t.c.input_hash, t.c.label, t.c.span).where(
-        t.c.pipeline == ctx.store.pipeline
-    )
+@dataclass(frozen=True)
+class _Job:
+    """What the pipeline needs (picklable): the component, where to write, the index to join."""
+
+    component: IngestSpan
+    out: Path
+    index_files: dict[str, tuple[int, int]]  # parquet path -> (span, ingest order)
+    legacy_index: str  # JSON lines of SQL index entries (spans without an index file)
+
+
+def _export_legacy(ctx: ExecutionContext, spans: set[int], path: Path) -> None:
+    """SQL index entries of spans ingested before index files existed, as JSON lines."""
     with open(path, "w", encoding="utf-8") as f:
-        for r in ctx.conn.execute(query):
-            f.write(to_json([r.row_hash, r.input_hash, r.label, r.span]) + "\n")
+        if not spans:
+            return
+        t = row_index_table
+        query = sa.select(t.c.row_hash, t.c.input_hash, t.c.label, t.c.span).where(
+            t.c.pipeline == ctx.store.pipeline, t.c.span.in_(sorted(spans))
+        )
+        for n, r in enumerate(ctx.conn.execute(query)):
+            f.write(to_json([r.row_hash, r.input_hash, r.label, r.span, -1, n]) + "\n")
 
 
 def _report_from_events(report: IngestReport, events: Iterable[Any], quarantine: Path) -> None:
@@ -212,6 +271,19 @@ def _report_from_events(report: IngestReport, events: Iterable[Any], quarantine:
             f.write(json.dumps(item, ensure_ascii=False, default=str) + "\n")
 
 
+def _write_index(span: int, entries: Iterable[list[Any]], path: Path) -> None:
+    """This span's ``index.parquet`` from the kept rows' entries, positions in input order."""
+    ordered = sorted(entries, key=lambda e: e[0])
+    index = dedupe_index.SpanIndex(span, [])
+    index.remember(
+        [
+            IndexedRow(row_hash, input_hash, label, span)
+            for _, row_hash, input_hash, label in ordered
+        ]
+    )
+    index.write(path)
+
+
 def _check_report(report: IngestReport) -> None:
     """Every row read is kept, quarantined or a duplicate (see :func:`check_conservation`)."""
     check_conservation(
@@ -226,7 +298,8 @@ def _check_report(report: IngestReport) -> None:
 
 
 class BeamIngestSpan(IngestSpan):
-    """:class:`IngestSpan` as a Beam pipeline; the same ``examples`` artifact and index rows."""
+    """:class:`IngestSpan` as a Beam pipeline; the same ``examples`` artifact (shards,
+    quarantine, report, statistics and dedupe index)."""
 
     def parameters(self) -> dict[str, Any]:
         # The engine is recorded; the runner's options are not part of the result.
@@ -234,24 +307,30 @@ class BeamIngestSpan(IngestSpan):
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         assert self.config.beam is not None
-        store, conn = ctx.store, ctx.conn
         report = IngestReport(self.span.span, self.span_version, [str(f) for f in self.span.files])
-        report.index_rows_replaced = store.drop_index_span(conn, self.span.span)
+        index = self._open_index(ctx, report)
         columns_seen = {c for path in self.span.files for c in self.file_columns(path)}
         writer = ctx.output("examples", "Examples", span=self.span.span, version=self.span_version)
-        worker_copy = _without_progress(self)
         with Scratch(writer.path, f"ingest-{self.span.span}") as scratch:
-            index = scratch.path / "stored-index.jsonl"
-            _export_index(ctx, index)
+            legacy = scratch.path / "legacy-index.jsonl"
+            _export_legacy(ctx, index.legacy_spans, legacy)
+            job = _Job(
+                component=_without_progress(self),
+                out=writer.path,
+                index_files={str(s.path): (s.span, s.order) for s in index.files},
+                legacy_index=str(legacy),
+            )
             with beam.Pipeline(options=pipeline_options(self.config.beam)) as p:
-                _build(p, worker_copy, writer.path, scratch, str(index))
+                _build(p, job, scratch)
             report.rows_written = {name: 0 for name in self.config.split.ratios}
             _report_from_events(
                 report, scratch.json_lines("events"), writer.path / "quarantine.jsonl"
             )
-            fresh = (IndexedRow(*r) for r in scratch.json_lines("index"))
-            while chunk := list(itertools.islice(fresh, _ADD_CHUNK)):
-                store.add_index_rows(conn, chunk, self.span_version)
+            (stats,) = list(scratch.json_lines("statistics"))
+            _write_index(
+                self.span.span, scratch.json_lines("index"), writer.path / dedupe_index.INDEX_FILE
+            )
+        writer.write_json(STATISTICS_FILE, stats)
         report.columns_seen = sorted(columns_seen)
         _check_report(report)
         if self.progress:

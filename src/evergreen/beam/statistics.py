@@ -1,9 +1,11 @@
 """Statistics of a span on Beam: the sketches of :class:`SpanStatistics` merged in a CombineFn.
 
-Each worker adds its batches of decoded rows to a partial :class:`SpanStatistics`; partials
-travel between workers as the statistics artifact's own JSON (sketches serialized by
-DataSketches), and the final merge is written as the same ``statistics`` artifact as the
-embedded path.
+Each worker adds its batches of rows to a partial :class:`SpanStatistics`; partials travel
+between workers as the statistics artifact's own JSON (sketches serialized by DataSketches),
+and the final merge is the same statistics as the embedded path's. Beam ingest runs the
+``CombineFn`` over the kept rows (and stores the result in the examples artifact, as embedded
+ingest does); :class:`BeamComputeStatistics` re-reads the shards only for spans ingested before
+ingest computed statistics.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import apache_beam as beam
 
 from evergreen import examples
 from evergreen.beam import Scratch, check_conservation, pipeline_options, to_json, wire
-from evergreen.components.statistics import ComputeStatistics, SpanStatistics
+from evergreen.components.statistics import ComputeStatistics, SpanStatistics, precomputed
 from evergreen.config import BeamConfig
 from evergreen.pipeline import ExecutionContext
 
@@ -36,24 +38,28 @@ class StatisticsCoder(beam.coders.Coder):
 
 
 class StatisticsCombineFn(beam.CombineFn):
-    """Batches of decoded rows → the span's statistics as a dict (``SpanStatistics.to_dict``).
+    """Batches ``(columns, labels)`` → the span's statistics as a dict (``to_dict``).
+
+    A batch is given column-wise, as :meth:`SpanStatistics.add_columns` takes it: column →
+    values (None = missing), and the labels.
 
     Args:
         types: feature column → type.
-        label: the label column.
         span: the span number recorded in the statistics.
     """
 
-    def __init__(self, types: Mapping[str, str], label: str, span: int) -> None:
+    def __init__(self, types: Mapping[str, str], span: int) -> None:
         self.types = dict(types)
-        self.label = label
         self.span = span
 
     def create_accumulator(self) -> SpanStatistics:
         return SpanStatistics(types=dict(self.types), spans=[self.span])
 
-    def add_input(self, acc: SpanStatistics, batch: list[dict[str, Any]]) -> SpanStatistics:
-        acc.add_batch(batch, self.label)
+    def add_input(
+        self, acc: SpanStatistics, batch: tuple[dict[str, list[Any]], list[str]]
+    ) -> SpanStatistics:
+        columns, labels = batch
+        acc.add_columns(columns, labels)
         return acc
 
     def merge_accumulators(self, accumulators: Iterable[SpanStatistics]) -> SpanStatistics:
@@ -71,12 +77,15 @@ class StatisticsCombineFn(beam.CombineFn):
 
 
 class _Decode(beam.DoFn):
+    """A batch of serialized examples → (columns, labels)."""
+
     def __init__(self, types: Mapping[str, str], label: str) -> None:
         self.types = dict(types)
         self.label = label
 
-    def process(self, record: bytes) -> Iterable[dict[str, Any]]:
-        yield examples.decode(record, self.types, self.label, train=wire.train)
+    def process(self, records: list[bytes]) -> Iterable[tuple[dict[str, list[Any]], list[str]]]:
+        rows = [examples.decode(r, self.types, self.label, train=wire.train) for r in records]
+        yield {c: [row[c] for row in rows] for c in self.types}, [row[self.label] for row in rows]
 
 
 def compute(
@@ -90,9 +99,9 @@ def compute(
         _ = (
             p
             | "Read" >> beam.io.ReadFromTFRecord(str(uri / "*" / "part-*.tfrecord"))
+            | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
             | "Decode" >> beam.ParDo(_Decode(types, label))
-            | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=1024)
-            | "Sketch" >> beam.CombineGlobally(StatisticsCombineFn(types, label, span))
+            | "Sketch" >> beam.CombineGlobally(StatisticsCombineFn(types, span))
             | "Json" >> beam.Map(to_json)
             | "Write" >> beam.io.WriteToText(scratch.prefix("statistics"))
         )
@@ -115,6 +124,9 @@ class BeamComputeStatistics(ComputeStatistics):
         source = ctx.inputs["examples"]
         types, label = source.properties["types"], source.properties["label"]
         uri = Path(source.uri)
+        stats = precomputed(source)
+        if stats is not None:
+            return self.write(ctx, stats)
         with Scratch(uri, f"statistics-{self.span}") as scratch:
             stats = compute(uri, types, label, self.span, self.beam_config, scratch)
         check_conservation(

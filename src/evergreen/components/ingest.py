@@ -1,25 +1,31 @@
 """Ingest one span: stream its files, quarantine bad rows, dedupe, split, write TFRecord shards.
 
-The core, :class:`RowProcessor`, turns raw records into kept rows and quarantined rows one
-record at a time; it never holds the span in memory. Dedupe and label-conflict checks go
-through the metadata store's row index (earlier spans are never re-read), in chunks, inside the
-run's transaction — so a killed ingest leaves no index entries behind either.
+The core, :class:`RowProcessor`, turns batches of raw records into kept rows and quarantined
+rows (:meth:`RowProcessor.process_batch`: check → coerce → hash → split → dedupe); it never
+holds the span in memory, and it runs unchanged inside a Beam ``DoFn``. Dedupe and
+label-conflict checks go through two callables, ``lookup`` and ``remember``: embedded, they are
+:class:`evergreen.dedupe_index.SpanIndex`, which joins each batch's hashes with the earlier
+spans' sorted parquet index files (earlier spans' data is never re-read) and writes this span's
+file into the examples artifact — so the index commits with the span, or not at all.
+:class:`IngestSpan` is the thin adapter: files in, shards, quarantine and index out.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import math
 import stat
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from evergreen import examples, readers
+from evergreen import dedupe_index, examples, readers
+from evergreen.components.statistics import STATISTICS_FILE, SpanStatistics
 from evergreen.config import DEFAULT_MISSING_LABELS, Config
 from evergreen.errors import DataError
 from evergreen.metadata import Artifact, IndexedRow
@@ -27,7 +33,8 @@ from evergreen.pipeline import ExecutionContext
 from evergreen.spans import SpanFiles
 
 MISSING_MARKERS = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"})
-_CHUNK = 2000
+# Rows checked and deduped together: one index lookup per batch (the index may be files).
+_CHUNK = 20_000
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 
 
@@ -188,14 +195,39 @@ class RowProcessor:
         self, records: Iterable[readers.RawRecord], report: IngestReport
     ) -> Iterator[_Row | Quarantined]:
         """Yield kept rows and quarantined records, in input order, updating ``report``."""
-        chunk: list[_Row | Quarantined] = []
-        for record in records:
-            report.rows_read += 1
-            chunk.append(self._check(record, report))
-            if len(chunk) >= _CHUNK:
-                yield from self._dedupe(chunk, report)
-                chunk = []
-        yield from self._dedupe(chunk, report)
+        records = iter(records)
+        while chunk := list(itertools.islice(records, _CHUNK)):
+            yield from self.process_batch(chunk, report)
+
+    def process_batch(
+        self, records: Sequence[readers.RawRecord], report: IngestReport
+    ) -> list[_Row | Quarantined]:
+        """Check, hash, split and dedupe one batch of records, in input order.
+
+        The pure core, callable from any runner (embedded, or a Beam ``DoFn``): the only
+        state it touches is ``report`` and, through ``lookup``/``remember``, the row index.
+
+        Args:
+            records: raw records in input order (parsed or not).
+            report: counts are added to it (rows read, type errors, duplicates, conflicts).
+
+        Returns:
+            One item per record that is not a duplicate: a :class:`_Row` to keep (with its
+            coerced values, label, input and row hashes and split) or a :class:`Quarantined`.
+        """
+        report.rows_read += len(records)
+        return list(self._dedupe(self.check_batch(records, report), report))
+
+    def check_batch(
+        self, records: Sequence[readers.RawRecord], report: IngestReport
+    ) -> list[_Row | Quarantined]:
+        """Check, coerce, hash and split each record (no dedupe): one item per record.
+
+        Decides exactly as :meth:`_check` does one record at a time; a batch of text-only
+        values (CSV, most JSON Lines) is decided column by column, anything else row by row.
+        """
+        fast = self._fast_batch(records, report)
+        return fast if fast is not None else [self._check(r, report) for r in records]
 
     def _check(self, record: readers.RawRecord, report: IngestReport) -> _Row | Quarantined:
         if record.values is None:
@@ -238,12 +270,104 @@ class RowProcessor:
                     _preview(raw_values),
                 )
         inputs = json.dumps([_hashable(values[c]) for c in self.types], ensure_ascii=False)
+        return _Row(record.source, *self._hashed(inputs, raw_values, values, str(label)))
+
+    def _fast_batch(
+        self, records: Sequence[readers.RawRecord], report: IngestReport
+    ) -> list[_Row | Quarantined] | None:
+        """:meth:`_check` for a batch whose values are all text, or None when it is not.
+
+        Whole-batch tests stand in for per-value ones: no undecodable character in the
+        batch's values or column names, no value near the size limit, no image column. Then
+        only labels and numbers can be wrong, and the hash input is built per column with
+        JSON's own string encoder (the same text as ``json.dumps`` of the row's values).
+        """
+        if "image" in self.types.values():
+            return None
+        parsed = [r.values for r in records if r.values is not None]
+        try:
+            flat = [value for values in parsed for value in values.values()]
+            text = "".join(flat)  # a TypeError unless every value is a str
+            names = "".join(name for values in parsed for name in values)
+        except TypeError:
+            return None
+        if readers.invalid_utf8(text) or readers.invalid_utf8(names):
+            return None
+        if max(map(len, flat), default=0) * 4 > self.max_field_bytes:
+            return None  # a value may be over the limit: let _check measure it
+        columns = self._fast_columns(parsed, report)
+        out: list[_Row | Quarantined] = []
+        j = 0
+        for record in records:
+            if record.values is None:
+                out.append(self._check(record, report))
+                continue
+            item = columns[j]
+            j += 1
+            if isinstance(item, Quarantined):
+                out.append(Quarantined(record.source, item.reason, item.column, item.raw))
+            else:
+                out.append(_Row(record.source, *item))
+        return out
+
+    def _fast_columns(self, parsed: list[dict[str, Any]], report: IngestReport) -> list[Any]:
+        """Per parsed row: a Quarantined, or the fields of a _Row after its source."""
+        label = self.label
+        labels = [values.get(label) for values in parsed]
+        label_problem = {value: self._missing_label(value) for value in set(labels)}
+        wrong: dict[int, tuple[str, Any]] = {}  # row -> its first column of a wrong type
+        coerced: list[list[Any]] = []
+        encoded: list[list[str]] = []
+        for column, kind in self.types.items():
+            raw = [values.get(column) for values in parsed]
+            if kind == "numeric":
+                values = _coerce_numbers(raw, column, wrong)
+                encoded.append(["null" if v is None else repr(v) for v in values])
+            else:
+                values = [None if v is None or v == "" else v for v in raw]
+                encoded.append(["null" if v is None else _json_string(v) for v in values])
+            coerced.append(values)
+        names = list(self.types)
+        out: list[Any] = []
+        for j, (values, label_value, parts) in enumerate(
+            zip(
+                parsed,
+                labels,
+                zip(*encoded, strict=True) if encoded else [()] * len(parsed),
+                strict=True,
+            )
+        ):
+            problem = label_problem[label_value]
+            if problem is not None:
+                out.append(Quarantined("", problem, label, _preview(values)))
+                continue
+            if j in wrong:
+                column, value = wrong[j]
+                report.type_errors[column] = report.type_errors.get(column, 0) + 1
+                out.append(
+                    Quarantined(
+                        "",
+                        f"wrong type: expected numeric, found {_describe(value)}",
+                        column,
+                        _preview(values),
+                    )
+                )
+                continue
+            inputs = "[" + ", ".join(parts) + "]"
+            row_values = {
+                name: column_values[j] for name, column_values in zip(names, coerced, strict=True)
+            }
+            out.append(self._hashed(inputs, values, row_values, str(label_value)))
+        return out
+
+    def _hashed(
+        self, inputs: str, raw_values: Mapping[str, Any], values: dict[str, Any], label: str
+    ) -> tuple[dict[str, Any], str, str, str, str]:
+        """A row's fields after its source: values, label, input hash, row hash, split."""
         input_hash = short_hash(inputs)
-        label_text = str(label)
-        row_hash = short_hash(input_hash + "\x00" + label_text)
+        row_hash = short_hash(input_hash + "\x00" + label)
         key = inputs if not self.split_key else str(raw_values.get(self.split_key, ""))
-        split = _pick(self.boundaries, split_bucket(key))
-        return _Row(record.source, values, label_text, input_hash, row_hash, split)
+        return values, label, input_hash, row_hash, _pick(self.boundaries, split_bucket(key))
 
     def _field_problem(self, raw_values: Mapping[str, Any]) -> tuple[str, str] | None:
         """Why a row cannot be kept whatever its columns' types: (reason, column), or None."""
@@ -355,6 +479,23 @@ def _coerce(value: Any, kind: str) -> Any:
     return None if text == "" else text
 
 
+def _coerce_numbers(raw: list[Any], column: str, wrong: dict[int, tuple[str, Any]]) -> list[Any]:
+    """A numeric column of a batch, coerced; a wrong value is None, its row noted in ``wrong``
+    (only the first wrong column of a row is kept: columns come in the row's check order)."""
+    out: list[Any] = []
+    for j, value in enumerate(raw):
+        try:
+            out.append(_coerce(value, "numeric"))
+        except ValueError:
+            out.append(None)
+            wrong.setdefault(j, (column, value))
+    return out
+
+
+# json.dumps(..., ensure_ascii=False) encodes each string with this (C) function.
+_json_string = json.encoder.encode_basestring
+
+
 def _describe(value: Any) -> str:
     """A value, briefly, for a quarantine reason."""
     if isinstance(value, dict):
@@ -434,6 +575,61 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
+class _SpanOutput:
+    """The files one span's batches go to: shards per split, ``quarantine.jsonl``; and the
+    span's statistics, fed while the rows are in memory."""
+
+    def __init__(self, folder: Path, types: Mapping[str, str], config: Config) -> None:
+        self.types = dict(types)
+        self.shards = {
+            name: examples.ShardWriter(folder / name, config.data.shard_rows)
+            for name in config.split.ratios
+        }
+        self.quarantine = open(folder / "quarantine.jsonl", "w", encoding="utf-8")
+        self.encoder = examples.ExampleEncoder(types, config.data.label)
+
+    def __enter__(self) -> _SpanOutput:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.quarantine.close()
+        for shard in self.shards.values():
+            shard.close()
+
+    def write(
+        self, items: list[_Row | Quarantined], report: IngestReport, stats: SpanStatistics
+    ) -> None:
+        """Write one processed batch (in order) and add its kept rows to ``stats``."""
+        kept: list[_Row] = []
+        for item in items:
+            if isinstance(item, Quarantined):
+                kind = _reason_kind(item.reason)
+                report.quarantined[kind] = report.quarantined.get(kind, 0) + 1
+                self.quarantine.write(
+                    json.dumps(asdict(item), ensure_ascii=False, default=str) + "\n"
+                )
+                continue
+            self.shards[item.split].write(
+                self.encoder.encode(item.values, item.label, item.row_hash)
+            )
+            kept.append(item)
+        stats.add_columns(stored_columns(kept, self.types), [row.label for row in kept])
+
+    def rows_written(self) -> dict[str, int]:
+        return {name: shard.rows for name, shard in self.shards.items()}
+
+
+def stored_columns(rows: Sequence[_Row], types: Mapping[str, str]) -> dict[str, list[Any]]:
+    """Kept rows column-wise, as the shards store them (numbers as float32), for statistics."""
+    columns: dict[str, list[Any]] = {}
+    for column, kind in types.items():
+        values = [row.values.get(column) for row in rows]
+        if kind == "numeric":
+            values = [None if v is None else examples.as_float32(v) for v in values]
+        columns[column] = values
+    return columns
+
+
 class IngestSpan:
     """Pipeline component: one span version → an ``examples`` artifact.
 
@@ -443,7 +639,8 @@ class IngestSpan:
 
     name: ClassVar[str] = "ingest"
     # 2: strict CSV with quote recovery, BOM stripped, placeholder labels quarantined.
-    version: ClassVar[str] = "2"
+    # 3: the dedupe index is the artifact's index.parquet (no SQL row per data row).
+    version: ClassVar[str] = "3"
 
     def __init__(
         self,
@@ -478,40 +675,19 @@ class IngestSpan:
         }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
-        store, conn = ctx.store, ctx.conn
         report = IngestReport(self.span.span, self.span_version, [str(f) for f in self.span.files])
-        # A new version replaces the old one: forget its rows so they are not seen as duplicates.
-        report.index_rows_replaced = store.drop_index_span(conn, self.span.span)
-        processor = self.row_processor(
-            lambda hashes: store.lookup_inputs(conn, hashes),
-            lambda rows: store.add_index_rows(conn, rows, self.span_version),
-        )
+        index = self._open_index(ctx, report)
+        processor = self.row_processor(index.lookup, index.remember)
         writer = ctx.output("examples", "Examples", span=self.span.span, version=self.span_version)
-        shards = {
-            name: examples.ShardWriter(writer.path / name, self.config.data.shard_rows)
-            for name in self.config.split.ratios
-        }
-        quarantine = open(writer.path / "quarantine.jsonl", "w", encoding="utf-8")
+        stats = SpanStatistics(types=dict(self.types), spans=[self.span.span])
         columns_seen: set[str] = set()
-        try:
-            for item in processor.process(self._records(columns_seen), report):
-                if isinstance(item, Quarantined):
-                    kind = _reason_kind(item.reason)
-                    report.quarantined[kind] = report.quarantined.get(kind, 0) + 1
-                    quarantine.write(
-                        json.dumps(asdict(item), ensure_ascii=False, default=str) + "\n"
-                    )
-                    continue
-                shards[item.split].write(
-                    examples.encode(
-                        item.values, self.types, self.config.data.label, item.label, item.row_hash
-                    )
-                )
-        finally:
-            quarantine.close()
-            for shard in shards.values():
-                shard.close()
-        report.rows_written = {name: shard.rows for name, shard in shards.items()}
+        with _SpanOutput(writer.path, self.types, self.config) as out:
+            records = self._records(columns_seen)
+            while chunk := list(itertools.islice(records, _CHUNK)):
+                out.write(processor.process_batch(chunk, report), report, stats)
+        index.write(writer.path / dedupe_index.INDEX_FILE)
+        writer.write_json(STATISTICS_FILE, stats.to_dict())
+        report.rows_written = out.rows_written()
         report.columns_seen = sorted(columns_seen)
         return self.finish(ctx, writer, report)
 
@@ -554,6 +730,21 @@ class IngestSpan:
             "duplicates": report.duplicates_within_span + report.duplicates_of_earlier_spans,
             "label_conflicts": len(report.label_conflicts),
         }
+
+    def _open_index(self, ctx: ExecutionContext, report: IngestReport) -> dedupe_index.SpanIndex:
+        """The dedupe index of every other span's current version (this span's old version,
+        if any, is replaced: its rows are left out, so they are not seen as duplicates)."""
+        store, conn = ctx.store, ctx.conn
+        current = dedupe_index.sources(store, conn)
+        replaced = [s for s in current if s.span == self.span.span]
+        report.index_rows_replaced = sum(dedupe_index.rows_in(s.path) for s in replaced)
+        if any(not s.path.exists() for s in replaced):  # ingested before index files existed
+            report.index_rows_replaced += store.drop_index_span(conn, self.span.span)
+        return dedupe_index.SpanIndex(
+            self.span.span,
+            [s for s in current if s.span != self.span.span],
+            legacy=lambda hashes, spans: store.lookup_inputs(conn, hashes, spans),
+        )
 
     def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:
         ctx.store.add_span_version(

@@ -1,0 +1,179 @@
+"""The dedupe index: every span's row hashes in one sorted parquet file beside its examples.
+
+Ingest asks, for each batch of rows, "which earlier rows have these inputs?" (duplicates and
+label conflicts). The answer used to be one SQL row per data row; now each span's examples
+artifact holds ``index.parquet``::
+
+    input_hash  fixed_size_binary(16)   the row's inputs (blake2b-128, as in ``__row_hash__``)
+    row_hash    fixed_size_binary(16)   inputs + label
+    label       string
+    position    int64                   the row's order among the span's kept rows
+
+sorted by (input_hash, position). Checking a batch reads the earlier spans' hash columns and
+joins them with the batch's hashes in Arrow (``pc.is_in``): no SQL row per data row, and the
+memory of one parquet batch per file at a time.
+
+Atomic with the data by construction: the file is written into the examples artifact's
+temporary folder, renamed into place with it and registered with the span in the run's
+transaction, so a crash can leave the index neither ahead of nor behind the shards. The
+pipeline's index is the files of the *current* version of every span (the ``spans`` table),
+so a changed span's new version replaces its rows exactly as the SQL index's delete did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from evergreen.metadata import IndexedRow, MetadataStore
+
+INDEX_FILE = "index.parquet"
+SCHEMA = pa.schema(
+    [
+        ("input_hash", pa.binary(16)),
+        ("row_hash", pa.binary(16)),
+        ("label", pa.string()),
+        ("position", pa.int64()),
+    ]
+)
+_READ_ROWS = 1 << 18  # rows per parquet batch read while joining: bounds the join's memory
+_ROW_GROUP = 1 << 17
+
+
+@dataclass(frozen=True)
+class IndexSource:
+    """One span's index file; ``order`` is its examples artifact id (ingest order)."""
+
+    span: int
+    order: int
+    path: Path
+
+
+def hashes_array(hex_hashes: Sequence[str]) -> pa.FixedSizeBinaryArray:
+    """32-hex-digit hashes as a ``fixed_size_binary(16)`` Arrow array (one C conversion)."""
+    data = bytes.fromhex("".join(hex_hashes))
+    return pa.Array.from_buffers(pa.binary(16), len(hex_hashes), [None, pa.py_buffer(data)])
+
+
+def entries_table(rows: Sequence[IndexedRow], first_position: int) -> pa.Table:
+    """Index entries (of one span, in row order) as a table of :data:`SCHEMA`."""
+    return pa.table(
+        [
+            hashes_array([r.input_hash for r in rows]),
+            hashes_array([r.row_hash for r in rows]),
+            pa.array([r.label for r in rows], pa.string()),
+            pa.array(range(first_position, first_position + len(rows)), pa.int64()),
+        ],
+        schema=SCHEMA,
+    )
+
+
+def match(table: pa.Table, keys: pa.Array) -> pa.Table:
+    """The rows of an index table whose input hash is one of ``keys`` (the join, in Arrow)."""
+    return table.filter(pc.is_in(table["input_hash"], value_set=keys))
+
+
+def to_rows(table: pa.Table, span: int) -> list[IndexedRow]:
+    """Matched entries as :class:`IndexedRow` (hex hashes), in position order."""
+    table = table.sort_by("position")
+    return [
+        IndexedRow(r.hex(), i.hex(), label, span)
+        for i, r, label in zip(
+            table["input_hash"].to_pylist(),
+            table["row_hash"].to_pylist(),
+            table["label"].to_pylist(),
+            strict=True,
+        )
+    ]
+
+
+def sources(store: MetadataStore, conn: Any, exclude_span: int | None = None) -> list[IndexSource]:
+    """The index files of every span's current version, in ingest order (``exclude_span``'s
+    left out: a span being ingested again replaces its rows)."""
+    return [
+        IndexSource(span, order, Path(uri) / INDEX_FILE)
+        for span, order, uri in store.current_examples(conn)
+        if span != exclude_span
+    ]
+
+
+def size(store: MetadataStore) -> int:
+    """Rows in the pipeline's index (from the files' footers)."""
+    with store.engine.connect() as conn:
+        return sum(rows_in(s.path) for s in sources(store, conn))
+
+
+def rows_in(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
+
+
+class SpanIndex:
+    """The ``lookup``/``remember`` pair :class:`~evergreen.components.ingest.RowProcessor`
+    dedupes against, for one span being ingested.
+
+    ``lookup`` answers from the earlier spans' files (joined batch by batch) and from the rows
+    this span has kept so far (kept in memory as Arrow tables: 40 bytes and the label per
+    kept row); :meth:`write` then stores this span's file, sorted.
+
+    Args:
+        span: the span being ingested.
+        earlier: the other spans' index files (:func:`sources`).
+        legacy: for spans ingested before index files existed (no file): a lookup in the old
+            SQL row index, restricted to those spans.
+    """
+
+    def __init__(
+        self,
+        span: int,
+        earlier: Iterable[IndexSource],
+        legacy: Callable[[list[str], set[int]], dict[str, list[IndexedRow]]] | None = None,
+    ) -> None:
+        self.span = span
+        earlier = sorted(earlier, key=lambda s: s.order)
+        self.files = [s for s in earlier if s.path.exists()]
+        self.legacy_spans = {s.span for s in earlier if not s.path.exists()}
+        self.legacy = legacy
+        self.kept: list[pa.Table] = []
+        self.rows = 0
+
+    def lookup(self, input_hashes: Iterable[str]) -> dict[str, list[IndexedRow]]:
+        """Earlier entries (other spans', then this span's) for each of ``input_hashes``."""
+        hashes = sorted(set(input_hashes))
+        found: dict[str, list[IndexedRow]] = {}
+        if not hashes:
+            return found
+        keys = hashes_array(hashes)
+        if self.legacy_spans and self.legacy is not None:
+            for key, rows in self.legacy(hashes, self.legacy_spans).items():
+                found.setdefault(key, []).extend(rows)
+        for source in self.files:
+            for batch in pq.ParquetFile(source.path).iter_batches(batch_size=_READ_ROWS):
+                _add(found, match(pa.Table.from_batches([batch]), keys), source.span)
+        for table in self.kept:
+            _add(found, match(table, keys), self.span)
+        return found
+
+    def remember(self, rows: Sequence[IndexedRow]) -> None:
+        """Add this span's newly kept rows (in row order)."""
+        if rows:
+            self.kept.append(entries_table(rows, self.rows))
+            self.rows += len(rows)
+
+    def write(self, path: Path) -> int:
+        """Write this span's entries to ``path``, sorted by (input hash, position)."""
+        table = pa.concat_tables(self.kept) if self.kept else SCHEMA.empty_table()
+        table = table.sort_by([("input_hash", "ascending"), ("position", "ascending")])
+        pq.write_table(table, path, row_group_size=_ROW_GROUP)
+        return table.num_rows
+
+
+def _add(found: dict[str, list[IndexedRow]], matched: pa.Table, span: int) -> None:
+    if matched.num_rows:
+        for row in to_rows(matched, span):
+            found.setdefault(row.input_hash, []).append(row)
