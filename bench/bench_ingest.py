@@ -6,9 +6,9 @@ has ``--rows`` rows, each copy's review suffixed with `` #copy-K`` so that no ro
 
 * **evergreen**: ``Project(config.load("evergreen.toml")).ingest()`` on one span holding that
   file, with ``label = "score"`` and features ``{review = "text", product = "categorical"}``.
-  That is ingest (read, check, dedupe through the SQLite row index, split, write TFRecord
-  shards) plus statistics and validation; the ingest run's own seconds (from the metadata
-  store's run records) are reported beside the end-to-end time.
+  That is ingest (read, check, hash, dedupe through the parquet dedupe index, split, write
+  TFRecord shards and the span's sketches) plus statistics and validation; the ingest run's own
+  seconds (from the metadata store's run records) are reported beside the end-to-end time.
 * **baseline**: ``pandas.read_csv`` of the whole file, then ``tf.io.TFRecordWriter`` writing one
   ``tf.train.Example`` per row (product, review and score each as a one-value ``bytes_list``).
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -205,7 +206,7 @@ class TrainingLoop:
         seconds = self._data_seconds(record.span)
         champion = self._champion_for(record.span)
         labels = self._label_classes(history)
-        mode, reason, drift = self._decide(
+        mode, reason, drift, policy_tokens = self._decide(
             record, champion, force_full, examples[record.span], labels
         )
         if mode == "block":
@@ -241,11 +242,8 @@ class TrainingLoop:
             if mode == "full" or span == record.span:
                 for key in ledger:
                     ledger[key] += result.summary[key]
-        if mode == "incremental":  # the history is reused from the earlier spans' shards
-            for span in to_featurize[:-1]:
-                props = featurized[span].properties
-                ledger["tokens_reused"] += props["tokens_computed"] + props["tokens_reused"]
-                ledger["rows_reused"] += props["rows_featurized"] + props["rows_reused"]
+        ledger["tokens_computed"] += policy_tokens  # the policy's look at the new rows
+        ledger.update(_full_retrain_cost(featurized.values()))
         inputs = {"featurizer": featurizer, **{f"span-{s}": a for s, a in featurized.items()}}
         if mode == "incremental":
             inputs["champion"] = champion
@@ -261,6 +259,8 @@ class TrainingLoop:
             span=record.span,
         )
         seconds["train"] = trained.seconds
+        if mode == "incremental":  # history rows read back already featurized: the replay
+            ledger["rows_reused"] = int(trained.summary.get("replay_rows", 0))
         candidate = trained.outputs["model"]
         if champion is not None and candidate.id == champion.id:
             return self._already_champion(record, mode, reason, examples, seconds, drift)
@@ -472,8 +472,9 @@ class TrainingLoop:
         force_full: bool,
         new_examples: Artifact,
         labels: list[str],
-    ) -> tuple[str, str, str | None]:
-        """The mode (full, incremental or block), its reasons, and the span's drift severity.
+    ) -> tuple[str, str, str | None, int]:
+        """The mode (full, incremental or block), its reasons, the span's drift severity, and
+        the tokens the featurizer-fit check computed (for the ledger).
 
         Hard rules first (no champion, ``--full``, new label classes); then the retrain policy
         (:func:`evergreen.policy.decide`) weighs drift, the frozen featurizer's fit, increments
@@ -491,22 +492,23 @@ class TrainingLoop:
         )
         severity = drift.severity if drift is not None else None
         if champion is None:
-            return "full", "no champion yet", severity
+            return "full", "no champion yet", severity, 0
         if force_full:
-            return "full", "requested with --full", severity
+            return "full", "requested with --full", severity, 0
         if set(labels) - set(champion.properties.get("labels", [])):
             return (
                 "full",
                 f"new label classes {sorted(set(labels) - set(champion.properties['labels']))}",
                 severity,
+                0,
             )
         # Does the champion's frozen featurizer still fit? (text: unknown tokens; tabular: unseen
         # categories; image: always.) The family answers; the policy weighs it with the rest.
         featurizer = load_featurizer(
             self.store.artifact(int(champion.properties["featurizer"])).uri
         )
-        rate = featurizer.unknown_rate(
-            list(itertools.islice(span_rows(new_examples, "train"), 2000))
+        rate, tokens = _unknown_rate(
+            featurizer, list(itertools.islice(span_rows(new_examples, "train"), 2000))
         )
         decision = decide(
             drift,
@@ -519,7 +521,7 @@ class TrainingLoop:
             historic_regression=self._last_forgetting(),
             max_historic_regression=cfg.max_historic_regression,
         )
-        return decision.mode, "; ".join(decision.reasons), severity
+        return decision.mode, "; ".join(decision.reasons), severity, tokens
 
     def _text_featurizer(self, champion: Artifact | None) -> Artifact | None:
         """The champion's featurizer artifact when it is a text one (drift's unknown rate)."""
@@ -596,6 +598,32 @@ def champion_saved_model(project: Project, version: int | None = None) -> Path:
 
 def dumps(records: list[dict[str, Any]]) -> str:
     return json.dumps(records, default=str)
+
+
+def _unknown_rate(featurizer: Any, rows: list[dict[str, Any]]) -> tuple[float, int]:
+    """The frozen featurizer's unknown rate on ``rows``, and the tokens computed to know it.
+
+    A text featurizer tokenizes the rows: that work is counted in the ledger like any other.
+    """
+    if featurizer.family != "text" or not rows:
+        return featurizer.unknown_rate(rows), 0
+    _, counts = featurizer.featurize(rows, None)
+    tokens = counts["tokens_computed"]
+    return (counts["unknown_tokens"] / tokens if tokens else 0.0), tokens
+
+
+def _full_retrain_cost(featurized: Iterable[Artifact]) -> dict[str, int]:
+    """What featurizing every span (a full retrain's featurize) computes: tokens and rows.
+
+    From the spans' featurized artifacts (artifacts of the token-cache era split their count
+    into computed and reused; both are work a full retrain does).
+    """
+    tokens = rows = 0
+    for artifact in featurized:
+        props = artifact.properties
+        tokens += props.get("tokens_computed", 0) + props.get("tokens_reused", 0)
+        rows += props.get("rows_featurized", 0) + props.get("rows_reused", 0)
+    return {"tokens_full_retrain": tokens, "rows_full_retrain": rows}
 
 
 def featurize_component(cfg: Config, span: int, version: int) -> Any:

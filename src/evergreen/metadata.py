@@ -105,16 +105,6 @@ file_digests_table = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
 )
 
-# Content-addressed token ids: one entry per unique text per featurizer, so a text is
-# tokenized once across all runs, whichever span or row it comes back in.
-token_cache_table = sa.Table(
-    "token_cache",
-    _meta,
-    sa.Column("featurizer", sa.String(64), primary_key=True),
-    sa.Column("text_hash", sa.String(32), primary_key=True),
-    sa.Column("ids", sa.LargeBinary, nullable=False),  # int32 little-endian, padding trimmed
-)
-
 # Who holds the pipeline's single-writer lock (see :mod:`evergreen.lock`): only read to tell a
 # refused writer whom it waits for; the lock itself is a flock or a PostgreSQL advisory lock.
 writer_locks_table = sa.Table(
@@ -571,33 +561,6 @@ class MetadataStore:
                 conn.execute(
                     sa.select(sa.func.count()).select_from(t).where(t.c.pipeline == self.pipeline)
                 ).scalar_one()
-            )
-
-    # -- token cache ------------------------------------------------------------------------------
-    def cached_tokens(
-        self, conn: Connection, featurizer: str, text_hashes: Iterable[str]
-    ) -> dict[str, bytes]:
-        t = token_cache_table
-        keys = list(set(text_hashes))
-        found: dict[str, bytes] = {}
-        for start in range(0, len(keys), _LOOKUP_CHUNK):
-            rows = conn.execute(
-                sa.select(t.c.text_hash, t.c.ids).where(
-                    t.c.featurizer == featurizer,
-                    t.c.text_hash.in_(keys[start : start + _LOOKUP_CHUNK]),
-                )
-            ).all()
-            found.update({r.text_hash: bytes(r.ids) for r in rows})
-        return found
-
-    def store_tokens(self, conn: Connection, featurizer: str, items: dict[str, bytes]) -> None:
-        if items:
-            conn.execute(
-                token_cache_table.insert(),
-                [
-                    {"featurizer": featurizer, "text_hash": h, "ids": ids}
-                    for h, ids in items.items()
-                ],
             )
 
     # -- file digests ---------------------------------------------------------------------------

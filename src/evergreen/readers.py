@@ -370,6 +370,8 @@ class _FastCsv:
             while True:
                 data = binary.read(_CSV_BLOCK_BYTES)
                 buffer = pending + data
+                if not buffer:
+                    return
                 cut = buffer.rfind(b"\n") + 1 if data else len(buffer)
                 if cut == 0 and data and len(buffer) <= self.limit:
                     pending = buffer  # no line break yet: read on

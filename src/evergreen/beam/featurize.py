@@ -1,32 +1,26 @@
 """Featurize a span on Beam: the family's frozen featurizer over batches of rows, once per row.
 
-Rows are grouped by their text's hash (text family) and joined with the token cache entries
-of this featurizer (``CoGroupByKey``), so a text seen in an earlier run is not tokenized again
-and the repeats of a text inside the span land in one batch, where the featurizer counts them
-as reused, as the embedded path does. Featurized records are written per split with
+Every split's shards are read (``ReadFromTFRecord``), decoded, batched and featurized by the
+same featurizer as the embedded path; featurized records are written per split with
 ``WriteToTFRecord`` inside the artifact's temporary folder; the replay sample is the same
-bottom-k by hash (``Top`` pre-reduces it on every worker). New cache entries, the ledger and
-the label counts come back to the driver, which records them in the run's transaction.
+bottom-k by hash (``Top`` pre-reduces it on every worker, then the embedded ``ReplaySample``
+writes it). The ledger and the label counts come back to the driver through a scratch folder.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-import sqlalchemy as sa
 
 from evergreen import examples
-from evergreen.beam import Scratch, check_conservation, pipeline_options, to_json
+from evergreen.beam import Scratch, check_conservation, pipeline_options, to_json, wire
 from evergreen.components.featurize import REPLAY_KEEP_ROWS, FeaturizeSpan, ReplaySample
-from evergreen.components.ingest import short_hash, split_bucket
+from evergreen.components.ingest import split_bucket
 from evergreen.config import BeamConfig
-from evergreen.metadata import token_cache_table
 from evergreen.models.family import encode_featurized, load_featurizer
 from evergreen.pipeline import ExecutionContext
 
@@ -43,39 +37,22 @@ class _Job:
     splits: list[str]
     types: dict[str, str]
     label: str
-    text: str | None  # the text column whose tokens are cached, or None
     featurizer: str  # the featurizer artifact's folder
     shard_rows: int
 
 
-class _BatchCache:
-    """The cache entries joined to one batch; entries the featurizer computes are collected."""
-
-    def __init__(self, known: Mapping[str, bytes]) -> None:
-        self.known = dict(known)
-        self.computed: dict[str, bytes] = {}
-
-    def get(self, keys: Sequence[str]) -> dict[str, bytes]:
-        return {k: self.known[k] for k in keys if k in self.known}
-
-    def put(self, values: Mapping[str, bytes]) -> None:
-        self.computed.update(values)
-
-
 class _Decode(beam.DoFn):
-    """A serialized example → ``(cache key, (split, row))``: text hash for text, else row hash."""
+    """A serialized example → ``(split, row)``."""
 
-    def __init__(self, split: str, types: Mapping[str, str], label: str, text: str | None):
-        self.split, self.types, self.label, self.text = split, dict(types), label, text
+    def __init__(self, split: str, types: Mapping[str, str], label: str) -> None:
+        self.split, self.types, self.label = split, dict(types), label
 
-    def process(self, record: bytes) -> Iterator[tuple[str, tuple[str, dict[str, Any]]]]:
-        row = examples.decode(record, self.types, self.label)
-        key = short_hash(row.get(self.text) or "") if self.text else row[examples.ROW_HASH]
-        yield key, (self.split, row)
+    def process(self, record: bytes) -> Iterator[tuple[str, dict[str, Any]]]:
+        yield self.split, examples.decode(record, self.types, self.label, train=wire.train)
 
 
 class _Featurize(beam.DoFn):
-    """A batch of groups (rows sharing a text, and its cached ids) → featurized records."""
+    """A batch of ``(split, row)`` → ``(split, row hash, featurized record)``; counts tagged."""
 
     def __init__(self, featurizer_uri: str, label: str) -> None:
         self.featurizer_uri = featurizer_uri
@@ -85,14 +62,9 @@ class _Featurize(beam.DoFn):
         self.featurizer = load_featurizer(self.featurizer_uri)
         self.spec = self.featurizer.feature_spec()
 
-    def process(self, groups: list[tuple[str, dict[str, list[Any]]]]) -> Iterator[Any]:
-        known = {k: base64.b64decode(g["cache"][0]) for k, g in groups if g["cache"]}
-        items = [item for _, g in groups for item in g["rows"]]
-        if not items:
-            return
+    def process(self, items: list[tuple[str, dict[str, Any]]]) -> Iterator[Any]:
         rows = [row for _, row in items]
-        cache = _BatchCache(known)
-        arrays, counts = self.featurizer.featurize(rows, cache)
+        arrays, counts = self.featurizer.featurize(rows, None)
         hashes = [row[examples.ROW_HASH] for row in rows]
         labels = [row[self.label] for row in rows]
         records = encode_featurized(arrays, self.spec, labels, hashes)
@@ -101,10 +73,6 @@ class _Featurize(beam.DoFn):
             yield beam.pvalue.TaggedOutput("counts", (f"labels\t{split}\t{value}", 1))
         for key, n in counts.items():
             yield beam.pvalue.TaggedOutput("counts", (f"ledger\t{key}", n))
-        for key, ids in cache.computed.items():
-            yield beam.pvalue.TaggedOutput(
-                "cache", to_json([key, base64.b64encode(ids).decode("ascii")])
-            )
 
 
 def _write_replay(records: list[tuple[str, bytes]], folder: str, shard_rows: int) -> int:
@@ -126,22 +94,14 @@ def _build(p: Any, job: _Job, scratch: Scratch) -> None:
             reads.append(
                 p
                 | f"Read {split}" >> beam.io.ReadFromTFRecord(str(job.source / split / "part-*"))
-                | f"Decode {split}" >> beam.ParDo(_Decode(split, job.types, job.label, job.text))
+                | f"Decode {split}" >> beam.ParDo(_Decode(split, job.types, job.label))
             )
-    rows = tuple(reads) | "Rows" >> beam.Flatten()
-    cached = (
-        p
-        | "Cache" >> beam.io.ReadFromText(str(scratch.path / "cache.jsonl"))
-        | "CacheJson" >> beam.Map(lambda line: tuple(json.loads(line)))
-    )
     featurized = (
-        {"rows": rows, "cache": cached}
-        | "Join" >> beam.CoGroupByKey()
+        tuple(reads)
+        | "Rows" >> beam.Flatten()
         | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=1024)
         | "Featurize"
-        >> beam.ParDo(_Featurize(job.featurizer, job.label)).with_outputs(
-            "counts", "cache", main="records"
-        )
+        >> beam.ParDo(_Featurize(job.featurizer, job.label)).with_outputs("counts", main="records")
     )
     parts = featurized.records | "BySplit" >> beam.Partition(
         lambda item, n: job.splits.index(item[0]), len(job.splits)
@@ -175,30 +135,6 @@ def _build(p: Any, job: _Job, scratch: Scratch) -> None:
         | "CountJson" >> beam.Map(to_json)
         | "WriteCounts" >> beam.io.WriteToText(scratch.prefix("counts"))
     )
-    _ = featurized.cache | "WriteCache" >> beam.io.WriteToText(scratch.prefix("cache-new"))
-
-
-def _export_cache(ctx: ExecutionContext, fingerprint: str, path: Path) -> None:
-    """This featurizer's token cache entries as JSON lines ``[text hash, base64 ids]``."""
-    t = token_cache_table
-    query = sa.select(t.c.text_hash, t.c.ids).where(t.c.featurizer == fingerprint)
-    with open(path, "w", encoding="utf-8") as f:
-        for r in ctx.conn.execute(query):
-            f.write(to_json([r.text_hash, base64.b64encode(bytes(r.ids)).decode("ascii")]) + "\n")
-
-
-def _store_cache(ctx: ExecutionContext, fingerprint: str, entries: Iterator[list[str]]) -> None:
-    """Record the tokens the workers computed, in chunks (each text once)."""
-    seen: set[str] = set()
-    chunk: dict[str, bytes] = {}
-    for key, ids in entries:
-        if key not in seen:
-            seen.add(key)
-            chunk[key] = base64.b64decode(ids)
-        if len(chunk) >= _STORE_CHUNK:
-            ctx.store.store_tokens(ctx.conn, fingerprint, chunk)
-            chunk = {}
-    ctx.store.store_tokens(ctx.conn, fingerprint, chunk)
 
 
 class BeamFeaturizeSpan(FeaturizeSpan):
@@ -214,7 +150,6 @@ class BeamFeaturizeSpan(FeaturizeSpan):
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         source, fitted = ctx.inputs["examples"], ctx.inputs["featurizer"]
-        fingerprint = fitted.properties["fingerprint"]
         writer = ctx.output(
             "featurized", "FeaturizedExamples", span=self.span, version=self.span_version
         )
@@ -224,21 +159,15 @@ class BeamFeaturizeSpan(FeaturizeSpan):
             splits=sorted(p.name for p in Path(source.uri).iterdir() if p.is_dir()),
             types=dict(source.properties["types"]),
             label=source.properties["label"],
-            text=getattr(load_featurizer(fitted.uri), "text_feature", None),
             featurizer=fitted.uri,
             shard_rows=self.shard_rows,
         )
         for split in job.splits + (["replay"] if "train" in job.splits else []):
             (writer.path / split).mkdir(parents=True, exist_ok=True)
         with Scratch(writer.path, f"featurize-{self.span}") as scratch:
-            if job.text:
-                _export_cache(ctx, fingerprint, scratch.path / "cache.jsonl")
-            else:
-                (scratch.path / "cache.jsonl").touch()
             with beam.Pipeline(options=pipeline_options(self.beam_config)) as p:
                 _build(p, job, scratch)
             counts = {tuple(key.split("\t")): n for key, n in scratch.json_lines("counts")}
-            _store_cache(ctx, fingerprint, scratch.json_lines("cache-new"))
         ledger: dict[str, Any] = {k: 0 for k in _LEDGER[:4]}
         ledger.update({key[1]: n for key, n in counts.items() if key[0] == "ledger"})
         unknown = ledger.pop("unknown_tokens", 0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,20 +49,6 @@ def span_texts(
         labels.append(row[label])
         hashes.append(row[examples.ROW_HASH])
     return texts, labels, hashes
-
-
-class StoreCache:
-    """The metadata store's content-addressed cache, inside one run's transaction."""
-
-    def __init__(self, ctx: ExecutionContext, fingerprint: str) -> None:
-        self.ctx = ctx
-        self.fingerprint = fingerprint
-
-    def get(self, keys: Sequence[str]) -> dict[str, bytes]:
-        return self.ctx.store.cached_tokens(self.ctx.conn, self.fingerprint, list(keys))
-
-    def put(self, values: Mapping[str, bytes]) -> None:
-        self.ctx.store.store_tokens(self.ctx.conn, self.fingerprint, dict(values))
 
 
 class FitFeaturizer:
@@ -162,7 +148,6 @@ class FeaturizeSpan:
         source, fitted = ctx.inputs["examples"], ctx.inputs["featurizer"]
         featurizer = load_featurizer(fitted.uri)
         fingerprint = fitted.properties["fingerprint"]
-        cache = StoreCache(ctx, fingerprint)
         spec = featurizer.feature_spec()
         label = source.properties["label"]
         ledger = {"rows_featurized": 0, "rows_reused": 0, "tokens_computed": 0, "tokens_reused": 0}
@@ -179,7 +164,7 @@ class FeaturizeSpan:
             counts_here = label_counts.setdefault(split, {})
             rows = span_rows(source, split)
             while chunk := list(itertools.islice(rows, _CHUNK)):
-                arrays, counts = featurizer.featurize(chunk, cache)
+                arrays, counts = featurizer.featurize(chunk, None)
                 unknown += counts.pop("unknown_tokens", 0)
                 for key, n in counts.items():
                     ledger[key] = ledger.get(key, 0) + n
