@@ -93,9 +93,14 @@ def side(engine: str, workdir: Path) -> dict[str, Any]:
     (project_dir / "data").symlink_to(workdir / "data")
     config = project_dir / "evergreen.toml"
     config.write_text(CONFIG + (BEAM if engine == "beam" else ""), encoding="utf-8")
+    from evergreen.errors import EvergreenError
+
     started = time.perf_counter()
     with Project(config_mod.load(config)) as project:
-        (outcome,) = project.ingest()
+        try:
+            (outcome,) = project.ingest()
+        except EvergreenError as e:  # e.g. BeamError: the runner lost rows; reported, not hidden
+            return {"error": str(e)}
         seconds = time.perf_counter() - started
         runs = {r.component: r.seconds for r in project.store.runs()}
     return {
@@ -127,6 +132,7 @@ def measure(engine: str, workdir: Path) -> dict[str, Any]:
         raise SystemExit(f"{engine} side failed ({child.returncode})")
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_tree_rss"] = peak
+    print(f"{engine}: {result}", flush=True)
     return result
 
 
@@ -162,6 +168,10 @@ def main() -> None:
 
 def _table(results: dict[str, dict[str, Any]]) -> None:
     e, b = results["embedded"], results["beam"]
+    for engine, result in results.items():
+        if "error" in result:
+            print(f"{engine} FAILED: {result['error']}")
+            return
     assert e["rows_written"] == b["rows_written"], (e, b)
     lines = [
         (
