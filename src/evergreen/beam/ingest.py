@@ -56,7 +56,8 @@ class _ReadFile(beam.DoFn):
 
 
 class _Check(beam.DoFn):
-    """One raw record → ``(input hash, (seq, row))``, or a quarantined record (tagged)."""
+    """A batch of raw records → per record ``(input hash, (seq, row))``, or a quarantined
+    record (tagged): ``RowProcessor.check_batch``, column-wise where the batch allows."""
 
     def __init__(self, component: IngestSpan) -> None:
         self.component = component
@@ -66,13 +67,13 @@ class _Check(beam.DoFn):
         # Type errors are counted from the quarantine reasons by the driver.
         self.report = IngestReport(0, 0, [])
 
-    def process(self, item: tuple[Seq, readers.RawRecord]) -> Iterator[Any]:
-        seq, record = item
-        checked = self.processor._check(record, self.report)
-        if isinstance(checked, Quarantined):
-            yield beam.pvalue.TaggedOutput("events", _quarantine_event(seq, checked))
-        else:
-            yield checked.input_hash, (seq, checked)
+    def process(self, batch: list[tuple[Seq, readers.RawRecord]]) -> Iterator[Any]:
+        checked = self.processor.check_batch([record for _, record in batch], self.report)
+        for (seq, _), item in zip(batch, checked, strict=True):
+            if isinstance(item, Quarantined):
+                yield beam.pvalue.TaggedOutput("events", _quarantine_event(seq, item))
+            else:
+                yield item.input_hash, (seq, item)
 
 
 class _Decide(beam.DoFn):
@@ -176,7 +177,11 @@ def _build(p: Any, job: _Job, scratch: Scratch) -> None:
         | "Spread" >> beam.Reshuffle()
         | "Read" >> beam.ParDo(_ReadFile(component.config.data.format))
     )
-    checked = records | "Check" >> beam.ParDo(_Check(component)).with_outputs("events", main="rows")
+    checked = (
+        records
+        | "CheckBatch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
+        | "Check" >> beam.ParDo(_Check(component)).with_outputs("events", main="rows")
+    )
     stored = _index_entries(p, job.index_files, job.legacy_index)
     decided = (
         {"new": checked.rows, "index": stored}
