@@ -503,6 +503,9 @@ def rollback(config_path: str, root: str | None, version: int) -> None:
         moved = Registry(project.config.registry_dir, verify_key=key).rollback(
             project.config.name, version, reason="evergreen rollback"
         )
+        from evergreen.tracking import aliases_moved
+
+        aliases_moved(project.config)  # MLflow's champion alias follows (when configured)
     out.print(f"champion is now version {moved}")
 
 

@@ -112,6 +112,7 @@ class TrainingLoop:
 
     def _run(self, *, full: bool, progress: Any) -> list[dict[str, Any]]:
         from evergreen.report import save_run_report
+        from evergreen.tracking import record_run
 
         self.project.ingest(progress=progress)
         current = self.store.spans()
@@ -126,6 +127,7 @@ class TrainingLoop:
             history = [r for r in usable if r.span <= record.span]
             result = self._one_span(record, history, force_full=full)
             result["report"] = str(save_run_report(self.project, result))
+            record_run(self.project, result)
             records.append(result)
             if result["mode"] == "block":
                 return records
@@ -311,6 +313,7 @@ class TrainingLoop:
             "verdict": verdict["reasons"],
             "version": version,
             "drift": drift,
+            "epoch_losses": trained.summary.get("epoch_losses", {}),
         }
 
     def _blocked(
@@ -373,8 +376,12 @@ class TrainingLoop:
             ConfigError: the model's inputs or outputs do not fit the data (the message says how).
             PipelineBusy: another process is writing to the pipeline.
         """
+        from evergreen.tracking import record_run
+
         with self.project.writing("evergreen adopt"):
-            return self._adopt(Path(source).resolve(), labels)
+            result = self._adopt(Path(source).resolve(), labels)
+            record_run(self.project, result)
+            return result
 
     def _adopt(self, source: Path, labels: list[str] | None) -> dict[str, Any]:
         from evergreen.components.adopt import AdoptModel, source_digest
