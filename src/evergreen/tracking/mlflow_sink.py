@@ -46,7 +46,8 @@ class EvergreenSavedModel(mlflow.pyfunc.PythonModel):
         self.path = Path(context.artifacts["saved_model"])
         self.columns = raw_inputs_of(self.path)
 
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+    # No type hints: MLflow would read them as a schema it cannot check (and warn).
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
         import pandas as pd
 
         from evergreen.models.family import feed_saved_model
