@@ -19,7 +19,13 @@ import numpy as np
 import pytest
 
 from evergreen import config as config_mod
-from evergreen.export.tflite import ExportRefused, TFLiteOptions, export_tflite, run_tflite
+from evergreen.export.tflite import (
+    ExportError,
+    ExportRefused,
+    TFLiteOptions,
+    export_tflite,
+    run_tflite,
+)
 from evergreen.loop import TrainingLoop
 from evergreen.models.family import feed_saved_model
 from evergreen.project import Project
@@ -148,3 +154,47 @@ def test_cli_prints_the_report_and_refuses_unknown_versions(project: Path, tmp_p
     missing = subprocess.run([*command, "7"], env=env, capture_output=True, text=True, timeout=600)
     assert missing.returncode == 1 and "version 7" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def _train(config: Path) -> None:
+    with Project(config_mod.load(config)) as p:
+        [record] = TrainingLoop(p).run()
+    assert record["version"] == 1
+
+
+def test_tabular_family_is_refused_with_the_reason(tmp_path: Path) -> None:
+    header, rows = read_csv(dataset("mlc_churn.csv"))
+    write_csv(tmp_path / "data" / "span-1" / "churn.csv", header, rows[:800])
+    config = write_config(
+        tmp_path, label="churn", extra='[train]\nfamily = "tabular"\nepochs = 1\n'
+    )
+    _train(config)
+    out = tmp_path / "out"
+    with pytest.raises(ExportError, match=r"tabular family's model of version 1 .*SparseCross"):
+        _export(config, out=out)
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_image_family_converts_and_passes_parity(tmp_path: Path) -> None:
+    from sklearn import datasets
+
+    from tests.test_image import CONFIG, _png, _span
+
+    digits = datasets.load_digits()
+    _span(
+        tmp_path,
+        1,
+        [_png(i) for i in digits.images[:500]],
+        [str(t) for t in digits.target[:500]],
+        0,
+    )
+    config = write_config(
+        tmp_path, label="digit", extra=CONFIG.replace("epochs = 15", "epochs = 5")
+    )
+    _train(config)
+    result = _export(config, quantize="float16", flex=False)
+    assert result.family == "image" and result.parity.accuracy_drop <= 0.01
+    assert result.parity.saved_model_accuracy > 0.5 and result.parity.max_abs_score_diff < 1e-2
+    assert (result.folder / "labels.txt").read_text().split() == [str(d) for d in range(10)]
+    assert not (result.folder / "vocabulary.txt").exists()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -243,7 +244,14 @@ def _eval_set(
 def _convert(keras_model: Any, source: _Source, quantize: str) -> bytes:
     """Builtins-only TFLite bytes of the Keras model (on featurized inputs)."""
     tf = tensorflow()
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    if isinstance(keras_model.input, Mapping):
+        # from_keras_model falls back to tf.keras internals for dict inputs (tabular) and
+        # fails; a concrete function with one named input per feature converts.
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [_dict_input_function(keras_model)], keras_model
+        )
+    else:
+        converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -257,8 +265,41 @@ def _convert(keras_model: Any, source: _Source, quantize: str) -> bytes:
     except Exception as e:  # the converter raises ConverterError, RuntimeError, ValueError…
         raise ExportError(
             f"the {source.family} family's model of version {source.version} does not convert to "
-            f"builtins-only TFLite: {str(e).strip().splitlines()[0][:300]}"
+            f"builtins-only TFLite: {_conversion_problem(str(e))}"
         ) from None
+
+
+def _conversion_problem(message: str) -> str:
+    """The converter's reason in one line: the TF ops with no TFLite builtin, when it names them."""
+    found = re.search(r"TF Select ops: ([^\n]+)", message)
+    if found:
+        ops = found.group(1).strip()
+        return (
+            f"it uses TensorFlow ops that LiteRT has no builtin for ({ops}"
+            + (
+                "; the tabular family's feature crosses, Keras HashedCrossing"
+                if "SparseCross" in ops
+                else ""
+            )
+            + "). Such a model runs only with the Select TF ops (Flex) delegate."
+        )
+    return message.strip().splitlines()[0][:300] if message.strip() else "unknown converter error"
+
+
+def _dict_input_function(keras_model: Any) -> Any:
+    """A concrete function over a dict-input Keras model, one named tensor per input."""
+    tf = tensorflow()
+    names = list(keras_model.input)
+    specs = [
+        tf.TensorSpec([None, *keras_model.input[n].shape[1:]], keras_model.input[n].dtype, name=n)
+        for n in names
+    ]
+
+    @tf.function(input_signature=specs)
+    def serve(*args: Any) -> dict[str, Any]:
+        return {"scores": keras_model(dict(zip(names, args, strict=True)), training=False)}
+
+    return serve.get_concrete_function()
 
 
 @contextmanager
