@@ -158,11 +158,13 @@ def test_mlflow_runs_model_versions_and_aliases(tmp_path: Path) -> None:
     assert abs(predicted.to_numpy() - ours).max() < 1e-6
 
 
-def test_mlflow_failure_never_breaks_the_run(tmp_path: Path) -> None:
+def test_mlflow_failure_never_breaks_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A tracking server nobody listens on: every MLflow call fails; the run publishes anyway.
     config = _project(tmp_path, '\n[mlflow]\ntracking_uri = "http://127.0.0.1:9"\n')
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "2"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     [record] = _run(config)
     assert record["version"] == 1 and record["blessed"]
 
