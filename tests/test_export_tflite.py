@@ -137,6 +137,13 @@ def test_an_export_over_the_limit_is_refused_and_writes_nothing(
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
+def test_an_output_folder_with_other_files_is_refused(project: Path, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="holds other files"):
+        _export(project, out=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
 def test_cli_prints_the_report_and_refuses_unknown_versions(project: Path, tmp_path: Path) -> None:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     command = [sys.executable, "-m", "evergreen", "export", "tflite", "-c", str(project)]

@@ -139,6 +139,8 @@ def export_tflite(project: Any, version: int | None, options: TFLiteOptions) -> 
     """
     if options.quantize not in QUANTIZATIONS:
         raise ExportError(f"--quantize {options.quantize!r}: use one of {', '.join(QUANTIZATIONS)}")
+    if options.out is not None:
+        _check_out(Path(options.out))
     source = _resolve(project, version)
     keras_model = _load_keras(source)
     eval_inputs, eval_rows, labels = _eval_set(source, options.max_eval_rows)
@@ -157,6 +159,19 @@ def export_tflite(project: Any, version: int | None, options: TFLiteOptions) -> 
         cfg.root / "exports" / cfg.name / str(source.version) / f"tflite-{options.quantize}"
     )
     return _write(Path(out), source, options, content, parity)
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an output folder that holds anything but an earlier export (it is replaced)."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(
+            f"--out {out} is a file; give a folder (new, empty, or an earlier export)"
+        )
+    if out.is_dir() and any(out.iterdir()) and not (out / "report.json").is_file():
+        raise ExportError(
+            f"--out {out} holds other files and is not an earlier export (no report.json); "
+            "give a new or empty folder — an export replaces its folder"
+        )
 
 
 def _resolve(project: Any, version: int | None) -> _Source:
@@ -393,9 +408,12 @@ def _write(
             out, source.version, source.family, options.quantize, parity, files, flex
         )
         (tmp / "report.json").write_text(json.dumps(result.report(), indent=2) + "\n", "utf-8")
-        if out.exists():
-            shutil.rmtree(out)
+        _check_out(out)
+        old = out.with_name(f".{out.name}-old-{os.getpid()}")
+        if out.exists():  # the earlier export leaves only once the new one is complete
+            os.replace(out, old)
         os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -424,6 +442,8 @@ def tokenizer_spec(featurizer: Any) -> dict[str, Any]:
         "split": SPLIT,
         "split_on": "runs of ASCII whitespace (space, \\t, \\n, \\v, \\f, \\r)",
         "ngrams": inner.ngrams,
+        "ngrams_rule": "when ngrams = n is set: the split tokens, then every 2-gram, …, n-gram "
+        "of consecutive tokens joined by one space, before truncation",
         "truncate": "keep the first sequence_length tokens",
         "pad": "append pad_id up to sequence_length",
         "unknown": "a token not in vocabulary.txt becomes oov_id",
