@@ -42,25 +42,40 @@ class EvergreenSavedModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         from evergreen.models.family import raw_inputs_of
+        from evergreen.tf import tensorflow
 
         self.path = Path(context.artifacts["saved_model"])
         self.columns = raw_inputs_of(self.path)
+        # Loaded once here, not per predict call (a SavedModel load takes seconds).
+        self.serve = tensorflow().saved_model.load(str(self.path)).signatures["serving_default"]
 
     # No type hints: MLflow would read them as a schema it cannot check (and warn).
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
         import pandas as pd
 
-        from evergreen.models.family import feed_saved_model
+        from evergreen.models.family import _tensor
 
+        plain = not isinstance(model_input, pd.DataFrame) or (
+            len(model_input.columns) == 1 and len(self.columns) <= 1
+        )
         if isinstance(model_input, pd.DataFrame):
-            if len(model_input.columns) == 1 and len(self.columns) <= 1:
-                rows: Any = [str(v) for v in model_input.iloc[:, 0]]
-            else:
-                rows = model_input.to_dict(orient="records")
+            rows = (
+                [str(v) for v in model_input.iloc[:, 0]]
+                if plain
+                else model_input.to_dict(orient="records")
+            )
         else:
             rows = [str(v) for v in np.ravel(model_input)]
-        scores, labels = feed_saved_model(self.path, rows, columns=self.columns)
-        return pd.DataFrame(scores, columns=labels)
+        if not rows:
+            return pd.DataFrame()
+        feed = {}
+        for name, spec in self.serve.structured_input_signature[1].items():
+            column = self.columns.get(name, name)
+            values = rows if plain else [row.get(column) for row in rows]
+            feed[name] = _tensor(values, spec.dtype)
+        out = self.serve(**feed)
+        labels = [c.decode() for c in out["classes"].numpy()[0]]
+        return pd.DataFrame(out["scores"].numpy(), columns=labels)
 
 
 def _client(cfg: Any) -> Any:
