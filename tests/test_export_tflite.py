@@ -169,6 +169,7 @@ def _train(config: Path) -> None:
     assert record["version"] == 1
 
 
+@pytest.mark.slow
 def test_tabular_family_is_refused_with_the_reason(tmp_path: Path) -> None:
     header, rows = read_csv(dataset("mlc_churn.csv"))
     write_csv(tmp_path / "data" / "span-1" / "churn.csv", header, rows[:800])
