@@ -158,7 +158,8 @@ def test_mlflow_runs_model_versions_and_aliases(tmp_path: Path) -> None:
     assert abs(predicted.to_numpy() - ours).max() < 1e-6
 
 
-def test_mlflow_failure_never_breaks_the_run(
+@pytest.mark.slow
+def test_mlflow_failure_never_breaks_the_run_and_is_made_up_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A tracking server nobody listens on: every MLflow call fails; the run publishes anyway.
@@ -167,6 +168,22 @@ def test_mlflow_failure_never_breaks_the_run(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     [record] = _run(config)
     assert record["version"] == 1 and record["blessed"]
+
+    # The server is back (a SQLite store here): the next published version brings version 1 too.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    text = config.read_text().replace("http://127.0.0.1:9", uri)
+    config.write_text(text)
+    _add_span_2(tmp_path)
+    [second] = _run(config, full=True)
+    assert second["version"] == 2
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = config_mod.load(config).name
+    versions = client.search_model_versions(f"name='{name}'")
+    assert sorted(v.tags["evergreen_version"] for v in versions) == ["1", "2"]
+    assert client.get_model_version_by_alias(name, "champion").tags["evergreen_version"] == "2"
 
 
 @pytest.mark.parametrize(

@@ -149,6 +149,7 @@ def _log_record(project: Any, record: Mapping[str, Any]) -> str:
     try:
         if record.get("version") is not None and record.get("blessed"):
             _register(client, cfg, run_id, int(record["version"]))
+            _backfill(client, cfg, experiment)
             _sync(client, cfg)
     except Exception:
         status = "FAILED"
@@ -180,6 +181,25 @@ def _register(client: Any, cfg: Any, run_id: str, version: int) -> None:
     client.set_model_version_tag(
         name, str(info.registered_model_version), VERSION_TAG, str(version)
     )
+
+
+def _backfill(client: Any, cfg: Any, experiment: str) -> None:
+    """Register every registry version MLflow lacks (e.g. published while its server was down),
+    each in a run of its own, so that the aliases can point at any of them."""
+    from evergreen.registry import Registry
+
+    for version in Registry(cfg.registry_dir).version_numbers(cfg.name):
+        if _model_version(client, model_name(cfg), version) is not None:
+            continue
+        run = client.create_run(
+            experiment,
+            run_name=f"{cfg.name}-version-{version}-backfill",
+            tags={"evergreen.pipeline": cfg.name, "evergreen.backfill": str(version)},
+        )
+        try:
+            _register(client, cfg, run.info.run_id, version)
+        finally:
+            client.set_terminated(run.info.run_id)
 
 
 def _model_version(client: Any, name: str, version: int) -> str | None:
