@@ -10,6 +10,7 @@ Every error names the key, the value that came and what to write instead.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import ipaddress
 import math
 import os
@@ -467,6 +468,12 @@ def _tracking(
             uri,
             f"use a URI starting with one of {', '.join(s + ':' for s in MLFLOW_URI_SCHEMES)} "
             "(e.g. sqlite:///mlflow.db or http://mlflow:5000)",
+        )
+    if uri and importlib.util.find_spec("mlflow") is None:  # a lookup, not an import
+        v.fail(
+            "mlflow.tracking_uri",
+            uri,
+            "MLflow is not installed: `pip install evergreen[mlflow]`, or remove [mlflow]",
         )
     model = v.string(mlflow, "mlflow.registered_model")
     if model and (model.strip() != model or "/" in model or ":" in model):

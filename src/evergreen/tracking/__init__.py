@@ -1,7 +1,7 @@
 """Experiment tracking for every ``evergreen run``: TensorBoard scalars and MLflow (optional).
 
-:func:`record_run` is called by the loop once per span record; :func:`aliases_moved` after
-``rollback`` / ``promote`` / a push. TensorBoard failures and MLflow failures are logged as
+:func:`record_run` is called by the loop once per span record (a publish also moves MLflow's
+aliases); :func:`aliases_moved` after ``evergreen rollback``. TensorBoard failures and MLflow failures are logged as
 warnings: tracking never fails a pipeline run that trained and published correctly.
 """
 
@@ -12,6 +12,16 @@ from collections.abc import Mapping
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+# The loop record's cost ledger, logged as cost/<key>.
+COST_KEYS = (
+    "rows_new",
+    "rows_total",
+    "rows_featurized",
+    "rows_reused",
+    "tokens_computed",
+    "tokens_reused",
+)
 
 
 def record_run(project: Any, record: Mapping[str, Any]) -> None:
@@ -25,16 +35,22 @@ def record_run(project: Any, record: Mapping[str, Any]) -> None:
         except Exception as e:  # noqa: BLE001  (tracking must not fail the run)
             log.warning("TensorBoard logging failed for span %s: %s", record.get("span"), e)
     if tracking.mlflow_tracking_uri:
-        from evergreen.tracking.mlflow_sink import log_record
-
+        try:
+            from evergreen.tracking.mlflow_sink import log_record
+        except ImportError as e:  # checked at config load; an install broken since then
+            log.warning("MLflow is configured but cannot be imported: %s", e)
+            return
         log_record(project, record)
 
 
 def aliases_moved(config: Any) -> None:
     """Make MLflow's ``champion``/``canary`` aliases follow the registry's (when configured)."""
     if config.tracking.mlflow_tracking_uri:
-        from evergreen.tracking.mlflow_sink import sync_aliases
-
+        try:
+            from evergreen.tracking.mlflow_sink import sync_aliases
+        except ImportError as e:
+            log.warning("MLflow is configured but cannot be imported: %s", e)
+            return
         sync_aliases(config)
 
 
@@ -62,16 +78,6 @@ def record_scalars(record: Mapping[str, Any]) -> dict[str, float]:
     if record.get("version") is not None:
         out["run/version"] = float(record["version"])
     return out
-
-
-COST_KEYS = (
-    "rows_new",
-    "rows_total",
-    "rows_featurized",
-    "rows_reused",
-    "tokens_computed",
-    "tokens_reused",
-)
 
 
 def drift_scores(store: Any, span: int) -> dict[str, float]:
