@@ -186,7 +186,7 @@ def test_mixed_float16_trains_in_float16_and_serves_float32(tmp_path: Path) -> N
     from evergreen.tf import tensorflow
 
     tf = tensorflow()
-    config = _project(tmp_path, 1500, 'epochs = 2\nmixed_precision = "mixed_float16"\n')
+    config = _project(tmp_path, 600, 'epochs = 1\nmixed_precision = "mixed_float16"\n')
     [record] = _run(config)
     assert record["blessed"] and record["version"] == 1
     cfg = config_mod.load(config)
@@ -201,7 +201,7 @@ def test_mixed_float16_trains_in_float16_and_serves_float32(tmp_path: Path) -> N
     version = Registry(cfg.registry_dir).get(cfg.name, "champion")
     serve = tf.saved_model.load(str(version.path)).signatures["serving_default"]
     names = serve.structured_input_signature[1]  # the raw columns the family reads
-    raw = {"review": ["great tea", "awful"], "product": ["a", "b"]}
+    raw = {"text": ["great tea", "awful"], "review": ["great tea", "awful"], "product": ["a", "b"]}
     scores = serve(**{name: tf.constant(raw[name]) for name in names})
     assert scores["scores"].dtype == tf.float32 and scores["scores"].shape == (2, 2)
     assert abs(float(tf.reduce_sum(scores["scores"][0])) - 1.0) < 1e-3
@@ -274,3 +274,49 @@ def test_a_worker_killed_mid_training_resumes_from_the_checkpoint(tmp_path: Path
     assert chief["optimizer_iterations"] == steps * 5
     assert other["weights_sha256"] == chief["weights_sha256"]
     assert not list(config_mod.load(config).artifacts_dir.rglob("_checkpoint*"))  # cleaned up
+
+
+# -- Kubernetes: the Kubeflow training operator's TFJob ----------------------------------------
+
+
+def test_tfjob_runs_train_worker_on_every_worker_with_a_multi_worker_config(tmp_path: Path):
+    """TFJob is a CRD: its pod template is checked strictly as a core Job's, the rest by hand."""
+    import yaml
+
+    from evergreen.cli import cli
+
+    k8s = Path(__file__).resolve().parents[1] / "deploy" / "kubernetes"
+    docs = {d["kind"]: d for d in yaml.safe_load_all((k8s / "tfjob.yaml").read_text()) if d}
+    job = docs["TFJob"]
+    assert (job["apiVersion"], job["metadata"]["namespace"]) == ("kubeflow.org/v1", "evergreen")
+    [(role, replicas)] = job["spec"]["tfReplicaSpecs"].items()
+    assert role == "Worker" and replicas["replicas"] >= 2  # worker 0 is the chief
+    assert replicas["restartPolicy"] == "OnFailure"  # a preempted worker comes back and resumes
+    template = replicas["template"]
+    [container] = template["spec"]["containers"]
+    assert container["name"] == "tensorflow"  # the operator's default container name
+    argv = container["args"]
+    assert argv[0] == "train-worker"
+    cli.commands["train-worker"].make_context("train-worker", argv[1:]).close()
+
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    as_job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "tfjob-template", "namespace": "evergreen"},
+        "spec": {
+            "template": {**template, "spec": {**template["spec"], "restartPolicy": "OnFailure"}}
+        },
+    }
+    version = kubernetes_validate.latest_version()
+    kubernetes_validate.validate(as_job, version, strict=True)
+    kubernetes_validate.validate(docs["ConfigMap"], version, strict=True)
+
+    mounted = {v["name"]: v for v in template["spec"]["volumes"]}
+    assert mounted["config"]["configMap"]["name"] == docs["ConfigMap"]["metadata"]["name"]
+    claims = {d["metadata"]["name"] for d in yaml.safe_load_all((k8s / "storage.yaml").read_text())}
+    assert mounted["root"]["persistentVolumeClaim"]["claimName"] in claims
+    path = tmp_path / "evergreen.toml"
+    path.write_text(docs["ConfigMap"]["data"]["evergreen.toml"], encoding="utf-8")
+    assert config_mod.load(path).train.distribution == "multi_worker"
+    assert argv[argv.index("-c") + 1] == "/etc/evergreen/evergreen.toml"
