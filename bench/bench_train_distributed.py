@@ -9,7 +9,8 @@ three ways, one after the other, in fresh projects:
   ``strategy.run`` loop alone, to separate its cost from the second worker's;
 * **2 workers**: ``evergreen train-worker`` twice on loopback, each with its TF_CONFIG.
 
-Each row reports the train step's seconds (``seconds.train`` of the run record: model build,
+Each row reports the held-out accuracy of the published model on ``fine_foods_test.csv``
+(1,000 rows), the train step's seconds (``seconds.train`` of the run record: model build,
 epochs, export) and examples/s = rows trained / those seconds, and the ratio to keras fit.
 Expect no speedup on one 2-core machine: two workers share the same cores and add a gradient
 all-reduce per step. On a cluster each worker brings its own cores or GPU, so examples/s grows
@@ -25,7 +26,6 @@ import json
 import os
 import platform
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -66,26 +66,14 @@ def make_project(folder: Path, rows: int, epochs: int, distribution: str) -> Pat
     return config
 
 
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def train(config: Path, workers: int) -> dict:
     """Run the loop (``run``, or ``train-worker`` per worker); the chief's record of span 1."""
+    from evergreen.training.strategy import local_tf_configs
+
     command = "run" if workers == 0 else "train-worker"
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(max(workers, 1))]}
     procs = []
-    for index in range(max(workers, 1)):
-        env = dict(os.environ)
-        if workers:
-            task = {"type": "worker", "index": index}
-            env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": task})
+    for tf_config in local_tf_configs(workers) if workers else [""]:
+        env = dict(os.environ, TF_CONFIG=tf_config)
         argv = [sys.executable, "-m", "evergreen", command, "-c", str(config), "--json"]
         procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True))
     outputs = [p.communicate()[0] for p in procs]
@@ -95,13 +83,24 @@ def train(config: Path, workers: int) -> dict:
     return record
 
 
-def rows_trained(config: Path) -> int:
-    from evergreen import config as config_mod
-    from evergreen.project import Project
+def rows_and_accuracy(config: Path) -> tuple[int, float]:
+    """Rows trained (from the candidate's properties); the champion's held-out accuracy."""
+    import csv
 
-    with Project(config_mod.load(config)) as project:
+    from evergreen import config as config_mod
+    from evergreen.models.family import feed_saved_model
+    from evergreen.project import Project
+    from evergreen.registry import Registry
+
+    cfg = config_mod.load(config)
+    with Project(cfg) as project:
         [model] = project.store.artifacts(type="Model")
-        return int(model.properties["rows_trained"])
+    with open(DATASETS / "fine_foods_test.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    saved_model = Registry(cfg.registry_dir).get(cfg.name, "champion").path
+    probabilities, classes = feed_saved_model(saved_model, rows)
+    hits = sum(classes[i] == r["score"] for i, r in zip(probabilities.argmax(1), rows, strict=True))
+    return int(model.properties["rows_trained"]), hits / len(rows)
 
 
 def main() -> None:
@@ -117,19 +116,23 @@ def main() -> None:
     ways = [("keras fit (1 process)", "none", 0), ("1 worker loop", "multi_worker", 0)]
     ways.append(("2 workers (loopback)", "multi_worker", 2))
     results: dict[str, list[float]] = {name: [] for name, _, _ in ways}
+    accuracy: dict[str, list[float]] = {name: [] for name, _, _ in ways}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for name, distribution, workers in ways:  # interleaved: the same load for each
                 folder = Path(tmp) / f"{repeat}-{distribution}-{workers}"
                 config = make_project(folder, args.rows, args.epochs, distribution)
                 record = train(config, workers)
-                results[name].append(rows_trained(config) / record["seconds"]["train"])
+                rows, held_out = rows_and_accuracy(config)
+                results[name].append(rows / record["seconds"]["train"])
+                accuracy[name].append(held_out)
     base = sum(results[ways[0][0]]) / args.repeats
     print(f"\n{args.rows} rows x {args.epochs} epochs, batch 64, text CNN")
-    print(f"{'training':<24} {'examples/s':>11} {'vs keras fit':>13}")
+    print(f"{'training':<24} {'examples/s':>11} {'vs keras fit':>13} {'held-out accuracy':>18}")
     for name, _, _ in ways:
         rate = sum(results[name]) / args.repeats
-        print(f"{name:<24} {rate:>11.0f} {rate / base:>12.2f}x")
+        held_out = sum(accuracy[name]) / args.repeats
+        print(f"{name:<24} {rate:>11.0f} {rate / base:>12.2f}x {held_out:>18.3f}")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 

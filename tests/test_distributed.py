@@ -12,7 +12,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from evergreen.errors import ConfigError
 from evergreen.models.family import feed_saved_model
 from evergreen.project import Project
 from evergreen.registry import Registry
-from evergreen.training.strategy import task_info
+from evergreen.training.strategy import local_tf_configs, task_info
 from tests.conftest import dataset, read_csv, write_config, write_csv
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -39,26 +38,14 @@ def _project(folder: Path, rows: int, train: str) -> Path:
     return write_config(folder, label="score", features=FEATURES, extra=f"[train]\n{SMALL}{train}")
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _start_workers(config: Path, n: int = 2) -> list[subprocess.Popen]:
     """``evergreen train-worker`` once per worker, each with its TF_CONFIG, on free ports."""
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(n)]}
     workers = []
-    for index in range(n):
-        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+    for tf_config in local_tf_configs(n):
         workers.append(
             subprocess.Popen(
                 [sys.executable, "-m", "evergreen", "train-worker", "-c", str(config), "--json"],
-                env=dict(ENV, TF_CONFIG=json.dumps(tf_config)),
+                env=dict(ENV, TF_CONFIG=tf_config),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,

@@ -67,6 +67,28 @@ def task_info(environ: Any = None) -> TaskInfo:
     return TaskInfo(max(workers, 1), index, task_type)
 
 
+def local_tf_configs(workers: int) -> list[str]:
+    """One ``TF_CONFIG`` per worker of a cluster on this machine (free loopback ports).
+
+    For trying multi-worker training on one host, tests and benchmarks. The ports are free when
+    chosen; another program could take one before the workers bind it (then start again).
+    """
+    import socket
+
+    sockets = [socket.socket() for _ in range(workers)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        cluster = {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]}
+    finally:
+        for s in sockets:
+            s.close()
+    return [
+        json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+        for i in range(workers)
+    ]
+
+
 def multi_worker_strategy() -> Any:
     """The process's ``MultiWorkerMirroredStrategy`` (from TF_CONFIG), created on first use.
 
