@@ -36,6 +36,11 @@ from evergreen.training.strategy import (
 )
 
 CHECKPOINT_DIR = "_checkpoint"  # beside the run's output folders: survives kill -9
+# What each callback must get back after a restart to decide as the uninterrupted run would.
+CALLBACK_STATE = {
+    "stopping": ("best", "best_epoch", "wait"),
+    "plateau": ("best", "wait", "cooldown_counter"),
+}
 
 
 @dataclass
@@ -320,6 +325,7 @@ class EpochLoop:
         self.resumed_from_epoch = 0
         self.stopping: Any = None
         self.plateau: Any = None
+        self.callbacks: dict[str, Any] = {}
         self.history: dict[str, list[float]] = {}
 
     def start(self, champion_loss: float | None) -> None:
@@ -342,9 +348,17 @@ class EpochLoop:
             self.stopping = ChampionEarlyStopping(
                 champion_loss, model.get_weights(), patience=patience, min_delta=cfg.min_delta
             )
-        self.plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1)
+        self.callbacks = {"stopping": self.stopping}
+        schedule = keras.optimizers.schedules.LearningRateSchedule
+        optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # loss scaling
+        if not isinstance(getattr(optimizer, "_learning_rate", None), schedule):
+            # As in the fit path: a schedule owns the rate, ReduceLROnPlateau could not set it.
+            self.plateau = keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=1
+            )
+            self.callbacks["plateau"] = self.plateau
         model.stop_training = False
-        for callback in (self.stopping, self.plateau):
+        for callback in self.callbacks.values():
             callback.set_model(model)
             callback.on_train_begin()
         self._make_checkpoint()
@@ -378,8 +392,8 @@ class EpochLoop:
         self.checkpoint.restore(latest).expect_partial()
         state = json.loads(self.state.numpy().decode("utf-8"))
         self.resumed_from_epoch = int(self.epoch.numpy())
-        for name, callback in (("stopping", self.stopping), ("plateau", self.plateau)):
-            for key, value in state[name].items():
+        for name, callback in self.callbacks.items():
+            for key, value in state.get(name, {}).items():
                 setattr(callback, key, value)
         if state["stopping_has_best"]:
             self.stopping.best_weights = [v.numpy() for v in self.best]
@@ -387,17 +401,15 @@ class EpochLoop:
             self.stopping.improved = self.stopping.best_epoch >= 0
 
     def _save(self) -> None:
-        stopping = {k: _plain(getattr(self.stopping, k)) for k in ("best", "best_epoch", "wait")}
-        plateau = {
-            k: _plain(getattr(self.plateau, k)) for k in ("best", "wait", "cooldown_counter")
+        state: dict[str, Any] = {
+            name: {k: _plain(getattr(callback, k)) for k in CALLBACK_STATE[name]}
+            for name, callback in self.callbacks.items()
         }
         has_best = self.stopping.best_weights is not None
         if has_best:
             for variable, value in zip(self.best, self.stopping.best_weights, strict=True):
                 variable.assign(value)
-        self.state.assign(
-            json.dumps({"stopping": stopping, "plateau": plateau, "stopping_has_best": has_best})
-        )
+        self.state.assign(json.dumps({**state, "stopping_has_best": has_best}))
         self.manager.save(checkpoint_number=int(self.epoch.numpy()))
 
     def run(self, train: Any, validation: Any, epochs: int) -> dict[str, list[float]]:
@@ -411,8 +423,8 @@ class EpochLoop:
                 if validation is not None:
                     checked = self.steps.evaluate(validation)
                     logs.update(val_loss=checked["loss"], val_accuracy=checked["accuracy"])
-            self.stopping.on_epoch_end(epoch, logs)
-            self.plateau.on_epoch_end(epoch, logs)  # adds logs["learning_rate"]
+            for callback in self.callbacks.values():  # the plateau adds logs["learning_rate"]
+                callback.on_epoch_end(epoch, logs)
             for key, value in logs.items():
                 self.history.setdefault(key, []).append(float(value))
             self._write_scalars(writers, epoch, logs)
