@@ -73,7 +73,9 @@ def train(config: Path, workers: int) -> dict:
     command = "run" if workers == 0 else "train-worker"
     procs = []
     for tf_config in local_tf_configs(workers) if workers else [""]:
-        env = dict(os.environ, TF_CONFIG=tf_config)
+        env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+        if tf_config:
+            env["TF_CONFIG"] = tf_config
         argv = [sys.executable, "-m", "evergreen", command, "-c", str(config), "--json"]
         procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True))
     outputs = [p.communicate()[0] for p in procs]

@@ -99,6 +99,8 @@ def multi_worker_strategy() -> Any:
     if _multi_worker is None:
         from evergreen.tf import tensorflow
 
+        if not os.environ.get("TF_CONFIG", "x").strip():  # blank: one worker, as task_info says
+            del os.environ["TF_CONFIG"]  # (TensorFlow's resolver fails to parse it)
         _multi_worker = tensorflow().distribute.MultiWorkerMirroredStrategy()
     return _multi_worker
 
