@@ -120,6 +120,7 @@ def test_tf_config_names_this_worker_and_the_chief() -> None:
     first = task_info({"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"index": 0}})})
     assert first.is_chief
     assert task_info({}).workers == 1 and task_info({}).is_chief
+    assert task_info({"TF_CONFIG": " "}).workers == 1  # blank: unset (a launcher's empty value)
     with pytest.raises(ConfigError, match="TF_CONFIG task worker:3 is not in its cluster"):
         task_info({"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"index": 3}})})
     with pytest.raises(ConfigError, match="TF_CONFIG is not valid"):
