@@ -260,6 +260,35 @@ def run(
         )
 
 
+@cli.command("train-worker")
+@_config_option
+@_root_option
+@_metadata_option
+@click.option("--full", is_flag=True, help="Worker 0: one full retrain on all spans.")
+@click.option("--json", "as_json", is_flag=True, help="Worker 0: print one JSON record per span.")
+def train_worker(
+    config_path: str, root: str | None, metadata_url: str | None, full: bool, as_json: bool
+) -> None:
+    """One worker of a multi-worker training (train.distribution = "multi_worker").
+
+    Start it on every worker with that worker's TF_CONFIG. Worker 0 runs the whole loop, like
+    `evergreen run`, training each candidate together with the others; the others exit 0 when
+    it is done. See README "Scaling out".
+    """
+    from evergreen.training import worker
+
+    cfg = config_mod.load(config_path, root=root, metadata_url=metadata_url)
+    session = worker.join(cfg)  # creates the strategy before anything else uses TensorFlow
+    click.echo(f"train-worker: {worker.describe(session.info)}, {session.folder}", err=True)
+    if not session.info.is_chief:
+        if not worker.serve_jobs(session, cfg):
+            raise EvergreenError("worker 0's loop failed; see its log (this worker trained its jobs)")
+        click.echo(f"train-worker: done after {session.jobs} training job(s)", err=True)
+        return
+    with worker.chief(session):
+        run.callback(config_path, root, metadata_url, full, as_json)
+
+
 @cli.command()
 @_config_option
 @_root_option

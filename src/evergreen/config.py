@@ -168,10 +168,16 @@ class TrainConfig:
     min_eval_rows: int = 200  # fewer new eval rows: pooled with the latest spans' (0: never)
     replay_class_balanced: bool = False  # replay the same number of rows of every class
     class_weights: str = "auto"  # auto: when the largest class > 10x the smallest; balanced; none
+    # Scale-out (evergreen.training): none, mirrored (Keras fit on all local GPUs), multi_worker
+    distribution: str = "none"  # multi_worker: run `evergreen train-worker` on every TF_CONFIG task
+    mixed_precision: str = "none"  # none, mixed_float16 (GPUs), mixed_bfloat16; outputs stay float32
+    gpu_memory_growth: bool = True  # allocate GPU memory as needed, not all of it at start
 
 
 PRIMARY_METRICS = ("auto", "accuracy", "auc", "macro_f1", "balanced_accuracy")
 CLASS_WEIGHTS = ("auto", "balanced", "none")
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 
 
 def _default_thresholds() -> dict[str, dict[str, float]]:
@@ -836,9 +842,17 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
         v.fail(
             "train.class_weights", values["class_weights"], f"use one of {', '.join(CLASS_WEIGHTS)}"
         )
+    _scale_out(v, values)
     train = TrainConfig(**values)
     _family_constraints(v, train)
     return train
+
+
+def _scale_out(v: _Validator, values: Mapping[str, Any]) -> None:
+    """``train.distribution`` and ``train.mixed_precision`` are one of their known settings."""
+    for key, choices in (("distribution", DISTRIBUTIONS), ("mixed_precision", MIXED_PRECISION)):
+        if values[key] not in choices:
+            v.fail(f"train.{key}", values[key], f"use one of {', '.join(choices)}")
 
 
 def _family_constraints(v: _Validator, train: TrainConfig) -> None:

@@ -212,7 +212,19 @@ class TrainModel:
         }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
+        # Scale-out hook (evergreen.training): ``multi_worker`` trains in its own loop (Keras 3's
+        # fit cannot); otherwise the Keras path runs under train.distribution's strategy scope.
+        from evergreen.training import multi_worker, strategy
+
+        if self.cfg.distribution == "multi_worker":
+            return multi_worker.execute(self, ctx)
+        with strategy.training_scope(self.cfg):
+            return self._execute(ctx)
+
+    def _execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         import keras
+
+        from evergreen.training.strategy import float32_outputs
 
         cfg = self.cfg
         keras.utils.set_random_seed(cfg.seed)
@@ -226,6 +238,7 @@ class TrainModel:
         )
         if self.mode == "full":
             model = self.family.build_model(featurizer, len(labels), cfg)
+            model = float32_outputs(model, cfg)  # train.mixed_precision: float32 probabilities
             data = self._full_data(spans, labels, featurizer)
             epochs, lr = cfg.epochs, cfg.learning_rate
         else:
