@@ -182,14 +182,14 @@ def test_classify_with_examples_and_context(server: httpx.Client):
         json={"examples": [{"text": "Best tea ever"}, {"text": ["Awful, stale"]}]},
     )
     assert r.status_code == 200, r.text
-    result = r.json()["result"]
+    result = r.json()["results"]
     assert len(result) == 2 and r.headers["X-Model-Version"] == "2"
     assert [label for label, _ in result[0]] == ["great-2", "other-2"]
     context = server.post(
         f"/v1/models/{MODEL}/versions/2:classify",
         json={"context": {"text": "Best tea ever"}, "examples": [{}]},
     )
-    assert context.json()["result"][0] == result[0]
+    assert context.json()["results"][0] == result[0]
 
 
 def test_labels_and_versions_route_to_their_version(server: httpx.Client):

@@ -579,7 +579,9 @@ def export_serving_model(
     # TF Serving's Classify/Regress signatures over tf.Example, as family.py exports them.
     from evergreen.models.tfserving_signatures import add_example_signatures, set_method_names
 
-    add_example_signatures(archive, {"text": tf.string}, lambda raw: probabilities(raw["text"]), labels)
+    add_example_signatures(
+        archive, {"text": tf.string}, lambda raw: probabilities(raw["text"]), labels
+    )
     export_dir = Path(export_dir)
     archive.write_out(str(export_dir), verbose=False)
     set_method_names(export_dir)

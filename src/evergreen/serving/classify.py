@@ -1,0 +1,176 @@
+"""TF Serving's Classify and Regress APIs: examples in, ``results`` out, for REST and gRPC.
+
+A model exported by Evergreen has a ``classification`` signature (method
+``tensorflow/serving/classify``) and, with two classes, a ``regression`` one (method
+``tensorflow/serving/regress``), both over serialized ``tf.Example`` (see
+:mod:`evergreen.models.tfserving_signatures`). This module turns TF Serving's REST bodies
+(``{"examples": [{feature: value}], "context": {...}}``) into serialized examples, the way TF
+Serving does (a string is a ``bytes_list``, ``{"b64": ...}`` bytes, an integer an
+``int64_list``, a number with a fraction a ``float_list``; a list holds several values; the
+context's features are merged into every example, the example's own winning), and the
+signature's outputs into TF Serving's response shapes. The gRPC server can call the same
+functions with the examples of a ``ClassificationRequest``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from evergreen.models.tfserving_signatures import (
+    CLASSIFY_INPUTS,
+    CLASSIFY_METHOD,
+    CLASSIFY_SIGNATURE,
+    REGRESS_METHOD,
+    REGRESS_SIGNATURE,
+)
+from evergreen.serving.codec import check_rows, to_json_value
+from evergreen.serving.errors import BadRequest
+
+__all__ = [
+    "CLASSIFY_INPUTS",
+    "CLASSIFY_METHOD",
+    "CLASSIFY_SIGNATURE",
+    "REGRESS_METHOD",
+    "REGRESS_SIGNATURE",
+    "classification_results",
+    "examples_from_arrays",
+    "examples_to_serialized",
+    "regression_results",
+]
+
+
+def examples_to_serialized(
+    examples: Any, context: Any = None, *, max_rows: int | None = None
+) -> np.ndarray:
+    """TF Serving's REST ``examples`` (+ ``context``) as serialized ``tf.Example`` bytes.
+
+    Raises:
+        BadRequest: not a non-empty list of objects, or a feature value of no Example type.
+        PayloadTooLarge: more than ``max_rows`` examples.
+    """
+    from tensorflow.core.example import example_pb2
+
+    if not isinstance(examples, list) or not examples:
+        raise BadRequest("'examples' must be a non-empty list of objects {feature: value}")
+    check_rows(len(examples), max_rows, "'examples'")
+    if context is None:
+        context = {}
+    if not isinstance(context, dict):
+        raise BadRequest(
+            f"'context' must be an object {{feature: value}}, got {type(context).__name__}"
+        )
+    base = example_pb2.Example()
+    _fill(base, context, "'context'")
+    out = np.empty(len(examples), dtype=object)
+    for i, features in enumerate(examples):
+        if not isinstance(features, dict):
+            raise BadRequest(
+                f"examples[{i}] must be an object {{feature: value}}, got {type(features).__name__}"
+            )
+        example = example_pb2.Example()
+        example.CopyFrom(base)
+        _fill(example, features, f"examples[{i}]")
+        out[i] = example.SerializeToString()
+    return out
+
+
+def _fill(example: Any, features: Mapping[str, Any], where: str) -> None:
+    for name, value in features.items():
+        values = value if isinstance(value, list) else [value]
+        feature = example.features.feature[name]
+        feature.Clear()  # the example's own value replaces the context's
+        label = f"{where}, feature {name!r}"
+        if all(isinstance(v, str) or _is_b64(v) for v in values):
+            feature.bytes_list.value.extend(_bytes(v, label) for v in values)
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            if not all(-(2**63) <= v < 2**63 for v in values):
+                raise BadRequest(f"{label}: an integer is out of range for int64")
+            feature.int64_list.value.extend(values)
+        elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            if any(isinstance(v, int) and abs(v) > 2**127 for v in values):
+                raise BadRequest(f"{label}: a number is out of range for float")
+            feature.float_list.value.extend(float(v) for v in values)
+        else:
+            raise BadRequest(
+                f'{label}: values must all be strings (or {{"b64": ...}}), all integers, or '
+                f"all numbers; got {_short(value)}"
+            )
+
+
+def _bytes(value: Any, label: str) -> bytes:
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(f"{label}: a string is not valid Unicode; send bytes as b64") from None
+    try:
+        return base64.b64decode(value["b64"], validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f'{label}: not valid base64 in {{"b64": ...}}') from None
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def examples_from_arrays(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Rows of raw input arrays (name → ``[rows]``) as serialized ``tf.Example`` bytes."""
+    from tensorflow.core.example import example_pb2
+
+    rows = len(next(iter(arrays.values()))) if arrays else 0
+    out = np.empty(rows, dtype=object)
+    for i in range(rows):
+        example = example_pb2.Example()
+        for name, column in arrays.items():
+            value = column[i]
+            feature = example.features.feature[name]
+            if isinstance(value, bytes | str):
+                feature.bytes_list.value.append(
+                    value if isinstance(value, bytes) else value.encode()
+                )
+            elif np.issubdtype(np.asarray(value).dtype, np.floating):
+                feature.float_list.value.append(float(value))
+            else:
+                feature.int64_list.value.append(int(value))
+        out[i] = example.SerializeToString()
+    return out
+
+
+def classification_results(outputs: Mapping[str, np.ndarray]) -> list[list[list[Any]]]:
+    """TF Serving's classify ``results``: per example, a list of ``[label, score]`` pairs.
+
+    Takes ``classes``/``scores`` (a classification signature, or ``serving_default``) or
+    ``label``/``score`` (Evergreen's older ``classify`` signature: one pair per example).
+    """
+    if "scores" in outputs:
+        scores = np.asarray(outputs["scores"], dtype=float)
+        if scores.ndim == 1:
+            scores = scores[:, None]
+        classes = outputs.get("classes")
+        if classes is None:
+            classes = np.full(scores.shape, b"", dtype=object)
+        classes = np.asarray(classes).reshape(scores.shape)
+        return [
+            [[to_json_value(c), float(s)] for c, s in zip(crow, srow, strict=True)]
+            for crow, srow in zip(classes, scores, strict=True)
+        ]
+    return [
+        [[to_json_value(label), float(score)]]
+        for label, score in zip(outputs["label"], outputs["score"], strict=True)
+    ]
+
+
+def regression_results(outputs: Mapping[str, np.ndarray]) -> list[float]:
+    """TF Serving's regress ``results``: one number per example (the ``outputs`` tensor)."""
+    values = np.asarray(outputs["outputs"], dtype=float).reshape(-1)
+    return [float(v) for v in values]

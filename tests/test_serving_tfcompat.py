@@ -1,0 +1,210 @@
+"""TF Serving and KServe clients, unchanged, against the server: the V2 binary tensor and
+classification extensions (``tritonclient.http``'s default calls), TF Serving's Classify and
+Regress REST APIs over the exported classification signature, and metadata parsed back into
+TF Serving's own ``SignatureDefMap`` proto.
+
+Every answer is compared with the JSON ``:predict`` path on the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+from evergreen.config import ServingConfig
+from evergreen.registry import Registry
+from evergreen.serving import ServerThread, build
+from tests.serving_support import MODEL, Exports, publish, publish_generic, shared_exports
+
+TEXTS = ["Great coffee, would buy again!", "Stale and awful.", "ok", ""]
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> Exports:
+    return shared_exports(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def running(exports: Exports, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("tfcompat")
+    registry = Registry(folder / "registry")
+    publish(registry, exports, 0)
+    publish_generic(registry, folder)
+    settings = ServingConfig(port=0, audit_log=os.devnull, max_body_bytes=200_000)
+    with ServerThread(build(registry.root, settings), settings) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def http(running: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=running, timeout=60) as client:
+        yield client
+
+
+def predict_json(http: httpx.Client, model: str, instances: list) -> list[dict]:
+    r = http.post(f"/v1/models/{model}:predict", json={"instances": instances})
+    assert r.status_code == 200, r.text
+    return r.json()["predictions"]
+
+
+# -- V2 binary tensor extension, with tritonclient ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def triton(running: str):
+    httpclient = pytest.importorskip("tritonclient.http")
+    client = httpclient.InferenceServerClient(url=running.removeprefix("http://"))
+    yield httpclient, client
+    client.close()
+
+
+def test_tritonclient_default_binary_call_matches_json(triton, http: httpx.Client):
+    httpclient, client = triton
+    assert {"binary_tensor_data", "classification"} <= set(
+        client.get_server_metadata()["extensions"]
+    )
+    text = httpclient.InferInput("text", [len(TEXTS)], "BYTES")
+    text.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=object))  # binary
+    outputs = [httpclient.InferRequestedOutput("scores"), httpclient.InferRequestedOutput("classes")]
+    result = client.infer(MODEL, [text], outputs=outputs)
+    expected = predict_json(http, MODEL, TEXTS)
+    scores = result.as_numpy("scores")
+    assert scores.dtype == np.float32 and scores.shape == (len(TEXTS), 2)
+    np.testing.assert_array_equal(scores, np.array([p["scores"] for p in expected], np.float32))
+    classes = result.as_numpy("classes")
+    assert [[c.decode() for c in row] for row in classes] == [p["classes"] for p in expected]
+    # No outputs named: tritonclient asks for every output in binary (binary_data_output).
+    every = client.infer(MODEL, [text])
+    np.testing.assert_array_equal(every.as_numpy("scores"), scores)
+
+
+def test_tritonclient_binary_numbers_and_strings_match_json(triton, http: httpx.Client):
+    httpclient, client = triton
+    minutes = np.array([1.5, 20.25, -3.0], dtype=np.float32)
+    calls = np.array([0, 7, 2**40], dtype=np.int64)
+    plan = np.array([b"gold", b"basic", "caf\u00e9".encode()], dtype=object)
+    inputs = []
+    for name, array, datatype in (
+        ("minutes", minutes, "FP32"),
+        ("calls", calls, "INT64"),
+        ("plan", plan, "BYTES"),
+    ):
+        tensor = httpclient.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    result = client.infer("churn", inputs, outputs=[httpclient.InferRequestedOutput("score")])
+    rows = [
+        {"minutes": float(m), "calls": int(c), "plan": p.decode()}
+        for m, c, p in zip(minutes, calls, plan, strict=True)
+    ]
+    expected = np.array(predict_json(http, "churn", rows), dtype=np.float32)
+    np.testing.assert_array_equal(result.as_numpy("score"), expected)
+    # The same call in JSON (binary_data=False both ways) answers the same.
+    for tensor, array in zip(inputs, (minutes, calls, plan), strict=True):
+        tensor.set_data_from_numpy(array, binary_data=False)
+    plain = client.infer(
+        "churn", inputs, outputs=[httpclient.InferRequestedOutput("score", binary_data=False)]
+    )
+    np.testing.assert_array_equal(plain.as_numpy("score"), expected)
+
+
+def test_tritonclient_classification_extension(triton, http: httpx.Client):
+    httpclient, client = triton
+    text = httpclient.InferInput("text", [len(TEXTS)], "BYTES")
+    text.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=object))
+    expected = predict_json(http, MODEL, TEXTS)
+    for binary in (True, False):
+        out = httpclient.InferRequestedOutput("scores", binary_data=binary, class_count=2)
+        top = client.infer(MODEL, [text], outputs=[out]).as_numpy("scores")
+        assert top.shape == (len(TEXTS), 2)
+        for row, want in zip(top, expected, strict=True):
+            # binary: bytes; JSON: str (tritonclient keeps what the wire had)
+            parsed = [(e.decode() if isinstance(e, bytes) else e).split(":", 2) for e in row]
+            order = np.argsort(-np.array(want["scores"]), kind="stable")
+            assert [int(index) for _, index, _ in parsed] == list(order)
+            assert [label for *_, label in parsed] == [want["classes"][i] for i in order]
+            for score, index, _ in parsed:
+                assert float(score) == pytest.approx(want["scores"][int(index)], abs=1e-6)
+    one = httpclient.InferRequestedOutput("scores", class_count=1)
+    assert client.infer(MODEL, [text], outputs=[one]).as_numpy("scores").shape == (len(TEXTS), 1)
+
+
+def binary_body(header: dict, *parts: bytes) -> tuple[bytes, dict[str, str]]:
+    head = json.dumps(header).encode()
+    return head + b"".join(parts), {"Inference-Header-Content-Length": str(len(head))}
+
+
+def strings(*values: bytes) -> bytes:
+    return b"".join(struct.pack("<I", len(v)) + v for v in values)
+
+
+def text_input(size: int, shape: list[int] | None = None) -> dict:
+    return {
+        "name": "text",
+        "shape": shape or [1],
+        "datatype": "BYTES",
+        "parameters": {"binary_data_size": size},
+    }
+
+
+BAD_BINARY = [
+    # (header, binary part, header length override, what the message names)
+    ({"inputs": [text_input(7)]}, strings(b"abc"), "0", "Inference-Header-Content-Length"),
+    ({"inputs": [text_input(7)]}, strings(b"abc"), "999999", "Inference-Header-Content-Length"),
+    ({"inputs": [text_input(7)]}, strings(b"abc"), "x1", "Inference-Header-Content-Length"),
+    ({"inputs": [text_input(99)]}, strings(b"abc"), None, "goes beyond"),
+    ({"inputs": [text_input(3)]}, strings(b"abc"), None, "add up"),
+    ({"inputs": [text_input(7)]}, strings(b"abc") + b"zz", None, "add up"),
+    ({"inputs": [text_input(7, [2])]}, strings(b"abc"), None, "BYTES element 1"),
+    ({"inputs": [text_input(7)]}, struct.pack("<I", 50) + b"abc", None, "claims 50 bytes"),
+    ({"inputs": [text_input(-1)]}, b"", None, "binary_data_size"),
+    ({"inputs": [text_input(True)]}, b"", None, "binary_data_size"),
+    ({"inputs": [{**text_input(7), "data": ["a"]}]}, strings(b"abc"), None, "both"),
+    ({"inputs": [{**text_input(7), "parameters": []}]}, strings(b"abc"), None, "data"),
+]
+
+
+@pytest.mark.parametrize("header, binary, length, message", BAD_BINARY)
+def test_malformed_binary_bodies_are_400_naming_the_problem(
+    http: httpx.Client, header: dict, binary: bytes, length: str | None, message: str
+):
+    body, headers = binary_body(header, binary)
+    if length is not None:
+        headers["Inference-Header-Content-Length"] = length
+    r = http.post(f"/v2/models/{MODEL}/infer", content=body, headers=headers)
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"]
+
+
+def test_binary_numbers_with_wrong_sizes_are_400(http: httpx.Client):
+    tensors = [
+        {"name": "minutes", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 4}},
+        {"name": "calls", "shape": [2], "datatype": "INT64", "parameters": {"binary_data_size": 16}},
+        {"name": "plan", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]},
+    ]
+    body, headers = binary_body({"inputs": tensors}, b"\0" * 4, b"\0" * 16)
+    r = http.post("/v2/models/churn/infer", content=body, headers=headers)
+    assert r.status_code == 400 and "needs 8 bytes" in r.json()["error"]
+    tensors[0]["parameters"]["binary_data_size"] = 8
+    body, headers = binary_body(
+        {"inputs": tensors, "outputs": [{"name": "score", "parameters": {"classification": 2}}]},
+        np.array([1.0, 2.0], "<f4").tobytes(),
+        np.array([3, 4], "<i8").tobytes(),
+    )
+    r = http.post("/v2/models/churn/infer", content=body, headers=headers)
+    assert r.status_code == 400 and "cannot be classified" in r.json()["error"]
+    del body
+    body, headers = binary_body(
+        {"inputs": tensors},
+        np.array([1.0, 2.0], "<f4").tobytes(),
+        np.array([3, 4], "<i8").tobytes(),
+    )
+    r = http.post("/v2/models/churn/infer", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["data"] == [3.5, 5.0]
