@@ -103,12 +103,22 @@ def test_metadata_describes_every_signature(server: httpx.Client):
         "version": "1",
     }
     defs = body["metadata"]["signature_def"]["signature_def"]
-    assert sorted(defs) == ["classify", "serving_default", "tokenize"]
+    # Every SignatureDef of saved_model.pb, as TF Serving lists them (its init op included).
+    assert sorted(defs) == [
+        "__saved_model_init_op",
+        "classification",
+        "classify",
+        "regression",
+        "serving_default",
+        "tokenize",
+    ]
     assert defs["serving_default"]["inputs"]["text"] == {
         "dtype": "DT_STRING",
         "tensor_shape": {"unknown_rank": False, "dim": [{"size": "-1", "name": ""}]},
-        "name": "text",
+        "name": "serving_default_text:0",  # the graph tensor, as TF Serving reports it
     }
+    assert defs["serving_default"]["method_name"] == "tensorflow/serving/predict"
+    assert defs["classification"]["method_name"] == "tensorflow/serving/classify"
     assert defs["serving_default"]["outputs"]["scores"]["tensor_shape"]["dim"][1]["size"] == "2"
     assert defs["serving_default"]["outputs"]["scores"]["dtype"] == "DT_FLOAT"  # not DT_FLOAT32
     # TF Serving's own proto reads the signatures back, every dtype a real DataType.
@@ -360,7 +370,7 @@ BAD = [
         f"/v1/models/{MODEL}:predict",
         {"signature_name": "nope", "instances": ["a"]},
         400,
-        "signatures: classify, serving_default, tokenize",
+        "signatures: classification, classify, regression, serving_default, tokenize",
     ),
     (
         "unknown-model",
@@ -391,9 +401,9 @@ BAD = [
         "regress",
         "POST",
         f"/v1/models/{MODEL}:regress",
-        {"examples": [{"text": "a"}]},
+        {"signature_name": "classify", "examples": [{"text": "a"}]},
         400,
-        "use :predict",
+        "not a regression signature",
     ),
     (
         "classify-bad-signature",

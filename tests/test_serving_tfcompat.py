@@ -208,3 +208,64 @@ def test_binary_numbers_with_wrong_sizes_are_400(http: httpx.Client):
     r = http.post("/v2/models/churn/infer", content=body, headers=headers)
     assert r.status_code == 200, r.text
     assert r.json()["outputs"][0]["data"] == [3.5, 5.0]
+
+
+# -- TF Serving's Classify / Regress REST APIs and metadata -------------------------------------
+
+
+def test_classify_uses_the_classification_signature_and_answers_results(http: httpx.Client):
+    expected = predict_json(http, MODEL, TEXTS)
+    r = http.post(
+        f"/v1/models/{MODEL}:classify",
+        json={"signature_name": "classification", "examples": [{"text": t} for t in TEXTS]},
+    )
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == len(TEXTS)
+    for pairs, want in zip(results, expected, strict=True):
+        assert [label for label, _ in pairs] == want["classes"]
+        assert [score for _, score in pairs] == pytest.approx(want["scores"], abs=1e-6)
+    # No signature_name: the classification signature too; a list value and b64 bytes are
+    # tf.Example values; context features go into every example, the example's own winning.
+    default = http.post(
+        f"/v1/models/{MODEL}:classify",
+        json={
+            "context": {"text": "ignored"},
+            "examples": [{"text": [TEXTS[0]]}, {"text": {"b64": "U3RhbGUgYW5kIGF3ZnVsLg=="}}],
+        },
+    ).json()["results"]
+    assert default == results[:2]
+    context = http.post(
+        f"/v1/models/{MODEL}:classify", json={"context": {"text": TEXTS[1]}, "examples": [{}]}
+    ).json()["results"]
+    assert context == results[1:2]
+
+
+def test_regress_answers_the_second_class_probability(http: httpx.Client):
+    expected = predict_json(http, MODEL, TEXTS)
+    r = http.post(f"/v1/models/{MODEL}:regress", json={"examples": [{"text": t} for t in TEXTS]})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"] == pytest.approx([p["scores"][1] for p in expected], abs=1e-6)
+    refused = http.post("/v1/models/churn:regress", json={"examples": [{"minutes": 1.0}]})
+    assert refused.status_code == 400 and "not a regression signature" in refused.json()["error"]
+    bad = http.post(f"/v1/models/{MODEL}:classify", json={"examples": [{"text": [1, "a"]}]})
+    assert bad.status_code == 400 and "feature 'text'" in bad.json()["error"]
+
+
+def test_metadata_parses_back_into_tf_servings_proto(http: httpx.Client, exports: Exports):
+    from google.protobuf import json_format
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    from evergreen.models.tfserving_signatures import signature_defs
+
+    body = http.get(f"/v1/models/{MODEL}/metadata").json()
+    parsed = json_format.ParseDict(
+        body["metadata"]["signature_def"], get_model_metadata_pb2.SignatureDefMap()
+    )
+    assert parsed == signature_defs(exports.paths[0])  # exactly what saved_model.pb holds
+    classification = parsed.signature_def["classification"]
+    assert classification.method_name == "tensorflow/serving/classify"
+    assert classification.inputs["inputs"].dtype == 7  # DT_STRING: serialized tf.Example
+    assert classification.inputs["inputs"].name == "classification_inputs:0"
+    assert {k: v.dtype for k, v in classification.outputs.items()} == {"classes": 7, "scores": 1}
+    assert parsed.signature_def["regression"].method_name == "tensorflow/serving/regress"

@@ -64,6 +64,7 @@ VERSION_HEADER = "X-Model-Version"
 UNKNOWN_MODEL = "_unknown"  # the metrics' model label for names not served (never a model name)
 CLIENT_CLOSED = 499  # nginx's status for a client that hung up before the answer
 _MAX_VERSION_DIGITS = 18  # an int64 version
+_EXAMPLE_METHODS = (classify.CLASSIFY_METHOD, classify.REGRESS_METHOD)
 _V1_PATH = (
     r"^(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
     r"(?P<tail>/metadata|:predict|:classify|:regress)?$"
@@ -250,7 +251,9 @@ def create_app(
         call.rows = codec.check_batch(sig, inputs) if sig.batchable else 0
         deadline = time.monotonic() + settings.request_timeout_ms / 1000
         outputs = await manager.predict(lv, sig.name, inputs, deadline)
-        if request_log is not None:
+        # Only raw-input (predict) signatures: the skew checks compare raw columns, and a
+        # Classify/Regress signature's input is serialized tf.Example.
+        if request_log is not None and lv.methods.get(sig.name) not in _EXAMPLE_METHODS:
             request_log.sample(lv.model, lv.version, sig.name, inputs)
         return outputs
 
