@@ -140,6 +140,11 @@ def from_binary(name: str, datatype: str, shape: Sequence[int], raw: bytes) -> n
 
 
 def _bytes_elements(name: str, raw: bytes, count: int) -> np.ndarray:
+    if count * 4 > len(raw):  # checked before allocating: a shape may claim billions
+        raise BadRequest(
+            f"input {name!r}: {count} BYTES elements need at least {count * 4} bytes (a 4-byte "
+            f"length each) but binary_data_size is {len(raw)}"
+        )
     out = np.empty(count, dtype=object)
     offset = 0
     for i in range(count):
