@@ -282,3 +282,60 @@ def test_metadata_parses_back_into_tf_servings_proto(http: httpx.Client, exports
     assert classification.inputs["inputs"].name == "classification_inputs:0"
     assert {k: v.dtype for k, v in classification.outputs.items()} == {"classes": 7, "scores": 1}
     assert parsed.signature_def["regression"].method_name == "tensorflow/serving/regress"
+
+
+# -- TF Serving warm-up records ------------------------------------------------------------------
+
+
+def test_warmup_records_are_read_back_with_the_protos_and_served(
+    exports: Exports, tmp_path, http: httpx.Client
+):
+    from evergreen import warmup
+
+    # A request log of real rows (two days; the newest lines come first), one foreign line.
+    logs = tmp_path / "requests" / MODEL
+    logs.mkdir(parents=True)
+    lines = [{"signature": "serving_default", "inputs": {"text": t}} for t in TEXTS[:3]]
+    (logs / "2026-01-01.jsonl").write_text(json.dumps(lines[0]) + "\n")
+    (logs / "2026-01-02.jsonl").write_text(
+        "\n".join(json.dumps(x) for x in [*lines[1:], {"signature": "tokenize", "inputs": {}}])
+        + "\n{cut"
+    )
+    rows = warmup.logged_rows(logs, ["text"])
+    assert rows == [{"text": TEXTS[2]}, {"text": TEXTS[1]}, {"text": TEXTS[0]}]
+
+    registry = Registry(tmp_path / "registry")
+    published = registry.publish(
+        MODEL,
+        exports.paths[0],
+        {"lineage": {"candidate": 7}},
+        add_files=lambda folder: warmup.write_warmup_requests(folder, MODEL, rows),
+    )
+    # Covered by the digests; a resumed publish of the same candidate is still recognised.
+    assert str(warmup.WARMUP_FILE) in published.manifest["files"]
+    registry.verify(MODEL, published.version)
+    again = registry.publish(MODEL, exports.paths[0], {"lineage": {"candidate": 7}})
+    assert again.version == published.version
+
+    requests = warmup.read_warmup_requests(published.path)
+    assert len(requests) == 4  # one per row, then the three as one batch
+    assert all(r.model_spec.name == MODEL for r in requests)
+    assert all(r.model_spec.signature_name == "serving_default" for r in requests)
+    batch = warmup.request_arrays(requests[-1])["text"]
+    assert [b.decode() for b in batch] == [r["text"] for r in rows]
+    # Replayed through our server, each answers what the same rows answer as JSON.
+    for request in requests:
+        texts = [b.decode() for b in warmup.request_arrays(request)["text"]]
+        r = http.post(f"/v1/models/{MODEL}:predict", json={"inputs": {"text": texts}})
+        assert r.status_code == 200 and len(r.json()["outputs"]["scores"]) == len(texts)
+
+
+def test_warmup_from_eval_rows_maps_columns_and_fills_missing_values(tmp_path):
+    from evergreen import warmup
+
+    rows = warmup.eval_rows(
+        [{"review": "fine tea", "score": "5"}, {"review": None}] * 10, {"text": "review"}
+    )
+    assert len(rows) == warmup.MAX_ROWS and rows[0] == {"text": "fine tea"}
+    assert warmup._column([r["text"] for r in rows[:2]], "string").tolist() == [b"fine tea", b""]
+    assert warmup._column([1.5, None], "float32").tolist()[0] == 1.5

@@ -423,8 +423,13 @@ class ModelManager:
             signature_defs=defs,
             methods={name: sig.method_name for name, sig in defs.signature_def.items()},
         )
+        recorded = _recorded_warmup(lv)
         for name, sig in signatures.items():
             if not sig.batchable:
+                continue
+            if name == DEFAULT_SIGNATURE and recorded:
+                for inputs in recorded:  # real rows, from the version's warm-up file
+                    lv.call(name, inputs)
                 continue
             for rows in sorted({1, self.settings.max_batch_size}):
                 try:
@@ -590,6 +595,22 @@ class ModelManager:
         with contextlib.suppress(KeyError):
             self.metrics.loaded.remove(lv.model, str(lv.version))
         log.info("model %s version %s unloaded", lv.model, lv.version)
+
+
+def _recorded_warmup(lv: LoadedVersion) -> list[Inputs]:
+    """The inputs of the version's ``tf_serving_warmup_requests`` for serving_default that fit
+    its signature ([] when it has none: synthetic inputs are used)."""
+    from evergreen import warmup
+
+    sig = lv.signatures.get(DEFAULT_SIGNATURE)
+    out = []
+    for request in warmup.read_warmup_requests(lv.path):
+        if request.model_spec.signature_name not in ("", DEFAULT_SIGNATURE) or sig is None:
+            continue
+        arrays = warmup.request_arrays(request)
+        if set(arrays) == set(sig.inputs):
+            out.append(arrays)
+    return out
 
 
 def warmup_for(lv: LoadedVersion, name: str, rows: int) -> Inputs:
