@@ -339,3 +339,5 @@ def test_warmup_from_eval_rows_maps_columns_and_fills_missing_values(tmp_path):
     assert len(rows) == warmup.MAX_ROWS and rows[0] == {"text": "fine tea"}
     assert warmup._column([r["text"] for r in rows[:2]], "string").tolist() == [b"fine tea", b""]
     assert warmup._column([1.5, None], "float32").tolist()[0] == 1.5
+    png = b"\x89PNG\r\n"  # image rows hold bytes: kept as they are
+    assert warmup._column([png, {"b64": "YQ=="}], "string").tolist() == [png, b"a"]

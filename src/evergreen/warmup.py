@@ -150,6 +150,8 @@ def _column(values: list[Any], dtype: str) -> np.ndarray:
         for i, v in enumerate(values):
             if isinstance(v, dict) and "b64" in v:
                 out[i] = base64.b64decode(v["b64"])
+            elif isinstance(v, bytes):  # image bytes from the examples
+                out[i] = v
             else:
                 out[i] = b"" if v is None else str(v).encode("utf-8")
         return out

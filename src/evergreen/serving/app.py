@@ -332,7 +332,7 @@ def create_app(
             call.signature = sig.name
             if lv.methods.get(sig.name) == classify.CLASSIFY_METHOD:
                 serialized = classify.examples_to_serialized(
-                    body.get("examples"), body.get("context"), max_rows=max_rows
+                    body.get("examples"), body.get("context"), max_rows=max_rows, floats=_floats(lv)
                 )
                 outputs = await run_model(call, lv, sig, {classify.CLASSIFY_INPUTS: serialized})
                 return JSONResponse({"results": classify.classification_results(outputs)})
@@ -370,7 +370,7 @@ def create_app(
                     )
                 )
             serialized = classify.examples_to_serialized(
-                body.get("examples"), body.get("context"), max_rows=max_rows
+                body.get("examples"), body.get("context"), max_rows=max_rows, floats=_floats(lv)
             )
             outputs = await run_model(call, lv, sig, {classify.CLASSIFY_INPUTS: serialized})
             return JSONResponse({"results": classify.regression_results(outputs)})
@@ -594,6 +594,12 @@ def _example_signature(lv: LoadedVersion, body: dict[str, Any], preferred: str) 
     if name is None or name == "":
         return preferred if preferred in lv.signatures else DEFAULT_SIGNATURE
     return _signature_name(name)
+
+
+def _floats(lv: LoadedVersion) -> frozenset[str]:
+    """Features of ``lv``'s examples parsed as floats (serving_default's float inputs)."""
+    default = lv.signatures.get(DEFAULT_SIGNATURE)
+    return classify.float_features(default.inputs) if default else frozenset()
 
 
 def _signature_def_json(lv: LoadedVersion) -> dict[str, Any]:

@@ -40,14 +40,22 @@ __all__ = [
     "classification_results",
     "examples_from_arrays",
     "examples_to_serialized",
+    "float_features",
     "regression_results",
 ]
 
 
 def examples_to_serialized(
-    examples: Any, context: Any = None, *, max_rows: int | None = None
+    examples: Any,
+    context: Any = None,
+    *,
+    max_rows: int | None = None,
+    floats: frozenset[str] = frozenset(),
 ) -> np.ndarray:
     """TF Serving's REST ``examples`` (+ ``context``) as serialized ``tf.Example`` bytes.
+
+    ``floats`` names features the model parses as floats: whole numbers given for them go to
+    a ``float_list`` (TF Serving would write an ``int64_list``, which the parser refuses).
 
     Raises:
         BadRequest: not a non-empty list of objects, or a feature value of no Example type.
@@ -65,7 +73,7 @@ def examples_to_serialized(
             f"'context' must be an object {{feature: value}}, got {type(context).__name__}"
         )
     base = example_pb2.Example()
-    _fill(base, context, "'context'")
+    _fill(base, context, "'context'", floats)
     out = np.empty(len(examples), dtype=object)
     for i, features in enumerate(examples):
         if not isinstance(features, dict):
@@ -74,12 +82,12 @@ def examples_to_serialized(
             )
         example = example_pb2.Example()
         example.CopyFrom(base)
-        _fill(example, features, f"examples[{i}]")
+        _fill(example, features, f"examples[{i}]", floats)
         out[i] = example.SerializeToString()
     return out
 
 
-def _fill(example: Any, features: Mapping[str, Any], where: str) -> None:
+def _fill(example: Any, features: Mapping[str, Any], where: str, floats: frozenset[str]) -> None:
     for name, value in features.items():
         values = value if isinstance(value, list) else [value]
         feature = example.features.feature[name]
@@ -87,7 +95,9 @@ def _fill(example: Any, features: Mapping[str, Any], where: str) -> None:
         label = f"{where}, feature {name!r}"
         if all(isinstance(v, str) or _is_b64(v) for v in values):
             feature.bytes_list.value.extend(_bytes(v, label) for v in values)
-        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        elif name not in floats and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in values
+        ):
             if not all(-(2**63) <= v < 2**63 for v in values):
                 raise BadRequest(f"{label}: an integer is out of range for int64")
             feature.int64_list.value.extend(values)
@@ -100,6 +110,11 @@ def _fill(example: Any, features: Mapping[str, Any], where: str) -> None:
                 f'{label}: values must all be strings (or {{"b64": ...}}), all integers, or '
                 f"all numbers; got {_short(value)}"
             )
+
+
+def float_features(inputs: Mapping[str, Any]) -> frozenset[str]:
+    """The names of float inputs among a signature's ``TensorInfo`` (``dtype`` names)."""
+    return frozenset(n for n, t in inputs.items() if t.dtype.startswith(("float", "bfloat")))
 
 
 def _bytes(value: Any, label: str) -> bytes:

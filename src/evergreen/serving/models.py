@@ -428,9 +428,18 @@ class ModelManager:
             if not sig.batchable:
                 continue
             if name == DEFAULT_SIGNATURE and recorded:
-                for inputs in recorded:  # real rows, from the version's warm-up file
-                    lv.call(name, inputs)
-                continue
+                try:
+                    for inputs in recorded:  # real rows, from the version's warm-up file
+                        lv.call(name, inputs)
+                    continue
+                except Exception as e:  # the file is an aid: synthetic rows decide the load
+                    log.warning(
+                        "model %s version %s: a recorded warm-up request failed (%s); warming up "
+                        "with synthetic rows",
+                        model,
+                        version,
+                        e,
+                    )
             for rows in sorted({1, self.settings.max_batch_size}):
                 try:
                     lv.call(name, warmup_for(lv, name, rows))
