@@ -341,3 +341,52 @@ def test_warmup_from_eval_rows_maps_columns_and_fills_missing_values(tmp_path):
     assert warmup._column([1.5, None], "float32").tolist()[0] == 1.5
     png = b"\x89PNG\r\n"  # image rows hold bytes: kept as they are
     assert warmup._column([png, {"b64": "YQ=="}], "string").tolist() == [png, b"a"]
+
+
+def test_a_real_evergreen_serve_process_answers_tritonclient_and_classify(
+    exports: Exports, tmp_path, http: httpx.Client
+):
+    """`evergreen serve` as a process, as a KServe or TF Serving user would start it."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    httpclient = pytest.importorskip("tritonclient.http")
+    registry = Registry(tmp_path / "registry")
+    publish(registry, exports, 0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "evergreen", "serve", "--registry", str(registry.root)]
+        + ["--port", str(port), "--audit-log", os.devnull],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(1200):  # a loaded 2-core machine: up to two minutes to load TF
+            try:
+                if httpx.get(f"{url}/v2/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.1)
+        client = httpclient.InferenceServerClient(url=f"127.0.0.1:{port}")
+        text = httpclient.InferInput("text", [len(TEXTS)], "BYTES")
+        text.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=object))
+        scores = client.infer(MODEL, [text]).as_numpy("scores")  # binary in, binary out
+        client.close()
+        expected = predict_json(http, MODEL, TEXTS)  # the in-process server, same export
+        np.testing.assert_allclose(scores, [p["scores"] for p in expected], atol=1e-6)
+        classified = httpx.post(
+            f"{url}/v1/models/{MODEL}:classify", json={"examples": [{"text": TEXTS[0]}]}
+        ).json()["results"]
+        assert classified[0][0][1] == pytest.approx(expected[0]["scores"][0], abs=1e-6)
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
