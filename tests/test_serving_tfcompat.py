@@ -390,3 +390,45 @@ def test_a_real_evergreen_serve_process_answers_tritonclient_and_classify(
         process.terminate()
         _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
+
+
+def test_grpc_classify_protos_give_the_rest_answers(http: httpx.Client, exports: Exports):
+    """The functions the gRPC server calls: Input protos in, ClassificationResult out."""
+    from tensorflow.core.example import example_pb2
+    from tensorflow_serving.apis import input_pb2
+
+    from evergreen.serving import classify
+
+    def example(text: str) -> example_pb2.Example:
+        e = example_pb2.Example()
+        e.features.feature["text"].bytes_list.value.append(text.encode())
+        return e
+
+    plain = input_pb2.Input()
+    plain.example_list.examples.extend([example(TEXTS[0]), example(TEXTS[1])])
+    with_context = input_pb2.Input()
+    with_context.example_list_with_context.context.CopyFrom(example("ignored"))
+    with_context.example_list_with_context.examples.extend(
+        [example(TEXTS[0]), example_pb2.Example()]
+    )
+    serialized = classify.serialized_from_input(plain)
+    merged = classify.serialized_from_input(with_context)
+    assert example_pb2.Example.FromString(merged[0]) == example(TEXTS[0])  # the example wins
+    assert example_pb2.Example.FromString(merged[1]) == example("ignored")  # else the context
+    with pytest.raises(classify.BadRequest):
+        classify.serialized_from_input(input_pb2.Input())
+
+    import tensorflow as tf
+
+    rest = http.post(
+        f"/v1/models/{MODEL}:classify", json={"examples": [{"text": t} for t in TEXTS[:2]]}
+    ).json()["results"]
+    served = tf.saved_model.load(str(exports.paths[0]))  # what version 1 serves
+    outputs = served.signatures["classification"](inputs=tf.constant(list(serialized)))
+    proto = classify.classification_result_proto({k: v.numpy() for k, v in outputs.items()})
+    assert [[(c.label, c.score) for c in row.classes] for row in proto.classifications] == [
+        [(label, pytest.approx(score, abs=1e-6)) for label, score in pairs] for pairs in rest
+    ]
+    regressed = served.signatures["regression"](inputs=tf.constant(list(serialized)))
+    values = classify.regression_result_proto({"outputs": regressed["outputs"].numpy()})
+    assert [r.value for r in values.regressions] == pytest.approx([p[1][1] for p in rest], abs=1e-6)

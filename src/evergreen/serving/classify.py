@@ -37,11 +37,14 @@ __all__ = [
     "CLASSIFY_SIGNATURE",
     "REGRESS_METHOD",
     "REGRESS_SIGNATURE",
+    "classification_result_proto",
     "classification_results",
     "examples_from_arrays",
     "examples_to_serialized",
     "float_features",
+    "regression_result_proto",
     "regression_results",
+    "serialized_from_input",
 ]
 
 
@@ -159,6 +162,60 @@ def examples_from_arrays(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
                 feature.int64_list.value.append(int(value))
         out[i] = example.SerializeToString()
     return out
+
+
+def serialized_from_input(input_proto: Any) -> np.ndarray:
+    """A gRPC ``tensorflow.serving.Input`` (``example_list`` or ``example_list_with_context``)
+    as serialized ``tf.Example`` bytes, the context merged into each example as TF Serving does
+    (the context's bytes then the example's: protobuf merging, the example's features winning).
+
+    Raises:
+        BadRequest: the input holds no examples.
+    """
+    kind = input_proto.WhichOneof("kind")
+    if kind == "example_list":
+        examples, context = input_proto.example_list.examples, b""
+    elif kind == "example_list_with_context":
+        examples = input_proto.example_list_with_context.examples
+        context = input_proto.example_list_with_context.context.SerializeToString()
+    else:
+        examples, context = [], b""
+    if not examples:
+        raise BadRequest(
+            "the request's input has no examples (example_list or example_list_with_context)"
+        )
+    out = np.empty(len(examples), dtype=object)
+    out[:] = [context + e.SerializeToString() for e in examples]
+    return out
+
+
+def classification_result_proto(outputs: Mapping[str, np.ndarray]) -> Any:
+    """A gRPC ``tensorflow.serving.ClassificationResult`` from a classification signature's
+    outputs (the same pairs as :func:`classification_results`)."""
+    from tensorflow_serving.apis import classification_pb2
+
+    result = classification_pb2.ClassificationResult()
+    for pairs in classification_results(outputs):
+        row = result.classifications.add()
+        for label, score in pairs:
+            text = label if isinstance(label, str) else json_label(label)
+            row.classes.add(label=text, score=score)
+    return result
+
+
+def regression_result_proto(outputs: Mapping[str, np.ndarray]) -> Any:
+    """A gRPC ``tensorflow.serving.RegressionResult`` from a regression signature's outputs."""
+    from tensorflow_serving.apis import regression_pb2
+
+    result = regression_pb2.RegressionResult()
+    for value in regression_results(outputs):
+        result.regressions.add(value=value)
+    return result
+
+
+def json_label(label: Any) -> str:
+    """A label that came back as ``{"b64": ...}`` (not UTF-8) as text for a proto string."""
+    return label["b64"] if isinstance(label, dict) else str(label)
 
 
 def classification_results(outputs: Mapping[str, np.ndarray]) -> list[list[list[Any]]]:
