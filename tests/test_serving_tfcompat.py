@@ -432,3 +432,33 @@ def test_grpc_classify_protos_give_the_rest_answers(http: httpx.Client, exports:
     regressed = served.signatures["regression"](inputs=tf.constant(list(serialized)))
     values = classify.regression_result_proto({"outputs": regressed["outputs"].numpy()})
     assert [r.value for r in values.regressions] == pytest.approx([p[1][1] for p in rest], abs=1e-6)
+
+
+def test_compressed_requests_inflate_within_the_body_limit(triton, http: httpx.Client):
+    import gzip
+
+    httpclient, client = triton
+    text = httpclient.InferInput("text", [len(TEXTS)], "BYTES")
+    text.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=object))
+    plain = client.infer(MODEL, [text]).as_numpy("scores")
+    for algorithm in ("gzip", "deflate"):
+        packed = client.infer(MODEL, [text], request_compression_algorithm=algorithm)
+        np.testing.assert_array_equal(packed.as_numpy("scores"), plain)
+    body = json.dumps(
+        {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}
+    )
+    bad = [
+        ({"Content-Encoding": "br"}, body.encode(), 400, "not supported"),
+        ({"Content-Encoding": "gzip"}, body.encode(), 400, "not valid gzip"),
+        ({"Content-Encoding": "gzip"}, gzip.compress(body.encode())[:-12], 400, "cut short"),
+        # 300 kB of spaces in 400 bytes: inflating stops at max_body_bytes (200,000 here).
+        (
+            {"Content-Encoding": "gzip"},
+            gzip.compress(b" " * 300_000 + body.encode()),
+            413,
+            "inflates",
+        ),
+    ]
+    for headers, content, status, message in bad:
+        r = http.post(f"/v2/models/{MODEL}/infer", content=content, headers=headers)
+        assert r.status_code == status and message in r.json()["error"], r.text

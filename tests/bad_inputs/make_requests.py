@@ -18,6 +18,7 @@ int64, ``plan`` string), at the default ``serving.max_rows_per_request`` of 4096
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import re
 import struct
@@ -686,6 +687,20 @@ for name, outputs in {
         },
         status=400,
     )
+for name, encoding, data in (
+    ("gzip-not-gzip", "gzip", json.dumps(v2_text()).encode()),
+    ("deflate-not-deflate", "deflate", b"\x00\x01garbage"),
+    ("encoding-unknown", "br", json.dumps(v2_text()).encode()),
+    ("gzip-cut", "gzip", gzip.compress(json.dumps(v2_text()).encode(), mtime=0)[:-12]),
+):
+    add(f"v2-{name}", V2, raw_bytes=data, headers={"Content-Encoding": encoding}, status=400)
+add(
+    "v2-gzip-bomb",
+    V2,
+    raw_bytes=gzip.compress(b" " * (9 * 1024 * 1024) + json.dumps(v2_text()).encode(), mtime=0),
+    headers={"Content-Encoding": "gzip"},
+    status=413,
+)
 add(
     "v2-binary-data-output-not-bool",
     V2,

@@ -416,9 +416,12 @@ def create_app(
     async def v2_infer(request: Request, call: _Call) -> Response:
         # The binary tensor extension: a JSON header of Inference-Header-Content-Length
         # bytes, then raw tensor bytes (v2binary).
-        header, binary = v2binary.split_body(
-            await body_bytes(request), request.headers.get(v2binary.HEADER)
+        raw = v2binary.decompress(
+            await body_bytes(request),
+            request.headers.get("content-encoding"),
+            settings.max_body_bytes,
         )
+        header, binary = v2binary.split_body(raw, request.headers.get(v2binary.HEADER))
         body = codec.parse_body(header)
         if settings.log_payloads:
             call.payload = body

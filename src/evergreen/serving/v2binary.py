@@ -52,6 +52,40 @@ BINARY_DTYPES = {
 }
 
 
+def decompress(raw: bytes, encoding: str | None, limit: int) -> bytes:
+    """A body sent with ``Content-Encoding: gzip`` or ``deflate`` (tritonclient's
+    ``request_compression_algorithm``), inflated to at most ``limit`` bytes.
+
+    Raises:
+        BadRequest: another encoding, or bytes that do not inflate.
+        PayloadTooLarge: the inflated body would be over ``limit`` (checked while inflating).
+    """
+    import zlib
+
+    from evergreen.serving.errors import PayloadTooLarge
+
+    name = (encoding or "identity").strip().lower()
+    if name == "identity":
+        return raw
+    if name not in ("gzip", "deflate"):
+        raise BadRequest(
+            f"Content-Encoding {encoding[:40]!r} is not supported; send gzip, deflate or none"
+        )
+    inflater = zlib.decompressobj(wbits=31 if name == "gzip" else 15)
+    try:
+        body = inflater.decompress(raw, limit + 1)
+    except zlib.error as e:
+        raise BadRequest(f"the body is not valid {name} data: {e}") from None
+    if len(body) > limit:
+        raise PayloadTooLarge(
+            f"the {name} body inflates to over {limit} bytes (serving.max_body_bytes); send "
+            "fewer rows per request"
+        )
+    if not inflater.eof:
+        raise BadRequest(f"the {name} body is cut short")
+    return body
+
+
 def split_body(raw: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """The JSON header and the binary part of a body (all JSON when no header length is sent).
 
