@@ -282,6 +282,12 @@ def test_metadata_parses_back_into_tf_servings_proto(http: httpx.Client, exports
     assert classification.inputs["inputs"].name == "classification_inputs:0"
     assert {k: v.dtype for k, v in classification.outputs.items()} == {"classes": 7, "scores": 1}
     assert parsed.signature_def["regression"].method_name == "tensorflow/serving/regress"
+    # TF's own check of the classify/regress contract (inputs: one DT_STRING "inputs"; classes
+    # DT_STRING, scores DT_FLOAT; outputs DT_FLOAT), the rules TF Serving's Classify applies.
+    import tensorflow as tf
+
+    for name in ("classification", "regression"):
+        assert tf.compat.v1.saved_model.is_valid_signature(parsed.signature_def[name]), name
 
 
 # -- TF Serving warm-up records ------------------------------------------------------------------
@@ -343,6 +349,7 @@ def test_warmup_from_eval_rows_maps_columns_and_fills_missing_values(tmp_path):
     assert warmup._column([png, {"b64": "YQ=="}], "string").tolist() == [png, b"a"]
 
 
+@pytest.mark.slow
 def test_a_real_evergreen_serve_process_answers_tritonclient_and_classify(
     exports: Exports, tmp_path, http: httpx.Client
 ):
