@@ -280,7 +280,8 @@ def top_classes(name: str, scores: np.ndarray, classes: np.ndarray | None, k: in
     rows = scores
     labels = classes if classes is not None and classes.shape == rows.shape else None
     k = min(k, rows.shape[1])
-    order = np.argsort(-rows, axis=1, kind="stable")[:, :k]
+    # As float64: negating unsigned scores would wrap around.
+    order = np.argsort(-rows.astype(np.float64), axis=1, kind="stable")[:, :k]
     out = np.empty((rows.shape[0], k), dtype=object)
     for r, best in enumerate(order):
         for j, index in enumerate(best):
