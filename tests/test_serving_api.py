@@ -506,13 +506,17 @@ def test_chunked_oversized_body_is_cut_off(server: httpx.Client):
 def test_request_log_has_one_line_per_row_in_the_agreed_format(server: httpx.Client):
     texts = ["logged one", "logged two", "logged three"]
     assert server.post(f"/v1/models/{MODEL}:predict", json={"instances": texts}).status_code == 200
+    # A Classify request's examples are logged as serving_default rows too.
+    classify = {"examples": [{"text": "logged four"}]}
+    assert server.post(f"/v1/models/{MODEL}:classify", json=classify).status_code == 200
+    texts.append("logged four")
     path = server.logs / "requests" / MODEL / f"{dt.datetime.now(dt.UTC).date().isoformat()}.jsonl"  # type: ignore[attr-defined]
     lines = []
     for _ in range(100):  # written by a background thread
         lines = (
             [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
         )
-        if any(line["inputs"]["text"] == "logged three" for line in lines):
+        if any(line["inputs"]["text"] == "logged four" for line in lines):
             break
         time.sleep(0.05)
     ours = [line for line in lines if line["inputs"]["text"] in texts]

@@ -252,10 +252,23 @@ def create_app(
         deadline = time.monotonic() + settings.request_timeout_ms / 1000
         outputs = await manager.predict(lv, sig.name, inputs, deadline)
         # Only raw-input (predict) signatures: the skew checks compare raw columns, and a
-        # Classify/Regress signature's input is serialized tf.Example.
+        # Classify/Regress signature's input is serialized tf.Example (log_examples logs
+        # those requests' raw features instead).
         if request_log is not None and lv.methods.get(sig.name) not in _EXAMPLE_METHODS:
             request_log.sample(lv.model, lv.version, sig.name, inputs)
         return outputs
+
+    def log_examples(lv: LoadedVersion, body: dict[str, Any]) -> None:
+        """Sample a Classify/Regress request's rows into the request log as serving_default
+        rows (the raw columns the skew checks compare); rows that do not fit are not logged."""
+        default = lv.signatures.get(DEFAULT_SIGNATURE)
+        if request_log is None or default is None:
+            return
+        try:
+            rows = codec.decode_examples(default, body.get("examples"), body.get("context"))
+        except ServingError:  # served by tf.Example rules, which are looser: nothing to log
+            return
+        request_log.sample(lv.model, lv.version, DEFAULT_SIGNATURE, rows)
 
     # ------------------------------------------------------------------------ TF Serving
 
@@ -335,6 +348,7 @@ def create_app(
                     body.get("examples"), body.get("context"), max_rows=max_rows, floats=_floats(lv)
                 )
                 outputs = await run_model(call, lv, sig, {classify.CLASSIFY_INPUTS: serialized})
+                log_examples(lv, body)
                 return JSONResponse({"results": classify.classification_results(outputs)})
             # A version exported before the classification signature: raw-input signatures
             # with classes/scores (or label/score) outputs still answer, fed feature by feature.
@@ -373,6 +387,7 @@ def create_app(
                 body.get("examples"), body.get("context"), max_rows=max_rows, floats=_floats(lv)
             )
             outputs = await run_model(call, lv, sig, {classify.CLASSIFY_INPUTS: serialized})
+            log_examples(lv, body)
             return JSONResponse({"results": classify.regression_results(outputs)})
 
     # --------------------------------------------------------------- Open Inference Protocol
