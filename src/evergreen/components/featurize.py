@@ -147,7 +147,6 @@ class FeaturizeSpan:
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         source, fitted = ctx.inputs["examples"], ctx.inputs["featurizer"]
         featurizer = load_featurizer(fitted.uri)
-        fingerprint = fitted.properties["fingerprint"]
         spec = featurizer.feature_spec()
         label = source.properties["label"]
         ledger = {"rows_featurized": 0, "rows_reused": 0, "tokens_computed": 0, "tokens_reused": 0}
