@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -88,6 +88,8 @@ class Shared:
     audit: Any  # evergreen.serving.app.AuditLog
     api_keys: ApiKeys | None
     request_log: RequestLog | None
+    # Metric children by label values: labels() costs a lock and a tuple check per call.
+    _children: dict[tuple[str, ...], Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, app: Any) -> Shared:
@@ -139,9 +141,15 @@ class Shared:
         status = code.name
         if call.model is not None:
             model = call.model if call.model in self.manager.discovered else UNKNOWN_MODEL
-            version = str(call.version or "")
-            self.metrics.requests.labels(model, version, call.api, status).inc()
-            self.metrics.latency.labels(model, call.api).observe(elapsed)
+            key = (model, str(call.version or ""), call.api, status)
+            children = self._children.get(key)
+            if children is None:
+                children = self._children[key] = (
+                    self.metrics.requests.labels(*key),
+                    self.metrics.latency.labels(model, call.api),
+                )
+            children[0].inc()
+            children[1].observe(elapsed)
         record = {
             "ts": self.audit.timestamp(),
             "who": call.who,
