@@ -120,7 +120,7 @@ def start(command: list[str], port: int) -> subprocess.Popen[bytes]:
 
 
 async def load(
-    port: int, texts: list[str], concurrency: int, seconds: float, warmup: float
+    port: int, texts: list[str], concurrency: int, seconds: float, warmup: float, pid: int
 ) -> dict[str, float]:
     """``concurrency`` keep-alive connections sending one request after another.
 
@@ -159,11 +159,11 @@ async def load(
         finally:
             writer.close()
 
-    return await _measure(worker, concurrency, seconds, warmup, latencies, lambda: errors)
+    return await _measure(worker, concurrency, seconds, warmup, latencies, lambda: errors, pid)
 
 
 async def load_grpc(
-    port: int, texts: list[str], concurrency: int, seconds: float, warmup: float
+    port: int, texts: list[str], concurrency: int, seconds: float, warmup: float, pid: int
 ) -> dict[str, float]:
     """Like :func:`load`, over gRPC: ``concurrency`` channels, one Predict after another.
 
@@ -211,7 +211,7 @@ async def load_grpc(
                     else:
                         errors += 1
 
-    return await _measure(worker, concurrency, seconds, warmup, latencies, lambda: errors)
+    return await _measure(worker, concurrency, seconds, warmup, latencies, lambda: errors, pid)
 
 
 async def _measure(
@@ -221,22 +221,35 @@ async def _measure(
     warmup: float,
     latencies: list[float],
     errors: Any,
+    pid: int,
 ) -> dict[str, float]:
-    """Warm up, then run ``concurrency`` workers for ``seconds``; throughput and percentiles."""
+    """Warm up, then run ``concurrency`` workers for ``seconds``; throughput, percentiles, and
+    the CPU time per answered request of the server process and of this (client) process."""
     until = time.perf_counter() + warmup
     await asyncio.gather(*(worker(k, until, False) for k in range(concurrency)))
     started = time.perf_counter()
+    server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
     until = started + seconds
     await asyncio.gather(*(worker(k, until, True) for k in range(concurrency)))
     elapsed = time.perf_counter() - started
+    server_cpu, client_cpu = cpu_seconds(pid) - server_cpu, time.process_time() - client_cpu
     latencies.sort()
+    answered = max(1, len(latencies))
     return {
+        "server_cpu": server_cpu / answered * 1000,
+        "client_cpu": client_cpu / answered * 1000,
         "rps": len(latencies) / elapsed,
         "p50": statistics.median(latencies) * 1000,
         "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000,
         "n": len(latencies),
         "errors": errors(),
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid``, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_load(coroutine: Any) -> dict[str, float]:
@@ -367,14 +380,17 @@ def main() -> None:
                 }
             for round_ in range(args.repeat):
                 for c in levels:
-                    for name, (_, port) in processes.items():
+                    for name, (process, port) in processes.items():
                         measure = load_grpc if name == "grpc" else load
-                        r = run_load(measure(port, texts, c, args.seconds, args.warmup))
+                        r = run_load(
+                            measure(port, texts, c, args.seconds, args.warmup, process.pid)
+                        )
                         runs[name][c].append(r)
                         loads.append(os.getloadavg()[0])
                         print(
                             f"  round {round_ + 1} {name:9s} c={c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50']:7.1f} ms  "
-                            f"p99 {r['p99']:7.1f} ms  ({int(r['n'])} requests, {int(r['errors'])} errors, "
+                            f"p99 {r['p99']:7.1f} ms  CPU/request: server {r['server_cpu']:.2f} ms, "
+                            f"client {r['client_cpu']:.2f} ms  ({int(r['n'])} requests, {int(r['errors'])} errors, "
                             f"load average {loads[-1]:.1f})",
                             flush=True,
                         )
@@ -386,7 +402,10 @@ def main() -> None:
                 process.wait(timeout=60)
         results = {
             name: {
-                c: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99")}
+                c: {
+                    k: statistics.median(r[k] for r in rs)
+                    for k in ("rps", "p50", "p99", "server_cpu", "client_cpu")
+                }
                 | {"errors": sum(r["errors"] for r in rs)}
                 for c, rs in by_c.items()
             }
@@ -398,13 +417,15 @@ def main() -> None:
     print()
     print(f"1-minute load average during the run: {min(loads):.1f} to {max(loads):.1f}")
     print(
-        f"{'concurrency':>11} | {'server':9} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6}"
+        f"{'concurrency':>11} | {'server':9} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | "
+        f"{'errors':>6} | server CPU ms/req | client CPU ms/req"
     )
     for c in levels:
         for name in servers:
             r = results[name][c]
             print(
-                f"{c:>11} | {name:9} | {r['rps']:8.1f} | {r['p50']:7.1f} | {r['p99']:7.1f} | {int(r['errors']):>6}"
+                f"{c:>11} | {name:9} | {r['rps']:8.1f} | {r['p50']:7.1f} | {r['p99']:7.1f} | "
+                f"{int(r['errors']):>6} | {r['server_cpu']:17.2f} | {r['client_cpu']:17.2f}"
             )
     print()
     if {"batching", "grpc"} <= set(servers):
@@ -412,7 +433,9 @@ def main() -> None:
             b, g = results["batching"][c], results["grpc"][c]
             print(
                 f"c={c:<3d} gRPC vs REST (same server): throughput x{g['rps'] / b['rps']:.2f}, "
-                f"p99 x{g['p99'] / b['p99']:.2f}"
+                f"p99 x{g['p99'] / b['p99']:.2f}, server CPU per request "
+                f"x{g['server_cpu'] / b['server_cpu']:.2f}, client CPU per request "
+                f"x{g['client_cpu'] / b['client_cpu']:.2f}"
             )
     if not {"batching", "no-batch", "naive"} <= set(servers):
         return

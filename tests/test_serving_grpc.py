@@ -41,6 +41,7 @@ from tests.serving_support import MODEL, Exports, publish, publish_generic, shar
 KEY = "grpc-test-key-0123456789"
 TEXTS = ["Great coffee, would buy again", "Stale and awful", "ok tea"]
 MAX_ROWS = 64
+MAX_BYTES = 100_000
 
 
 @dataclass
@@ -90,6 +91,7 @@ def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iter
         audit_log=str(audit),
         batch_timeout_ms=1.0,
         max_rows_per_request=MAX_ROWS,
+        max_body_bytes=MAX_BYTES,
     )
     with (
         _serve(registry, settings) as running,
@@ -285,6 +287,7 @@ def test_bad_tensors_get_the_right_code(server: Running):
     rank = _spec(predict_pb2.PredictRequest())
     rank.inputs["text"].CopyFrom(tf.make_tensor_proto([["a", "b"]]))
     too_many = _predict_request(["x"] * (MAX_ROWS + 1))
+    too_big = _predict_request(["x" * (MAX_BYTES + 1)])
     for request, code, message in [
         (
             wrong_dtype,
@@ -294,6 +297,7 @@ def test_bad_tensors_get_the_right_code(server: Running):
         (unknown, "INVALID_ARGUMENT", "unknown: txt"),
         (rank, "INVALID_ARGUMENT", "has shape [1, 2]; the signature takes [-1]"),
         (too_many, "RESOURCE_EXHAUSTED", f"at most {MAX_ROWS} per request"),
+        (too_big, "RESOURCE_EXHAUSTED", "larger than max"),  # gRPC's own message
     ]:
         got, details = _code(server.predict.Predict, request, timeout=60)
         assert got.name == code and message in details, details
