@@ -506,8 +506,14 @@ def test_grpc_port_is_validated_and_defaults_to_8500():
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # SystemExit(3)
-def test_a_taken_grpc_port_stops_startup(registry: Registry):
-    with socket.socket() as taken:
+def test_a_taken_grpc_port_stops_startup(server: Running, registry: Registry):
+    # Taken by another evergreen server: gRPC's default SO_REUSEPORT would let both bind and
+    # share the connections; the server turns it off, so the second one must not start.
+    port = int(server.target.rsplit(":", 1)[1])
+    settings = ServingConfig(port=0, grpc_port=port, audit_log=os.devnull)
+    with pytest.raises(RuntimeError, match="stopped during startup"):
+        _serve(registry, settings).start()
+    with socket.socket() as taken:  # and by any other socket
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         settings = ServingConfig(port=0, grpc_port=taken.getsockname()[1], audit_log=os.devnull)

@@ -264,6 +264,9 @@ async def start_grpc(app: Any) -> GrpcServer | None:
             # A message over the REST body limit fails with RESOURCE_EXHAUSTED before decoding.
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.max_send_message_length", -1),
+            # gRPC sets SO_REUSEPORT by default: a second server on the same port would start
+            # and silently take half the connections. A taken port must stop startup instead.
+            ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=settings.max_connections,
     )
