@@ -67,12 +67,16 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> Exports:
 
 @pytest.fixture(scope="module")
 def registry(exports: Exports, tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    """reviews: version 1 (great-1/other-1) champion, 2 canary; churn and photos: hand-made."""
+    """reviews: version 1 (great-1/other-1) champion, 2 canary; churn and photos: hand-made;
+    broken: its aliases.json is damaged."""
     folder = tmp_path_factory.mktemp("grpc")
     registry = Registry(folder / "registry")
     publish(registry, exports, 0)
     registry.set_alias(MODEL, "canary", publish(registry, exports, 1, champion=False))
     publish_generic(registry, folder)
+    # 'broken': a damaged aliases.json, so nothing of it serves (UNAVAILABLE, not NOT_FOUND)
+    registry.publish("broken", folder / "churn", {})
+    (registry.root / "broken" / "aliases.json").write_text("{not json", encoding="utf-8")
     return registry
 
 
@@ -265,6 +269,7 @@ def test_model_status_lists_versions_like_rest(server: Running):
     ("request_args", "code", "message"),
     [
         ({"model": "nope"}, "NOT_FOUND", "model 'nope' is not served here"),
+        ({"model": "broken"}, "UNAVAILABLE", "model 'broken' has no version loaded"),
         ({"version": 9}, "NOT_FOUND", "has no loaded version 9"),
         ({"label": "blue"}, "NOT_FOUND", "has no label 'blue'"),
         ({"signature": "nope"}, "INVALID_ARGUMENT", "signature 'nope' not found"),
