@@ -394,7 +394,54 @@ def test_v2_typed_contents_and_bytes_outputs(server: Running):
     assert "runs past the end" in failed.value.details()
 
 
-# -- shared with REST: metrics, audit log ----------------------------------------------------
+# -- shared with REST: batches, metrics, audit log ------------------------------------------
+
+
+def _batches(url: str) -> tuple[float, float]:
+    """(model calls, rows) of reviews version 1's serving_default so far, from /metrics."""
+    found = {}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        for name in ("evergreen_batch_size_count", "evergreen_batch_size_sum"):
+            if line.startswith(name + "{") and 'model="reviews"' in line and 'version="1"' in line:
+                found[name] = float(line.rsplit(" ", 1)[1])
+    return found.get("evergreen_batch_size_count", 0.0), found.get("evergreen_batch_size_sum", 0.0)
+
+
+def test_grpc_and_rest_requests_share_model_calls(registry: Registry):
+    import asyncio
+
+    settings = ServingConfig(
+        port=0, grpc_port=0, max_batch_size=32, batch_timeout_ms=20, audit_log=os.devnull
+    )
+    texts = [f"review number {i}: {'great' if i % 2 else 'stale'} coffee" for i in range(24)]
+
+    async def main(url: str, target: str) -> list[object]:
+        async with (
+            httpx.AsyncClient(base_url=url, timeout=60) as client,
+            grpc.aio.insecure_channel(target) as channel,
+        ):
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            rest = [
+                client.post(f"/v1/models/{MODEL}:predict", json={"instances": [t]})
+                for t in texts[0::2]
+            ]
+            calls = [stub.Predict(_predict_request([t]), timeout=60) for t in texts[1::2]]
+            return await asyncio.gather(*rest, *calls)
+
+    with _serve(registry, settings) as running:
+        before = _batches(running.url)
+        answers = asyncio.run(main(running.url, running.grpc_target))
+        after = _batches(running.url)
+        together = httpx.post(
+            f"{running.url}/v1/models/{MODEL}:predict", json={"instances": texts}, timeout=60
+        ).json()["predictions"]
+    calls, rows = after[0] - before[0], after[1] - before[1]
+    assert rows == 24 and calls < 24 / 3, f"{calls} model calls for 24 concurrent requests"
+    tf = tensorflow()
+    scores = [a.json()["predictions"][0]["scores"] for a in answers[:12]]  # type: ignore[attr-defined]
+    scores += [tf.make_ndarray(a.outputs["scores"])[0].tolist() for a in answers[12:]]  # type: ignore[attr-defined]
+    expected = [together[i]["scores"] for i in [*range(0, 24, 2), *range(1, 24, 2)]]
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
 
 
 def test_metrics_and_audit_count_grpc_calls(server: Running):
