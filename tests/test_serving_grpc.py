@@ -312,6 +312,14 @@ def test_bad_tensors_get_the_right_code(server: Running):
     assert got == grpc.StatusCode.INVALID_ARGUMENT and "ask for ['signature_def']" in details
 
 
+def test_a_deadline_the_client_gives_up_on_leaves_the_server_serving(server: Running):
+    # 0.1 ms: no round trip with a model call fits, so the client gives up (or the server
+    # finds the deadline passed); either way the next request is answered.
+    code, _ = _code(server.predict.Predict, _predict_request(["late"]), timeout=0.0001)
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert server.predict.Predict(_predict_request(["on time"]), timeout=60).outputs["scores"]
+
+
 # -- Open Inference Protocol: tritonclient.grpc ----------------------------------------------
 
 

@@ -17,6 +17,7 @@ details the message REST would give.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -127,12 +128,15 @@ class Shared:
             return await body(call)
         except ServingError as e:
             code, message = _status_of(e), e.message
+        except asyncio.CancelledError:  # the client cancelled or hung up: not a server error
+            code = grpc.StatusCode.CANCELLED
+            raise
         except Exception as e:  # a bug or a model failure: INTERNAL, logged with its traceback
             log.exception("gRPC %s failed", call.method)
             code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}"
         finally:
             self._record(call, context, code, time.perf_counter() - started)
-            if call.version is not None:  # REST's X-Model-Version header
+            if call.version is not None and code != grpc.StatusCode.CANCELLED:  # X-Model-Version
                 context.set_trailing_metadata((("x-model-version", str(call.version)),))
         await context.abort(code, message)
         raise AssertionError("context.abort returned")  # it always raises
