@@ -75,9 +75,40 @@ def registry(exports: Exports, tmp_path_factory: pytest.TempPathFactory) -> Regi
     registry.set_alias(MODEL, "canary", publish(registry, exports, 1, champion=False))
     publish_generic(registry, folder)
     # 'broken': a damaged aliases.json, so nothing of it serves (UNAVAILABLE, not NOT_FOUND)
+    _publish_example_model(registry, folder)
     registry.publish("broken", folder / "churn", {})
     (registry.root / "broken" / "aliases.json").write_text("{not json", encoding="utf-8")
     return registry
+
+
+def _publish_example_model(registry: Registry, folder: Path) -> None:
+    """'examples': TF Serving's classify and regress signatures, over serialized tf.Examples.
+
+    classify: classes ["low", "high"], scores [1 - x/10, x/10]; regress: outputs = 2x + y.
+    """
+    tf = tensorflow()
+    features = {
+        "x": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+        "y": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+    }
+
+    class Examples(tf.Module):
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string)])
+        def classify(self, inputs):
+            x = tf.io.parse_example(inputs, features)["x"] / 10
+            rows = tf.shape(x)[0]
+            classes = tf.tile(tf.constant([["low", "high"]]), [rows, 1])
+            return {"classes": classes, "scores": tf.stack([1 - x, x], axis=1)}
+
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string)])
+        def regress(self, inputs):
+            parsed = tf.io.parse_example(inputs, features)
+            return {"outputs": 2 * parsed["x"] + parsed["y"]}
+
+    module = Examples()
+    signatures = {"serving_default": module.classify, "regress": module.regress}
+    tf.saved_model.save(module, str(folder / "examples"), signatures=signatures)
+    registry.publish("examples", folder / "examples", {})
 
 
 def _serve(
@@ -228,6 +259,23 @@ def test_classify_and_regress_take_tf_examples(server: Running):
         timeout=60,
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "no classification outputs" in message
+
+
+def test_classify_and_regress_signatures_take_serialized_examples(server: Running):
+    rows = [{"x": 2.0}, {"x": 7.0, "y": 1.0}]
+    classify = _examples(_spec(classification_pb2.ClassificationRequest(), model="examples"), rows)
+    result = server.predict.Classify(classify, timeout=60).result.classifications
+    assert [[c.label for c in r.classes] for r in result] == [["low", "high"]] * 2
+    np.testing.assert_allclose(
+        [[c.score for c in r.classes] for r in result], [[0.8, 0.2], [0.3, 0.7]], rtol=1e-6
+    )
+    regress = _examples(
+        _spec(regression_pb2.RegressionRequest(), model="examples", signature="regress"),
+        [{"y": 1.0}, {}],
+        context={"x": 3.0},  # merged into every example, as TF Serving does
+    )
+    values = [r.value for r in server.predict.Regress(regress, timeout=60).result.regressions]
+    assert values == [7.0, 6.0]
 
 
 def test_metadata_is_the_rest_metadata_as_protos(server: Running):

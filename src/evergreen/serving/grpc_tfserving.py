@@ -34,11 +34,10 @@ from tensorflow_serving.apis import (
 from evergreen.serving import codec
 from evergreen.serving.errors import BadRequest
 from evergreen.serving.grpc_server import GrpcCall, Shared, check_shape
-from evergreen.serving.models import DEFAULT_SIGNATURE, LoadedVersion
+from evergreen.serving.models import DEFAULT_SIGNATURE, SERIALIZED_EXAMPLES, LoadedVersion
 
 API = "grpc_v1"
 PREDICT_METHOD = "tensorflow/serving/predict"
-SERIALIZED_EXAMPLES = "inputs"  # the input of TF Serving's classify and regress signatures
 _SERVICE = "/tensorflow.serving.PredictionService/"
 
 
