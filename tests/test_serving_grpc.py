@@ -229,12 +229,13 @@ def test_classify_and_regress_take_tf_examples(server: Running):
     got = [[[c.label, c.score] for c in r.classes] for r in response.result.classifications]
     rest = server.rest.post(
         f"/v1/models/{MODEL}/versions/2:classify", json={"examples": rows}
-    ).json()["result"]
+    ).json()["results"]
     assert [[label for label, _ in r] for r in got] == [[label for label, _ in r] for r in rest]
     np.testing.assert_allclose(
         [[s for _, s in r] for r in got], [[s for _, s in r] for r in rest], rtol=1e-6
     )
     assert response.model_spec.version.value == 2
+    assert response.model_spec.signature_name == "classification"  # serialized tf.Examples
     with_context = _examples(
         _spec(classification_pb2.ClassificationRequest(), version=2), [{}], context=rows[0]
     )
@@ -289,7 +290,8 @@ def test_metadata_is_the_rest_metadata_as_protos(server: Running):
         rest["metadata"]["signature_def"], get_model_metadata_pb2.SignatureDefMap()
     )
     assert defs == from_rest
-    assert sorted(defs.signature_def) == ["classify", "serving_default", "tokenize"]
+    assert {"classification", "classify", "serving_default", "tokenize"} <= set(defs.signature_def)
+    assert defs.signature_def["classification"].method_name == "tensorflow/serving/classify"
     text = defs.signature_def["serving_default"].inputs["text"]
     assert text.dtype == tensorflow().string.as_datatype_enum
     assert [d.size for d in text.tensor_shape.dim] == [-1]

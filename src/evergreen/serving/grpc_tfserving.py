@@ -31,13 +31,13 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from evergreen.serving import codec
+from evergreen.serving import classify, codec
 from evergreen.serving.errors import BadRequest
 from evergreen.serving.grpc_server import GrpcCall, Shared, check_shape
 from evergreen.serving.models import DEFAULT_SIGNATURE, SERIALIZED_EXAMPLES, LoadedVersion
 
 API = "grpc_v1"
-PREDICT_METHOD = "tensorflow/serving/predict"
+_EXAMPLE_METHODS = (classify.CLASSIFY_METHOD, classify.REGRESS_METHOD)
 _SERVICE = "/tensorflow.serving.PredictionService/"
 
 
@@ -80,10 +80,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             lv, sig, outputs = await self._examples(call, context, request, "classify")
             response = classification_pb2.ClassificationResponse()
             _fill_spec(response.model_spec, lv, sig.name)
-            for row in classifications(sig, outputs):
-                entry = response.result.classifications.add()
-                for label, score in row:
-                    entry.classes.add(label=label, score=score)
+            response.result.CopyFrom(classify.classification_result_proto(outputs))
             return response
 
         return await self.shared.handle(GrpcCall(API, _SERVICE + "Classify"), context, body)
@@ -102,14 +99,28 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def _examples(
         self, call: GrpcCall, context: Any, request: Any, kind: str
     ) -> tuple[LoadedVersion, codec.Signature, dict[str, np.ndarray]]:
-        """Run a Classify or Regress request's examples through its signature."""
+        """Run a Classify or Regress request's examples through its signature.
+
+        Unnamed, the signature is the version's ``classification`` / ``regression`` one when it
+        has it (as for REST), else ``serving_default``.
+        """
         lv = _acquire(self.shared, call, request.model_spec)
         try:
-            sig = lv.signature(request.model_spec.signature_name or DEFAULT_SIGNATURE)
+            preferred = (
+                classify.CLASSIFY_SIGNATURE if kind == "classify" else classify.REGRESS_SIGNATURE
+            )
+            name = request.model_spec.signature_name or (
+                preferred if preferred in lv.signatures else DEFAULT_SIGNATURE
+            )
+            sig = lv.signature(name)
+            takes_examples = lv.methods.get(sig.name) in _EXAMPLE_METHODS or (
+                set(sig.inputs) == {SERIALIZED_EXAMPLES}
+                and sig.inputs[SERIALIZED_EXAMPLES].dtype == "string"
+            )
             check = _check_classification if kind == "classify" else _check_regression
             check(sig)
             inputs = examples_to_arrays(
-                sig, request.input, self.shared.settings.max_rows_per_request
+                sig, request.input, self.shared.settings.max_rows_per_request, takes_examples
             )
             return lv, sig, await self.shared.run_model(call, context, lv, sig, inputs)
         finally:
@@ -126,7 +137,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             try:
                 response = get_model_metadata_pb2.GetModelMetadataResponse()
                 _fill_spec(response.model_spec, lv, "")
-                response.metadata["signature_def"].Pack(signature_def_map(lv))
+                # The SignatureDefMap read from saved_model.pb, as REST shows it.
+                response.metadata["signature_def"].Pack(lv.signature_defs)
                 return response
             finally:
                 self.shared.manager.release(lv)
@@ -171,19 +183,6 @@ def _fill_spec(spec: Any, lv: LoadedVersion, signature: str) -> None:
     spec.name = lv.model
     spec.version.value = lv.version
     spec.signature_name = signature
-
-
-def signature_def_map(lv: LoadedVersion) -> Any:
-    """The version's signatures as TF Serving's ``SignatureDefMap`` (what REST shows as JSON)."""
-    defs = {
-        name: {
-            "inputs": {n: t.to_tf_serving() for n, t in sig.inputs.items()},
-            "outputs": {n: t.to_tf_serving() for n, t in sig.outputs.items()},
-            "method_name": PREDICT_METHOD,
-        }
-        for name, sig in sorted(lv.signatures.items())
-    }
-    return json_format.ParseDict({"signature_def": defs}, get_model_metadata_pb2.SignatureDefMap())
 
 
 def _output_filter(sig: codec.Signature, names: Any) -> list[str]:
@@ -306,37 +305,26 @@ def array_to_tensor(array: np.ndarray) -> Any:
 # ------------------------------------------------------------------------------- examples
 
 
-def examples_to_arrays(sig: codec.Signature, request_input: Any, max_rows: int) -> dict[str, Any]:
-    """The ``tf.Example`` protos of a Classify or Regress request as the signature's inputs.
+def examples_to_arrays(
+    sig: codec.Signature, request_input: Any, max_rows: int, serialized: bool
+) -> dict[str, Any]:
+    """The ``tf.Example`` protos of a Classify or Regress request as the signature's inputs:
+    serialized (the context merged into each, as TF Serving does) for a signature over
+    serialized examples, else their features by name, converted like the REST body's.
 
     Raises:
         BadRequest: no examples; features that do not fit the signature.
         PayloadTooLarge: more than ``max_rows`` examples.
     """
     kind = request_input.WhichOneof("kind")
-    if kind is None:
+    source = getattr(request_input, kind) if kind else None
+    codec.check_rows(len(source.examples) if source else 0, max_rows, "input.examples")
+    if serialized:
+        return {SERIALIZED_EXAMPLES: classify.serialized_from_input(request_input)}
+    if source is None or not source.examples:
         raise BadRequest("input has no examples; fill input.example_list.examples")
-    source = getattr(request_input, kind)
-    examples = list(source.examples)
     context = source.context if kind == "example_list_with_context" else None
-    if not examples:
-        raise BadRequest("input has no examples; fill input.example_list.examples")
-    codec.check_rows(len(examples), max_rows, "input.examples")
-    if (
-        set(sig.inputs) == {SERIALIZED_EXAMPLES}
-        and sig.inputs[SERIALIZED_EXAMPLES].dtype == "string"
-    ):
-        if context is not None:  # TF Serving merges the context's features into every example
-            merged = []
-            for example in examples:
-                full = type(example)()
-                full.CopyFrom(context)
-                full.MergeFrom(example)
-                merged.append(full)
-            examples = merged
-        serialized = np.array([e.SerializeToString() for e in examples], dtype=object)
-        return {SERIALIZED_EXAMPLES: serialized}
-    rows = [_features(e) for e in examples]
+    rows = [_features(e) for e in source.examples]
     return codec.decode_examples(
         sig, rows, _features(context) if context is not None else None, max_rows=max_rows
     )
@@ -391,32 +379,6 @@ def _regression_output(sig: codec.Signature) -> str | None:
         and (len(t.shape) == 1 or (len(t.shape) == 2 and t.shape[1] == 1))
     ]
     return floats[0].name if len(sig.outputs) == 1 and floats else None
-
-
-def classifications(sig: codec.Signature, outputs: dict[str, np.ndarray]) -> list[list[Any]]:
-    """Per example, its (label, score) pairs: TF Serving's ``ClassificationResult``."""
-    if "scores" in outputs:
-        scores = np.asarray(outputs["scores"], dtype=float)
-        if scores.ndim == 1:
-            scores = scores[:, None]
-        classes = outputs.get("classes")
-        if classes is None:
-            classes = np.full(scores.shape, b"", dtype=object)
-        classes = np.asarray(classes).reshape(scores.shape)
-        return [
-            [(_label(c), float(s)) for c, s in zip(crow, srow, strict=True)]
-            for crow, srow in zip(classes, scores, strict=True)
-        ]
-    return [
-        [(_label(label), float(score))]
-        for label, score in zip(outputs["label"], outputs["score"], strict=True)
-    ]
-
-
-def _label(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
 
 
 def regressions(sig: codec.Signature, outputs: dict[str, np.ndarray]) -> list[float]:
