@@ -10,6 +10,7 @@ Every error names the key, the value that came and what to write instead.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import ipaddress
 import math
 import os
@@ -259,6 +260,21 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """Experiment tracking: ``[tensorboard]`` and ``[mlflow]`` in the file.
+
+    TensorBoard scalars go to ``<root>/tensorboard/<name>/`` unless ``tensorboard = false``.
+    MLflow is off until ``mlflow_tracking_uri`` is set (``[mlflow] tracking_uri``); its
+    failures are warnings, never a failed run.
+    """
+
+    tensorboard: bool = True
+    mlflow_tracking_uri: str = ""
+    mlflow_experiment: str = ""  # empty: the pipeline's name
+    mlflow_registered_model: str = ""  # empty: the pipeline's name
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole pipeline config, as validated at load."""
 
@@ -273,6 +289,7 @@ class Config:
     drift: DriftConfig = field(default_factory=DriftConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     base_dir: Path = Path(".")  # the config file's folder; relative paths resolve against it
 
     @property
@@ -302,6 +319,12 @@ class Config:
             "drift": asdict(self.drift),
             "serving": asdict(self.serving),
             "watch": asdict(self.watch),
+            "tensorboard": {"enabled": self.tracking.tensorboard},
+            "mlflow": {
+                "tracking_uri": self.tracking.mlflow_tracking_uri,
+                "experiment": self.tracking.mlflow_experiment,
+                "registered_model": self.tracking.mlflow_registered_model,
+            },
         }
 
 
@@ -374,7 +397,19 @@ def from_dict(
     v.known_keys(
         "",
         raw,
-        ("pipeline", "data", "split", "dedupe", "validation", "train", "drift", "serving", "watch"),
+        (
+            "pipeline",
+            "data",
+            "split",
+            "dedupe",
+            "validation",
+            "train",
+            "drift",
+            "serving",
+            "watch",
+            "tensorboard",
+            "mlflow",
+        ),
     )
     pipeline = v.table(raw, "pipeline")
     v.known_keys("pipeline", pipeline, ("name", "root", "metadata_url"))
@@ -417,7 +452,48 @@ def from_dict(
         drift=drift,
         serving=serving,
         watch=_watch(v, v.table(raw, "watch")),
+        tracking=_tracking(v, v.table(raw, "tensorboard"), v.table(raw, "mlflow")),
         base_dir=base_dir,
+    )
+
+
+MLFLOW_URI_SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "databricks")
+
+
+def _tracking(
+    v: _Validator, tensorboard: Mapping[str, Any], mlflow: Mapping[str, Any]
+) -> TrackingConfig:
+    """``[tensorboard]`` and ``[mlflow]``: checked here so a typo fails at load, not mid-run."""
+    v.known_keys("tensorboard", tensorboard, ("enabled",))
+    v.known_keys("mlflow", mlflow, ("tracking_uri", "experiment", "registered_model"))
+    uri = v.string(mlflow, "mlflow.tracking_uri")
+    scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
+    if uri and scheme not in MLFLOW_URI_SCHEMES:
+        v.fail(
+            "mlflow.tracking_uri",
+            uri,
+            f"use a URI starting with one of {', '.join(s + ':' for s in MLFLOW_URI_SCHEMES)} "
+            "(e.g. sqlite:///mlflow.db or http://mlflow:5000)",
+        )
+    if uri and importlib.util.find_spec("mlflow") is None:  # a lookup, not an import
+        v.fail(
+            "mlflow.tracking_uri",
+            uri,
+            "MLflow is not installed: `pip install evergreen[mlflow]`, or remove [mlflow]",
+        )
+    model = v.string(mlflow, "mlflow.registered_model")
+    if model and (model.strip() != model or "/" in model or ":" in model):
+        v.fail("mlflow.registered_model", model, "use a name without '/', ':' or edge spaces")
+    if (mlflow.get("experiment") or model) and not uri:
+        raise ConfigError(
+            f"{v.source}: [mlflow] sets experiment or registered_model but no tracking_uri; "
+            'add tracking_uri = "sqlite:///mlflow.db" (or your server\'s URL)'
+        )
+    return TrackingConfig(
+        tensorboard=v.boolean(tensorboard, "tensorboard.enabled", True),
+        mlflow_tracking_uri=uri,
+        mlflow_experiment=v.string(mlflow, "mlflow.experiment"),
+        mlflow_registered_model=model,
     )
 
 

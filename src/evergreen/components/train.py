@@ -339,6 +339,10 @@ class TrainModel:
             "best_val_loss": None if val_losses[0] is None else float(min(val_losses)),
             "improved": improved,
             "class_weights": class_weight,
+            # Per-epoch losses of the epochs run here, for TensorBoard (evergreen.tracking).
+            "epoch_losses": {
+                key: [float(x) for x in history.get(key, [])] for key in ("loss", "val_loss")
+            },
         }
         if not improved:
             summary["note"] = (
