@@ -282,7 +282,7 @@ def train_worker(
     click.echo(f"train-worker: {worker.describe(session.info)}, {session.folder}", err=True)
     if not session.info.is_chief:
         if not worker.serve_jobs(session, cfg):
-            raise EvergreenError("worker 0's loop failed; see its log (this worker trained its jobs)")
+            raise EvergreenError("worker 0's loop failed; see its log (this one trained its jobs)")
         click.echo(f"train-worker: done after {session.jobs} training job(s)", err=True)
         return
     with worker.chief(session):

@@ -170,7 +170,7 @@ class TrainConfig:
     class_weights: str = "auto"  # auto: when the largest class > 10x the smallest; balanced; none
     # Scale-out (evergreen.training): none, mirrored (Keras fit on all local GPUs), multi_worker
     distribution: str = "none"  # multi_worker: run `evergreen train-worker` on every TF_CONFIG task
-    mixed_precision: str = "none"  # none, mixed_float16 (GPUs), mixed_bfloat16; outputs stay float32
+    mixed_precision: str = "none"  # mixed_float16 (GPUs), mixed_bfloat16: outputs stay float32
     gpu_memory_growth: bool = True  # allocate GPU memory as needed, not all of it at start
 
 
