@@ -167,6 +167,10 @@ class TrainConfig:
     min_eval_rows: int = 200  # fewer new eval rows: pooled with the latest spans' (0: never)
     replay_class_balanced: bool = False  # replay the same number of rows of every class
     class_weights: str = "auto"  # auto: when the largest class > 10x the smallest; balanced; none
+    # Featurizers that grow between full retrains (text tokens, tabular categories; append-only).
+    grow_vocabulary: bool = True
+    grow_min_count: int = 5  # occurrences in the new span's train split a new value needs
+    grow_limit: int = 2000  # the most values added per column by one increment
 
 
 PRIMARY_METRICS = ("auto", "accuracy", "auc", "macro_f1", "balanced_accuracy")

@@ -21,7 +21,13 @@ from typing import Any, ClassVar
 
 from evergreen.components import statistics as stats_mod
 from evergreen.components.evaluate import EvaluateCandidate
-from evergreen.components.featurize import FeaturizeSpan, FitFeaturizer, span_rows
+from evergreen.components.featurize import (
+    FeaturizeSpan,
+    FitFeaturizer,
+    GrowFeaturizer,
+    can_grow,
+    span_rows,
+)
 from evergreen.components.train import TrainModel
 from evergreen.errors import NotFound
 from evergreen.metadata import Artifact
@@ -213,6 +219,7 @@ class TrainingLoop:
         model_family = self.family()
 
         ledger = {"tokens_computed": 0, "tokens_reused": 0, "rows_featurized": 0, "rows_reused": 0}
+        growth: dict[str, Any] | None = None
         if mode == "full":
             unfitted = model_family.new_featurizer(self.feature_types(), cfg)
             fit = self.runner.run(
@@ -224,11 +231,16 @@ class TrainingLoop:
             to_featurize = list(examples)
         else:
             featurizer = self.store.artifact(int(champion.properties["featurizer"]))
+            featurizer, growth = self._grow(featurizer, examples[record.span], seconds)
             to_featurize = [s for s in examples if s < record.span] + [record.span]
         featurized = {}
         seconds["featurize"] = 0.0
         for span in to_featurize:
             r = next(r for r in history if r.span == span)
+            reusable = self._compatible_featurized(span, r.version, featurizer, record.span)
+            if reusable is not None:  # ids of a grown featurizer's ancestor are still valid
+                featurized[span] = reusable
+                continue
             result = self.runner.run(
                 FeaturizeSpan(span, r.version, self.cfg.data.shard_rows),
                 {"examples": examples[span], "featurizer": featurizer},
@@ -289,6 +301,8 @@ class TrainingLoop:
                 },
                 "cost": ledger,
             }
+            if growth:
+                manifest["lineage"]["featurizer_growth"] = growth
             pushed = self.runner.run(
                 PushModel(self.registry, self.cfg.name, manifest),
                 {"candidate": candidate, "evaluation": evaluated.outputs["evaluation"]},
@@ -311,7 +325,53 @@ class TrainingLoop:
             "verdict": verdict["reasons"],
             "version": version,
             "drift": drift,
+            "featurizer_growth": growth,
         }
+
+    def _grow(
+        self, parent: Artifact, new_examples: Artifact, seconds: dict[str, float]
+    ) -> tuple[Artifact, dict[str, Any] | None]:
+        """The champion's featurizer grown with the new span's frequent unknown values.
+
+        Returns:
+            The featurizer to use (``parent`` when growth is off, impossible for the family,
+            or found nothing to add) and the growth for the lineage (None when none).
+        """
+        cfg = self.cfg.train
+        if not cfg.grow_vocabulary or not can_grow(parent):
+            return parent, None
+        result = self.runner.run(
+            GrowFeaturizer(cfg.grow_min_count, cfg.grow_limit),
+            {"featurizer": parent, "examples": new_examples},
+            span=new_examples.span,
+        )
+        seconds["grow_featurizer"] = result.seconds
+        grown = result.outputs["featurizer"]
+        if not any(grown.properties.get("added", {}).values()):
+            return parent, None
+        growth = {
+            "from": parent.id,
+            "to": grown.id,
+            "added": grown.properties["added"],
+            "sample": grown.properties.get("added_sample", {}),
+        }
+        return grown, growth
+
+    def _compatible_featurized(
+        self, span: int, version: int, featurizer: Artifact, new_span: int
+    ) -> Artifact | None:
+        """An earlier span's shards made by an ancestor of a grown ``featurizer`` (None: none).
+
+        A grown featurizer keeps its ancestors' ids, so their shards are reused rather than
+        re-featurizing the whole history (a cost in proportion to the history, not the span).
+        """
+        compatible = set(featurizer.properties.get("compatible", []))
+        if span == new_span or not compatible:
+            return None
+        for artifact in reversed(self.store.artifacts(type="FeaturizedExamples", span=span)):
+            if artifact.version == version and artifact.properties.get("featurizer") in compatible:
+                return artifact
+        return None
 
     def _blocked(
         self,

@@ -166,6 +166,16 @@ def featurized_dataset(
     )
 
 
+def _grow_embeddings(model: Any, featurizer: Any) -> tuple[Any, dict[str, int]]:
+    """The champion with embeddings enlarged for a grown featurizer's new ids (see growth.py)."""
+    rows = getattr(featurizer, "embedding_rows", None)
+    if rows is None:
+        return model, {}
+    from evergreen.models.growth import grow_model
+
+    return grow_model(model, rows())
+
+
 def _backed_up_epoch(backup: Path) -> int:
     """Epochs a killed earlier attempt finished (``BackupAndRestore`` resumes after them); 0 if none."""
     import json
@@ -224,6 +234,7 @@ class TrainModel:
                 (int(k.split("-")[1]), a) for k, a in ctx.inputs.items() if k.startswith("span-")
             )
         )
+        grown_rows: dict[str, int] = {}
         if self.mode == "full":
             model = self.family.build_model(featurizer, len(labels), cfg)
             data = self._full_data(spans, labels, featurizer)
@@ -232,6 +243,7 @@ class TrainModel:
             if hasattr(self.family, "module"):  # a custom module may register its own layers
                 self.family.module()
             model = load_model(Path(ctx.inputs["champion"].uri) / "model.keras", own_artifact=True)
+            model, grown_rows = _grow_embeddings(model, featurizer)
             freeze_lower(model, cfg.freeze_lower_layers)
             data = self._incremental_data(spans, labels, featurizer)
             epochs, lr = cfg.incremental_epochs, cfg.incremental_learning_rate
@@ -283,6 +295,8 @@ class TrainModel:
             class_weight={labels[i]: round(w, 4) for i, w in weights.items()} if weights else None,
             resumed_from_epoch=resumed_from_epoch,
         )
+        if grown_rows:
+            summary["embedding_rows_added"] = grown_rows
         ctx.set_properties(
             "model",
             {
