@@ -171,6 +171,8 @@ class TrainConfig:
     grow_vocabulary: bool = True
     grow_min_count: int = 5  # occurrences in the new span's train split a new value needs
     grow_limit: int = 2000  # the most values added per column by one increment
+    # Binary tasks: the cut on p(positive) classify uses, chosen on the validation rows.
+    decision_threshold: str = "auto"  # auto, argmax, balanced_accuracy or f1 (threshold.py)
 
 
 PRIMARY_METRICS = ("auto", "accuracy", "auc", "macro_f1", "balanced_accuracy")
@@ -763,6 +765,14 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
     if values["class_weights"] not in CLASS_WEIGHTS:
         v.fail(
             "train.class_weights", values["class_weights"], f"use one of {', '.join(CLASS_WEIGHTS)}"
+        )
+    from evergreen.components.threshold import OBJECTIVES
+
+    if values["decision_threshold"] not in OBJECTIVES:
+        v.fail(
+            "train.decision_threshold",
+            values["decision_threshold"],
+            f"use one of {', '.join(OBJECTIVES)}",
         )
     train = TrainConfig(**values)
     _family_constraints(v, train)

@@ -303,6 +303,8 @@ class TrainingLoop:
             }
             if growth:
                 manifest["lineage"]["featurizer_growth"] = growth
+            if candidate.properties.get("decision"):  # the binary decision threshold, if any
+                manifest["decision"] = candidate.properties["decision"]
             pushed = self.runner.run(
                 PushModel(self.registry, self.cfg.name, manifest),
                 {"candidate": candidate, "evaluation": evaluated.outputs["evaluation"]},

@@ -35,6 +35,7 @@ import numpy as np
 from evergreen import examples
 from evergreen.components.featurize import span_rows
 from evergreen.components.ingest import split_bucket
+from evergreen.components.threshold import read_threshold, thresholded_metrics
 from evergreen.config import TrainConfig
 from evergreen.metadata import Artifact
 from evergreen.models.family import feed_saved_model
@@ -43,8 +44,15 @@ from evergreen.pipeline import ExecutionContext
 NO_IMPROVEMENT = "no improvement over the champion"
 
 
-def metrics(scores: np.ndarray, truth: list[str], labels: list[str]) -> dict[str, float]:
-    """accuracy, loss (cross-entropy), macro-F1; for two classes also AUC and F1 of labels[1]."""
+def metrics(
+    scores: np.ndarray, truth: list[str], labels: list[str], threshold: float | None = None
+) -> dict[str, float]:
+    """accuracy, loss (cross-entropy), macro-F1; for two classes also AUC and F1 of labels[1].
+
+    Two classes also get the imbalance-aware metrics: PR-AUC (average precision of labels[1])
+    and balanced accuracy, F1, precision and recall at the model's decision ``threshold``
+    (0.5, argmax, when it has none; :mod:`evergreen.components.threshold`).
+    """
     if not truth:
         return {}
     index = {label: i for i, label in enumerate(labels)}
@@ -64,7 +72,20 @@ def metrics(scores: np.ndarray, truth: list[str], labels: list[str]) -> dict[str
     if len(labels) == 2:
         out["f1"] = f1s[1]
         out["auc"] = _auc(scores[:, 1], y == 1)
+        out["pr_auc"] = average_precision(scores[:, 1], y == 1)
+        cut = 0.5 if threshold is None else threshold
+        out.update(thresholded_metrics(scores[:, 1], y == 1, cut))
     return out
+
+
+def average_precision(score: np.ndarray, positive: np.ndarray) -> float:
+    """PR-AUC as average precision: the mean precision at each positive's rank (NaN: none)."""
+    if not positive.any():
+        return float("nan")
+    order = np.argsort(-score, kind="mergesort")
+    hits = positive[order].astype(float)
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(np.sum(precision * hits) / hits.sum())
 
 
 def paired_regression(
@@ -463,7 +484,9 @@ class EvaluateCandidate:
                 scores, model_labels = score_saved_model(saved, rows, columns)
                 labels = labels or list(model_labels)
                 truths[name] = [row[label] for row in rows]
-                result[side][name] = metrics(scores, truths[name], model_labels)
+                result[side][name] = metrics(
+                    scores, truths[name], model_labels, read_threshold(saved)
+                )
                 scored[side, name] = answers(scores, list(model_labels), truths[name], labels)
         metric = primary_metric(self.cfg.primary_metric, labels)
         if metric == "auc" and len(labels) != 2:

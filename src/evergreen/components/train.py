@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from evergreen.components.evaluate import NO_IMPROVEMENT, allocate, pooled_eval_spans
+from evergreen.components.threshold import choose_threshold, objective_for, write_decision
 from evergreen.config import TrainConfig
 from evergreen.examples import shard_paths
 from evergreen.metadata import Artifact
@@ -284,7 +285,14 @@ class TrainModel:
                 verbose=0,
             )
         model.save(writer.path / "model.keras")
-        export_serving_model(featurizer, model, labels, writer.path / "saved_model")
+        decision = self._decision_threshold(model, validation, labels, data.label_counts)
+        export_serving_model(
+            featurizer, model, labels, writer.path / "saved_model", decision.get("threshold")
+        )
+        if "threshold" in decision:
+            write_decision(
+                writer.path / "saved_model", decision["threshold"], labels, decision["objective"]
+            )
         shutil.rmtree(backup, ignore_errors=True)
         summary = self._summary(
             history.history,
@@ -297,6 +305,7 @@ class TrainModel:
         )
         if grown_rows:
             summary["embedding_rows_added"] = grown_rows
+        summary["decision"] = decision
         ctx.set_properties(
             "model",
             {
@@ -347,6 +356,28 @@ class TrainModel:
                 f"rows of spans {eval_spans}; the candidate keeps the champion's weights"
             )
         return summary
+
+    def _decision_threshold(
+        self, model: Any, validation: Any, labels: list[str], counts: Mapping[str, float]
+    ) -> dict[str, Any]:
+        """The binary decision threshold chosen on the validation rows (empty: argmax).
+
+        Returns:
+            ``{"objective", "threshold", "rows"}`` when a threshold is chosen, else
+            ``{"objective": "argmax"}``.
+        """
+        import numpy as np
+
+        objective = objective_for(self.cfg.decision_threshold, counts, labels)
+        if objective == "argmax" or validation is None:
+            return {"objective": "argmax"}
+        scores, truth = [], []
+        for inputs, label_ids in validation:
+            scores.append(model(inputs, training=False).numpy()[:, 1])
+            truth.append(label_ids.numpy() == 1)
+        score, positive = np.concatenate(scores), np.concatenate(truth)
+        cut = choose_threshold(score, positive, objective)
+        return {"objective": objective, "threshold": round(cut, 6), "rows": int(len(score))}
 
     def _early_stopping(
         self, model: Any, validation: Any, state_dir: Path

@@ -640,14 +640,17 @@ def predict_texts(
     export_dir = Path(export_dir)
     if not (export_dir / "saved_model.pb").is_file():
         raise NotFound(f"no SavedModel in {export_dir} (expected {export_dir / 'saved_model.pb'}).")
+    from evergreen.components.threshold import decide, read_threshold
+
     serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    threshold = read_threshold(export_dir)  # a binary model's exported decision threshold
     texts = [_as_text(text) for text in texts]
     results: list[dict[str, Any]] = []
     for start in range(0, len(texts), batch_size):
         out = serve(text=tf.constant(texts[start : start + batch_size], dtype=tf.string))
         for scores, classes in zip(out["scores"].numpy(), out["classes"].numpy(), strict=True):
             names = [name.decode("utf-8") for name in classes]
-            best = int(np.argmax(scores))
+            best = decide(scores[np.newaxis, :], names, threshold)[0]
             results.append(
                 {
                     "label": names[best],
