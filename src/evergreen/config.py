@@ -259,6 +259,22 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """Sliced evaluation ([evaluate] in the file): metrics per value of chosen columns.
+
+    ``slices`` names feature columns; the candidate and the champion are measured on each of
+    their values (new eval rows and the historic holdout). With ``guard_slices`` the guard also
+    holds on every slice of at least ``min_slice_rows`` rows (smaller ones are reported,
+    flagged ``small``, and not judged).
+    """
+
+    slices: tuple[str, ...] = ()
+    guard_slices: bool = False
+    min_slice_rows: int = 50
+    max_slice_values: int = 20  # the most frequent values of a column are sliced; the rest pooled
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole pipeline config, as validated at load."""
 
@@ -273,6 +289,7 @@ class Config:
     drift: DriftConfig = field(default_factory=DriftConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     base_dir: Path = Path(".")  # the config file's folder; relative paths resolve against it
 
     @property
@@ -302,6 +319,7 @@ class Config:
             "drift": asdict(self.drift),
             "serving": asdict(self.serving),
             "watch": asdict(self.watch),
+            "evaluate": {**asdict(self.evaluate), "slices": list(self.evaluate.slices)},
         }
 
 
@@ -374,7 +392,18 @@ def from_dict(
     v.known_keys(
         "",
         raw,
-        ("pipeline", "data", "split", "dedupe", "validation", "train", "drift", "serving", "watch"),
+        (
+            "pipeline",
+            "data",
+            "split",
+            "dedupe",
+            "validation",
+            "train",
+            "drift",
+            "serving",
+            "watch",
+            "evaluate",
+        ),
     )
     pipeline = v.table(raw, "pipeline")
     v.known_keys("pipeline", pipeline, ("name", "root", "metadata_url"))
@@ -417,6 +446,7 @@ def from_dict(
         drift=drift,
         serving=serving,
         watch=_watch(v, v.table(raw, "watch")),
+        evaluate=_evaluate(v, v.table(raw, "evaluate"), data),
         base_dir=base_dir,
     )
 
@@ -630,6 +660,28 @@ def check_columns(config: Config, columns: list[str], where: str) -> None:
             f"split.key = {key!r} is not a column of {where}; {hint}use one of "
             f"{', '.join(columns)}, or leave split.key empty to split by the row's content"
         )
+
+
+def _evaluate(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> EvaluateConfig:
+    v.known_keys("evaluate", raw, tuple(f.name for f in fields(EvaluateConfig)))
+    slices = raw.get("slices", [])
+    if not isinstance(slices, list) or not all(isinstance(c, str) and c for c in slices):
+        v.fail("evaluate.slices", slices, 'use a list of column names, e.g. ["country"]')
+    if len(set(slices)) != len(slices):
+        v.fail("evaluate.slices", slices, "name each column once")
+    for column in slices:
+        if column == data.label:
+            v.fail("evaluate.slices", slices, f"{column!r} is the label; slice by a feature")
+        if data.features and column not in data.features:
+            v.fail(
+                "evaluate.slices", column, f"use a column of data.features: {list(data.features)}"
+            )
+    return EvaluateConfig(
+        slices=tuple(slices),
+        guard_slices=v.boolean(raw, "evaluate.guard_slices", False),
+        min_slice_rows=v.integer(raw, "evaluate.min_slice_rows", 50, minimum=1),
+        max_slice_values=v.integer(raw, "evaluate.max_slice_values", 20, minimum=1),
+    )
 
 
 def _watch(v: _Validator, raw: Mapping[str, Any]) -> WatchConfig:

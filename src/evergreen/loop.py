@@ -279,7 +279,7 @@ class TrainingLoop:
         if champion is not None:
             eval_inputs["champion"] = champion
         evaluated = self.runner.run(
-            EvaluateCandidate(cfg, record.span), eval_inputs, span=record.span
+            EvaluateCandidate(cfg, record.span, self.cfg.evaluate), eval_inputs, span=record.span
         )
         seconds["evaluate"] = evaluated.seconds
         verdict = evaluated.summary
@@ -328,6 +328,7 @@ class TrainingLoop:
             "version": version,
             "drift": drift,
             "featurizer_growth": growth,
+            **({"slices": verdict["slices"]} if "slices" in verdict else {}),
         }
 
     def _grow(

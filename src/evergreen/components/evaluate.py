@@ -25,7 +25,7 @@ resamples, fixed seed). Every verdict line prints the allowance it used.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any, ClassVar
@@ -35,8 +35,9 @@ import numpy as np
 from evergreen import examples
 from evergreen.components.featurize import span_rows
 from evergreen.components.ingest import split_bucket
+from evergreen.components.slices import SliceEvaluation
 from evergreen.components.threshold import read_threshold, thresholded_metrics
-from evergreen.config import TrainConfig
+from evergreen.config import EvaluateConfig, TrainConfig
 from evergreen.metadata import Artifact
 from evergreen.models.family import feed_saved_model
 from evergreen.pipeline import ExecutionContext
@@ -432,9 +433,12 @@ class EvaluateCandidate:
     name: ClassVar[str] = "evaluate"
     version: ClassVar[str] = "3"
 
-    def __init__(self, cfg: TrainConfig, new_span: int) -> None:
+    def __init__(
+        self, cfg: TrainConfig, new_span: int, slicing: EvaluateConfig | None = None
+    ) -> None:
         self.cfg = cfg
         self.new_span = new_span
+        self.slicing = slicing or EvaluateConfig()
 
     def parameters(self) -> dict[str, Any]:
         return {
@@ -447,6 +451,8 @@ class EvaluateCandidate:
             "max_loss_increase": self.cfg.max_loss_increase,
             "min_eval_rows": self.cfg.min_eval_rows,
             "holdout": "stratified-hash-1",
+            # Only when slicing is asked, so that existing evaluations stay cached.
+            **({"slicing": asdict(self.slicing)} if self.slicing.slices else {}),
         }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
@@ -473,6 +479,7 @@ class EvaluateCandidate:
         result: dict[str, Any] = {"candidate": {}, "champion": {}, "new_spans": pooled}
         scored: dict[tuple[str, str], Answers] = {}
         truths: dict[str, list[str]] = {}
+        raw: dict[tuple[str, str], tuple[np.ndarray, list[str], float | None]] = {}
         for side in ("candidate", "champion"):
             if side not in ctx.inputs:
                 continue
@@ -484,6 +491,7 @@ class EvaluateCandidate:
                 scores, model_labels = score_saved_model(saved, rows, columns)
                 labels = labels or list(model_labels)
                 truths[name] = [row[label] for row in rows]
+                raw[side, name] = (scores, list(model_labels), read_threshold(saved))
                 result[side][name] = metrics(
                     scores, truths[name], model_labels, read_threshold(saved)
                 )
@@ -494,6 +502,13 @@ class EvaluateCandidate:
         result["primary_metric"] = metric
         result["guards"] = self._guards(scored, truths, labels, metric)
         result["blessed"], result["reasons"] = self._verdict(result)
+        if self.slicing.slices:
+            slicer = SliceEvaluation(self.slicing, self._guards)
+            result["slices"] = slicer.evaluate(sets, raw, scored, truths, labels, metric)
+            if self.slicing.guard_slices and result["champion"]:
+                refused = slicer.refusals(result["slices"])
+                result["blessed"] = result["blessed"] and not refused
+                result["reasons"] += refused
         trained = ctx.inputs["candidate"].properties
         if "champion" in ctx.inputs and trained.get("improved") is False:
             # Training kept the champion's weights: publishing them would be a no-op version.
