@@ -173,6 +173,10 @@ class TrainConfig:
     grow_limit: int = 2000  # the most values added per column by one increment
     # Binary tasks: the cut on p(positive) classify uses, chosen on the validation rows.
     decision_threshold: str = "auto"  # auto, argmax, balanced_accuracy or f1 (threshold.py)
+    # How an increment starts from the champion (components/schedule.py).
+    incremental_schedule: str = "constant"  # constant (halved on plateaus) or rewarm
+    shrink: float = 1.0  # shrink-and-perturb: weights x shrink (1: off) ...
+    perturb: float = 0.0  # ... + this x N(0, 1) noise (0: off)
 
 
 PRIMARY_METRICS = ("auto", "accuracy", "auc", "macro_f1", "balanced_accuracy")
@@ -777,6 +781,8 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
             and "learning" not in name
         ):
             values[name] = v.fraction(raw, key, default)
+        elif name in ("shrink", "perturb"):
+            values[name] = v.number(raw, key, default, 0.0)
         elif name == "min_delta":
             value = raw.get(name, default)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
@@ -820,6 +826,14 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
         )
     from evergreen.components.threshold import OBJECTIVES
 
+    if not 0 < values["shrink"] <= 1:
+        v.fail("train.shrink", values["shrink"], "use a factor above 0, at most 1 (1: off)")
+    if values["incremental_schedule"] not in ("rewarm", "constant"):
+        v.fail(
+            "train.incremental_schedule",
+            values["incremental_schedule"],
+            "use rewarm or constant",
+        )
     if values["decision_threshold"] not in OBJECTIVES:
         v.fail(
             "train.decision_threshold",

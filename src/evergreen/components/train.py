@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from evergreen.components.evaluate import NO_IMPROVEMENT, allocate, pooled_eval_spans
+from evergreen.components.schedule import rewarm_schedule, shrink_perturb
 from evergreen.components.threshold import choose_threshold, objective_for, write_decision
 from evergreen.config import TrainConfig
 from evergreen.examples import shard_paths
@@ -248,6 +249,9 @@ class TrainModel:
             freeze_lower(model, cfg.freeze_lower_layers)
             data = self._incremental_data(spans, labels, featurizer)
             epochs, lr = cfg.incremental_epochs, cfg.incremental_learning_rate
+        schedule = self.mode == "incremental" and cfg.incremental_schedule == "rewarm"
+        if schedule:  # re-warm and re-decay over the increment's steps (schedule.py)
+            lr = rewarm_schedule(lr, epochs * -(-data.rows_per_epoch // cfg.batch_size))
         compile_model(model, learning_rate=lr)
         # Early stopping and the champion baseline judge on the new span's eval rows, pooled
         # with the latest spans' when too few to judge: the rows the evaluator's "new" set uses.
@@ -264,13 +268,19 @@ class TrainModel:
         resumed_from_epoch = _backed_up_epoch(backup)
         stopping, champion_loss = self._early_stopping(model, validation, backup / "stopping")
         weights = class_weights(data.label_counts, labels, cfg.class_weights)
+        perturbed = self.mode == "incremental" and shrink_perturb(
+            model, cfg.shrink, cfg.perturb, cfg.seed
+        )  # after the champion's loss and weights were taken as early stopping's baseline
         callbacks = [
             # double_checkpoint: a kill during the backup write falls back to the previous one
             keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True),
             stopping,
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1),
             keras.callbacks.TensorBoard(log_dir=str(writer.path / "logs"), write_graph=False),
         ]
+        if not schedule:  # a schedule owns the rate; ReduceLROnPlateau cannot set it
+            callbacks.insert(
+                2, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1)
+            )
         with warnings.catch_warnings():
             # Keras 3 warns once per fit that a tf.data input of unknown length "ran out of
             # data" at the end of the first epoch: that is how it learns the epoch's length.
@@ -306,6 +316,9 @@ class TrainModel:
         if grown_rows:
             summary["embedding_rows_added"] = grown_rows
         summary["decision"] = decision
+        if self.mode == "incremental":
+            summary["schedule"] = cfg.incremental_schedule
+            summary["shrink_perturb"] = [cfg.shrink, cfg.perturb] if perturbed else None
         ctx.set_properties(
             "model",
             {
