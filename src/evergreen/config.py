@@ -177,6 +177,9 @@ class TrainConfig:
     incremental_schedule: str = "constant"  # constant (halved on plateaus) or rewarm
     shrink: float = 1.0  # shrink-and-perturb: weights x shrink (1: off) ...
     perturb: float = 0.0  # ... + this x N(0, 1) noise (0: off)
+    # Quality debt (policy.py): full retrain once increments since the last one brought this
+    # many times its train rows (1.0: each time the data doubles; 0: off).
+    full_after_growth: float = 0.0
 
 
 PRIMARY_METRICS = ("auto", "accuracy", "auc", "macro_f1", "balanced_accuracy")
@@ -781,7 +784,7 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
             and "learning" not in name
         ):
             values[name] = v.fraction(raw, key, default)
-        elif name in ("shrink", "perturb"):
+        elif name in ("shrink", "perturb", "full_after_growth"):
             values[name] = v.number(raw, key, default, 0.0)
         elif name == "min_delta":
             value = raw.get(name, default)

@@ -580,6 +580,8 @@ class TrainingLoop:
             full_every=cfg.full_every,
             historic_regression=self._last_forgetting(),
             max_historic_regression=cfg.max_historic_regression,
+            data_growth=self._data_growth(record.span) if cfg.full_after_growth else None,
+            full_after_growth=cfg.full_after_growth,
         )
         return decision.mode, "; ".join(decision.reasons), severity
 
@@ -597,6 +599,27 @@ class TrainingLoop:
                 break
             since += 1
         return since
+
+    def _data_growth(self, span: int) -> float | None:
+        """Train rows since the last full retrain (``span`` included) over the rows it saw."""
+        last_full = next(
+            (
+                a
+                for a in reversed(self.store.artifacts(type="Model"))
+                if a.properties.get("mode") in ("full", "adopted")
+            ),
+            None,
+        )
+        if last_full is None:
+            return None
+        seen = set(last_full.properties.get("spans") or [])
+        rows = {
+            r.span: int(self.store.artifact(r.examples_id).properties["splits"].get("train", 0))
+            for r in self.store.spans()
+            if r.status == "validated" and r.span <= span and r.examples_id is not None
+        }
+        base = sum(n for s, n in rows.items() if s in seen)
+        return sum(n for s, n in rows.items() if s not in seen) / base if base else None
 
     def _last_forgetting(self) -> float | None:
         """How far beyond noise the last candidate fell on the historic holdout (None: unknown)."""
