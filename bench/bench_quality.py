@@ -26,7 +26,7 @@ uses fewer, smaller spans):
 
     .venv/bin/python bench/bench_quality.py --quick
     .venv/bin/python bench/bench_quality.py --streams fine_foods --workdir /tmp/evq --keep
-    .venv/bin/python bench/bench_quality.py --quick --set 'incremental_schedule="rewarm"'
+    .venv/bin/python bench/bench_quality.py --quick --set 'train.incremental_schedule="rewarm"'
 """
 
 from __future__ import annotations
@@ -351,7 +351,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="train.KEY=VALUE",
-        help="a [train] setting for both sides, e.g. --set 'incremental_schedule=\"rewarm\"'",
+        help="a [train] setting for both sides, e.g. --set 'train.incremental_schedule=\"rewarm\"'",
     )
     args = parser.parse_args()
     names = [s for s in args.streams.split(",") if s]
