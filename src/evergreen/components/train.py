@@ -250,8 +250,10 @@ class TrainModel:
             data = self._incremental_data(spans, labels, featurizer)
             epochs, lr = cfg.incremental_epochs, cfg.incremental_learning_rate
         schedule = self.mode == "incremental" and cfg.incremental_schedule == "rewarm"
-        if schedule:  # re-warm and re-decay over the increment's steps (schedule.py)
-            lr = rewarm_schedule(lr, epochs * -(-data.rows_per_epoch // cfg.batch_size))
+        if schedule:  # re-warm to the full retrain's rate, decay over the increment (schedule.py)
+            lr = rewarm_schedule(
+                cfg.learning_rate, epochs * -(-data.rows_per_epoch // cfg.batch_size)
+            )
         compile_model(model, learning_rate=lr)
         # Early stopping and the champion baseline judge on the new span's eval rows, pooled
         # with the latest spans' when too few to judge: the rows the evaluator's "new" set uses.
