@@ -162,9 +162,11 @@ def stream(name: str, quick: bool) -> Stream:
         pooled.sort(key=lambda r: r["product"])
         sizes = [750] * 4 if quick else [1000] * 5
         return _hold_out(_cut(pooled, sizes), CONFIGS["fine_foods"], header, "score")
-    # fine_foods_shift: long reviews first, then a shift to short ones (length, vocabulary, tone)
-    pooled.sort(key=lambda r: len(r["review"]), reverse=True)
-    long, short = pooled[: len(pooled) // 2], pooled[len(pooled) // 2 :]
+    # fine_foods_shift: long reviews first, then a shift to short ones (length, vocabulary,
+    # tone); each half in file order, so spans within a half are alike and the shift is one step.
+    median = sorted(len(r["review"]) for r in pooled)[len(pooled) // 2]
+    long = [r for r in pooled if len(r["review"]) > median]
+    short = [r for r in pooled if len(r["review"]) <= median]
     sizes = [600, 600] if quick else [800, 800, 800]
     parts = _cut(long, sizes) + _cut(short, [600, 600] if quick else [800, 800])
     return _hold_out(parts, CONFIGS["fine_foods"], header, "score")
