@@ -174,7 +174,7 @@ class TrainConfig:
     # Binary tasks: the cut on p(positive) classify uses, chosen on the validation rows.
     decision_threshold: str = "auto"  # auto, argmax, balanced_accuracy or f1 (threshold.py)
     # How an increment starts from the champion (components/schedule.py).
-    incremental_schedule: str = "constant"  # constant (halved on plateaus) or rewarm
+    incremental_schedule: str = "rewarm"  # rewarm (to learning_rate, cosine decay) or constant
     shrink: float = 1.0  # shrink-and-perturb: weights x shrink (1: off) ...
     perturb: float = 0.0  # ... + this x N(0, 1) noise (0: off)
     # Quality debt (policy.py): full retrain once increments since the last one brought this
