@@ -286,6 +286,9 @@ class EvaluateConfig:
     guard_slices: bool = False
     min_slice_rows: int = 50
     max_slice_values: int = 20  # the most frequent values of a column are sliced; the rest pooled
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """Experiment tracking: ``[tensorboard]`` and ``[mlflow]`` in the file.
 
