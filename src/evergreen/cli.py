@@ -462,13 +462,16 @@ def predict(
                 )
             rows.append(row)
         scores, labels = feed_saved_model(path, rows)
+        from evergreen.components.threshold import decide, read_threshold
+
+        chosen = decide(scores, labels, read_threshold(path))  # the exported threshold, if any
         results = [
             {
-                "label": labels[int(s.argmax())],
-                "score": float(s.max()),
+                "label": labels[best],
+                "score": float(s[best]),
                 "scores": dict(zip(labels, map(float, s), strict=True)),
             }
-            for s in scores
+            for s, best in zip(scores, chosen, strict=True)
         ]
     if as_json:
         out.print_json(json.dumps({"version": int(path.name), "predictions": results}))

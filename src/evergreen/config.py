@@ -168,6 +168,19 @@ class TrainConfig:
     min_eval_rows: int = 200  # fewer new eval rows: pooled with the latest spans' (0: never)
     replay_class_balanced: bool = False  # replay the same number of rows of every class
     class_weights: str = "auto"  # auto: when the largest class > 10x the smallest; balanced; none
+    # Featurizers that grow between full retrains (text tokens, tabular categories; append-only).
+    grow_vocabulary: bool = True
+    grow_min_count: int = 5  # occurrences in the new span's train split a new value needs
+    grow_limit: int = 2000  # the most values added per column by one increment
+    # Binary tasks: the cut on p(positive) classify uses, chosen on the validation rows.
+    decision_threshold: str = "auto"  # auto, argmax, balanced_accuracy or f1 (threshold.py)
+    # How an increment starts from the champion (components/schedule.py).
+    incremental_schedule: str = "rewarm"  # rewarm (to learning_rate, cosine decay) or constant
+    shrink: float = 1.0  # shrink-and-perturb: weights x shrink (1: off; 0.8 measured worse) ...
+    perturb: float = 0.0  # ... + this x N(0, 1) noise (0: off)
+    # Quality debt (policy.py): full retrain once increments since the last one brought this
+    # many times its train rows (1.0: each time the data doubles; 0: off).
+    full_after_growth: float = 0.0
     # Scale-out (evergreen.training): none, mirrored (Keras fit on all local GPUs), multi_worker
     distribution: str = "none"  # multi_worker: run `evergreen train-worker` on every TF_CONFIG task
     mixed_precision: str = "none"  # mixed_float16 (GPUs), mixed_bfloat16: outputs stay float32
@@ -264,6 +277,22 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """Sliced evaluation ([evaluate] in the file): metrics per value of chosen columns.
+
+    ``slices`` names feature columns; the candidate and the champion are measured on each of
+    their values (new eval rows and the historic holdout). With ``guard_slices`` the guard also
+    holds on every slice of at least ``min_slice_rows`` rows (smaller ones are reported,
+    flagged ``small``, and not judged).
+    """
+
+    slices: tuple[str, ...] = ()
+    guard_slices: bool = False
+    min_slice_rows: int = 50
+    max_slice_values: int = 20  # the most frequent values of a column are sliced; the rest pooled
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """Experiment tracking: ``[tensorboard]`` and ``[mlflow]`` in the file.
 
@@ -293,6 +322,7 @@ class Config:
     drift: DriftConfig = field(default_factory=DriftConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     base_dir: Path = Path(".")  # the config file's folder; relative paths resolve against it
 
@@ -323,6 +353,7 @@ class Config:
             "drift": asdict(self.drift),
             "serving": asdict(self.serving),
             "watch": asdict(self.watch),
+            "evaluate": {**asdict(self.evaluate), "slices": list(self.evaluate.slices)},
             "tensorboard": {"enabled": self.tracking.tensorboard},
             "mlflow": {
                 "tracking_uri": self.tracking.mlflow_tracking_uri,
@@ -411,6 +442,7 @@ def from_dict(
             "drift",
             "serving",
             "watch",
+            "evaluate",
             "tensorboard",
             "mlflow",
         ),
@@ -456,6 +488,7 @@ def from_dict(
         drift=drift,
         serving=serving,
         watch=_watch(v, v.table(raw, "watch")),
+        evaluate=_evaluate(v, v.table(raw, "evaluate"), data),
         tracking=_tracking(v, v.table(raw, "tensorboard"), v.table(raw, "mlflow")),
         base_dir=base_dir,
     )
@@ -712,6 +745,28 @@ def check_columns(config: Config, columns: list[str], where: str) -> None:
         )
 
 
+def _evaluate(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> EvaluateConfig:
+    v.known_keys("evaluate", raw, tuple(f.name for f in fields(EvaluateConfig)))
+    slices = raw.get("slices", [])
+    if not isinstance(slices, list) or not all(isinstance(c, str) and c for c in slices):
+        v.fail("evaluate.slices", slices, 'use a list of column names, e.g. ["country"]')
+    if len(set(slices)) != len(slices):
+        v.fail("evaluate.slices", slices, "name each column once")
+    for column in slices:
+        if column == data.label:
+            v.fail("evaluate.slices", slices, f"{column!r} is the label; slice by a feature")
+        if data.features and column not in data.features:
+            v.fail(
+                "evaluate.slices", column, f"use a column of data.features: {list(data.features)}"
+            )
+    return EvaluateConfig(
+        slices=tuple(slices),
+        guard_slices=v.boolean(raw, "evaluate.guard_slices", False),
+        min_slice_rows=v.integer(raw, "evaluate.min_slice_rows", 50, minimum=1),
+        max_slice_values=v.integer(raw, "evaluate.max_slice_values", 20, minimum=1),
+    )
+
+
 def _watch(v: _Validator, raw: Mapping[str, Any]) -> WatchConfig:
     v.known_keys("watch", raw, tuple(f.name for f in fields(WatchConfig)))
     seconds = {}
@@ -805,6 +860,8 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
             and "learning" not in name
         ):
             values[name] = v.fraction(raw, key, default)
+        elif name in ("shrink", "perturb", "full_after_growth"):
+            values[name] = v.number(raw, key, default, 0.0)
         elif name == "min_delta":
             value = raw.get(name, default)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
@@ -845,6 +902,22 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
     if values["class_weights"] not in CLASS_WEIGHTS:
         v.fail(
             "train.class_weights", values["class_weights"], f"use one of {', '.join(CLASS_WEIGHTS)}"
+        )
+    from evergreen.components.threshold import OBJECTIVES
+
+    if not 0 < values["shrink"] <= 1:
+        v.fail("train.shrink", values["shrink"], "use a factor above 0, at most 1 (1: off)")
+    if values["incremental_schedule"] not in ("rewarm", "constant"):
+        v.fail(
+            "train.incremental_schedule",
+            values["incremental_schedule"],
+            "use rewarm or constant",
+        )
+    if values["decision_threshold"] not in OBJECTIVES:
+        v.fail(
+            "train.decision_threshold",
+            values["decision_threshold"],
+            f"use one of {', '.join(OBJECTIVES)}",
         )
     _scale_out(v, values)
     train = TrainConfig(**values)
