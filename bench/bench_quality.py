@@ -1,24 +1,32 @@
 """Benchmark: the quality of Evergreen's incremental champion against a full retrain, span by span.
 
-Two streams built from real data in ``../shared/datasets/``:
+Five streams built from data on this machine (``../shared/datasets/`` and scikit-learn's bundled
+digits; no download):
 
-* **fine_foods** (text, binary): ``fine_foods_train.csv`` cut into 2,000 + 4 x 500 rows; the
-  champions are scored on ``fine_foods_test.csv`` (1,000 rows no model sees).
-* **churn** (tabular, binary, 14 % positives): ``mlc_churn.csv``; every fifth row is held out
-  (1,000 rows), the other 4,000 cut into 5 spans of 800; the ``tabular`` template's settings.
+* **fine_foods** (text, binary): ``fine_foods_train.csv`` in file order, 5 spans.
+* **fine_foods_by_product** (text, binary): train and test files pooled and ordered by product
+  id, so each span reviews other products and the vocabulary drifts.
+* **fine_foods_shift** (text, binary): the longest half of the reviews first, then a domain
+  shift to the shortest half (length, vocabulary and tone change).
+* **churn** (tabular, binary, 14 % positives): ``mlc_churn.csv`` in 5 spans.
+* **digits** (image, 10 classes): scikit-learn's 1,797 8x8 digits as PNG files, 5 spans.
 
-For each stream two pipelines see the same spans, side by side: **incremental** runs
-``evergreen run`` after each span (whatever the policy decides), **full** runs
-``evergreen run --full`` after each span (featurizer refit, model trained from scratch on every
-span so far). After each span both *champions* (what each pipeline serves: the registry's
-champion) are scored on the held-out rows through their SavedModels. Printed per span: the
-incremental side's mode, reason and verdict; the primary metric (AUC) of both champions, their
-accuracy and balanced accuracy; rows trained on by each (examples seen over the epochs run).
+Every fifth row of each span is held out (that span's test rows); no model trains on them. Two
+pipelines see the same spans side by side: **incremental** runs ``evergreen run`` after each
+span (whatever the policy decides), **full** runs ``evergreen run --full`` (featurizer refit,
+model trained from scratch on every span so far). After each span both *champions* (the
+registry's champion of each side) are scored through their SavedModels on: **all** held-out rows
+of the spans so far, the **last** span's, and span **1**'s (forgetting). The metric is AUC for
+binary streams, balanced accuracy for digits; ``bal`` is balanced accuracy at each model's
+exported decision threshold. Printed per span: the incremental side's mode, reason, publication,
+vocabulary growth and verdict; rows trained on by each side (examples seen over the epochs run).
 
-Run it from the repository root (several minutes on 2 cores):
+Run it from the repository root (the full run takes about an hour on 2 cores; ``--quick``
+uses fewer, smaller spans):
 
-    .venv/bin/python bench/bench_quality.py
+    .venv/bin/python bench/bench_quality.py --quick
     .venv/bin/python bench/bench_quality.py --streams fine_foods --workdir /tmp/evq --keep
+    .venv/bin/python bench/bench_quality.py --quick --set 'train.incremental_schedule="rewarm"'
 """
 
 from __future__ import annotations
@@ -32,8 +40,12 @@ import shutil
 import sys
 import tempfile
 import time
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 
@@ -70,7 +82,32 @@ batch_size = 32
 incremental_epochs = 10
 incremental_learning_rate = 0.001
 """,
+    "digits": """\
+[pipeline]
+name = "bench-quality"
+root = ".evergreen"
+
+[data]
+pattern = "data/span-{SPAN}/*.csv"
+label = "digit"
+
+[data.features]
+image = "image"
+
+[train]
+family = "image"
+image_size = 16
+image_channels = 1
+epochs = 15
+learning_rate = 0.003
+batch_size = 32
+incremental_epochs = 5
+incremental_learning_rate = 0.001
+""",
 }
+
+
+STREAMS = ("fine_foods", "fine_foods_by_product", "fine_foods_shift", "churn", "digits")
 
 
 def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -79,41 +116,124 @@ def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         return list(reader.fieldnames or []), list(reader)
 
 
-def stream(name: str) -> tuple[list[str], list[list[dict[str, str]]], list[dict[str, str]], str]:
-    """Header, spans, held-out rows and label column of one stream."""
+@dataclass
+class Stream:
+    """One stream: spans of training rows, each span's held-out rows, and its config."""
+
+    header: list[str]
+    spans: list[list[dict[str, Any]]]
+    tests: list[list[dict[str, Any]]]  # per span: rows no model trains on
+    label: str
+    config: str
+
+
+def _hold_out(
+    parts: list[list[dict[str, Any]]], config: str, header: list[str], label: str
+) -> Stream:
+    """Every fifth row of each span is held out: that span's test rows."""
+    spans = [[r for i, r in enumerate(part) if i % 5] for part in parts]
+    tests = [part[::5] for part in parts]
+    return Stream(header, spans, tests, label, config)
+
+
+def _cut(rows: list[dict[str, Any]], sizes: list[int]) -> list[list[dict[str, Any]]]:
+    out, start = [], 0
+    for size in sizes:
+        out.append(rows[start : start + size])
+        start += size
+    return out
+
+
+def stream(name: str, quick: bool) -> Stream:
+    """The spans of one stream (``quick``: fewer, smaller spans)."""
+    if name == "churn":
+        header, rows = read_rows(DATASETS / "mlc_churn.csv")
+        sizes = [750] * 4 if quick else [1000] * 5
+        return _hold_out(_cut(rows, sizes), CONFIGS["churn"], header, "churn")
+    if name == "digits":
+        return digits_stream(quick)
+    header, rows = read_rows(DATASETS / "fine_foods_train.csv")
+    _, test = read_rows(DATASETS / "fine_foods_test.csv")
     if name == "fine_foods":
-        header, rows = read_rows(DATASETS / "fine_foods_train.csv")
-        _, test = read_rows(DATASETS / "fine_foods_test.csv")
-        sizes, spans, start = [2000, 500, 500, 500, 500], [], 0
-        for size in sizes:
-            spans.append(rows[start : start + size])
-            start += size
-        return header, spans, test, "score"
-    header, rows = read_rows(DATASETS / "mlc_churn.csv")
-    test = rows[::5]
-    pool = [r for i, r in enumerate(rows) if i % 5]
-    return header, [pool[i * 800 : (i + 1) * 800] for i in range(5)], test, "churn"
+        sizes = [1000, 400, 400, 400] if quick else [2000, 500, 500, 500, 500]
+        return _hold_out(_cut(rows, sizes), CONFIGS["fine_foods"], header, "score")
+    pooled = rows + test
+    if name == "fine_foods_by_product":  # product ids in order: the vocabulary drifts
+        pooled.sort(key=lambda r: r["product"])
+        sizes = [750] * 4 if quick else [1000] * 5
+        return _hold_out(_cut(pooled, sizes), CONFIGS["fine_foods"], header, "score")
+    # fine_foods_shift: long reviews first, then a shift to short ones (length, vocabulary,
+    # tone); each half in file order, so spans within a half are alike and the shift is one step.
+    median = sorted(len(r["review"]) for r in pooled)[len(pooled) // 2]
+    long = [r for r in pooled if len(r["review"]) > median]
+    short = [r for r in pooled if len(r["review"]) <= median]
+    sizes = [600, 600] if quick else [800, 800, 800]
+    parts = _cut(long, sizes) + _cut(short, [600, 600] if quick else [800, 800])
+    return _hold_out(parts, CONFIGS["fine_foods"], header, "score")
 
 
-def typed(rows: list[dict[str, str]], label: str) -> list[dict[str, Any]]:
-    """Raw rows as a client sends them: numbers as numbers, the rest as strings."""
+def digits_stream(quick: bool) -> Stream:
+    """scikit-learn's bundled 8x8 digits (1,797 images, no download) as PNG files, 4-5 spans."""
+    import io
 
-    def value(v: str) -> Any:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    rows = []
+    for i, (pixels, target) in enumerate(zip(data.images, data.target, strict=True)):
+        buffer = io.BytesIO()
+        scaled = np.clip(pixels * 16, 0, 255).astype("uint8")
+        Image.fromarray(scaled, mode="L").save(buffer, format="PNG")
+        rows.append({"image": buffer.getvalue(), "name": f"{i:05d}.png", "digit": str(target)})
+    parts = _cut(rows, [450] * 4 if quick else [360] * 5)
+    return _hold_out(parts, CONFIGS["digits"], ["image", "digit"], "digit")
+
+
+def typed(rows: list[dict[str, Any]], label: str) -> list[Any]:
+    """Raw inputs as a client sends them: numbers as numbers, images as bytes."""
+
+    def value(v: Any) -> Any:
+        if isinstance(v, bytes):
+            return v
         try:
             return float(v)
         except ValueError:
             return v
 
+    if rows and "image" in rows[0]:
+        return [r["image"] for r in rows]
     return [{k: (v if k == label else value(v)) for k, v in r.items()} for r in rows]
 
 
-def write_span(project: Path, number: int, header: list[str], rows: list[dict[str, str]]) -> None:
+def write_span(project: Path, number: int, header: list[str], rows: list[dict[str, Any]]) -> None:
     folder = project / "data" / f"span-{number}"
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "rows.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=header)
         writer.writeheader()
-        writer.writerows(rows)
+        for row in rows:
+            if isinstance(row.get("image"), bytes):  # images: a file beside the CSV
+                (folder / row["name"]).write_bytes(row["image"])
+                row = {"image": row["name"], "digit": row["digit"]}
+            writer.writerow(row)
+
+
+def with_overrides(config: str, overrides: list[str]) -> str:
+    """The config with ``train.key=value`` settings (TOML values) added to its [train] table."""
+    lines = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        section, _, name = key.strip().partition(".")
+        if section != "train" or not name:
+            sys.exit(f"--set {item!r}: use train.KEY=VALUE (a TOML value)")
+        tomllib.loads(f"v = {value}")  # fails loudly on a bad value
+        lines.append(f"{name} = {value}")
+    if not lines:
+        return config
+    if "[train]\n" in config:
+        return config.replace("[train]\n", "[train]\n" + "\n".join(lines) + "\n", 1)
+    return config + "\n[train]\n" + "\n".join(lines) + "\n"
 
 
 def run_span(project_dir: Path, *, full: bool) -> tuple[dict[str, Any], int, Path]:
@@ -133,82 +253,113 @@ def run_span(project_dir: Path, *, full: bool) -> tuple[dict[str, Any], int, Pat
 
 
 def score(saved_model: Path, rows: list[dict[str, Any]], label: str) -> dict[str, float]:
+    """Metrics of a champion on held-out rows, at its exported decision threshold if any."""
     from evergreen.components.evaluate import metrics, score_saved_model
+    from evergreen.components.threshold import read_threshold
 
-    scores, labels = score_saved_model(saved_model, rows)
-    return metrics(scores, [r[label] for r in rows], list(labels))
+    scores, labels = score_saved_model(saved_model, typed(rows, label))
+    return metrics(scores, [r[label] for r in rows], list(labels), read_threshold(saved_model))
 
 
-def bench_stream(name: str, work: Path) -> list[dict[str, Any]]:
-    header, spans, test_rows, label = stream(name)
-    test = typed(test_rows, label)
+def primary(m: dict[str, float]) -> float:
+    """The stream's primary metric: AUC for binary tasks, balanced accuracy otherwise."""
+    return m.get("auc", m.get("balanced_accuracy", float("nan")))
+
+
+def bench_stream(name: str, work: Path, quick: bool, overrides: list[str]) -> dict[str, Any]:
+    data = stream(name, quick)
+    config = with_overrides(data.config, overrides)
     sides = {"incremental": work / name / "incremental", "full": work / name / "full"}
     for folder in sides.values():
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        (folder / "evergreen.toml").write_text(CONFIGS[name], encoding="utf-8")
+        (folder / "evergreen.toml").write_text(config, encoding="utf-8")
     print(
-        f"\n## {name}: spans {[len(s) for s in spans]}; champions scored on {len(test)} held-out rows"
+        f"\n## {name}: spans {[len(s) for s in data.spans]} (train); held out "
+        f"{[len(t) for t in data.tests]} per span; metric "
+        f"{'AUC' if name != 'digits' else 'balanced accuracy'}"
     )
     head = (
-        f"{'span':>4} {'mode (reason) / verdict':<58} {'AUC inc':>7} {'AUC full':>8} "
-        f"{'acc inc':>7} {'acc full':>8} {'bal inc':>7} {'bal full':>8} {'rows inc':>8} {'rows full':>9}"
+        f"{'span':>4} {'mode (reason) → published':<56} {'all inc':>7} {'all full':>8} "
+        f"{'last inc':>8} {'last full':>9} {'s1 inc':>6} {'s1 full':>7} {'bal inc':>7} "
+        f"{'bal full':>8} {'rows inc':>8} {'rows full':>9}"
     )
     print(head)
     print("-" * len(head))
     out = []
-    for number, rows in enumerate(spans, start=1):
+    for number, rows in enumerate(data.spans, start=1):
         for folder in sides.values():
-            write_span(folder, number, header, rows)
+            write_span(folder, number, data.header, rows)
         started = time.perf_counter()
         inc, inc_rows, inc_model = run_span(sides["incremental"], full=False)
         inc_seconds = time.perf_counter() - started
         started = time.perf_counter()
         full, full_rows, full_model = run_span(sides["full"], full=True)
         full_seconds = time.perf_counter() - started
-        m_inc, m_full = score(inc_model, test, label), score(full_model, test, label)
+        seen = [row for part in data.tests[:number] for row in part]
+        m = {
+            (side, where): score(saved, rows_, data.label)
+            for side, saved in (("inc", inc_model), ("full", full_model))
+            for where, rows_ in (
+                ("all", seen),
+                ("last", data.tests[number - 1]),
+                ("s1", data.tests[0]),
+            )
+        }
         published = f"v{inc['version']}" if inc.get("version") else "not published"
-        what = f"{inc['mode']} ({inc['reason']}) → {published}"
+        grown = inc.get("featurizer_growth")
+        extra = f"; +{sum(grown['added'].values())} ids" if grown else ""
+        what = f"{inc['mode']} ({inc['reason']}) → {published}{extra}"
         print(
-            f"{number:>4} {what[:58]:<58} {m_inc.get('auc', float('nan')):>7.3f} "
-            f"{m_full.get('auc', float('nan')):>8.3f} {m_inc['accuracy']:>7.3f} "
-            f"{m_full['accuracy']:>8.3f} {m_inc.get('balanced_accuracy', float('nan')):>7.3f} "
-            f"{m_full.get('balanced_accuracy', float('nan')):>8.3f} {inc_rows:>8,} {full_rows:>9,}"
+            f"{number:>4} {what[:56]:<56} {primary(m['inc', 'all']):>7.3f} "
+            f"{primary(m['full', 'all']):>8.3f} {primary(m['inc', 'last']):>8.3f} "
+            f"{primary(m['full', 'last']):>9.3f} {primary(m['inc', 's1']):>6.3f} "
+            f"{primary(m['full', 's1']):>7.3f} "
+            f"{m['inc', 'all'].get('balanced_accuracy_at_threshold', m['inc', 'all']['balanced_accuracy']):>7.3f} "
+            f"{m['full', 'all'].get('balanced_accuracy_at_threshold', m['full', 'all']['balanced_accuracy']):>8.3f} "
+            f"{inc_rows:>8,} {full_rows:>9,}"
         )
+        if grown:
+            print(
+                f"{'':>5}  · grown: {grown['added']} e.g. {sum(grown['sample'].values(), [])[:8]}"
+            )
         for line in inc.get("verdict") or []:
             print(f"{'':>5}  · {line}")
         if not full.get("blessed"):
             print(f"{'':>5}  · full side not published: {'; '.join(full.get('verdict') or [])}")
         out.append(
-            {
-                "span": number,
-                "incremental": m_inc,
-                "full": m_full,
-                "rows": (inc_rows, full_rows),
-                "seconds": (inc_seconds, full_seconds),
-            }
+            {"metrics": m, "rows": (inc_rows, full_rows), "seconds": (inc_seconds, full_seconds)}
         )
-    last = out[-1]
+    last = out[-1]["metrics"]
+    gap = (primary(last["inc", "all"]) - primary(last["full", "all"])) * 100
     print(
-        f"final champions: AUC {last['incremental'].get('auc', float('nan')):.3f} incremental vs "
-        f"{last['full'].get('auc', float('nan')):.3f} full; accuracy "
-        f"{last['incremental']['accuracy']:.3f} vs {last['full']['accuracy']:.3f}; rows trained "
+        f"final champions on all held-out rows: {primary(last['inc', 'all']):.3f} incremental vs "
+        f"{primary(last['full', 'all']):.3f} full ({gap:+.1f} points); span 1 (forgetting) "
+        f"{primary(last['inc', 's1']):.3f} vs {primary(last['full', 's1']):.3f}; rows trained "
         f"{sum(r['rows'][0] for r in out):,} vs {sum(r['rows'][1] for r in out):,}; seconds "
         f"{sum(r['seconds'][0] for r in out):.0f} vs {sum(r['seconds'][1] for r in out):.0f}"
     )
-    return out
+    return {"name": name, "gap": gap, "spans": out}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--streams", default="fine_foods,churn", help="comma-separated")
+    parser.add_argument("--streams", default=",".join(STREAMS), help="comma-separated")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--quick", action="store_true", help="fewer, smaller spans (minutes)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="train.KEY=VALUE",
+        help="a [train] setting for both sides, e.g. --set 'train.incremental_schedule=\"rewarm\"'",
+    )
     args = parser.parse_args()
     names = [s for s in args.streams.split(",") if s]
-    unknown = set(names) - set(CONFIGS)
+    unknown = set(names) - set(STREAMS)
     if unknown:
-        sys.exit(f"unknown streams {sorted(unknown)}; known: {', '.join(CONFIGS)}")
+        sys.exit(f"unknown streams {sorted(unknown)}; known: {', '.join(STREAMS)}")
 
     from evergreen.tf import tensorflow
 
@@ -220,8 +371,11 @@ def main() -> None:
         f"{platform.python_version()}, tensorflow {tf.__version__}"
     )
     try:
-        for name in names:
-            bench_stream(name, work)
+        results = [bench_stream(name, work, args.quick, args.set) for name in names]
+        print("\n## summary: final incremental champion minus the full retrain, primary metric")
+        for result in results:
+            verdict = "within 0.5" if result["gap"] >= -0.5 else "NOT within 0.5"
+            print(f"{result['name']:<24} {result['gap']:+.1f} points ({verdict})")
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

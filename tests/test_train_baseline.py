@@ -174,7 +174,8 @@ def test_an_increment_that_never_beats_the_champion_is_not_published(tmp_path: P
     config = write_config(
         project_dir,
         label="churn",
-        extra='[train]\nfamily = "tabular"\nincremental_learning_rate = 1.0\n',
+        extra='[train]\nfamily = "tabular"\nincremental_learning_rate = 1.0\n'
+        'incremental_schedule = "constant"\n',
     )
     with Project(config_mod.load(config)) as project:
         records = TrainingLoop(project).run()

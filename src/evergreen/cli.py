@@ -282,7 +282,7 @@ def train_worker(
     click.echo(f"train-worker: {worker.describe(session.info)}, {session.folder}", err=True)
     if not session.info.is_chief:
         if not worker.serve_jobs(session, cfg):
-            raise EvergreenError("worker 0's loop failed; see its log (this worker trained its jobs)")
+            raise EvergreenError("worker 0's loop failed; see its log (this one trained its jobs)")
         click.echo(f"train-worker: done after {session.jobs} training job(s)", err=True)
         return
     with worker.chief(session):
@@ -462,13 +462,16 @@ def predict(
                 )
             rows.append(row)
         scores, labels = feed_saved_model(path, rows)
+        from evergreen.components.threshold import decide, read_threshold
+
+        chosen = decide(scores, labels, read_threshold(path))  # the exported threshold, if any
         results = [
             {
-                "label": labels[int(s.argmax())],
-                "score": float(s.max()),
+                "label": labels[best],
+                "score": float(s[best]),
                 "scores": dict(zip(labels, map(float, s), strict=True)),
             }
-            for s in scores
+            for s, best in zip(scores, chosen, strict=True)
         ]
     if as_json:
         out.print_json(json.dumps({"version": int(path.name), "predictions": results}))
@@ -635,6 +638,13 @@ def keygen(directory: str) -> None:
 @click.option("--host", default=None, help="Address to bind (serving.host; default 127.0.0.1).")
 @click.option("--port", default=None, type=int, help="Port (serving.port; default 8501).")
 @click.option(
+    "--grpc-port",
+    default=None,
+    type=int,
+    help="gRPC port: TF Serving's and KServe V2's gRPC APIs (serving.grpc_port; default 8500, "
+    "0: any free port, -1: off).",
+)
+@click.option(
     "--api-key-file",
     default=None,
     type=click.Path(dir_okay=False),
@@ -679,7 +689,8 @@ def keygen(directory: str) -> None:
 def serve(
     ctx: click.Context, config_path: str, root: str | None, registry_dir: str | None, **flags: Any
 ) -> None:
-    """Serve the registry's models: TF Serving REST (/v1), Open Inference Protocol (/v2), /metrics."""
+    """Serve the registry's models: TF Serving REST (/v1), Open Inference Protocol (/v2), /metrics;
+    TF Serving's and the Open Inference Protocol's gRPC APIs on --grpc-port."""
     from evergreen.registry import Registry
     from evergreen.serving import ApiKeys, build
     from evergreen.serving import serve as run_server
@@ -713,7 +724,8 @@ def serve(
     models = ", ".join(Registry(registry).models()) or "none yet"
     out.print(
         f"serving {models} from {registry} on {scheme}://{settings.host}:{settings.port} "
-        f"(batching: {settings.max_batch_size} rows / {settings.batch_timeout_ms:g} ms; "
+        + (f"and gRPC {settings.grpc_port} " if settings.grpc_port >= 0 else "")
+        + f"(batching: {settings.max_batch_size} rows / {settings.batch_timeout_ms:g} ms; "
         f"auth: {'API keys' if keys else 'off, loopback only'})"
     )
     run_server(app, settings)

@@ -168,9 +168,22 @@ class TrainConfig:
     min_eval_rows: int = 200  # fewer new eval rows: pooled with the latest spans' (0: never)
     replay_class_balanced: bool = False  # replay the same number of rows of every class
     class_weights: str = "auto"  # auto: when the largest class > 10x the smallest; balanced; none
+    # Featurizers that grow between full retrains (text tokens, tabular categories; append-only).
+    grow_vocabulary: bool = True
+    grow_min_count: int = 5  # occurrences in the new span's train split a new value needs
+    grow_limit: int = 2000  # the most values added per column by one increment
+    # Binary tasks: the cut on p(positive) classify uses, chosen on the validation rows.
+    decision_threshold: str = "auto"  # auto, argmax, balanced_accuracy or f1 (threshold.py)
+    # How an increment starts from the champion (components/schedule.py).
+    incremental_schedule: str = "rewarm"  # rewarm (to learning_rate, cosine decay) or constant
+    shrink: float = 1.0  # shrink-and-perturb: weights x shrink (1: off; 0.8 measured worse) ...
+    perturb: float = 0.0  # ... + this x N(0, 1) noise (0: off)
+    # Quality debt (policy.py): full retrain once increments since the last one brought this
+    # many times its train rows (1.0: each time the data doubles; 0: off).
+    full_after_growth: float = 0.0
     # Scale-out (evergreen.training): none, mirrored (Keras fit on all local GPUs), multi_worker
     distribution: str = "none"  # multi_worker: run `evergreen train-worker` on every TF_CONFIG task
-    mixed_precision: str = "none"  # none, mixed_float16 (GPUs), mixed_bfloat16; outputs stay float32
+    mixed_precision: str = "none"  # mixed_float16 (GPUs), mixed_bfloat16: outputs stay float32
     gpu_memory_growth: bool = True  # allocate GPU memory as needed, not all of it at start
 
 
@@ -219,6 +232,10 @@ class ServingConfig:
 
     host: str = "127.0.0.1"
     port: int = 8501
+    # gRPC (TF Serving's PredictionService/ModelService, KServe V2's GRPCInferenceService);
+    # 0: any free port, -1: off. Off here so that servers made in code (tests, notebooks)
+    # open no fixed port unless asked; a config file and `evergreen serve` default to 8500.
+    grpc_port: int = -1
     api_key_env: str = "EVERGREEN_API_KEYS"
     tls_cert: str = ""  # PEM certificate; with tls_key, the server speaks HTTPS
     tls_key: str = ""
@@ -279,6 +296,22 @@ class BeamConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """Sliced evaluation ([evaluate] in the file): metrics per value of chosen columns.
+
+    ``slices`` names feature columns; the candidate and the champion are measured on each of
+    their values (new eval rows and the historic holdout). With ``guard_slices`` the guard also
+    holds on every slice of at least ``min_slice_rows`` rows (smaller ones are reported,
+    flagged ``small``, and not judged).
+    """
+
+    slices: tuple[str, ...] = ()
+    guard_slices: bool = False
+    min_slice_rows: int = 50
+    max_slice_values: int = 20  # the most frequent values of a column are sliced; the rest pooled
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """Experiment tracking: ``[tensorboard]`` and ``[mlflow]`` in the file.
 
@@ -309,6 +342,7 @@ class Config:
     serving: ServingConfig = field(default_factory=ServingConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     beam: BeamConfig | None = None  # None: data stages run embedded
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     base_dir: Path = Path(".")  # the config file's folder; relative paths resolve against it
 
@@ -340,6 +374,7 @@ class Config:
             "serving": asdict(self.serving),
             "watch": asdict(self.watch),
             **({"beam": asdict(self.beam)} if self.beam is not None else {}),
+            "evaluate": {**asdict(self.evaluate), "slices": list(self.evaluate.slices)},
             "tensorboard": {"enabled": self.tracking.tensorboard},
             "mlflow": {
                 "tracking_uri": self.tracking.mlflow_tracking_uri,
@@ -429,6 +464,7 @@ def from_dict(
             "serving",
             "watch",
             "beam",
+            "evaluate",
             "tensorboard",
             "mlflow",
         ),
@@ -475,6 +511,7 @@ def from_dict(
         serving=serving,
         watch=_watch(v, v.table(raw, "watch")),
         beam=_beam(v, raw),
+        evaluate=_evaluate(v, v.table(raw, "evaluate"), data),
         tracking=_tracking(v, v.table(raw, "tensorboard"), v.table(raw, "mlflow")),
         base_dir=base_dir,
     )
@@ -746,6 +783,26 @@ def _beam(v: _Validator, raw: Mapping[str, Any]) -> BeamConfig | None:
             '"--direct_num_workers=2"]',
         )
     return BeamConfig(pipeline_args=list(args))
+def _evaluate(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> EvaluateConfig:
+    v.known_keys("evaluate", raw, tuple(f.name for f in fields(EvaluateConfig)))
+    slices = raw.get("slices", [])
+    if not isinstance(slices, list) or not all(isinstance(c, str) and c for c in slices):
+        v.fail("evaluate.slices", slices, 'use a list of column names, e.g. ["country"]')
+    if len(set(slices)) != len(slices):
+        v.fail("evaluate.slices", slices, "name each column once")
+    for column in slices:
+        if column == data.label:
+            v.fail("evaluate.slices", slices, f"{column!r} is the label; slice by a feature")
+        if data.features and column not in data.features:
+            v.fail(
+                "evaluate.slices", column, f"use a column of data.features: {list(data.features)}"
+            )
+    return EvaluateConfig(
+        slices=tuple(slices),
+        guard_slices=v.boolean(raw, "evaluate.guard_slices", False),
+        min_slice_rows=v.integer(raw, "evaluate.min_slice_rows", 50, minimum=1),
+        max_slice_values=v.integer(raw, "evaluate.max_slice_values", 20, minimum=1),
+    )
 
 
 def _watch(v: _Validator, raw: Mapping[str, Any]) -> WatchConfig:
@@ -841,6 +898,8 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
             and "learning" not in name
         ):
             values[name] = v.fraction(raw, key, default)
+        elif name in ("shrink", "perturb", "full_after_growth"):
+            values[name] = v.number(raw, key, default, 0.0)
         elif name == "min_delta":
             value = raw.get(name, default)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
@@ -881,6 +940,22 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
     if values["class_weights"] not in CLASS_WEIGHTS:
         v.fail(
             "train.class_weights", values["class_weights"], f"use one of {', '.join(CLASS_WEIGHTS)}"
+        )
+    from evergreen.components.threshold import OBJECTIVES
+
+    if not 0 < values["shrink"] <= 1:
+        v.fail("train.shrink", values["shrink"], "use a factor above 0, at most 1 (1: off)")
+    if values["incremental_schedule"] not in ("rewarm", "constant"):
+        v.fail(
+            "train.incremental_schedule",
+            values["incremental_schedule"],
+            "use rewarm or constant",
+        )
+    if values["decision_threshold"] not in OBJECTIVES:
+        v.fail(
+            "train.decision_threshold",
+            values["decision_threshold"],
+            f"use one of {', '.join(OBJECTIVES)}",
         )
     _scale_out(v, values)
     train = TrainConfig(**values)
@@ -985,6 +1060,7 @@ def serving_from_dict(
     port = v.integer(raw, "serving.port", d.port, minimum=0)
     if port > 65535:
         v.fail("serving.port", port, "use a port number from 0 to 65535 (0: any free port)")
+    grpc_port = _grpc_port(v, raw, port)
     canary = raw.get("canary_percent", d.canary_percent)
     if not _is_number(canary) or not 0 <= canary <= 100:
         v.fail("serving.canary_percent", canary, "use a percentage between 0 and 100, e.g. 10")
@@ -1012,6 +1088,7 @@ def serving_from_dict(
     return ServingConfig(
         host=host,
         port=port,
+        grpc_port=grpc_port,
         api_key_env=api_key_env,
         tls_cert=tls_cert,
         tls_key=tls_key,
@@ -1039,6 +1116,27 @@ def serving_from_dict(
         keep_alive_seconds=values["keep_alive_seconds"],
         max_connections=v.integer(raw, "serving.max_connections", d.max_connections, minimum=1),
     )
+
+
+DEFAULT_GRPC_PORT = 8500  # TF Serving's gRPC port
+
+
+def _grpc_port(v: _Validator, raw: Mapping[str, Any], rest_port: int) -> int:
+    """``serving.grpc_port``: 8500 unless set; -1 turns gRPC off, 0 picks any free port."""
+    grpc_port = v.integer(raw, "serving.grpc_port", DEFAULT_GRPC_PORT, minimum=-1)
+    if grpc_port > 65535:
+        v.fail(
+            "serving.grpc_port",
+            grpc_port,
+            "use a port number from 0 to 65535 (0: any free port, -1: no gRPC server)",
+        )
+    if grpc_port == rest_port and grpc_port > 0:
+        v.fail(
+            "serving.grpc_port",
+            grpc_port,
+            "it is serving.port too; give gRPC its own port (TF Serving: 8500, REST 8501)",
+        )
+    return grpc_port
 
 
 def _serving_files(v: _Validator, raw: Mapping[str, Any], base_dir: Path) -> tuple[str, str, str]:

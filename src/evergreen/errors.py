@@ -65,6 +65,16 @@ class IntegrityError(RegistryError):
     headline = "integrity error"
 
 
+class WorkerLost(EvergreenError):
+    """A worker of a multi-worker training stopped (preempted, killed): restart them all.
+
+    Exit code 75 (EX_TEMPFAIL): retrying is the fix; training resumes from the checkpoint.
+    """
+
+    headline = "worker lost"
+    exit_code = 75
+
+
 class NoSpanFiles(DataError):
     """``data.pattern`` matches no file: nothing has been delivered yet."""
 

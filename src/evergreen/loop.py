@@ -23,7 +23,13 @@ from typing import Any, ClassVar
 
 from evergreen.components import statistics as stats_mod
 from evergreen.components.evaluate import EvaluateCandidate
-from evergreen.components.featurize import FeaturizeSpan, FitFeaturizer, span_rows
+from evergreen.components.featurize import (
+    FeaturizeSpan,
+    FitFeaturizer,
+    GrowFeaturizer,
+    can_grow,
+    span_rows,
+)
 from evergreen.components.train import TrainModel
 from evergreen.config import Config
 from evergreen.errors import NotFound
@@ -262,6 +268,7 @@ class TrainingLoop:
         model_family = self.family()
 
         ledger = {"tokens_computed": 0, "tokens_reused": 0, "rows_featurized": 0, "rows_reused": 0}
+        growth: dict[str, Any] | None = None
         if mode == "full":
             unfitted = model_family.new_featurizer(self.feature_types(), cfg)
             fit = self.runner.run(
@@ -273,11 +280,16 @@ class TrainingLoop:
             to_featurize = list(examples)
         else:
             featurizer = self.store.artifact(int(champion.properties["featurizer"]))
+            featurizer, growth = self._grow(featurizer, examples[record.span], seconds)
             to_featurize = [s for s in examples if s < record.span] + [record.span]
         featurized = {}
         seconds["featurize"] = 0.0
         for span in to_featurize:
             r = next(r for r in history if r.span == span)
+            reusable = self._compatible_featurized(span, r.version, featurizer, record.span)
+            if reusable is not None:  # ids of a grown featurizer's ancestor are still valid
+                featurized[span] = reusable
+                continue
             result = self.runner.run(
                 featurize_component(self.cfg, span, r.version),
                 {"examples": examples[span], "featurizer": featurizer},
@@ -315,7 +327,7 @@ class TrainingLoop:
         if champion is not None:
             eval_inputs["champion"] = champion
         evaluated = self.runner.run(
-            EvaluateCandidate(cfg, record.span), eval_inputs, span=record.span
+            EvaluateCandidate(cfg, record.span, self.cfg.evaluate), eval_inputs, span=record.span
         )
         seconds["evaluate"] = evaluated.seconds
         verdict = evaluated.summary
@@ -337,6 +349,10 @@ class TrainingLoop:
                 },
                 "cost": ledger,
             }
+            if growth:
+                manifest["lineage"]["featurizer_growth"] = growth
+            if candidate.properties.get("decision"):  # the binary decision threshold, if any
+                manifest["decision"] = candidate.properties["decision"]
             pushed = self.runner.run(
                 PushModel(
                     self.registry, self.cfg.name, manifest, self._warmup(examples[record.span])
@@ -361,8 +377,55 @@ class TrainingLoop:
             "verdict": verdict["reasons"],
             "version": version,
             "drift": drift,
+            "featurizer_growth": growth,
+            **({"slices": verdict["slices"]} if "slices" in verdict else {}),
             "epoch_losses": trained.summary.get("epoch_losses", {}),
         }
+
+    def _grow(
+        self, parent: Artifact, new_examples: Artifact, seconds: dict[str, float]
+    ) -> tuple[Artifact, dict[str, Any] | None]:
+        """The champion's featurizer grown with the new span's frequent unknown values.
+
+        Returns:
+            The featurizer to use (``parent`` when growth is off, impossible for the family,
+            or found nothing to add) and the growth for the lineage (None when none).
+        """
+        cfg = self.cfg.train
+        if not cfg.grow_vocabulary or not can_grow(parent):
+            return parent, None
+        result = self.runner.run(
+            GrowFeaturizer(cfg.grow_min_count, cfg.grow_limit),
+            {"featurizer": parent, "examples": new_examples},
+            span=new_examples.span,
+        )
+        seconds["grow_featurizer"] = result.seconds
+        grown = result.outputs["featurizer"]
+        if not any(grown.properties.get("added", {}).values()):
+            return parent, None
+        growth = {
+            "from": parent.id,
+            "to": grown.id,
+            "added": grown.properties["added"],
+            "sample": grown.properties.get("added_sample", {}),
+        }
+        return grown, growth
+
+    def _compatible_featurized(
+        self, span: int, version: int, featurizer: Artifact, new_span: int
+    ) -> Artifact | None:
+        """An earlier span's shards made by an ancestor of a grown ``featurizer`` (None: none).
+
+        A grown featurizer keeps its ancestors' ids, so their shards are reused rather than
+        re-featurizing the whole history (a cost in proportion to the history, not the span).
+        """
+        compatible = set(featurizer.properties.get("compatible", []))
+        if span == new_span or not compatible:
+            return None
+        for artifact in reversed(self.store.artifacts(type="FeaturizedExamples", span=span)):
+            if artifact.version == version and artifact.properties.get("featurizer") in compatible:
+                return artifact
+        return None
 
     def _blocked(
         self,
@@ -574,6 +637,8 @@ class TrainingLoop:
             full_every=cfg.full_every,
             historic_regression=self._last_forgetting(),
             max_historic_regression=cfg.max_historic_regression,
+            data_growth=self._data_growth(record.span) if cfg.full_after_growth else None,
+            full_after_growth=cfg.full_after_growth,
         )
         return decision.mode, "; ".join(decision.reasons), severity, tokens
 
@@ -591,6 +656,27 @@ class TrainingLoop:
                 break
             since += 1
         return since
+
+    def _data_growth(self, span: int) -> float | None:
+        """Train rows since the last full retrain (``span`` included) over the rows it saw."""
+        last_full = next(
+            (
+                a
+                for a in reversed(self.store.artifacts(type="Model"))
+                if a.properties.get("mode") in ("full", "adopted")
+            ),
+            None,
+        )
+        if last_full is None:
+            return None
+        seen = set(last_full.properties.get("spans") or [])
+        rows = {
+            r.span: int(self.store.artifact(r.examples_id).properties["splits"].get("train", 0))
+            for r in self.store.spans()
+            if r.status == "validated" and r.span <= span and r.examples_id is not None
+        }
+        base = sum(n for s, n in rows.items() if s in seen)
+        return sum(n for s, n in rows.items() if s not in seen) / base if base else None
 
     def _last_forgetting(self) -> float | None:
         """How far beyond noise the last candidate fell on the historic holdout (None: unknown)."""

@@ -58,6 +58,8 @@ def decide(
     historic_regression: float | None = None,
     max_historic_regression: float = 0.005,
     rate_name: str = "unknown-token rate",
+    data_growth: float | None = None,
+    full_after_growth: float = 0.0,
 ) -> Decision:
     """The mode for the next training run on a span, with every reason that applies.
 
@@ -75,6 +77,12 @@ def decide(
         max_historic_regression: beyond this the model is forgetting: full (default 0.005).
         rate_name: what the unknown rate counts, for the reasons ("unknown-value rate" for
             tabular categories).
+        data_growth: the quality debt — train rows taken in by increments since the last full
+            retrain (this span included), over the rows that full retrain saw (None: unknown).
+        full_after_growth: at or beyond this growth, full (0: never). 1.0 retrains in full
+            each time the data doubles: the full retrains' total cost stays within a constant
+            factor of the data, so the cost per row stays bounded while the champion never
+            trails a full fit on more than half of the data.
     """
     blocks: list[str] = []
     fulls: list[str] = []
@@ -111,6 +119,11 @@ def decide(
         fulls.append(
             f"{increments_since_full} increments since the last full retrain "
             f"(train.full_every = {full_every})"
+        )
+    if full_after_growth and data_growth is not None and data_growth >= full_after_growth:
+        fulls.append(
+            f"quality debt: increments since the last full retrain brought {data_growth:.2f}x "
+            f"its rows (train.full_after_growth = {full_after_growth})"
         )
     if historic_regression is not None and historic_regression > max_historic_regression:
         fulls.append(

@@ -25,7 +25,7 @@ resamples, fixed seed). Every verdict line prints the allowance it used.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any, ClassVar
@@ -35,7 +35,9 @@ import numpy as np
 from evergreen import examples
 from evergreen.components.featurize import span_rows
 from evergreen.components.ingest import split_bucket
-from evergreen.config import TrainConfig
+from evergreen.components.slices import SliceEvaluation
+from evergreen.components.threshold import read_threshold, thresholded_metrics
+from evergreen.config import EvaluateConfig, TrainConfig
 from evergreen.metadata import Artifact
 from evergreen.models.family import feed_saved_model
 from evergreen.pipeline import ExecutionContext
@@ -43,8 +45,15 @@ from evergreen.pipeline import ExecutionContext
 NO_IMPROVEMENT = "no improvement over the champion"
 
 
-def metrics(scores: np.ndarray, truth: list[str], labels: list[str]) -> dict[str, float]:
-    """accuracy, loss (cross-entropy), macro-F1; for two classes also AUC and F1 of labels[1]."""
+def metrics(
+    scores: np.ndarray, truth: list[str], labels: list[str], threshold: float | None = None
+) -> dict[str, float]:
+    """accuracy, loss (cross-entropy), macro-F1; for two classes also AUC and F1 of labels[1].
+
+    Two classes also get the imbalance-aware metrics: PR-AUC (average precision of labels[1])
+    and balanced accuracy, F1, precision and recall at the model's decision ``threshold``
+    (0.5, argmax, when it has none; :mod:`evergreen.components.threshold`).
+    """
     if not truth:
         return {}
     index = {label: i for i, label in enumerate(labels)}
@@ -64,7 +73,20 @@ def metrics(scores: np.ndarray, truth: list[str], labels: list[str]) -> dict[str
     if len(labels) == 2:
         out["f1"] = f1s[1]
         out["auc"] = _auc(scores[:, 1], y == 1)
+        out["pr_auc"] = average_precision(scores[:, 1], y == 1)
+        cut = 0.5 if threshold is None else threshold
+        out.update(thresholded_metrics(scores[:, 1], y == 1, cut))
     return out
+
+
+def average_precision(score: np.ndarray, positive: np.ndarray) -> float:
+    """PR-AUC as average precision: the mean precision at each positive's rank (NaN: none)."""
+    if not positive.any():
+        return float("nan")
+    order = np.argsort(-score, kind="mergesort")
+    hits = positive[order].astype(float)
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(np.sum(precision * hits) / hits.sum())
 
 
 def paired_regression(
@@ -411,9 +433,12 @@ class EvaluateCandidate:
     name: ClassVar[str] = "evaluate"
     version: ClassVar[str] = "3"
 
-    def __init__(self, cfg: TrainConfig, new_span: int) -> None:
+    def __init__(
+        self, cfg: TrainConfig, new_span: int, slicing: EvaluateConfig | None = None
+    ) -> None:
         self.cfg = cfg
         self.new_span = new_span
+        self.slicing = slicing or EvaluateConfig()
 
     def parameters(self) -> dict[str, Any]:
         return {
@@ -426,6 +451,8 @@ class EvaluateCandidate:
             "max_loss_increase": self.cfg.max_loss_increase,
             "min_eval_rows": self.cfg.min_eval_rows,
             "holdout": "stratified-hash-1",
+            # Only when slicing is asked, so that existing evaluations stay cached.
+            **({"slicing": asdict(self.slicing)} if self.slicing.slices else {}),
         }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
@@ -452,6 +479,7 @@ class EvaluateCandidate:
         result: dict[str, Any] = {"candidate": {}, "champion": {}, "new_spans": pooled}
         scored: dict[tuple[str, str], Answers] = {}
         truths: dict[str, list[str]] = {}
+        raw: dict[tuple[str, str], tuple[np.ndarray, list[str], float | None]] = {}
         for side in ("candidate", "champion"):
             if side not in ctx.inputs:
                 continue
@@ -463,7 +491,10 @@ class EvaluateCandidate:
                 scores, model_labels = score_saved_model(saved, rows, columns)
                 labels = labels or list(model_labels)
                 truths[name] = [row[label] for row in rows]
-                result[side][name] = metrics(scores, truths[name], model_labels)
+                raw[side, name] = (scores, list(model_labels), read_threshold(saved))
+                result[side][name] = metrics(
+                    scores, truths[name], model_labels, read_threshold(saved)
+                )
                 scored[side, name] = answers(scores, list(model_labels), truths[name], labels)
         metric = primary_metric(self.cfg.primary_metric, labels)
         if metric == "auc" and len(labels) != 2:
@@ -471,6 +502,13 @@ class EvaluateCandidate:
         result["primary_metric"] = metric
         result["guards"] = self._guards(scored, truths, labels, metric)
         result["blessed"], result["reasons"] = self._verdict(result)
+        if self.slicing.slices:
+            slicer = SliceEvaluation(self.slicing, self._guards)
+            result["slices"] = slicer.evaluate(sets, raw, scored, truths, labels, metric)
+            if self.slicing.guard_slices and result["champion"]:
+                refused = slicer.refusals(result["slices"])
+                result["blessed"] = result["blessed"] and not refused
+                result["reasons"] += refused
         trained = ctx.inputs["candidate"].properties
         if "champion" in ctx.inputs and trained.get("improved") is False:
             # Training kept the champion's weights: publishing them would be a no-op version.

@@ -102,6 +102,64 @@ class FitFeaturizer:
         pass
 
 
+class GrowFeaturizer:
+    """Pipeline component: the champion's featurizer + a new span → the featurizer, grown.
+
+    Vocabularies grow append-only (text tokens, tabular categories) with the values of the new
+    span's train split seen at least ``min_count`` times and not yet known, at most ``limit``
+    per column; ids already given never move, so every span featurized by an ancestor stays
+    valid and is reused as is. The artifact records the growth (its parent, what was added,
+    and ``compatible``: the fingerprints whose featurized spans it can read). Families that
+    cannot grow (image, custom, adopted) are not given to this component.
+
+    Args:
+        min_count: occurrences in the new span's train split a value needs to get an id.
+        limit: the most values added per column in one growth.
+    """
+
+    name: ClassVar[str] = "grow-featurizer"
+    version: ClassVar[str] = "1"
+
+    def __init__(self, min_count: int, limit: int) -> None:
+        self.min_count = min_count
+        self.limit = limit
+
+    def parameters(self) -> dict[str, Any]:
+        return {"min_count": self.min_count, "limit": self.limit}
+
+    def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
+        parent, source = ctx.inputs["featurizer"], ctx.inputs["examples"]
+        featurizer = load_featurizer(parent.uri)
+        added = featurizer.grow(span_rows(source, "train"), self.min_count, self.limit)
+        writer = ctx.output("featurizer", "Featurizer")
+        featurizer.save(writer.path)
+        props = {
+            "fingerprint": featurizer.fingerprint(),
+            "labels": parent.properties["labels"],
+            "family": parent.properties.get("family", "text"),
+            "grown_from": parent.id,
+            "added": {column: len(values) for column, values in added.items()},
+            # A sample for people reading the lineage; the full list is in the vocabulary files.
+            "added_sample": {column: values[:20] for column, values in added.items()},
+            "compatible": [
+                *parent.properties.get("compatible", []),
+                parent.properties["fingerprint"],
+            ],
+        }
+        extra = getattr(featurizer, "properties", None)
+        props.update(extra() if extra else {})
+        ctx.set_properties("featurizer", props)
+        return {"grown_from": parent.id, "added": props["added"]}
+
+    def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:
+        pass
+
+
+def can_grow(featurizer_artifact: Artifact) -> bool:
+    """Whether the family of a featurizer artifact grows its vocabularies (text, tabular)."""
+    return featurizer_artifact.properties.get("family", "text") in ("text", "tabular")
+
+
 class ReplaySample:
     """The ``keep`` train rows with the smallest hash keys, written in key order.
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from evergreen.components.evaluate import NO_IMPROVEMENT, allocate, pooled_eval_spans
+from evergreen.components.schedule import rewarm_schedule, shrink_perturb
+from evergreen.components.threshold import choose_threshold, objective_for, write_decision
 from evergreen.config import TrainConfig
 from evergreen.examples import shard_paths
 from evergreen.metadata import Artifact
@@ -166,6 +168,16 @@ def featurized_dataset(
     )
 
 
+def _grow_embeddings(model: Any, featurizer: Any) -> tuple[Any, dict[str, int]]:
+    """The champion with embeddings enlarged for a grown featurizer's new ids (see growth.py)."""
+    rows = getattr(featurizer, "embedding_rows", None)
+    if rows is None:
+        return model, {}
+    from evergreen.models.growth import grow_model
+
+    return grow_model(model, rows())
+
+
 def _backed_up_epoch(backup: Path) -> int:
     """Epochs a killed earlier attempt finished (``BackupAndRestore`` resumes after them); 0 if none."""
     import json
@@ -236,6 +248,7 @@ class TrainModel:
                 (int(k.split("-")[1]), a) for k, a in ctx.inputs.items() if k.startswith("span-")
             )
         )
+        grown_rows: dict[str, int] = {}
         if self.mode == "full":
             model = self.family.build_model(featurizer, len(labels), cfg)
             model = float32_outputs(model, cfg)  # train.mixed_precision: float32 probabilities
@@ -245,9 +258,15 @@ class TrainModel:
             if hasattr(self.family, "module"):  # a custom module may register its own layers
                 self.family.module()
             model = load_model(Path(ctx.inputs["champion"].uri) / "model.keras", own_artifact=True)
+            model, grown_rows = _grow_embeddings(model, featurizer)
             freeze_lower(model, cfg.freeze_lower_layers)
             data = self._incremental_data(spans, labels, featurizer)
             epochs, lr = cfg.incremental_epochs, cfg.incremental_learning_rate
+        schedule = self.mode == "incremental" and cfg.incremental_schedule == "rewarm"
+        if schedule:  # re-warm to the full retrain's rate, decay over the increment (schedule.py)
+            lr = rewarm_schedule(
+                cfg.learning_rate, epochs * -(-data.rows_per_epoch // cfg.batch_size)
+            )
         compile_model(model, learning_rate=lr)
         # Early stopping and the champion baseline judge on the new span's eval rows, pooled
         # with the latest spans' when too few to judge: the rows the evaluator's "new" set uses.
@@ -264,13 +283,19 @@ class TrainModel:
         resumed_from_epoch = _backed_up_epoch(backup)
         stopping, champion_loss = self._early_stopping(model, validation, backup / "stopping")
         weights = class_weights(data.label_counts, labels, cfg.class_weights)
+        perturbed = self.mode == "incremental" and shrink_perturb(
+            model, cfg.shrink, cfg.perturb, cfg.seed
+        )  # after the champion's loss and weights were taken as early stopping's baseline
         callbacks = [
             # double_checkpoint: a kill during the backup write falls back to the previous one
             keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True),
             stopping,
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1),
             keras.callbacks.TensorBoard(log_dir=str(writer.path / "logs"), write_graph=False),
         ]
+        if not schedule:  # a schedule owns the rate; ReduceLROnPlateau cannot set it
+            callbacks.insert(
+                2, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1)
+            )
         with warnings.catch_warnings():
             # Keras 3 warns once per fit that a tf.data input of unknown length "ran out of
             # data" at the end of the first epoch: that is how it learns the epoch's length.
@@ -285,7 +310,14 @@ class TrainModel:
                 verbose=0,
             )
         model.save(writer.path / "model.keras")
-        export_serving_model(featurizer, model, labels, writer.path / "saved_model")
+        decision = self._decision_threshold(model, validation, labels, data.label_counts)
+        export_serving_model(
+            featurizer, model, labels, writer.path / "saved_model", decision.get("threshold")
+        )
+        if "threshold" in decision:
+            write_decision(
+                writer.path / "saved_model", decision["threshold"], labels, decision["objective"]
+            )
         shutil.rmtree(backup, ignore_errors=True)
         summary = self._summary(
             history.history,
@@ -296,6 +328,12 @@ class TrainModel:
             class_weight={labels[i]: round(w, 4) for i, w in weights.items()} if weights else None,
             resumed_from_epoch=resumed_from_epoch,
         )
+        if grown_rows:
+            summary["embedding_rows_added"] = grown_rows
+        summary["decision"] = decision
+        if self.mode == "incremental":
+            summary["schedule"] = cfg.incremental_schedule
+            summary["shrink_perturb"] = [cfg.shrink, cfg.perturb] if perturbed else None
         ctx.set_properties(
             "model",
             {
@@ -350,6 +388,28 @@ class TrainModel:
                 f"rows of spans {eval_spans}; the candidate keeps the champion's weights"
             )
         return summary
+
+    def _decision_threshold(
+        self, model: Any, validation: Any, labels: list[str], counts: Mapping[str, float]
+    ) -> dict[str, Any]:
+        """The binary decision threshold chosen on the validation rows (empty: argmax).
+
+        Returns:
+            ``{"objective", "threshold", "rows"}`` when a threshold is chosen, else
+            ``{"objective": "argmax"}``.
+        """
+        import numpy as np
+
+        objective = objective_for(self.cfg.decision_threshold, counts, labels)
+        if objective == "argmax" or validation is None:
+            return {"objective": "argmax"}
+        scores, truth = [], []
+        for inputs, label_ids in validation:
+            scores.append(model(inputs, training=False).numpy()[:, 1])
+            truth.append(label_ids.numpy() == 1)
+        score, positive = np.concatenate(scores), np.concatenate(truth)
+        cut = choose_threshold(score, positive, objective)
+        return {"objective": objective, "threshold": round(cut, 6), "rows": int(len(score))}
 
     def _early_stopping(
         self, model: Any, validation: Any, state_dir: Path

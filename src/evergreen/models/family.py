@@ -267,7 +267,11 @@ def freeze_lower(model: Any, n_layers: int) -> list[str]:
 
 
 def export_serving_model(
-    featurizer: Featurizer, model: Any, labels: Sequence[str], export_dir: str | Path
+    featurizer: Featurizer,
+    model: Any,
+    labels: Sequence[str],
+    export_dir: str | Path,
+    threshold: float | None = None,
 ) -> Path:
     """A SavedModel on raw inputs, loadable with no Evergreen code.
 
@@ -280,6 +284,8 @@ def export_serving_model(
       serialized ``tf.Example`` (see :mod:`evergreen.models.tfserving_signatures`).
 
     ``assets.extra/evergreen_inputs.json`` maps each signature input to its raw column.
+    ``threshold`` (two classes only): ``classify`` answers ``labels[1]`` when its score is at
+    least this, instead of argmax (see :mod:`evergreen.components.threshold`).
     """
     tf = tensorflow()
     import keras
@@ -313,9 +319,12 @@ def export_serving_model(
 
     def classify(*args: Any) -> dict[str, Any]:
         scores = probabilities(*args)
+        best = tf.argmax(scores, axis=-1)
+        if threshold is not None and num_classes == 2:  # the decision threshold, in-graph
+            best = tf.cast(scores[:, 1] >= tf.constant(threshold, tf.float32), tf.int64)
         return {
-            "label": tf.gather(label_names, tf.argmax(scores, axis=-1)),
-            "score": tf.reduce_max(scores, axis=-1),
+            "label": tf.gather(label_names, best),
+            "score": tf.gather(scores, best, batch_dims=1),
         }
 
     archive = keras.export.ExportArchive()

@@ -148,6 +148,47 @@ class TabularFeaturizer:
             "vocabulary_sizes": [len(v) for v in self._fitted()[2]],
         }
 
+    # -- growing -----------------------------------------------------------------------------
+    def grow(
+        self, rows: Iterable[Mapping[str, Any]], min_count: int, limit: int
+    ) -> dict[str, list[str]]:
+        """Append each categorical column's frequent unseen values to its vocabulary.
+
+        Known values keep their ids and the normalization is unchanged (both hold for the
+        featurizer's whole life, until a full retrain refits it). A value seen at least
+        ``min_count`` times in ``rows`` and not known gets the next id, most frequent first,
+        at most ``limit`` per column.
+
+        Returns:
+            ``{column: values added}`` for the columns that grew (empty: nothing changed).
+        """
+        _, _, vocabularies = self._fitted()
+        counts: list[Counter[str]] = [Counter() for _ in self.categorical]
+        for row in rows:
+            for i, column in enumerate(self.categorical):
+                value = row.get(column)
+                if value is not None and value != "":
+                    counts[i][str(value)] += 1
+        added: dict[str, list[str]] = {}
+        for i, column in enumerate(self.categorical):
+            known = set(vocabularies[i])
+            fresh = sorted(
+                ((n, v) for v, n in counts[i].items() if n >= min_count and v not in known),
+                key=lambda item: (-item[0], item[1]),
+            )[:limit]
+            if fresh:
+                added[column] = [value for _, value in fresh]
+                vocabularies[i] = [*vocabularies[i], *added[column]]
+        self._lookups = self._index = None
+        return added
+
+    def embedding_rows(self) -> dict[str, tuple[int, int]]:
+        """Embedding layer → (rows it needs, the out-of-vocabulary id new rows start from)."""
+        out: dict[str, tuple[int, int]] = {}
+        for i, vocab in enumerate(self._fitted()[2]):
+            out[f"deep_embed_{i}"] = out[f"wide_embed_{i}"] = (len(vocab) + 1, 0)
+        return out
+
     # -- storage -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         from evergreen.models.family import save_family

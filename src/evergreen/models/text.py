@@ -253,9 +253,10 @@ class TextFeaturizer:
         SavedModel both use it.
         """
         keras = _keras()
-        return keras.layers.TextVectorization(
-            vocabulary=list(self._fitted()), name=name, **self._layer_kwargs()
-        )
+        # max_tokens bounds adapt() only; a grown vocabulary (see grow) may exceed it, and
+        # Keras refuses a given vocabulary larger than max_tokens.
+        kwargs = {**self._layer_kwargs(), "max_tokens": None}
+        return keras.layers.TextVectorization(vocabulary=list(self._fitted()), name=name, **kwargs)
 
     def transform(self, texts: Sequence[str | bytes]) -> np.ndarray:
         """Token ids of ``texts``: int64 array of shape ``(len(texts), sequence_length)``.
@@ -286,6 +287,49 @@ class TextFeaturizer:
         ids = np.asarray(ids)
         tokens = int(np.count_nonzero(ids != PAD_ID))
         return float(np.count_nonzero(ids == OOV_ID)) / tokens if tokens else 0.0
+
+    # -- growing -----------------------------------------------------------------------------
+
+    def token_counts(self, texts: Iterable[str | bytes]) -> dict[str, int]:
+        """How often each token occurs in ``texts``, tokenized exactly as :meth:`fit` does."""
+        from collections import Counter
+
+        tf = tensorflow()
+        layer = self.layer("count_tokens") if self.vocabulary_ else None
+        if layer is None:
+            layer = _keras().layers.TextVectorization(**self._layer_kwargs())
+        counts: Counter[str] = Counter()
+        batch: list[str | bytes] = []
+        for text in [*texts, None]:
+            if text is not None:
+                batch.append(_as_text(text))
+            if batch and (text is None or len(batch) == _BATCH):
+                # The layer's own standardize + split (+ ngrams): the tokens adapt() would count.
+                tokens = layer._preprocess(tf.constant(batch, tf.string))
+                values = tokens.flat_values if hasattr(tokens, "flat_values") else tokens
+                counts.update(t.decode("utf-8") for t in values.numpy().ravel() if t)
+                batch = []
+        return dict(counts)
+
+    def grow(self, texts: Iterable[str | bytes], min_count: int, limit: int) -> list[str]:
+        """Append the new span's frequent unknown tokens to the vocabulary (append-only).
+
+        Known tokens keep their ids; a token not yet known that occurs at least ``min_count``
+        times in ``texts`` gets the next free id, most frequent first (ties alphabetical), at
+        most ``limit`` of them. ``max_tokens`` caps the first fit only: growth is bounded by
+        ``limit`` per span instead. Returns the tokens added (empty: nothing changed).
+        """
+        known = set(self._fitted())
+        counts = self.token_counts(texts)
+        fresh = sorted(
+            ((n, t) for t, n in counts.items() if n >= min_count and t not in known),
+            key=lambda item: (-item[0], item[1]),
+        )[:limit]
+        added = [token for _, token in fresh]
+        if added:
+            self.vocabulary_ = [*self._fitted(), *added]
+            self._tokenize = None
+        return added
 
     # -- storage -----------------------------------------------------------------------------
 
@@ -603,14 +647,17 @@ def predict_texts(
     export_dir = Path(export_dir)
     if not (export_dir / "saved_model.pb").is_file():
         raise NotFound(f"no SavedModel in {export_dir} (expected {export_dir / 'saved_model.pb'}).")
+    from evergreen.components.threshold import decide, read_threshold
+
     serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    threshold = read_threshold(export_dir)  # a binary model's exported decision threshold
     texts = [_as_text(text) for text in texts]
     results: list[dict[str, Any]] = []
     for start in range(0, len(texts), batch_size):
         out = serve(text=tf.constant(texts[start : start + batch_size], dtype=tf.string))
         for scores, classes in zip(out["scores"].numpy(), out["classes"].numpy(), strict=True):
             names = [name.decode("utf-8") for name in classes]
-            best = int(np.argmax(scores))
+            best = decide(scores[np.newaxis, :], names, threshold)[0]
             results.append(
                 {
                     "label": names[best],
@@ -697,6 +744,24 @@ class TextColumnFeaturizer:
 
         meta = json.loads((Path(directory) / FAMILY_FILE).read_text(encoding="utf-8"))
         return cls(meta["text_feature"], TextFeaturizer.load(directory))
+
+    def grow(
+        self, rows: Iterable[Mapping[str, Any]], min_count: int, limit: int
+    ) -> dict[str, list[str]]:
+        """Append the rows' frequent unknown tokens (:meth:`TextFeaturizer.grow`).
+
+        Returns:
+            ``{text column: tokens added}``, empty when nothing was added.
+        """
+        added = self.inner.grow(
+            (row.get(self.text_feature) or "" for row in rows), min_count, limit
+        )
+        self._layer = None
+        return {self.text_feature: added} if added else {}
+
+    def embedding_rows(self) -> dict[str, tuple[int, int]]:
+        """Embedding layer → (rows it needs, the unknown id whose row new ids start from)."""
+        return {LAYER_NAMES[0]: (self.inner.vocabulary_size(), OOV_ID)}
 
     def feature_spec(self) -> dict[str, tuple[list[int], str]]:
         return {"ids": ([self.inner.sequence_length], "int64")}

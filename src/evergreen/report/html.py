@@ -87,6 +87,7 @@ def write_report(project: Any, span: int, record: dict[str, Any] | None, path: P
         _anomalies(status),
         _cost(record, status),
         _metrics(record),
+        _slices(record),
         f'<p class="muted">written by Evergreen at {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC'
         f" · pipeline root <code>{escape(str(project.config.root))}</code></p>",
     ]
@@ -411,6 +412,39 @@ def _metrics(record: dict[str, Any] | None) -> str:
                 new_name="candidate",
                 reference_name="champion",
             )
+        )
+    return "".join(out)
+
+
+def _slices(record: dict[str, Any] | None) -> str:
+    """Candidate vs champion per slice value ([evaluate] slices), small slices flagged."""
+    slices = (record or {}).get("slices") or {}
+    if not slices:
+        return ""
+    out = ['<h2 id="slices">Slices</h2>']
+    for column, values in slices.items():
+        rows = []
+        for value, sets in values.items():
+            for data_set, entry in sets.items():
+                metric = next(iter(entry.get("guards", {}).values()), {}).get("metric", "accuracy")
+                cand = (entry.get("candidate") or {}).get(metric)
+                champ = (entry.get("champion") or {}).get(metric)
+                regressed = any(g["regressed"] for g in entry.get("guards", {}).values())
+                flag = (
+                    "small: not judged"
+                    if entry["small"]
+                    else ("regressed" if regressed else "holds")
+                )
+                rows.append(
+                    f"<tr><td>{escape(value)}</td><td>{data_set}</td>"
+                    f'<td class="num">{entry["rows"]}</td><td>{escape(metric)}</td>'
+                    f"{_metric_cell(cand)}{_metric_cell(champ)}<td>{flag}</td></tr>"
+                )
+        out.append(
+            f"<h3>{escape(column)}</h3><table><tr><th>value</th><th>data</th><th>rows</th>"
+            "<th>metric</th><th>candidate</th><th>champion</th><th>guard</th></tr>"
+            + "".join(rows)
+            + "</table>"
         )
     return "".join(out)
 

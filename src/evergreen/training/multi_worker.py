@@ -17,14 +17,17 @@ Only the chief exports and registers the candidate.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evergreen.components.evaluate import pooled_eval_spans
+from evergreen.errors import WorkerLost
 from evergreen.models.adopted import load_model
 from evergreen.models.family import compile_model, export_serving_model, freeze_lower
 from evergreen.training.strategy import (
@@ -61,6 +64,30 @@ class LoopResult:
     featurizer: Any = None
 
 
+@contextlib.contextmanager
+def lost_workers_reported(checkpoint_dir: Path) -> Iterator[None]:
+    """A collective that failed because a peer stopped becomes :class:`WorkerLost`.
+
+    TensorFlow's coordination service notices a dead peer (missed heartbeats, seconds) and
+    aborts the collectives of the survivors with ``UnavailableError``.
+
+    Raises:
+        WorkerLost: naming the failure and how to resume.
+    """
+    from evergreen.tf import tensorflow
+
+    errors = tensorflow().errors
+    try:
+        yield
+    except (errors.UnavailableError, errors.AbortedError, errors.DeadlineExceededError) as e:
+        reason = str(e.message).strip().splitlines()[0][:300]
+        raise WorkerLost(
+            f"a worker stopped during training ({reason}); restart every worker with "
+            f"`evergreen train-worker`: training resumes after the last epoch checkpointed in "
+            f"{checkpoint_dir}"
+        ) from None
+
+
 def execute(component: Any, ctx: Any) -> dict[str, Any]:
     """``TrainModel.execute`` for ``multi_worker``: post the job, train, export on the chief.
 
@@ -77,7 +104,8 @@ def execute(component: Any, ctx: Any) -> dict[str, Any]:
     checkpoint_dir = ctx.output_root / CHECKPOINT_DIR
     writer = ctx.output("model", "Model", span=component.new_span)
     worker.post_job(component, ctx.inputs, checkpoint_dir, info)
-    result = train(component, ctx.inputs, checkpoint_dir, log_dir=writer.path / "logs")
+    with lost_workers_reported(checkpoint_dir):
+        result = train(component, ctx.inputs, checkpoint_dir, log_dir=writer.path / "logs")
     result.model.save(writer.path / "model.keras")
     export_serving_model(
         result.featurizer, result.model, result.labels, writer.path / "saved_model"

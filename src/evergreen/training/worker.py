@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from evergreen.config import Config, TrainConfig
-from evergreen.errors import ConfigError, EvergreenError
+from evergreen.errors import ConfigError, WorkerLost
 from evergreen.metadata import Artifact
 from evergreen.training.strategy import TaskInfo, multi_worker_strategy, task_info
 
@@ -41,10 +41,6 @@ SESSIONS = "distributed"  # under the project root
 HEARTBEAT_SECONDS = 5.0
 CHIEF_SILENT_SECONDS = 300.0  # a chief heard from less recently than this is gone
 POLL_SECONDS = 0.2
-
-
-class ChiefGone(EvergreenError):
-    """The chief stopped posting heartbeats: this worker cannot train alone."""
 
 
 @dataclass
@@ -147,7 +143,7 @@ def serve_jobs(session: Session, cfg: Config) -> bool:
         Whether the chief's loop succeeded.
 
     Raises:
-        ChiefGone: no heartbeat from the chief for ``CHIEF_SILENT_SECONDS``.
+        WorkerLost: no heartbeat from the chief for ``CHIEF_SILENT_SECONDS``.
     """
     started = time.time()
     while True:
@@ -177,7 +173,7 @@ def _check_chief(session: Session, started: float) -> None:
     except OSError:
         last = started  # the chief has not started its session yet
     if time.time() - last > CHIEF_SILENT_SECONDS:
-        raise ChiefGone(
+        raise WorkerLost(
             f"no heartbeat from the chief in {session.folder} for {CHIEF_SILENT_SECONDS:.0f} s: "
             "restart every worker (training resumes from the last checkpoint)"
         )
@@ -202,7 +198,9 @@ def run_job(job: dict[str, Any], cfg: Config) -> Any:
         new_span=int(job["new_span"]),
     )
     inputs = {name: Artifact(**a) for name, a in job["inputs"].items()}
-    return multi_worker.train(component, inputs, Path(job["checkpoint_dir"]), log_dir=None)
+    checkpoint_dir = Path(job["checkpoint_dir"])
+    with multi_worker.lost_workers_reported(checkpoint_dir):
+        return multi_worker.train(component, inputs, checkpoint_dir, log_dir=None)
 
 
 def describe(info: TaskInfo | None = None) -> str:

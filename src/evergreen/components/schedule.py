@@ -1,0 +1,58 @@
+"""How an increment starts from the champion: the learning-rate schedule and shrink-and-perturb.
+
+**Re-warm and re-decay** (Ibrahim et al., TMLR 2024: with replay, re-warming the learning rate
+and decaying it again matches a full retrain at a fraction of its compute): an increment's
+learning rate climbs linearly from a tenth of the full retrain's ``learning_rate`` (the paper
+re-warms to the original peak, not to a smaller fine-tuning rate) to it over the first
+:data:`WARMUP_FRACTION` of its steps, then follows a cosine down to :data:`FLOOR` of it at the
+last step of ``incremental_epochs``; ``incremental_learning_rate`` is then unused. ``train.incremental_schedule = "constant"`` keeps the flat
+rate with halving on a plateau instead.
+
+**Shrink and perturb** (Ash & Adams, NeurIPS 2020: warm-started networks generalize worse than
+fresh ones; scaling the weights down and adding a little noise closes the gap): every trainable
+weight becomes ``shrink * w + perturb * N(0, 1)`` before the first epoch. ``shrink = 1`` and
+``perturb = 0`` (the defaults) leave the champion's weights as they are. Early stopping's
+baseline is still the champion itself, measured before the change, so a shrunk model that never
+recovers is not published.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+WARMUP_FRACTION = 0.1
+FLOOR = 0.1
+SCHEDULES = ("rewarm", "constant")
+
+
+def rewarm_schedule(peak: float, total_steps: int) -> Any:
+    """A Keras schedule: linear warm-up to ``peak``, then cosine decay over ``total_steps``."""
+    import keras
+
+    total_steps = max(int(total_steps), 2)
+    warmup = max(1, int(WARMUP_FRACTION * total_steps))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=peak / 10,
+        decay_steps=max(total_steps - warmup, 1),
+        alpha=FLOOR,
+        warmup_target=peak,
+        warmup_steps=warmup,
+    )
+
+
+def shrink_perturb(model: Any, shrink: float, perturb: float, seed: int) -> bool:
+    """Scale every trainable weight by ``shrink`` and add ``perturb`` x N(0, 1) noise.
+
+    Returns:
+        Whether anything changed (False for ``shrink = 1, perturb = 0``).
+    """
+    if shrink == 1.0 and perturb == 0.0:
+        return False
+    rng = np.random.default_rng(seed)
+    for variable in model.trainable_weights:
+        value = np.asarray(variable.numpy())
+        noise = rng.standard_normal(value.shape) * perturb if perturb else 0.0
+        variable.assign((shrink * value + noise).astype(value.dtype))
+    return True

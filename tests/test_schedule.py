@@ -1,0 +1,56 @@
+"""How an increment starts: learning-rate re-warm and re-decay, shrink and perturb."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evergreen import config as config_mod
+from evergreen.components.schedule import FLOOR, rewarm_schedule, shrink_perturb
+from evergreen.errors import ConfigError
+from evergreen.models.text import build_model
+
+
+def test_rewarm_climbs_to_the_peak_then_decays_to_the_floor() -> None:
+    schedule = rewarm_schedule(1e-3, total_steps=100)
+    rates = [float(schedule(step)) for step in range(101)]
+    assert rates[0] == pytest.approx(1e-4)
+    assert max(rates) == pytest.approx(1e-3) and int(np.argmax(rates)) == 10
+    assert all(a <= b for a, b in zip(rates[:10], rates[1:11], strict=True))  # warm-up
+    assert all(a >= b for a, b in zip(rates[10:-1], rates[11:], strict=True))  # decay
+    assert rates[100] == pytest.approx(1e-3 * FLOOR, rel=1e-3)
+
+
+def test_shrink_and_perturb_scales_weights_and_is_off_by_default() -> None:
+    model = build_model(50, 2, sequence_length=10)
+    before = [w.copy() for w in model.get_weights()]
+    assert not shrink_perturb(model, 1.0, 0.0, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    assert shrink_perturb(model, 0.5, 0.0, seed=0)
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_allclose(b, 0.5 * a, rtol=1e-6)
+    shrink_perturb(model, 1.0, 0.01, seed=0)
+    moved = np.concatenate(
+        [(b - 0.5 * a).ravel() for a, b in zip(before, model.get_weights(), strict=True)]
+    )
+    assert 0.005 < moved.std() < 0.02
+
+
+def test_schedule_and_shrink_are_validated(tmp_path) -> None:
+    base = {
+        "pipeline": {"name": "p", "root": str(tmp_path)},
+        "data": {"pattern": "d/span-{SPAN}/*.csv", "label": "y"},
+    }
+    for train, match in (
+        ({"shrink": 0}, "train.shrink"),
+        ({"shrink": 1.5}, "train.shrink"),
+        ({"perturb": -1}, "train.perturb"),
+        ({"incremental_schedule": "cosine"}, "train.incremental_schedule"),
+        ({"decision_threshold": "youden"}, "train.decision_threshold"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            config_mod.from_dict({**base, "train": train}, base_dir=tmp_path)
+    cfg = config_mod.from_dict(
+        {**base, "train": {"shrink": 0.8, "perturb": 0.001}}, base_dir=tmp_path
+    )
+    assert (cfg.train.shrink, cfg.train.perturb, cfg.train.grow_vocabulary) == (0.8, 0.001, True)
