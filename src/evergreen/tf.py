@@ -14,6 +14,9 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _module: Any = None
+# train.gpu_memory_growth: applied to every GPU when TensorFlow is imported (it cannot change
+# once a GPU is initialized); evergreen.training.strategy sets it from the config first.
+gpu_memory_growth = True
 
 
 def tensorflow() -> Any:
@@ -24,6 +27,7 @@ def tensorflow() -> Any:
     if os.environ.get("EVERGREEN_TF_LOGS"):
         import tensorflow as tf
 
+        _grow_gpu_memory(tf)
         _module = tf
         return tf
     sys.stderr.flush()
@@ -34,6 +38,7 @@ def tensorflow() -> Any:
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # device probing logs happen here, not at first use
+            _grow_gpu_memory(tf)
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)
@@ -44,3 +49,12 @@ def tensorflow() -> Any:
             os.close(saved)
     _module = tf
     return tf
+
+
+def _grow_gpu_memory(tf: Any) -> None:
+    """Memory growth on every GPU (``gpu_memory_growth``): TF otherwise takes all at start."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, gpu_memory_growth)
+        except (RuntimeError, ValueError):  # already initialized: the setting it has stays
+            pass
