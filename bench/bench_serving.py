@@ -1,16 +1,22 @@
-"""Serving throughput and latency: dynamic batching vs one call per request vs a naive server.
+"""Serving throughput and latency: dynamic batching vs one call per request vs a naive server,
+and gRPC vs REST.
 
 Trains a text model of the default architecture (word CNN, 200 tokens, 64-dim embedding, 128
-filters) on fine-foods reviews, publishes it, and measures three servers one after the other
-in this one run, each in its own process, on loopback:
+filters) on fine-foods reviews, publishes it, and measures these one after the other in this
+one run, each server in its own process, on loopback:
 
 - ``batching``:  ``evergreen serve --max-batch-size 32 --batch-timeout-ms 2`` (dynamic batching);
+- ``grpc``:      the same ``batching`` server, called on its gRPC port: TF Serving's
+  ``PredictionService/Predict`` with a one-string ``TensorProto``;
 - ``no-batch``:  ``evergreen serve --max-batch-size 1`` (the same server, one call per request);
 - ``naive``:     Starlette + ``model(x)`` per request in a thread pool (what one writes first).
 
-Each client request is one review (``{"instances": [text]}``). For each concurrency, clients
+Each client request is one review (``{"instances": [text]}``, or the same row as a
+``PredictRequest``). For each concurrency, clients
 send requests back to back for ``--seconds`` after a warm-up; throughput is answers per second,
-latencies are per request. The client runs in this process (not in the servers'), on uvloop when
+latencies are per request. A gRPC client holds one channel (one HTTP/2 connection) per
+concurrent client and sends pre-serialized requests, as the REST client sends pre-built bytes.
+The client runs in this process (not in the servers'), on uvloop when
 installed; it still shares the machine's cores with the server: on a small machine that caps
 every number, so read the ratios. All servers use the same HTTP stack (uvicorn with httptools
 and uvloop when installed).
@@ -114,7 +120,7 @@ def start(command: list[str], port: int) -> subprocess.Popen[bytes]:
 
 
 async def load(
-    port: int, texts: list[str], concurrency: int, seconds: float, warmup: float
+    port: int, texts: list[str], concurrency: int, seconds: float, warmup: float, pid: int
 ) -> dict[str, float]:
     """``concurrency`` keep-alive connections sending one request after another.
 
@@ -153,20 +159,97 @@ async def load(
         finally:
             writer.close()
 
+    return await _measure(worker, concurrency, seconds, warmup, latencies, lambda: errors, pid)
+
+
+async def load_grpc(
+    port: int, texts: list[str], concurrency: int, seconds: float, warmup: float, pid: int
+) -> dict[str, float]:
+    """Like :func:`load`, over gRPC: ``concurrency`` channels, one Predict after another.
+
+    Requests are serialized once up front and answers are not parsed (status only), so the
+    client costs about what the raw HTTP client does.
+    """
+    import grpc
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorflow_serving.apis import predict_pb2
+
+    def request(text: str) -> bytes:
+        tensor = tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_STRING,
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]
+            ),
+            string_val=[text.encode()],
+        )
+        message = predict_pb2.PredictRequest()
+        message.model_spec.name = MODEL
+        message.inputs["text"].CopyFrom(tensor)
+        return message.SerializeToString()
+
+    requests = [request(t) for t in texts]
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker(k: int, until: float, record: bool) -> None:
+        nonlocal errors
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            predict = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+            i = k
+            while time.perf_counter() < until:
+                started = time.perf_counter()
+                body = requests[i % len(requests)]
+                i += concurrency
+                try:
+                    await predict(body, timeout=60)
+                    ok = True
+                except grpc.aio.AioRpcError:
+                    ok = False
+                if record:
+                    if ok:
+                        latencies.append(time.perf_counter() - started)
+                    else:
+                        errors += 1
+
+    return await _measure(worker, concurrency, seconds, warmup, latencies, lambda: errors, pid)
+
+
+async def _measure(
+    worker: Any,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    latencies: list[float],
+    errors: Any,
+    pid: int,
+) -> dict[str, float]:
+    """Warm up, then run ``concurrency`` workers for ``seconds``; throughput, percentiles, and
+    the CPU time per answered request of the server process and of this (client) process."""
     until = time.perf_counter() + warmup
     await asyncio.gather(*(worker(k, until, False) for k in range(concurrency)))
     started = time.perf_counter()
+    server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
     until = started + seconds
     await asyncio.gather(*(worker(k, until, True) for k in range(concurrency)))
     elapsed = time.perf_counter() - started
+    server_cpu, client_cpu = cpu_seconds(pid) - server_cpu, time.process_time() - client_cpu
     latencies.sort()
+    answered = max(1, len(latencies))
     return {
+        "server_cpu": server_cpu / answered * 1000,
+        "client_cpu": client_cpu / answered * 1000,
         "rps": len(latencies) / elapsed,
         "p50": statistics.median(latencies) * 1000,
         "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000,
         "n": len(latencies),
-        "errors": errors,
+        "errors": errors(),
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid``, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_load(coroutine: Any) -> dict[str, float]:
@@ -210,7 +293,7 @@ def main() -> None:
     )
     parser.add_argument("--batch-threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=2, help="rounds; medians are reported")
-    parser.add_argument("--only", default="batching,no-batch,naive", help="servers to measure")
+    parser.add_argument("--only", default="batching,grpc,no-batch,naive", help="servers to measure")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument(
         "--naive-server", nargs=2, metavar=("MODEL_DIR", "PORT"), help=argparse.SUPPRESS
@@ -265,7 +348,8 @@ def main() -> None:
                 "--batch-threads",
                 str(args.batch_threads),
             ],
-            "no-batch": serve + ["--max-batch-size", "1"],
+            "grpc": [],  # the batching server's gRPC port
+            "no-batch": serve + ["--max-batch-size", "1", "--grpc-port", "-1"],
             "naive": [sys.executable, __file__, "--naive-server", str(exports.paths[0])],
         }
         servers = {k: v for k, v in servers.items() if k in args.only.split(",")}
@@ -276,30 +360,52 @@ def main() -> None:
             n: {c: [] for c in levels} for n in servers
         }
         try:
+            grpc_port = free_port()
+            if "batching" in servers:
+                servers["batching"] = servers["batching"] + ["--grpc-port", str(grpc_port)]
             for name, command in servers.items():
+                if name == "grpc":
+                    continue
                 port = free_port()
                 command = command + (["--port", str(port)] if name != "naive" else [str(port)])
                 processes[name] = (start(command, port), port)
+            if "grpc" in servers:
+                if "batching" not in processes:
+                    raise SystemExit("--only grpc needs batching too: gRPC is its port")
+                processes = {
+                    name: (processes["batching"][0], grpc_port)
+                    if name == "grpc"
+                    else processes[name]
+                    for name in servers
+                }
             for round_ in range(args.repeat):
                 for c in levels:
-                    for name, (_, port) in processes.items():
-                        r = run_load(load(port, texts, c, args.seconds, args.warmup))
+                    for name, (process, port) in processes.items():
+                        measure = load_grpc if name == "grpc" else load
+                        r = run_load(
+                            measure(port, texts, c, args.seconds, args.warmup, process.pid)
+                        )
                         runs[name][c].append(r)
                         loads.append(os.getloadavg()[0])
                         print(
                             f"  round {round_ + 1} {name:9s} c={c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50']:7.1f} ms  "
-                            f"p99 {r['p99']:7.1f} ms  ({int(r['n'])} requests, {int(r['errors'])} errors, "
+                            f"p99 {r['p99']:7.1f} ms  CPU/request: server {r['server_cpu']:.2f} ms, "
+                            f"client {r['client_cpu']:.2f} ms  ({int(r['n'])} requests, {int(r['errors'])} errors, "
                             f"load average {loads[-1]:.1f})",
                             flush=True,
                         )
         finally:
-            for process, _ in processes.values():
+            unique = {id(p): p for p, _ in processes.values()}.values()  # grpc shares one
+            for process in unique:
                 process.terminate()
-            for process, _ in processes.values():
+            for process in unique:
                 process.wait(timeout=60)
         results = {
             name: {
-                c: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99")}
+                c: {
+                    k: statistics.median(r[k] for r in rs)
+                    for k in ("rps", "p50", "p99", "server_cpu", "client_cpu")
+                }
                 | {"errors": sum(r["errors"] for r in rs)}
                 for c, rs in by_c.items()
             }
@@ -311,17 +417,28 @@ def main() -> None:
     print()
     print(f"1-minute load average during the run: {min(loads):.1f} to {max(loads):.1f}")
     print(
-        f"{'concurrency':>11} | {'server':9} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6}"
+        f"{'concurrency':>11} | {'server':9} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | "
+        f"{'errors':>6} | server CPU ms/req | client CPU ms/req"
     )
     for c in levels:
         for name in servers:
             r = results[name][c]
             print(
-                f"{c:>11} | {name:9} | {r['rps']:8.1f} | {r['p50']:7.1f} | {r['p99']:7.1f} | {int(r['errors']):>6}"
+                f"{c:>11} | {name:9} | {r['rps']:8.1f} | {r['p50']:7.1f} | {r['p99']:7.1f} | "
+                f"{int(r['errors']):>6} | {r['server_cpu']:17.2f} | {r['client_cpu']:17.2f}"
             )
-    if len(servers) < 3:
-        return
     print()
+    if {"batching", "grpc"} <= set(servers):
+        for c in levels:
+            b, g = results["batching"][c], results["grpc"][c]
+            print(
+                f"c={c:<3d} gRPC vs REST (same server): throughput x{g['rps'] / b['rps']:.2f}, "
+                f"p99 x{g['p99'] / b['p99']:.2f}, server CPU per request "
+                f"x{g['server_cpu'] / b['server_cpu']:.2f}, client CPU per request "
+                f"x{g['client_cpu'] / b['client_cpu']:.2f}"
+            )
+    if not {"batching", "no-batch", "naive"} <= set(servers):
+        return
     for c in levels:
         b, o, n = results["batching"][c], results["no-batch"][c], results["naive"][c]
         print(

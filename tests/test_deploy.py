@@ -32,7 +32,7 @@ yaml = pytest.importorskip("yaml", reason="PyYAML is a dev dependency: pip insta
 
 from evergreen import config as config_mod  # noqa: E402
 from evergreen.cli import cli  # noqa: E402
-from evergreen.config import ServingConfig  # noqa: E402
+from evergreen.config import DEFAULT_GRPC_PORT, ServingConfig  # noqa: E402
 from evergreen.registry import Registry  # noqa: E402
 from evergreen.serving import ApiKeys, ServerThread, build  # noqa: E402
 from tests.conftest import dataset, read_csv, write_config, write_csv  # noqa: E402
@@ -226,7 +226,7 @@ def test_dockerfile_runs_evergreen_as_its_own_non_root_user_with_the_volumes():
     env = " ".join(instruction("ENV"))
     assert "EVERGREEN_ROOT=/evergreen" in env  # the root volume is the pipeline root
     assert sorted(instruction("EXPOSE")) == sorted(
-        [str(ServingConfig().port), str(watch_metrics_port())]
+        [str(ServingConfig().port), str(DEFAULT_GRPC_PORT), str(watch_metrics_port())]
     )
 
 
@@ -290,8 +290,9 @@ def test_every_command_and_option_the_templates_use_exists(where: str):
             assert arg in options, f"{where}: `evergreen {name}` has no option {arg}"
     # Parsing the whole line proves option values have the right types (ports are ints).
     command.make_context(name, list(argv[1:]), resilient_parsing=False).close()
-    ports = {argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--port", "--metrics-port")}
-    assert ports <= {str(ServingConfig().port), str(watch_metrics_port())}, ports
+    flags = ("--port", "--grpc-port", "--metrics-port")
+    ports = {argv[i + 1] for i, a in enumerate(argv[:-1]) if a in flags}
+    assert ports <= {str(ServingConfig().port), str(DEFAULT_GRPC_PORT), str(watch_metrics_port())}
 
 
 def test_every_place_reads_the_config_from_its_mount():
@@ -727,7 +728,7 @@ def test_serve_and_watch_pods_carry_what_a_cluster_needs():
     serve = docs["serve.yaml:Deployment/evergreen-serve"]
     (container,) = containers_of(serve)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": ServingConfig().port}
+    assert ports == {"http": ServingConfig().port, "grpc": DEFAULT_GRPC_PORT}
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert {"/v2/health/ready", "/v2/health/live"} <= serving_routes()

@@ -749,7 +749,7 @@ def test_cli_serve_refuses_an_open_bind_and_serves_a_registry(registry: Registry
     config.write_text(
         f'[pipeline]\nname = "{MODEL}"\nroot = "{root}"\n'
         '[data]\npattern = "data/span-{SPAN}/*.csv"\nlabel = "score"\n'
-        f'[serving]\nport = {port}\nrequest_log_sample_rate = 1.0\naudit_log = "audit.jsonl"\n'
+        f'[serving]\nport = {port}\ngrpc_port = 0\nrequest_log_sample_rate = 1.0\naudit_log = "audit.jsonl"\n'
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "evergreen", "serve", "-c", str(config)],

@@ -255,7 +255,7 @@ def test_a_million_row_request_is_refused_with_memory_bounded(registry: Registry
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("EVERGREEN_API_KEYS", None)
     cmd = [sys.executable, "-m", "evergreen", "serve", "--registry", str(registry.root)]
-    cmd += ["--port", str(port), "--audit-log", os.devnull]
+    cmd += ["--port", str(port), "--grpc-port", "0", "--audit-log", os.devnull]
     process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     words = [f"{chr(97 + i % 26)}{chr(97 + i // 26 % 26)}" for i in range(1_000_000)]

@@ -367,7 +367,7 @@ def test_a_real_evergreen_serve_process_answers_tritonclient_and_classify(
         port = s.getsockname()[1]
     process = subprocess.Popen(
         [sys.executable, "-m", "evergreen", "serve", "--registry", str(registry.root)]
-        + ["--port", str(port), "--audit-log", os.devnull],
+        + ["--port", str(port), "--grpc-port", "0", "--audit-log", os.devnull],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -635,6 +635,13 @@ def keygen(directory: str) -> None:
 @click.option("--host", default=None, help="Address to bind (serving.host; default 127.0.0.1).")
 @click.option("--port", default=None, type=int, help="Port (serving.port; default 8501).")
 @click.option(
+    "--grpc-port",
+    default=None,
+    type=int,
+    help="gRPC port: TF Serving's and KServe V2's gRPC APIs (serving.grpc_port; default 8500, "
+    "0: any free port, -1: off).",
+)
+@click.option(
     "--api-key-file",
     default=None,
     type=click.Path(dir_okay=False),
@@ -679,7 +686,8 @@ def keygen(directory: str) -> None:
 def serve(
     ctx: click.Context, config_path: str, root: str | None, registry_dir: str | None, **flags: Any
 ) -> None:
-    """Serve the registry's models: TF Serving REST (/v1), Open Inference Protocol (/v2), /metrics."""
+    """Serve the registry's models: TF Serving REST (/v1), Open Inference Protocol (/v2), /metrics;
+    TF Serving's and the Open Inference Protocol's gRPC APIs on --grpc-port."""
     from evergreen.registry import Registry
     from evergreen.serving import ApiKeys, build
     from evergreen.serving import serve as run_server
@@ -713,7 +721,8 @@ def serve(
     models = ", ".join(Registry(registry).models()) or "none yet"
     out.print(
         f"serving {models} from {registry} on {scheme}://{settings.host}:{settings.port} "
-        f"(batching: {settings.max_batch_size} rows / {settings.batch_timeout_ms:g} ms; "
+        + (f"and gRPC {settings.grpc_port} " if settings.grpc_port >= 0 else "")
+        + f"(batching: {settings.max_batch_size} rows / {settings.batch_timeout_ms:g} ms; "
         f"auth: {'API keys' if keys else 'off, loopback only'})"
     )
     run_server(app, settings)

@@ -219,6 +219,10 @@ class ServingConfig:
 
     host: str = "127.0.0.1"
     port: int = 8501
+    # gRPC (TF Serving's PredictionService/ModelService, KServe V2's GRPCInferenceService);
+    # 0: any free port, -1: off. Off here so that servers made in code (tests, notebooks)
+    # open no fixed port unless asked; a config file and `evergreen serve` default to 8500.
+    grpc_port: int = -1
     api_key_env: str = "EVERGREEN_API_KEYS"
     tls_cert: str = ""  # PEM certificate; with tls_key, the server speaks HTTPS
     tls_key: str = ""
@@ -945,6 +949,7 @@ def serving_from_dict(
     port = v.integer(raw, "serving.port", d.port, minimum=0)
     if port > 65535:
         v.fail("serving.port", port, "use a port number from 0 to 65535 (0: any free port)")
+    grpc_port = _grpc_port(v, raw, port)
     canary = raw.get("canary_percent", d.canary_percent)
     if not _is_number(canary) or not 0 <= canary <= 100:
         v.fail("serving.canary_percent", canary, "use a percentage between 0 and 100, e.g. 10")
@@ -972,6 +977,7 @@ def serving_from_dict(
     return ServingConfig(
         host=host,
         port=port,
+        grpc_port=grpc_port,
         api_key_env=api_key_env,
         tls_cert=tls_cert,
         tls_key=tls_key,
@@ -999,6 +1005,27 @@ def serving_from_dict(
         keep_alive_seconds=values["keep_alive_seconds"],
         max_connections=v.integer(raw, "serving.max_connections", d.max_connections, minimum=1),
     )
+
+
+DEFAULT_GRPC_PORT = 8500  # TF Serving's gRPC port
+
+
+def _grpc_port(v: _Validator, raw: Mapping[str, Any], rest_port: int) -> int:
+    """``serving.grpc_port``: 8500 unless set; -1 turns gRPC off, 0 picks any free port."""
+    grpc_port = v.integer(raw, "serving.grpc_port", DEFAULT_GRPC_PORT, minimum=-1)
+    if grpc_port > 65535:
+        v.fail(
+            "serving.grpc_port",
+            grpc_port,
+            "use a port number from 0 to 65535 (0: any free port, -1: no gRPC server)",
+        )
+    if grpc_port == rest_port and grpc_port > 0:
+        v.fail(
+            "serving.grpc_port",
+            grpc_port,
+            "it is serving.port too; give gRPC its own port (TF Serving: 8500, REST 8501)",
+        )
+    return grpc_port
 
 
 def _serving_files(v: _Validator, raw: Mapping[str, Any], base_dir: Path) -> tuple[str, str, str]:

@@ -50,7 +50,7 @@ def start_server(extra: list[str]) -> tuple[subprocess.Popen[bytes], str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "evergreen", "serve", "--registry", str(registry.root)]
-    cmd += ["--port", str(port), "--audit-log", os.devnull, *extra]
+    cmd += ["--port", str(port), "--grpc-port", "0", "--audit-log", os.devnull, *extra]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

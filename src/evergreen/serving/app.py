@@ -489,10 +489,18 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from evergreen.serving.grpc_server import start_grpc
+
         await manager.start()
+        grpc_server = None
         try:
+            # gRPC on the same loop and models (serving.grpc_port; -1: off).
+            grpc_server = await start_grpc(app)
+            app.state.grpc_port = grpc_server.port if grpc_server else None
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop()
             await manager.close()
             if request_log is not None:
                 await asyncio.get_running_loop().run_in_executor(None, request_log.close)
@@ -520,6 +528,10 @@ def create_app(
             methods=["POST"],
         ),
         Route("/metrics", endpoint("metrics", metrics_route), methods=["GET"]),
+        # TF Serving's path for the same exposition (its --monitoring_config_file default).
+        Route(
+            "/monitoring/prometheus/metrics", endpoint("metrics", metrics_route), methods=["GET"]
+        ),
     ]
     app = _App(
         routes=routes,
@@ -529,6 +541,12 @@ def create_app(
     app.predict_routes = {"v1": v1_endpoint, "v2": v2_infer_endpoint}
     app.state.manager = manager
     app.state.metrics = metrics
+    # What the gRPC server (evergreen.serving.grpc_server) shares with the routes.
+    app.state.settings = settings
+    app.state.audit = audit
+    app.state.api_keys = keys
+    app.state.request_log = request_log
+    app.state.grpc_port = None  # the bound gRPC port once started
     return app
 
 

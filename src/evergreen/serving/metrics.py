@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "ServingMetrics"]
@@ -17,9 +25,14 @@ class ServingMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # process_* (CPU seconds, resident memory, open files...) and python_info, as the
+        # default registry has them; this registry is the server's own.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         self.requests = Counter(
             "evergreen_requests",
-            "Requests answered, by model, version, API and HTTP status.",
+            "Requests answered, by model, version, API (v1, v2, grpc_v1, grpc_v2) and status "
+            "(HTTP code; gRPC status name such as OK or NOT_FOUND).",
             ["model", "version", "api", "status"],
             registry=r,
         )

@@ -61,6 +61,7 @@ from evergreen.serving.metrics import ServingMetrics
 log = logging.getLogger("evergreen.serving")
 
 CANARY = "canary"
+SERIALIZED_EXAMPLES = "inputs"  # the input of TF Serving's classify/regress signatures
 DEFAULT_SIGNATURE = "serving_default"
 # A 1x1 grayscale PNG (made with Pillow, checked by tests/test_serving_families.py): warm-up
 # input for byte-string inputs that look like images.
@@ -643,6 +644,8 @@ def warmup_inputs(sig: Signature, rows: int) -> Inputs:
         shape = (rows, *[1 if d is None else d for d in info.shape[1:]])
         if info.dtype == "string":
             sample = _PNG if ("image" in name or name.endswith("_bytes")) else b"warm up"
+            if name == SERIALIZED_EXAMPLES:  # an empty tf.Example: its features' defaults
+                sample = b""
             arrays[name] = np.full(shape, sample, dtype=object)
         elif info.dtype == "bool":
             arrays[name] = np.zeros(shape, dtype=bool)

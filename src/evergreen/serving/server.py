@@ -197,6 +197,23 @@ class ServerThread:
         return self.server.servers[0].sockets[0].getsockname()[1]
 
     @property
+    def grpc_port(self) -> int | None:
+        """The bound gRPC port (``settings.grpc_port = 0`` picks a free one); None when off."""
+        return self.app.state.grpc_port
+
+    @property
+    def grpc_target(self) -> str:
+        """``host:port`` of the gRPC server, for ``grpc.insecure_channel`` and the like.
+
+        Raises:
+            RuntimeError: gRPC is off (``settings.grpc_port = -1``).
+        """
+        if self.grpc_port is None:
+            raise RuntimeError("this server has no gRPC port; set serving.grpc_port (0: any)")
+        host = self.settings.host if ":" not in self.settings.host else f"[{self.settings.host}]"
+        return f"{host}:{self.grpc_port}"
+
+    @property
     def url(self) -> str:
         scheme = "https" if self.settings.tls_cert else "http"
         host = self.settings.host if ":" not in self.settings.host else f"[{self.settings.host}]"
