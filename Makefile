@@ -33,6 +33,7 @@ lint: $(BIN)/evergreen
 
 bench: $(BIN)/evergreen
 	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_dedupe.py --sizes 1000000
 	$(BIN)/python bench/bench_loop.py
 	$(BIN)/python bench/bench_serving.py
 

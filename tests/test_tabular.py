@@ -217,8 +217,10 @@ def test_churn_in_five_spans_matches_a_full_retrain(
             # Only the new span is featurized; the history's featurized shards are reused.
             assert record["rows_featurized"] == examples.properties["rows"]
             # Reused: the replay rows read back from earlier spans' featurized shards.
-            assert 0 < record["rows_reused"] <= sum(
-                r["rows_new"] for r in records if r["span"] < record["span"]
+            assert (
+                0
+                < record["rows_reused"]
+                <= sum(r["rows_new"] for r in records if r["span"] < record["span"])
             )
             assert record["tokens_computed"] == 0
         assert sum(1 for r in store.runs(component="featurize") if r.status == "succeeded") == 5

@@ -63,6 +63,7 @@ class ExampleEncoder:
         self.columns = [(_entry_key(c), kind == "numeric", c) for c, kind in types.items()]
         self.label_key = _entry_key(label)
         self.hash_key = _entry_key(ROW_HASH)
+        self._labels: dict[str, bytes] = {}
 
     def encode(self, values: Mapping[str, Any], label_value: str, row_hash: str) -> bytes:
         """One row as a serialized ``tf.train.Example``."""
@@ -70,16 +71,34 @@ class ExampleEncoder:
         for key, numeric, column in self.columns:
             value = values.get(column)
             if value is None:
-                feature = _EMPTY_FLOAT_FEATURE if numeric else _EMPTY_BYTES_FEATURE
+                parts.append(_entry(key, _EMPTY_FLOAT_FEATURE if numeric else _EMPTY_BYTES_FEATURE))
             elif numeric:
-                feature = b"\x12\x06\x0a\x04" + _float32(value)
+                parts.append(_entry(key, b"\x12\x06\x0a\x04" + _float32(value)))
             else:
-                feature = _bytes_feature(value if isinstance(value, bytes) else value.encode())
-            parts.append(_entry(key, feature))
-        parts.append(_entry(self.label_key, _bytes_feature(label_value.encode())))
-        parts.append(_entry(self.hash_key, _bytes_feature(row_hash.encode("ascii"))))
+                parts.append(
+                    _bytes_entry(key, value if isinstance(value, bytes) else value.encode())
+                )
+        label = self._labels.get(label_value)
+        if label is None:  # labels are few: each one's entry is built once
+            label = self._labels[label_value] = _bytes_entry(self.label_key, label_value.encode())
+        parts.append(label)
+        parts.append(_bytes_entry(self.hash_key, row_hash.encode("ascii")))
         features = b"".join(parts)
         return b"\x0a" + _varint(len(features)) + features
+
+
+def _bytes_entry(key: bytes, data: bytes) -> bytes:
+    """A map entry whose Feature is a bytes_list of one value: four lengths, one join
+    (this runs once per value of every row, so the varints are inlined for short lengths)."""
+    n = len(data)
+    v1 = _SMALL[n] if n < 0x80 else _varint(n)
+    n2 = 1 + len(v1) + n  # BytesList
+    v2 = _SMALL[n2] if n2 < 0x80 else _varint(n2)
+    n3 = 1 + len(v2) + n2  # Feature
+    v3 = _SMALL[n3] if n3 < 0x80 else _varint(n3)
+    n4 = len(key) + len(v3) + n3  # the map entry
+    v4 = _SMALL[n4] if n4 < 0x80 else _varint(n4)
+    return b"".join((b"\x0a", v4, key, v3, b"\x0a", v2, b"\x0a", v1, data))
 
 
 _FLOAT = struct.Struct("<f")
