@@ -297,8 +297,10 @@ class TrainingLoop:
             )
             featurized[span] = result.outputs["featurized"]
             seconds["featurize"] += result.seconds
-            # What this version cost, whether this process or a killed earlier attempt did it.
-            if mode == "full" or span == record.span:
+            # What this version cost, whether this process or a killed earlier attempt did it;
+            # plus an earlier span featurized afresh for a featurizer grown in another line
+            # (an unpublished growth), which is work this run did.
+            if mode == "full" or span == record.span or not result.cached:
                 for key in ledger:
                     ledger[key] += result.summary[key]
         ledger["tokens_computed"] += policy_tokens  # the policy's look at the new rows
