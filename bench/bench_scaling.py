@@ -44,6 +44,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shlex
 import shutil
 import subprocess
@@ -101,6 +102,9 @@ class Measured:
     update_cli: float = 0.0
     full_cli: float = 0.0
     update_watch: float = 0.0
+    update_cli_cpu: float = 0.0
+    full_cli_cpu: float = 0.0
+    update_watch_cpu: float = 0.0
     update_record: dict[str, Any] = field(default_factory=dict)
     full_record: dict[str, Any] = field(default_factory=dict)
     watch_record: dict[str, Any] = field(default_factory=dict)
@@ -142,15 +146,26 @@ def write_span(corpus: Corpus, folder: Path, rows: int, seed: int) -> Path:
     return path
 
 
-def cli(config: Path, *args: str) -> tuple[float, list[dict[str, Any]]]:
-    """``evergreen run`` as a user runs it: a subprocess, timed around the whole command."""
+def cpu_seconds(who: int) -> float:
+    """User + system CPU seconds of this process (RUSAGE_SELF) or its waited-for children."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cli(config: Path, *args: str) -> tuple[float, float, list[dict[str, Any]]]:
+    """``evergreen run`` as a user runs it: a subprocess, timed around the whole command.
+
+    Returns wall seconds, the subprocess's CPU seconds (all its threads; what other processes
+    on a shared machine do not inflate), and its records.
+    """
     command = [sys.executable, "-m", "evergreen", "run", "-c", str(config), "--json", *args]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds(resource.RUSAGE_CHILDREN)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
+    cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
     if done.returncode != 0:
         raise RuntimeError(f"{shlex.join(command)} failed:\n{done.stdout}\n{done.stderr}")
-    return seconds, json.loads(done.stdout)
+    return seconds, cpu, json.loads(done.stdout)
 
 
 def test_accuracy(saved_model: Path, test_rows: list[dict[str, str]]) -> float:
@@ -173,7 +188,9 @@ def latest_model(config: Path, mode: str) -> Path:
         return Path(models[-1].uri) / "saved_model"
 
 
-def watch_update(config: Path, corpus: Corpus, new_rows: int) -> tuple[float, dict[str, Any]]:
+def watch_update(
+    config: Path, corpus: Corpus, new_rows: int
+) -> tuple[float, float, dict[str, Any]]:
     """Two 1 % spans through the ``Watcher`` in this process; the second one is timed."""
     from evergreen import config as config_mod
     from evergreen.project import Project
@@ -181,13 +198,17 @@ def watch_update(config: Path, corpus: Corpus, new_rows: int) -> tuple[float, di
 
     cfg = config_mod.load(config)
     watcher = Watcher(cfg, log=lambda line: None)
-    timed: tuple[float, dict[str, Any]] = (float("nan"), {})
+    timed: tuple[float, float, dict[str, Any]] = (float("nan"), float("nan"), {})
     with Project(cfg) as project:
         for span in (3, 4):
             write_span(corpus, config.parent / "data" / f"span-{span}", new_rows, seed=span)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), cpu_seconds(resource.RUSAGE_SELF)
             records = watcher.run(project, watcher.pending(project))
-            timed = (time.perf_counter() - started, records[-1] if records else {})
+            timed = (
+                time.perf_counter() - started,
+                cpu_seconds(resource.RUSAGE_SELF) - cpu,
+                records[-1] if records else {},
+            )
     return timed
 
 
@@ -200,15 +221,17 @@ def measure(
     new_rows = max(1, history // 100)
     result = Measured(history, new_rows)
     write_span(corpus, folder / "data" / "span-1", history, seed=1)
-    result.initial_seconds, _ = cli(config)
+    result.initial_seconds, _, _ = cli(config)
     write_span(corpus, folder / "data" / "span-2", new_rows, seed=2)
-    result.update_cli, records = cli(config)
+    result.update_cli, result.update_cli_cpu, records = cli(config)
     result.update_record = records[-1]
     result.accuracy_update = test_accuracy(latest_champion(config), test_rows)
-    result.full_cli, records = cli(config, "--full")
+    result.full_cli, result.full_cli_cpu, records = cli(config, "--full")
     result.full_record = records[-1]
     result.accuracy_full = test_accuracy(latest_model(config, "full"), test_rows)
-    result.update_watch, result.watch_record = watch_update(config, corpus, new_rows)
+    result.update_watch, result.update_watch_cpu, result.watch_record = watch_update(
+        config, corpus, new_rows
+    )
     return result
 
 
@@ -239,6 +262,16 @@ def report(results: list[Measured]) -> None:
             f"{r.accuracy_update:.3f} / {r.accuracy_full:.3f} | {up.get('mode')} |"
         )
     print()
+    print("CPU seconds (user + system, all threads; not inflated by other processes' load):")
+    print("| history | update CLI | update watch | full retrain | full/CLI | full/watch |")
+    print("| " + " | ".join(["---"] * 6) + " |")
+    for r in results:
+        print(
+            f"| {r.history:,} | {r.update_cli_cpu:.1f} | {r.update_watch_cpu:.1f} | "
+            f"{r.full_cli_cpu:.1f} | {r.full_cli_cpu / r.update_cli_cpu:.1f}× | "
+            f"{r.full_cli_cpu / r.update_watch_cpu:.1f}× |"
+        )
+    print()
     print("update seconds per stage (CLI run record; watch run record):")
     for r in results:
         print(f"  {r.history:>7,}: CLI   {json.dumps(r.update_record.get('seconds', {}))}")
@@ -247,9 +280,11 @@ def report(results: list[Measured]) -> None:
         first = results[0]
         for r in results[1:]:
             print(
-                f"update at {r.history // first.history}x history / at 1x: CLI "
+                f"update at {r.history // first.history}x history / at 1x: wall CLI "
                 f"{r.update_cli / first.update_cli:.2f}, watch "
-                f"{r.update_watch / first.update_watch:.2f}"
+                f"{r.update_watch / first.update_watch:.2f}; CPU CLI "
+                f"{r.update_cli_cpu / first.update_cli_cpu:.2f}, watch "
+                f"{r.update_watch_cpu / first.update_watch_cpu:.2f}"
             )
 
 
@@ -282,7 +317,9 @@ def main() -> None:
             print(
                 f"history {measured.history:,}: initial full {measured.initial_seconds:.1f} s, "
                 f"update CLI {measured.update_cli:.1f} s, full {measured.full_cli:.1f} s, "
-                f"update watch {measured.update_watch:.1f} s, load average "
+                f"update watch {measured.update_watch:.1f} s (CPU s: update CLI "
+                f"{measured.update_cli_cpu:.1f}, full {measured.full_cli_cpu:.1f}, update watch "
+                f"{measured.update_watch_cpu:.1f}), load average "
                 f"{os.getloadavg()[0]:.2f}",
                 flush=True,
             )
