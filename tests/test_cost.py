@@ -21,7 +21,6 @@ import pytest
 from evergreen import config as config_mod
 from evergreen.components import statistics as stats_mod
 from evergreen.config import ConfigError
-from evergreen.loop import TrainingLoop
 from evergreen.project import Project
 from evergreen.sequence_length import from_statistics
 from tests.conftest import dataset, read_csv, write_config, write_csv
@@ -121,7 +120,6 @@ def test_sequence_length_comes_from_the_data_and_increments_reuse_it(
 ) -> None:
     config, records = pipeline
     with Project(config_mod.load(config)) as project:
-        loop = TrainingLoop(project)
         models = project.store.artifacts(type="Model")
         assert [m.properties["mode"] for m in models] == ["full", "incremental"]
         featurizers = {int(m.properties["featurizer"]) for m in models}
@@ -175,3 +173,23 @@ def test_sequence_length_quantile_is_validated(tmp_path: Path, value: object) ->
     )
     with pytest.raises(ConfigError, match="train.sequence_length_quantile"):
         config_mod.load(config)
+
+
+def test_holdout_candidates_are_cached_beside_the_examples_and_choose_the_same_rows(
+    pipeline: tuple[Path, list[dict]],
+) -> None:
+    from evergreen.components import evaluate
+    from evergreen.components.featurize import span_rows
+
+    config, _ = pipeline
+    with Project(config_mod.load(config)) as project:
+        first = project.store.artifact(project.store.spans()[0].examples_id)
+        uri = Path(first.uri)
+        # the increment's evaluation judged span 1's holdout: its cache was written then
+        assert (uri.parent / f"holdout-cache-{uri.name}" / "cap-2000" / "counts.json").is_file()
+        # and not inside the examples folder, whose subfolders are its splits
+        assert sorted(p.name for p in uri.iterdir() if p.is_dir()) == ["eval", "train"]
+        label = first.properties["label"]
+        for k in (40, 10, 3):  # span 1 has about 60 eval rows: samples of several sizes
+            whole = evaluate.stratified_sample(span_rows(first, "eval"), k, label, "holdout")
+            assert evaluate.historic_holdout([first], k) == whole and len(whole) == k

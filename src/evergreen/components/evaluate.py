@@ -445,14 +445,16 @@ def holdout_candidates(
     """A span's eval rows per class, and each class's ``cap`` rows with the smallest keys.
 
     That is all :func:`historic_holdout` can take from the span (a class's quota is at most
-    ``cap``). Computed once per examples artifact (its rows never change) and kept in its
-    folder under ``holdout-cache/cap-N/`` (the chosen records, in key order, and the counts);
+    ``cap``). Computed once per examples artifact (its rows never change) and kept beside its
+    folder in ``holdout-cache-<name>/cap-N/`` (the chosen records, in key order, and the counts);
     written to a temporary folder and renamed, so a killed run leaves no half-written cache.
 
     Returns:
         ``({class: eval rows}, {class: [(key, row), …] in key order})``.
     """
-    folder = Path(artifact.uri) / HOLDOUT_CACHE / f"cap-{cap}"
+    # Beside the artifact's folder, not in it: a subfolder of an examples artifact is a split.
+    uri = Path(artifact.uri)
+    folder = uri.parent / f"{HOLDOUT_CACHE}-{uri.name}" / f"cap-{cap}"
     types, label = artifact.properties["types"], artifact.properties["label"]
     if not (folder / "counts.json").is_file():
         _write_holdout_candidates(artifact, cap, folder)
