@@ -91,6 +91,14 @@ def test_demo_runs_and_status_json_reads_it(tmp_path: Path) -> None:
         evergreen("history", "-c", "stream/evergreen.toml", "--json", cwd=tmp_path).stdout
     )
     assert history[0]["version"] == 1 and history[0]["mode"] == "full"
+    # Every published version carries TF Serving's warm-up requests, from the eval rows.
+    from evergreen import warmup
+
+    first = tmp_path / "stream" / ".evergreen" / "registry" / "support-tickets" / "1"
+    requests = warmup.read_warmup_requests(first)
+    assert len(requests) == warmup.MAX_ROWS + 1
+    assert requests[0].model_spec.name == "support-tickets"
+    assert all(t for r in requests for t in warmup.request_arrays(r)["text"])
     assert sum(v["champion"] for v in history) == 1
     text = "I want a refund for the broken drone"
     predicted = evergreen("predict", "-c", "stream/evergreen.toml", "--json", text, cwd=tmp_path)

@@ -103,12 +103,22 @@ def test_metadata_describes_every_signature(server: httpx.Client):
         "version": "1",
     }
     defs = body["metadata"]["signature_def"]["signature_def"]
-    assert sorted(defs) == ["classify", "serving_default", "tokenize"]
+    # Every SignatureDef of saved_model.pb, as TF Serving lists them (its init op included).
+    assert sorted(defs) == [
+        "__saved_model_init_op",
+        "classification",
+        "classify",
+        "regression",
+        "serving_default",
+        "tokenize",
+    ]
     assert defs["serving_default"]["inputs"]["text"] == {
         "dtype": "DT_STRING",
         "tensor_shape": {"unknown_rank": False, "dim": [{"size": "-1", "name": ""}]},
-        "name": "text",
+        "name": "serving_default_text:0",  # the graph tensor, as TF Serving reports it
     }
+    assert defs["serving_default"]["method_name"] == "tensorflow/serving/predict"
+    assert defs["classification"]["method_name"] == "tensorflow/serving/classify"
     assert defs["serving_default"]["outputs"]["scores"]["tensor_shape"]["dim"][1]["size"] == "2"
     assert defs["serving_default"]["outputs"]["scores"]["dtype"] == "DT_FLOAT"  # not DT_FLOAT32
     # TF Serving's own proto reads the signatures back, every dtype a real DataType.
@@ -182,14 +192,14 @@ def test_classify_with_examples_and_context(server: httpx.Client):
         json={"examples": [{"text": "Best tea ever"}, {"text": ["Awful, stale"]}]},
     )
     assert r.status_code == 200, r.text
-    result = r.json()["result"]
+    result = r.json()["results"]
     assert len(result) == 2 and r.headers["X-Model-Version"] == "2"
     assert [label for label, _ in result[0]] == ["great-2", "other-2"]
     context = server.post(
         f"/v1/models/{MODEL}/versions/2:classify",
         json={"context": {"text": "Best tea ever"}, "examples": [{}]},
     )
-    assert context.json()["result"][0] == result[0]
+    assert context.json()["results"][0] == result[0]
 
 
 def test_labels_and_versions_route_to_their_version(server: httpx.Client):
@@ -360,7 +370,7 @@ BAD = [
         f"/v1/models/{MODEL}:predict",
         {"signature_name": "nope", "instances": ["a"]},
         400,
-        "signatures: classify, serving_default, tokenize",
+        "signatures: classification, classify, regression, serving_default, tokenize",
     ),
     (
         "unknown-model",
@@ -391,9 +401,9 @@ BAD = [
         "regress",
         "POST",
         f"/v1/models/{MODEL}:regress",
-        {"examples": [{"text": "a"}]},
+        {"signature_name": "classify", "examples": [{"text": "a"}]},
         400,
-        "use :predict",
+        "not a regression signature",
     ),
     (
         "classify-bad-signature",
@@ -496,13 +506,17 @@ def test_chunked_oversized_body_is_cut_off(server: httpx.Client):
 def test_request_log_has_one_line_per_row_in_the_agreed_format(server: httpx.Client):
     texts = ["logged one", "logged two", "logged three"]
     assert server.post(f"/v1/models/{MODEL}:predict", json={"instances": texts}).status_code == 200
+    # A Classify request's examples are logged as serving_default rows too.
+    classify = {"examples": [{"text": "logged four"}]}
+    assert server.post(f"/v1/models/{MODEL}:classify", json=classify).status_code == 200
+    texts.append("logged four")
     path = server.logs / "requests" / MODEL / f"{dt.datetime.now(dt.UTC).date().isoformat()}.jsonl"  # type: ignore[attr-defined]
     lines = []
     for _ in range(100):  # written by a background thread
         lines = (
             [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
         )
-        if any(line["inputs"]["text"] == "logged three" for line in lines):
+        if any(line["inputs"]["text"] == "logged four" for line in lines):
             break
         time.sleep(0.05)
     ours = [line for line in lines if line["inputs"]["text"] in texts]

@@ -265,3 +265,65 @@ def test_paths_with_any_model_version_or_label_never_get_a_5xx(
             {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}
         )
     check(client.request(method, path, content=body))
+
+
+# The V2 binary tensor extension: a JSON header of Inference-Header-Content-Length bytes, then
+# raw tensor bytes. Inputs claim any binary_data_size; the header length is right, off, or junk.
+BINARY_TENSOR = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(INPUTS),
+        "shape": st.lists(st.integers(min_value=-1, max_value=8), max_size=3),
+        "datatype": st.sampled_from(["BYTES", "FP32", "INT64", "BOOL", "FP16", "UINT8", "X"]),
+        "parameters": st.fixed_dictionaries(
+            {"binary_data_size": st.one_of(st.integers(min_value=-2, max_value=64), LEAF)}
+        ),
+    }
+)
+BINARY_OUTPUT = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["scores", "classes", "score", "length", "echo_bytes", "x"]),
+        "parameters": st.fixed_dictionaries(
+            {},
+            optional={
+                "binary_data": st.one_of(st.booleans(), LEAF),
+                "classification": st.one_of(st.integers(min_value=-1, max_value=5), LEAF),
+            },
+        ),
+    }
+)
+
+
+@FUZZ
+@given(
+    model=st.sampled_from(MODELS),
+    tensors=st.lists(BINARY_TENSOR, min_size=1, max_size=3),
+    outputs=st.one_of(st.none(), st.lists(BINARY_OUTPUT, max_size=2)),
+    data=st.binary(max_size=96),
+    shift=st.one_of(st.just(0), st.integers(min_value=-40, max_value=200)),
+    junk=st.one_of(st.none(), st.sampled_from(["", "x", "-1", "1e3", "9" * 30])),
+)
+def test_binary_extension_bodies_never_get_a_5xx(
+    client: httpx.Client,
+    model: str,
+    tensors: list[dict],
+    outputs: list[dict] | None,
+    data: bytes,
+    shift: int,
+    junk: str | None,
+):
+    header: dict[str, Any] = {"inputs": tensors}
+    if outputs is not None:
+        header["outputs"] = outputs
+    head = json.dumps(header, allow_nan=True).encode("ascii")
+    length = junk if junk is not None else str(max(0, len(head) + shift))
+    response = client.post(
+        f"/v2/models/{model}/infer",
+        content=head + data,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": length,
+        },
+    )
+    assert response.status_code < 500, (response.status_code, response.text[:500])
+    if response.status_code >= 400:
+        assert "error" in response.json()

@@ -94,6 +94,7 @@ def replay(client: httpx.Client, entry: dict) -> tuple[int | None, str]:
     else:
         content = None
     headers = {"Content-Type": "application/json"} if content is not None else {}
+    headers.update(entry.get("headers", {}))
     try:
         r = client.request(entry["method"], expand(entry["path"]), content=content, headers=headers)
     except httpx.TimeoutException:

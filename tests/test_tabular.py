@@ -127,6 +127,23 @@ def test_export_takes_one_raw_tensor_per_column(fitted, tmp_path: Path) -> None:
     assert np.allclose(served, expected, atol=1e-5)
     classified = loaded.signatures["classify"](**feed)
     assert classified["label"].numpy()[0].decode() == labels[int(expected.argmax())]
+    # TF Serving's Classify/Regress signatures: the same row as a serialized tf.Example (the
+    # missing number simply absent), with TF Serving's method names in saved_model.pb.
+    from evergreen.models.tfserving_signatures import signature_defs
+    from evergreen.serving.classify import examples_to_serialized
+
+    example = examples_to_serialized(
+        [{c: v for c, v in row.items() if c in specs and v is not None}]
+    )
+    by_example = loaded.signatures["classification"](inputs=tf.constant(list(example)))
+    assert np.allclose(by_example["scores"].numpy(), expected, atol=1e-5)
+    assert [c.decode() for c in by_example["classes"].numpy()[0]] == labels
+    regressed = loaded.signatures["regression"](inputs=tf.constant(list(example)))
+    assert np.allclose(regressed["outputs"].numpy(), expected[:, 1], atol=1e-5)
+    methods = {k: v.method_name for k, v in signature_defs(export).signature_def.items()}
+    assert methods["classification"] == "tensorflow/serving/classify"
+    assert methods["regression"] == "tensorflow/serving/regress"
+    assert methods["serving_default"] == "tensorflow/serving/predict"
     # The generic feeder used by evaluation gives the same scores for whole rows.
     scores, names = score_saved_model(export, rows[:64])
     assert names == labels and np.allclose(

@@ -260,6 +260,35 @@ def run(
         )
 
 
+@cli.command("train-worker")
+@_config_option
+@_root_option
+@_metadata_option
+@click.option("--full", is_flag=True, help="Worker 0: one full retrain on all spans.")
+@click.option("--json", "as_json", is_flag=True, help="Worker 0: print one JSON record per span.")
+def train_worker(
+    config_path: str, root: str | None, metadata_url: str | None, full: bool, as_json: bool
+) -> None:
+    """One worker of a multi-worker training (train.distribution = "multi_worker").
+
+    Start it on every worker with that worker's TF_CONFIG. Worker 0 runs the whole loop, like
+    `evergreen run`, training each candidate together with the others; the others exit 0 when
+    it is done. See README "Scaling out".
+    """
+    from evergreen.training import worker
+
+    cfg = config_mod.load(config_path, root=root, metadata_url=metadata_url)
+    session = worker.join(cfg)  # creates the strategy before anything else uses TensorFlow
+    click.echo(f"train-worker: {worker.describe(session.info)}, {session.folder}", err=True)
+    if not session.info.is_chief:
+        if not worker.serve_jobs(session, cfg):
+            raise EvergreenError("worker 0's loop failed; see its log (this worker trained its jobs)")
+        click.echo(f"train-worker: done after {session.jobs} training job(s)", err=True)
+        return
+    with worker.chief(session):
+        run.callback(config_path, root, metadata_url, full, as_json)
+
+
 @cli.command()
 @_config_option
 @_root_option
@@ -503,6 +532,9 @@ def rollback(config_path: str, root: str | None, version: int) -> None:
         moved = Registry(project.config.registry_dir, verify_key=key).rollback(
             project.config.name, version, reason="evergreen rollback"
         )
+        from evergreen.tracking import aliases_moved
+
+        aliases_moved(project.config)  # MLflow's champion alias follows (when configured)
     out.print(f"champion is now version {moved}")
 
 
@@ -863,3 +895,66 @@ def main(argv: list[str] | None = None) -> None:
         err.print("internal error (a bug in Evergreen; please report it with this traceback):")
         err.print(traceback.format_exc(), markup=False)
         sys.exit(3)
+
+
+@cli.group()
+def export() -> None:
+    """Export a registry version for another runtime."""
+
+
+@export.command("tflite")
+@_config_option
+@_root_option
+@click.argument("version", type=int, required=False)
+@click.option(
+    "--quantize",
+    type=click.Choice(["none", "float16", "int8"]),
+    default="none",
+    show_default=True,
+    help="Weights (float16) or weights and activations (int8, calibrated on training rows).",
+)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--max-accuracy-drop",
+    type=click.FloatRange(min=0.0),
+    default=0.01,
+    show_default=True,
+    help="Refuse when the TFLite accuracy on the eval rows is lower by more than this.",
+)
+@click.option("--no-flex", is_flag=True, help="Skip the raw-input Select TF ops variant.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def export_tflite_command(
+    config_path: str,
+    root: str | None,
+    version: int | None,
+    quantize: str,
+    out_dir: str | None,
+    max_accuracy_drop: float,
+    no_flex: bool,
+    as_json: bool,
+) -> None:
+    """VERSION (default: the champion) as LiteRT models, checked against the SavedModel."""
+    from evergreen.export.tflite import TFLiteOptions, export_tflite
+
+    options = TFLiteOptions(
+        quantize=quantize,
+        max_accuracy_drop=max_accuracy_drop,
+        out=Path(out_dir) if out_dir else None,
+        flex=not no_flex,
+    )
+    with _project(config_path, root) as project:
+        result = export_tflite(project, version, options)
+    if as_json:
+        out.print(json.dumps({"folder": str(result.folder), **result.report()}))
+        return
+    p = result.parity
+    out.print(f"wrote {result.folder} (version {result.version}, {result.family}, {quantize})")
+    out.print(
+        f"parity on {p.rows} eval rows: accuracy {p.tflite_accuracy:.4f} (TFLite) vs "
+        f"{p.saved_model_accuracy:.4f} (SavedModel), drop {p.accuracy_drop:+.4f}, max |score| "
+        f"difference {p.max_abs_score_diff:.2e}, same class on {p.agreement:.1%}"
+    )
+    for name, size in result.files.items():
+        out.print(f"  {name}: {size:,} bytes")
+    if not result.flex.get("written"):
+        out.print(f"  model_flex.tflite not written: {escape(str(result.flex.get('why')))}")

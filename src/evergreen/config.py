@@ -10,6 +10,7 @@ Every error names the key, the value that came and what to write instead.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import ipaddress
 import math
 import os
@@ -169,10 +170,16 @@ class TrainConfig:
     min_eval_rows: int = 200  # fewer new eval rows: pooled with the latest spans' (0: never)
     replay_class_balanced: bool = False  # replay the same number of rows of every class
     class_weights: str = "auto"  # auto: when the largest class > 10x the smallest; balanced; none
+    # Scale-out (evergreen.training): none, mirrored (Keras fit on all local GPUs), multi_worker
+    distribution: str = "none"  # multi_worker: run `evergreen train-worker` on every TF_CONFIG task
+    mixed_precision: str = "none"  # none, mixed_float16 (GPUs), mixed_bfloat16; outputs stay float32
+    gpu_memory_growth: bool = True  # allocate GPU memory as needed, not all of it at start
 
 
 PRIMARY_METRICS = ("auto", "accuracy", "auc", "macro_f1", "balanced_accuracy")
 CLASS_WEIGHTS = ("auto", "balanced", "none")
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 
 
 def _default_thresholds() -> dict[str, dict[str, float]]:
@@ -255,6 +262,21 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """Experiment tracking: ``[tensorboard]`` and ``[mlflow]`` in the file.
+
+    TensorBoard scalars go to ``<root>/tensorboard/<name>/`` unless ``tensorboard = false``.
+    MLflow is off until ``mlflow_tracking_uri`` is set (``[mlflow] tracking_uri``); its
+    failures are warnings, never a failed run.
+    """
+
+    tensorboard: bool = True
+    mlflow_tracking_uri: str = ""
+    mlflow_experiment: str = ""  # empty: the pipeline's name
+    mlflow_registered_model: str = ""  # empty: the pipeline's name
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole pipeline config, as validated at load."""
 
@@ -269,6 +291,7 @@ class Config:
     drift: DriftConfig = field(default_factory=DriftConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     base_dir: Path = Path(".")  # the config file's folder; relative paths resolve against it
 
     @property
@@ -298,6 +321,12 @@ class Config:
             "drift": asdict(self.drift),
             "serving": asdict(self.serving),
             "watch": asdict(self.watch),
+            "tensorboard": {"enabled": self.tracking.tensorboard},
+            "mlflow": {
+                "tracking_uri": self.tracking.mlflow_tracking_uri,
+                "experiment": self.tracking.mlflow_experiment,
+                "registered_model": self.tracking.mlflow_registered_model,
+            },
         }
 
 
@@ -370,7 +399,19 @@ def from_dict(
     v.known_keys(
         "",
         raw,
-        ("pipeline", "data", "split", "dedupe", "validation", "train", "drift", "serving", "watch"),
+        (
+            "pipeline",
+            "data",
+            "split",
+            "dedupe",
+            "validation",
+            "train",
+            "drift",
+            "serving",
+            "watch",
+            "tensorboard",
+            "mlflow",
+        ),
     )
     pipeline = v.table(raw, "pipeline")
     v.known_keys("pipeline", pipeline, ("name", "root", "metadata_url"))
@@ -413,7 +454,48 @@ def from_dict(
         drift=drift,
         serving=serving,
         watch=_watch(v, v.table(raw, "watch")),
+        tracking=_tracking(v, v.table(raw, "tensorboard"), v.table(raw, "mlflow")),
         base_dir=base_dir,
+    )
+
+
+MLFLOW_URI_SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "databricks")
+
+
+def _tracking(
+    v: _Validator, tensorboard: Mapping[str, Any], mlflow: Mapping[str, Any]
+) -> TrackingConfig:
+    """``[tensorboard]`` and ``[mlflow]``: checked here so a typo fails at load, not mid-run."""
+    v.known_keys("tensorboard", tensorboard, ("enabled",))
+    v.known_keys("mlflow", mlflow, ("tracking_uri", "experiment", "registered_model"))
+    uri = v.string(mlflow, "mlflow.tracking_uri")
+    scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
+    if uri and scheme not in MLFLOW_URI_SCHEMES:
+        v.fail(
+            "mlflow.tracking_uri",
+            uri,
+            f"use a URI starting with one of {', '.join(s + ':' for s in MLFLOW_URI_SCHEMES)} "
+            "(e.g. sqlite:///mlflow.db or http://mlflow:5000)",
+        )
+    if uri and importlib.util.find_spec("mlflow") is None:  # a lookup, not an import
+        v.fail(
+            "mlflow.tracking_uri",
+            uri,
+            "MLflow is not installed: `pip install evergreen[mlflow]`, or remove [mlflow]",
+        )
+    model = v.string(mlflow, "mlflow.registered_model")
+    if model and (model.strip() != model or "/" in model or ":" in model):
+        v.fail("mlflow.registered_model", model, "use a name without '/', ':' or edge spaces")
+    if (mlflow.get("experiment") or model) and not uri:
+        raise ConfigError(
+            f"{v.source}: [mlflow] sets experiment or registered_model but no tracking_uri; "
+            'add tracking_uri = "sqlite:///mlflow.db" (or your server\'s URL)'
+        )
+    return TrackingConfig(
+        tensorboard=v.boolean(tensorboard, "tensorboard.enabled", True),
+        mlflow_tracking_uri=uri,
+        mlflow_experiment=v.string(mlflow, "mlflow.experiment"),
+        mlflow_registered_model=model,
     )
 
 
@@ -762,9 +844,17 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
         v.fail(
             "train.class_weights", values["class_weights"], f"use one of {', '.join(CLASS_WEIGHTS)}"
         )
+    _scale_out(v, values)
     train = TrainConfig(**values)
     _family_constraints(v, train)
     return train
+
+
+def _scale_out(v: _Validator, values: Mapping[str, Any]) -> None:
+    """``train.distribution`` and ``train.mixed_precision`` are one of their known settings."""
+    for key, choices in (("distribution", DISTRIBUTIONS), ("mixed_precision", MIXED_PRECISION)):
+        if values[key] not in choices:
+            v.fail(f"train.{key}", values[key], f"use one of {', '.join(choices)}")
 
 
 def _family_constraints(v: _Validator, train: TrainConfig) -> None:

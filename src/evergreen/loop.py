@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,18 +38,29 @@ class PushModel:
     name: ClassVar[str] = "push"
     version: ClassVar[str] = "1"
 
-    def __init__(self, registry: Registry, model_name: str, manifest: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        model_name: str,
+        manifest: dict[str, Any],
+        warmup: WarmupSource | None = None,
+    ) -> None:
         self.registry = registry
         self.model_name = model_name
         self.manifest = manifest
+        self.warmup = warmup  # rows for TF Serving's warm-up file (not a parameter: no cache key)
 
     def parameters(self) -> dict[str, Any]:
         return {"model": self.model_name, "registry": str(self.registry.root)}
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         candidate = ctx.inputs["candidate"]
+        warmup = self.warmup
         published = self.registry.publish(
-            self.model_name, Path(candidate.uri) / "saved_model", self.manifest
+            self.model_name,
+            Path(candidate.uri) / "saved_model",
+            self.manifest,
+            add_files=(lambda folder: warmup.write(folder, self.model_name)) if warmup else None,
         )
         # A push resumed after a kill may find the alias already moved: no second history line.
         if self.registry.alias(self.model_name, CHAMPION) != published.version:
@@ -69,6 +81,36 @@ class PushModel:
         pass
 
 
+class WarmupSource:
+    """Where a pushed version's warm-up rows come from: the request log, else eval rows.
+
+    Args:
+        request_dir: the model's request log folder (``<root>/serving/requests/<model>``).
+        examples: the span's examples artifact (its ``eval`` split is the fallback).
+    """
+
+    def __init__(self, request_dir: Path, examples: Artifact) -> None:
+        self.request_dir = request_dir
+        self.examples = examples
+
+    def write(self, folder: Path, model: str) -> None:
+        """Write ``assets.extra/tf_serving_warmup_requests`` into a version folder."""
+        from evergreen import warmup
+        from evergreen.models.family import raw_inputs_of
+
+        inputs = warmup.signature_inputs(folder)
+        rows = warmup.logged_rows(self.request_dir, inputs) if self.request_dir.is_dir() else []
+        if not rows:
+            columns = raw_inputs_of(folder) or {name: name for name in inputs}
+            rows = warmup.eval_rows(span_rows(self.examples, "eval"), columns)
+        try:
+            warmup.write_warmup_requests(folder, model, rows)
+        except (ValueError, TypeError, OverflowError) as e:  # best effort: never blocks a push
+            logging.getLogger("evergreen").warning(
+                "no TF Serving warm-up requests for %s: rows did not convert (%s)", model, e
+            )
+
+
 class TrainingLoop:
     """Runs the loop for one project; see the module docstring."""
 
@@ -78,6 +120,9 @@ class TrainingLoop:
         self.registry = Registry(self.cfg.registry_dir)
         self.store = project.store
         self.runner = project.runner
+
+    def _warmup(self, examples: Artifact) -> WarmupSource:
+        return WarmupSource(self.cfg.root / "serving" / "requests" / self.cfg.name, examples)
 
     def family(self) -> ModelFamily:
         """The configured model family (``train.family``); a custom module is loaded here."""
@@ -112,6 +157,7 @@ class TrainingLoop:
 
     def _run(self, *, full: bool, progress: Any) -> list[dict[str, Any]]:
         from evergreen.report import save_run_report
+        from evergreen.tracking import record_run
 
         completed = self._completed_spans()
         imported = self._import_tensorflow() if full or self._has_work(completed) else 0.0
@@ -130,6 +176,7 @@ class TrainingLoop:
                 result["seconds"]["import_tensorflow"] = round(imported, 3)
                 imported = 0.0
             result["report"] = str(save_run_report(self.project, result))
+            record_run(self.project, result)
             records.append(result)
             if result["mode"] == "block":
                 return records
@@ -349,7 +396,9 @@ class TrainingLoop:
                 "cost": ledger,
             }
             pushed = self.runner.run(
-                PushModel(self.registry, self.cfg.name, manifest),
+                PushModel(
+                    self.registry, self.cfg.name, manifest, self._warmup(examples[record.span])
+                ),
                 {"candidate": candidate, "evaluation": evaluated.outputs["evaluation"]},
                 span=record.span,
             )
@@ -370,6 +419,7 @@ class TrainingLoop:
             "verdict": verdict["reasons"],
             "version": version,
             "drift": drift,
+            "epoch_losses": trained.summary.get("epoch_losses", {}),
         }
 
     def _blocked(
@@ -432,8 +482,12 @@ class TrainingLoop:
             ConfigError: the model's inputs or outputs do not fit the data (the message says how).
             PipelineBusy: another process is writing to the pipeline.
         """
+        from evergreen.tracking import record_run
+
         with self.project.writing("evergreen adopt"):
-            return self._adopt(Path(source).resolve(), labels)
+            result = self._adopt(Path(source).resolve(), labels)
+            record_run(self.project, result)
+            return result
 
     def _adopt(self, source: Path, labels: list[str] | None) -> dict[str, Any]:
         from evergreen.components.adopt import AdoptModel, source_digest
@@ -503,7 +557,7 @@ class TrainingLoop:
             "cost": ledger,
         }
         pushed = self.runner.run(
-            PushModel(self.registry, self.cfg.name, manifest),
+            PushModel(self.registry, self.cfg.name, manifest, self._warmup(examples[last])),
             {"candidate": candidate, "evaluation": evaluated.outputs["evaluation"]},
             span=last,
         )

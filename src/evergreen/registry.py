@@ -46,7 +46,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,7 +285,13 @@ class Registry:
 
     # ----------------------------------------------------------------------------- writing
 
-    def publish(self, model: str, saved_model_dir: Path, manifest: dict[str, Any]) -> ModelVersion:
+    def publish(
+        self,
+        model: str,
+        saved_model_dir: Path,
+        manifest: dict[str, Any],
+        add_files: Callable[[Path], Any] | None = None,
+    ) -> ModelVersion:
         """Copy a SavedModel into the registry as the next version of ``model``.
 
         The copy is built in a hidden ``.tmp-`` folder and renamed to ``<model>/<N>``, N being
@@ -305,6 +311,10 @@ class Registry:
             manifest: ``metrics``, ``lineage`` and any other JSON-serialisable keys; the keys
                 ``model``, ``version``, ``created_at``, ``fingerprint``, ``files`` and
                 ``signatures`` are set by the registry.
+            add_files: called with the temporary version folder after the fingerprint is
+                taken and before the per-file digests: files it writes there (TF Serving's
+                warm-up requests) are covered by the digests, and a resumed publish is still
+                recognised by the SavedModel's fingerprint alone.
 
         Returns:
             The published version, or the existing one when the publish is a repeat.
@@ -344,6 +354,8 @@ class Registry:
                         ):
                             shutil.rmtree(tmp)
                             return existing
+                if add_files is not None:
+                    add_files(tmp)
                 numbers = _version_numbers(folder)
                 version = (numbers[-1] if numbers else 0) + 1
                 manifest.update(

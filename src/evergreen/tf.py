@@ -40,6 +40,11 @@ def _without_sklearn() -> Iterator[None]:
             del sys.modules["sklearn"]
 
 
+# train.gpu_memory_growth: applied to every GPU when TensorFlow is imported (it cannot change
+# once a GPU is initialized); evergreen.training.strategy sets it from the config first.
+gpu_memory_growth = True
+
+
 def tensorflow() -> Any:
     """The ``tensorflow`` module, imported once (seconds: commands that don't need it skip it)."""
     global _module, import_seconds
@@ -57,6 +62,7 @@ def _import_quietly() -> Any:
     if os.environ.get("EVERGREEN_TF_LOGS"):
         import tensorflow as tf
 
+        _grow_gpu_memory(tf)
         return tf
     sys.stderr.flush()
     saved = os.dup(2)
@@ -66,6 +72,7 @@ def _import_quietly() -> Any:
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # device probing logs happen here, not at first use
+            _grow_gpu_memory(tf)
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)
@@ -75,3 +82,12 @@ def _import_quietly() -> Any:
             os.dup2(saved, 2)
             os.close(saved)
     return tf
+
+
+def _grow_gpu_memory(tf: Any) -> None:
+    """Memory growth on every GPU (``gpu_memory_growth``): TF otherwise takes all at start."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, gpu_memory_growth)
+        except (RuntimeError, ValueError):  # already initialized: the setting it has stays
+            pass

@@ -5,7 +5,8 @@ Run from the repository root: ``python tests/bad_inputs/make_requests.py``. The 
 committed; this script says how it was made and regenerates it deterministically.
 
 Each entry: ``id``, ``method``, ``path`` (percent-encoded ASCII, sent as is), ``body`` (text
-sent as UTF-8) or ``body_b64`` (raw bytes), ``status`` (an exact code, or null: any 4xx) and
+sent as UTF-8) or ``body_b64`` (raw bytes), optionally ``headers`` (sent besides
+Content-Type: the V2 binary extension's ``Inference-Header-Content-Length``), ``status`` (an exact code, or null: any 4xx) and
 ``message`` (a substring of the error, or null). Long paths and bodies are stored run-length
 encoded, as ``[[text, times], ...]`` lists (``"[" * 100000`` is ``[["[", 100000]]``), so the
 file stays small and readable; :func:`expand` (used by the test) joins them back. The
@@ -17,8 +18,10 @@ int64, ``plan`` string), at the default ``serving.max_rows_per_request`` of 4096
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import re
+import struct
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -72,8 +75,11 @@ def add(
     raw_bytes: bytes | None = None,
     status: int | None = None,
     message: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> None:
     entry: dict[str, Any] = {"id": id, "method": method, "path": compress(path)}
+    if headers:
+        entry["headers"] = headers
     if raw_bytes is not None:
         entry["body_b64"] = base64.b64encode(raw_bytes).decode("ascii")
     elif raw is not None:
@@ -486,7 +492,10 @@ for name, value in junk("null", "empty-list").items():
     add(f"v2-outputs-whole-{name}", V2, dict(v2_text(), outputs=value), status=400)
 for name, value in junk("empty-string", "string").items():
     add(f"v2-id-{name}", V2, dict(v2_text(), id=value), status=400, message="'id' must be a string")
-for name, value in junk("null", "empty-object", "empty-list", "zero", "empty-string").items():
+# An object context is valid: its features join every example (unknown ones are ignored, as
+# TF Serving's tf.Example parsing does).
+junk_context = junk("null", "empty-object", "empty-list", "zero", "empty-string", "object")
+for name, value in junk_context.items():
     add(
         f"classify-context-{name}",
         V1_CLASSIFY,
@@ -516,13 +525,16 @@ MORE = {
     "v1-b64-invalid": (V1, {"instances": [{"b64": "%%%"}]}),
     "v1-b64-extra-key": (V1, {"instances": [{"b64": "YQ==", "x": 1}]}),
     "v1-tokenize-b64-invalid": (V1, {"signature_name": "tokenize", "instances": [{"b64": "a"}]}),
-    "v1-regress": ("/v1/models/reviews:regress", {"examples": [{"text": "a"}]}),
+    "v1-regress": (
+        "/v1/models/reviews:regress",
+        {"signature_name": "classify", "examples": [{"text": "a"}]},
+    ),
     "classify-bad-signature": (
         V1_CLASSIFY,
         {"signature_name": "tokenize", "examples": [{"text": "a"}]},
     ),
-    "classify-both-places": (V1_CLASSIFY, {"examples": [{"text": "a"}], "context": {"text": "b"}}),
-    "classify-unknown-feature": (V1_CLASSIFY, {"examples": [{"txt": "a"}]}),
+    "classify-context-bad-value": (V1_CLASSIFY, {"examples": [{}], "context": {"text": [None]}}),
+    "classify-feature-object": (V1_CLASSIFY, {"examples": [{"text": {"x": 1}}]}),
     "classify-typo-key": (V1_CLASSIFY, {"example": [{"text": "a"}]}),
     "v2-empty-inputs": (V2, {"inputs": []}),
     "v2-missing-fields": (V2, {"inputs": [{"name": "text"}]}),
@@ -574,6 +586,133 @@ for value, name in ((float("nan"), "nan"), (float("inf"), "infinity")):  # json.
         raw='{"instances": [{"minutes": 1.0, "calls": ' + json.dumps(value) + ', "plan": "a"}]}',
         status=400,
     )
+
+# -- the V2 binary tensor extension: JSON header, then raw tensor bytes -----------------------
+
+
+def binary(
+    id: str,
+    tensors: list[dict[str, Any]],
+    data: bytes,
+    *,
+    length: str | None = None,
+    message: str | None = None,
+    route: str = V2,
+) -> None:
+    head = json.dumps({"inputs": tensors}).encode()
+    add(
+        f"v2-binary-{id}",
+        route,
+        raw_bytes=head + data,
+        headers={"Inference-Header-Content-Length": length or str(len(head))},
+        status=400,
+        message=message,
+    )
+
+
+def text_bin(size: Any, shape: Any = None, **extra: Any) -> dict[str, Any]:
+    params = {"binary_data_size": size}
+    return {
+        "name": "text",
+        "shape": shape or [1],
+        "datatype": "BYTES",
+        "parameters": params,
+        **extra,
+    }
+
+
+ABC = struct.pack("<I", 3) + b"abc"
+for name, length in (
+    ("length-zero", "0"),
+    ("length-beyond-body", "100000"),
+    ("length-negative", "-5"),
+    ("length-text", "ten"),
+    ("length-huge", "9" * 40),
+    ("length-exponent", "1e3"),
+):
+    binary(name, [text_bin(7)], ABC, length=length, message="Inference-Header-Content-Length")
+binary("size-beyond-data", [text_bin(99)], ABC, message="goes beyond")
+binary("size-short-of-data", [text_bin(3)], ABC, message="add up")
+binary("data-left-over", [text_bin(7)], ABC + b"\0\0", message="add up")
+binary("no-size-but-data", [v2_text()["inputs"][0]], ABC, message="add up")
+binary("size-negative", [text_bin(-1)], b"", message="binary_data_size")
+binary("size-float", [text_bin(7.0)], ABC, message="binary_data_size")
+binary("size-string", [text_bin("7")], ABC, message="binary_data_size")
+binary("size-bool", [text_bin(True)], b"\0", message="binary_data_size")
+binary("size-and-data", [text_bin(7, data=["a"])], ABC, message="both")
+binary("parameters-list", [{**text_bin(7), "parameters": [7]}], ABC)
+binary("bytes-length-missing", [text_bin(7, [2])], ABC, message="4-byte length")
+binary("bytes-length-beyond", [text_bin(7)], struct.pack("<I", 2**31) + b"abc", message="claims")
+binary("bytes-count-short", [text_bin(3)], b"abc", message="4-byte length")
+binary("bytes-shape-billions", [text_bin(7, [1, 2**31 - 1, 2**31 - 1])], ABC, message="at least")
+binary("bytes-left-over", [text_bin(9, [1])], ABC + b"zz", message="left over")
+binary("shape-mismatch", [text_bin(7, [1, 1])], ABC, message="shape")
+binary("wrong-datatype", [{**text_bin(4), "datatype": "FP32"}], b"\0" * 4, message="datatype")
+binary("unknown-input", [{**text_bin(7), "name": "txt"}], ABC, message="unknown input")
+binary("json-header-cut", [text_bin(7)], ABC, length="5")
+CHURN_BIN = [
+    {"name": "minutes", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 4}},
+    {"name": "calls", "shape": [2], "datatype": "INT64", "parameters": {"binary_data_size": 16}},
+    {"name": "plan", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]},
+]
+binary("fp32-too-short", CHURN_BIN, b"\0" * 20, message="needs 8 bytes", route=CHURN_V2)
+binary(
+    "rows-disagree",
+    [{**CHURN_BIN[0], "shape": [1]}, CHURN_BIN[1], CHURN_BIN[2]],
+    b"\0" * 20,
+    message="same number of rows",
+    route=CHURN_V2,
+)
+binary(
+    "rows-over-limit",
+    [text_bin(4 * (MAX_ROWS + 1), [MAX_ROWS + 1])],
+    struct.pack("<I", 0) * (MAX_ROWS + 1),
+    message="max_rows_per_request",
+)
+entries[-1]["status"] = 413
+for name, outputs in {
+    "classify-1d-output": [{"name": "score", "parameters": {"classification": 2}}],
+    "classify-negative": [{"name": "score", "parameters": {"classification": -1}}],
+    "binary-data-not-bool": [{"name": "score", "parameters": {"binary_data": "yes"}}],
+}.items():
+    add(
+        f"v2-output-{name}",
+        CHURN_V2,
+        {
+            "inputs": [
+                {**t, "parameters": {}, "data": [1, 2] if t["datatype"] != "BYTES" else ["a", "b"]}
+                for t in CHURN_BIN
+            ],
+            "outputs": outputs,
+        },
+        status=400,
+    )
+for name, encoding, data in (
+    ("gzip-not-gzip", "gzip", json.dumps(v2_text()).encode()),
+    ("deflate-not-deflate", "deflate", b"\x00\x01garbage"),
+    ("encoding-unknown", "br", json.dumps(v2_text()).encode()),
+    ("gzip-cut", "gzip", gzip.compress(json.dumps(v2_text()).encode(), mtime=0)[:-12]),
+):
+    add(f"v2-{name}", V2, raw_bytes=data, headers={"Content-Encoding": encoding}, status=400)
+add(
+    "v2-gzip-bomb",
+    V2,
+    raw_bytes=gzip.compress(b" " * (9 * 1024 * 1024) + json.dumps(v2_text()).encode(), mtime=0),
+    headers={"Content-Encoding": "gzip"},
+    status=413,
+)
+add(
+    "v2-binary-data-output-not-bool",
+    V2,
+    {**v2_text(), "parameters": {"binary_data_output": 1}},
+    status=400,
+    message="binary_data_output",
+)
+add("classify-bool-feature", V1_CLASSIFY, {"examples": [{"text": True}]}, status=400)
+add("classify-mixed-feature", V1_CLASSIFY, {"examples": [{"text": ["a", 1]}]}, status=400)
+add("classify-huge-int", V1_CLASSIFY, {"examples": [{"text": 2**70}]}, status=400)
+add("regress-examples-not-list", "/v1/models/reviews:regress", {"examples": {}}, status=400)
+add("regress-churn-no-signature", "/v1/models/churn:regress", {"examples": [{}]}, status=400)
 
 # -- too many rows (counted before any row is converted) -------------------------------------
 

@@ -212,7 +212,19 @@ class TrainModel:
         }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
+        # Scale-out hook (evergreen.training): ``multi_worker`` trains in its own loop (Keras 3's
+        # fit cannot); otherwise the Keras path runs under train.distribution's strategy scope.
+        from evergreen.training import multi_worker, strategy
+
+        if self.cfg.distribution == "multi_worker":
+            return multi_worker.execute(self, ctx)
+        with strategy.training_scope(self.cfg):
+            return self._execute(ctx)
+
+    def _execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         import keras
+
+        from evergreen.training.strategy import float32_outputs
 
         cfg = self.cfg
         keras.utils.set_random_seed(cfg.seed)
@@ -226,6 +238,7 @@ class TrainModel:
         )
         if self.mode == "full":
             model = self.family.build_model(featurizer, len(labels), cfg)
+            model = float32_outputs(model, cfg)  # train.mixed_precision: float32 probabilities
             data = self._full_data(spans, labels, featurizer)
             epochs, lr = cfg.epochs, cfg.learning_rate
         else:
@@ -325,6 +338,10 @@ class TrainModel:
             "best_val_loss": None if val_losses[0] is None else float(min(val_losses)),
             "improved": improved,
             "class_weights": class_weight,
+            # Per-epoch losses of the epochs run here, for TensorBoard (evergreen.tracking).
+            "epoch_losses": {
+                key: [float(x) for x in history.get(key, [])] for key in ("loss", "val_loss")
+            },
         }
         if not improved:
             summary["note"] = (

@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from evergreen.errors import ConfigError, DataError, NotFound
+from evergreen.models.tfserving_signatures import add_example_signatures, set_method_names
 from evergreen.tf import tensorflow
 
 __all__ = [
@@ -275,6 +276,8 @@ def export_serving_model(
 
     - ``serving_default`` → ``scores``: float32 ``[None, C]``, ``classes``: string ``[None, C]``.
     - ``classify`` → ``label``: string ``[None]``, ``score``: float32 ``[None]``.
+    - ``classification`` / ``regression``: TF Serving's Classify and Regress signatures over
+      serialized ``tf.Example`` (see :mod:`evergreen.models.tfserving_signatures`).
 
     ``assets.extra/evergreen_inputs.json`` maps each signature input to its raw column.
     """
@@ -321,11 +324,15 @@ def export_serving_model(
     archive.track(model)
     archive.add_endpoint("serving_default", serve, input_signature=specs)
     archive.add_endpoint("classify", classify, input_signature=specs)
+    add_example_signatures(
+        archive, signature, lambda raw: probabilities(*[raw[n] for n in names]), labels
+    )
     extra_endpoints = getattr(featurizer, "extra_endpoints", None)
     for name, endpoint in (extra_endpoints() if extra_endpoints else {}).items():
         archive.add_endpoint(name, endpoint, input_signature=specs)
     export_dir = Path(export_dir)
     archive.write_out(str(export_dir), verbose=False)
+    set_method_names(export_dir)
     extra = export_dir / "assets.extra"
     extra.mkdir(exist_ok=True)
     (extra / INPUTS_FILE).write_text(

@@ -576,8 +576,15 @@ def export_serving_model(
     archive.add_endpoint("serving_default", serve, input_signature=text_spec)
     archive.add_endpoint("classify", classify, input_signature=text_spec)
     archive.add_endpoint("tokenize", tokenize, input_signature=text_spec)
+    # TF Serving's Classify/Regress signatures over tf.Example, as family.py exports them.
+    from evergreen.models.tfserving_signatures import add_example_signatures, set_method_names
+
+    add_example_signatures(
+        archive, {"text": tf.string}, lambda raw: probabilities(raw["text"]), labels
+    )
     export_dir = Path(export_dir)
     archive.write_out(str(export_dir), verbose=False)
+    set_method_names(export_dir)
     return export_dir
 
 

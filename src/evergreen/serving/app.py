@@ -6,6 +6,7 @@ TF Serving (``/v1``)::
     GET  /v1/models/{m}[/versions/{n}|/labels/{l}]/metadata   signatures
     POST /v1/models/{m}[/versions/{n}|/labels/{l}]:predict    {"instances": rows} | {"inputs": columns}
     POST /v1/models/{m}[/versions/{n}|/labels/{l}]:classify   {"examples": [...], "context": {...}}
+    POST /v1/models/{m}[/versions/{n}|/labels/{l}]:regress    the same (two-class models)
 
 Open Inference Protocol (``/v2``)::
 
@@ -52,7 +53,7 @@ from starlette.routing import Route
 import evergreen
 from evergreen.config import ServingConfig
 from evergreen.registry import Registry
-from evergreen.serving import codec
+from evergreen.serving import classify, codec, v2binary
 from evergreen.serving.auth import ApiKeys
 from evergreen.serving.errors import BadRequest, NotFound, PayloadTooLarge, ServingError
 from evergreen.serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
@@ -63,6 +64,7 @@ VERSION_HEADER = "X-Model-Version"
 UNKNOWN_MODEL = "_unknown"  # the metrics' model label for names not served (never a model name)
 CLIENT_CLOSED = 499  # nginx's status for a client that hung up before the answer
 _MAX_VERSION_DIGITS = 18  # an int64 version
+_EXAMPLE_METHODS = (classify.CLASSIFY_METHOD, classify.REGRESS_METHOD)
 _V1_PATH = (
     r"^(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
     r"(?P<tail>/metadata|:predict|:classify|:regress)?$"
@@ -195,6 +197,12 @@ def create_app(
     # ------------------------------------------------------------------------------ helpers
 
     async def body_json(request: Request, call: _Call) -> dict[str, Any]:
+        body = codec.parse_body(await body_bytes(request))
+        if settings.log_payloads:
+            call.payload = body
+        return body
+
+    async def body_bytes(request: Request) -> bytes:
         limit = settings.max_body_bytes
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -218,11 +226,7 @@ def create_app(
                     "send fewer rows per request"
                 )
             chunks.append(chunk)
-        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        body = codec.parse_body(raw)
-        if settings.log_payloads:
-            call.payload = body
-        return body
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     class held:  # used like a function: `async with held(...) as lv`
         """The version a request goes to, held for the block (a class: cheaper per request
@@ -247,9 +251,24 @@ def create_app(
         call.rows = codec.check_batch(sig, inputs) if sig.batchable else 0
         deadline = time.monotonic() + settings.request_timeout_ms / 1000
         outputs = await manager.predict(lv, sig.name, inputs, deadline)
-        if request_log is not None:
+        # Only raw-input (predict) signatures: the skew checks compare raw columns, and a
+        # Classify/Regress signature's input is serialized tf.Example (log_examples logs
+        # those requests' raw features instead).
+        if request_log is not None and lv.methods.get(sig.name) not in _EXAMPLE_METHODS:
             request_log.sample(lv.model, lv.version, sig.name, inputs)
         return outputs
+
+    def log_examples(lv: LoadedVersion, body: dict[str, Any]) -> None:
+        """Sample a Classify/Regress request's rows into the request log as serving_default
+        rows (the raw columns the skew checks compare); rows that do not fit are not logged."""
+        default = lv.signatures.get(DEFAULT_SIGNATURE)
+        if request_log is None or default is None:
+            return
+        try:
+            rows = codec.decode_examples(default, body.get("examples"), body.get("context"))
+        except ServingError:  # served by tf.Example rules, which are looser: nothing to log
+            return
+        request_log.sample(lv.model, lv.version, DEFAULT_SIGNATURE, rows)
 
     # ------------------------------------------------------------------------ TF Serving
 
@@ -273,10 +292,7 @@ def create_app(
                 return await v1_predict(call, body, model, version, label)
             if tail == ":classify":
                 return await v1_classify(call, body, model, version, label)
-            raise BadRequest(
-                "regress is not supported: Evergreen's models export predict-style signatures; "
-                "use :predict"
-            )
+            return await v1_regress(call, body, model, version, label)
         verb = "POST" if tail and tail.startswith(":") else "GET"
         return _error(405, f"{request.url.path} takes {verb}, not {request.method}")
 
@@ -293,18 +309,10 @@ def create_app(
         call: _Call, model: str, version: str | None, label: str | None
     ) -> Response:
         async with held(call, model, version, label) as lv:
-            defs = {
-                name: {
-                    "inputs": {n: t.to_tf_serving() for n, t in sig.inputs.items()},
-                    "outputs": {n: t.to_tf_serving() for n, t in sig.outputs.items()},
-                    "method_name": "tensorflow/serving/predict",
-                }
-                for name, sig in sorted(lv.signatures.items())
-            }
             return JSONResponse(
                 {
                     "model_spec": {"name": model, "signature_name": "", "version": str(lv.version)},
-                    "metadata": {"signature_def": {"signature_def": defs}},
+                    "metadata": {"signature_def": _signature_def_json(lv)},
                 }
             )
 
@@ -333,14 +341,19 @@ def create_app(
     ) -> Response:
         _known_keys(body, ("signature_name", "examples", "context"))
         async with held(call, model, version, label) as lv:
-            sig = lv.signature(_signature_name(body.get("signature_name")))
+            sig = lv.signature(_example_signature(lv, body, classify.CLASSIFY_SIGNATURE))
             call.signature = sig.name
+            if lv.methods.get(sig.name) == classify.CLASSIFY_METHOD:
+                serialized = classify.examples_to_serialized(
+                    body.get("examples"), body.get("context"), max_rows=max_rows, floats=_floats(lv)
+                )
+                outputs = await run_model(call, lv, sig, {classify.CLASSIFY_INPUTS: serialized})
+                log_examples(lv, body)
+                return JSONResponse({"results": classify.classification_results(outputs)})
+            # A version exported before the classification signature: raw-input signatures
+            # with classes/scores (or label/score) outputs still answer, fed feature by feature.
             outputs_spec = set(sig.outputs)
-            if not (
-                {"classes", "scores"} <= outputs_spec
-                or {"label", "score"} <= outputs_spec
-                or "scores" in outputs_spec
-            ):
+            if not ({"classes", "scores"} <= outputs_spec or {"label", "score"} <= outputs_spec):
                 raise BadRequest(
                     f"signature {sig.name!r} has no classification outputs (classes/scores); "
                     f"its outputs are {', '.join(sig.outputs)}. Use :predict"
@@ -349,12 +362,44 @@ def create_app(
                 sig, body.get("examples"), body.get("context"), max_rows=max_rows
             )
             outputs = await run_model(call, lv, sig, inputs)
-            return JSONResponse({"result": _classification(outputs)})
+            return JSONResponse({"results": classify.classification_results(outputs)})
+
+    async def v1_regress(
+        call: _Call, body: dict[str, Any], model: str, version: str | None, label: str | None
+    ) -> Response:
+        _known_keys(body, ("signature_name", "examples", "context"))
+        async with held(call, model, version, label) as lv:
+            sig = lv.signature(_example_signature(lv, body, classify.REGRESS_SIGNATURE))
+            call.signature = sig.name
+            if lv.methods.get(sig.name) != classify.REGRESS_METHOD:
+                regress = [n for n, m in lv.methods.items() if m == classify.REGRESS_METHOD]
+                raise BadRequest(
+                    f"signature {sig.name!r} of model {model!r} version {lv.version} is not a "
+                    f"regression signature (method {lv.methods.get(sig.name)!r}); "
+                    + (
+                        f"regression signatures: {', '.join(regress)}"
+                        if regress
+                        else "this version has none (only two-class models export one); use "
+                        ":classify or :predict"
+                    )
+                )
+            serialized = classify.examples_to_serialized(
+                body.get("examples"), body.get("context"), max_rows=max_rows, floats=_floats(lv)
+            )
+            outputs = await run_model(call, lv, sig, {classify.CLASSIFY_INPUTS: serialized})
+            log_examples(lv, body)
+            return JSONResponse({"results": classify.regression_results(outputs)})
 
     # --------------------------------------------------------------- Open Inference Protocol
 
     async def v2_server(request: Request, call: _Call) -> Response:
-        return JSONResponse({"name": "evergreen", "version": _package_version(), "extensions": []})
+        return JSONResponse(
+            {
+                "name": "evergreen",
+                "version": _package_version(),
+                "extensions": v2binary.EXTENSIONS,
+            }
+        )
 
     async def v2_live(request: Request, call: _Call) -> Response:
         return JSONResponse({"live": True})
@@ -384,7 +429,17 @@ def create_app(
             return JSONResponse({"name": model, "version": str(lv.version), "ready": True})
 
     async def v2_infer(request: Request, call: _Call) -> Response:
-        body = await body_json(request, call)
+        # The binary tensor extension: a JSON header of Inference-Header-Content-Length
+        # bytes, then raw tensor bytes (v2binary).
+        raw = v2binary.decompress(
+            await body_bytes(request),
+            request.headers.get("content-encoding"),
+            settings.max_body_bytes,
+        )
+        header, binary = v2binary.split_body(raw, request.headers.get(v2binary.HEADER))
+        body = codec.parse_body(header)
+        if settings.log_payloads:
+            call.payload = body
         _known_keys(body, ("id", "parameters", "inputs", "outputs"))
         model, version = request.path_params["model"], request.path_params.get("version")
         parameters = body.get("parameters") or {}
@@ -395,17 +450,27 @@ def create_app(
         async with held(call, model, version, None) as lv:
             sig = lv.signature(_signature_name(parameters.get("signature_name")))
             call.signature = sig.name
-            requested = _requested_outputs(sig, body.get("outputs"))
-            inputs = codec.decode_v2(sig, body.get("inputs"), max_rows=max_rows)
+            requested = v2binary.requested_outputs(
+                list(sig.outputs), body.get("outputs"), parameters
+            )
+            inputs = codec.decode_v2(sig, body.get("inputs"), max_rows=max_rows, binary=binary)
             outputs = await run_model(call, lv, sig, inputs)
+            tensors, data = v2binary.encode_outputs(outputs, requested, codec.to_json_value)
             answer: dict[str, Any] = {
                 "model_name": model,
                 "model_version": str(lv.version),
-                "outputs": codec.encode_v2(outputs, requested),
+                "outputs": tensors,
             }
             if "id" in body:
                 answer["id"] = body["id"]
-            return JSONResponse(answer)
+            if not data and not any(r.binary for r in requested):
+                return JSONResponse(answer)
+            head = JSONResponse(answer).body
+            return Response(
+                head + data,
+                media_type="application/octet-stream",
+                headers={"Inference-Header-Content-Length": str(len(head))},
+            )
 
     # ------------------------------------------------------------------------------ misc
 
@@ -539,41 +604,32 @@ def _known_keys(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
             raise BadRequest(f"unknown key {key!r} in the request body; {hint}")
 
 
-def _requested_outputs(sig: codec.Signature, outputs: Any) -> list[str] | None:
-    if outputs is None:
-        return None
-    if not isinstance(outputs, list) or not all(
-        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
-    ):
-        raise BadRequest("'outputs' must be a list of objects with a 'name'")
-    names = [o["name"] for o in outputs]
-    unknown = [n for n in names if n not in sig.outputs]
-    if unknown:
-        raise BadRequest(
-            f"output(s) {', '.join(map(repr, unknown))} not in signature {sig.name!r}; "
-            f"outputs: {', '.join(sig.outputs)}"
-        )
-    return names
+def _example_signature(lv: LoadedVersion, body: dict[str, Any], preferred: str) -> str:
+    """The signature a Classify/Regress request names; unnamed: ``preferred`` when the version
+    has it (TF Serving would use serving_default, a predict signature it refuses), else
+    serving_default (versions exported before the classification signature)."""
+    name = body.get("signature_name")
+    if name is None or name == "":
+        return preferred if preferred in lv.signatures else DEFAULT_SIGNATURE
+    return _signature_name(name)
 
 
-def _classification(outputs: dict[str, np.ndarray]) -> list[list[list[Any]]]:
-    """TF Serving's classify result: per example, a list of [label, score] pairs."""
-    if "scores" in outputs:
-        scores = np.asarray(outputs["scores"], dtype=float)
-        if scores.ndim == 1:
-            scores = scores[:, None]
-        classes = outputs.get("classes")
-        if classes is None:
-            classes = np.full(scores.shape, b"", dtype=object)
-        classes = np.asarray(classes).reshape(scores.shape)
-        return [
-            [[codec.to_json_value(c), float(s)] for c, s in zip(crow, srow, strict=True)]
-            for crow, srow in zip(classes, scores, strict=True)
-        ]
-    return [
-        [[codec.to_json_value(label), float(score)]]
-        for label, score in zip(outputs["label"], outputs["score"], strict=True)
-    ]
+def _floats(lv: LoadedVersion) -> frozenset[str]:
+    """Features of ``lv``'s examples parsed as floats (serving_default's float inputs)."""
+    default = lv.signatures.get(DEFAULT_SIGNATURE)
+    return classify.float_features(default.inputs) if default else frozenset()
+
+
+def _signature_def_json(lv: LoadedVersion) -> dict[str, Any]:
+    """TF Serving's metadata ``signature_def``: the SignatureDefMap proto read from
+    saved_model.pb, as TF Serving prints it (proto field names, default values included)."""
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(
+        lv.signature_defs,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+    )
 
 
 def _package_version() -> str:

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from evergreen.serving import v2binary
 from evergreen.serving.errors import BadRequest, PayloadTooLarge
 
 # TensorFlow dtype name -> Open Inference Protocol datatype.
@@ -318,8 +319,18 @@ def decode_columns(
     return arrays
 
 
-def decode_v2(sig: Signature, inputs: Any, *, max_rows: int | None = None) -> dict[str, np.ndarray]:
+def decode_v2(
+    sig: Signature, inputs: Any, *, max_rows: int | None = None, binary: bytes = b""
+) -> dict[str, np.ndarray]:
     """Open Inference Protocol request tensors (``name``, ``shape``, ``datatype``, ``data``).
+
+    Args:
+        sig: the signature the tensors must fit.
+        inputs: the request's ``inputs`` list.
+        max_rows: the most rows a tensor may have (None: no limit).
+        binary: the bytes after the JSON header (the binary tensor extension: inputs with
+            ``parameters.binary_data_size`` take theirs from it, in order; see
+            :mod:`evergreen.serving.v2binary`).
 
     Raises:
         BadRequest: a tensor that is not of the protocol's form or does not fit the signature.
@@ -334,10 +345,14 @@ def decode_v2(sig: Signature, inputs: Any, *, max_rows: int | None = None) -> di
     for i, tensor in enumerate(inputs):
         if not isinstance(tensor, dict):
             raise BadRequest(f"inputs[{i}] must be an object, got {_kind(tensor)}")
-        missing = [k for k in ("name", "shape", "datatype", "data") if k not in tensor]
+        params = tensor.get("parameters")
+        binary_input = isinstance(params, dict) and "binary_data_size" in params
+        required = ("name", "shape", "datatype") if binary_input else _V2_KEYS
+        missing = [k for k in required if k not in tensor]
         if missing:
             raise BadRequest(
-                f"inputs[{i}] lacks {', '.join(missing)}; each input needs name, shape, datatype and data"
+                f"inputs[{i}] lacks {', '.join(missing)}; each input needs name, shape, datatype "
+                "and data (or parameters.binary_data_size with binary data)"
             )
         for key in ("name", "datatype"):
             if not isinstance(tensor[key], str):
@@ -345,6 +360,7 @@ def decode_v2(sig: Signature, inputs: Any, *, max_rows: int | None = None) -> di
         if tensor["name"] in given:
             raise BadRequest(f"input {tensor['name']!r} is given twice")
         given[tensor["name"]] = tensor
+    parts = v2binary.binary_sizes(inputs, binary)
     _check_names(sig, given, "'inputs'")
     arrays: dict[str, np.ndarray] = {}
     for name, info in sig.inputs.items():
@@ -358,17 +374,22 @@ def decode_v2(sig: Signature, inputs: Any, *, max_rows: int | None = None) -> di
         shape = _v2_shape(name, tensor["shape"])
         if shape:
             check_rows(shape[0], max_rows, f"input {name!r}")
-        _, flat = _walk(tensor["data"], f"input {name!r} data")
-        if len(flat) != math.prod(shape):
-            raise BadRequest(
-                f"input {name!r}: shape {shape} holds {math.prod(shape)} values but data has "
-                f"{len(flat)}"
-            )
-        values = _convert(info, flat, f"input {name!r}")
-        arrays[name] = values.reshape(shape)
+        if name in parts:
+            arrays[name] = v2binary.from_binary(name, expected, shape, parts[name])
+        else:
+            _, flat = _walk(tensor["data"], f"input {name!r} data")
+            if len(flat) != math.prod(shape):
+                raise BadRequest(
+                    f"input {name!r}: shape {shape} holds {math.prod(shape)} values but data "
+                    f"has {len(flat)}"
+                )
+            arrays[name] = _convert(info, flat, f"input {name!r}").reshape(shape)
         _check_shape(info, arrays[name].shape, f"input {name!r}")
     check_batch(sig, arrays)
     return arrays
+
+
+_V2_KEYS = ("name", "shape", "datatype", "data")
 
 
 def _v2_shape(name: str, shape: Any) -> list[int]:

@@ -45,8 +45,15 @@ import numpy as np
 from evergreen import signing
 from evergreen.config import ServingConfig
 from evergreen.errors import IntegrityError, RegistryError
+from evergreen.models.tfserving_signatures import (
+    CLASSIFY_INPUTS,
+    CLASSIFY_METHOD,
+    REGRESS_METHOD,
+    signature_defs,
+)
 from evergreen.registry import CHAMPION, Registry
 from evergreen.serving.batching import DynamicBatcher, Inputs, Outputs
+from evergreen.serving.classify import examples_from_arrays
 from evergreen.serving.codec import Signature
 from evergreen.serving.errors import BadRequest, NotFound, Unavailable
 from evergreen.serving.metrics import ServingMetrics
@@ -77,6 +84,10 @@ class LoadedVersion:
     refs: int = 0  # requests holding this version
     retired: bool = False
     batchers: dict[str, DynamicBatcher] = field(default_factory=dict)
+    # TF Serving's view of the signatures: the SignatureDefMap proto read from saved_model.pb
+    # (tensor names, DataTypes, method names), for the metadata API and Classify/Regress.
+    signature_defs: Any = None
+    methods: dict[str, str] = field(default_factory=dict)  # signature -> method_name
 
     def signature(self, name: str | None) -> Signature:
         name = name or DEFAULT_SIGNATURE
@@ -400,6 +411,7 @@ class ModelManager:
         signatures = {
             name: Signature.from_concrete_function(name, fn) for name, fn in functions.items()
         }
+        defs = signature_defs(path)
         lv = LoadedVersion(
             model=model,
             version=version,
@@ -408,13 +420,29 @@ class ModelManager:
             functions=functions,
             load_seconds=0.0,
             loaded=loaded,
+            signature_defs=defs,
+            methods={name: sig.method_name for name, sig in defs.signature_def.items()},
         )
+        recorded = _recorded_warmup(lv)
         for name, sig in signatures.items():
             if not sig.batchable:
                 continue
+            if name == DEFAULT_SIGNATURE and recorded:
+                try:
+                    for inputs in recorded:  # real rows, from the version's warm-up file
+                        lv.call(name, inputs)
+                    continue
+                except Exception as e:  # the file is an aid: synthetic rows decide the load
+                    log.warning(
+                        "model %s version %s: a recorded warm-up request failed (%s); warming up "
+                        "with synthetic rows",
+                        model,
+                        version,
+                        e,
+                    )
             for rows in sorted({1, self.settings.max_batch_size}):
                 try:
-                    lv.call(name, warmup_inputs(sig, rows))
+                    lv.call(name, warmup_for(lv, name, rows))
                 except Exception as e:
                     raise RuntimeError(
                         f"warm-up call of signature {name!r} with {rows} synthetic row(s) failed: "
@@ -576,6 +604,35 @@ class ModelManager:
         with contextlib.suppress(KeyError):
             self.metrics.loaded.remove(lv.model, str(lv.version))
         log.info("model %s version %s unloaded", lv.model, lv.version)
+
+
+def _recorded_warmup(lv: LoadedVersion) -> list[Inputs]:
+    """The inputs of the version's ``tf_serving_warmup_requests`` for serving_default that fit
+    its signature ([] when it has none: synthetic inputs are used)."""
+    from evergreen import warmup
+
+    sig = lv.signatures.get(DEFAULT_SIGNATURE)
+    out = []
+    for request in warmup.read_warmup_requests(lv.path):
+        if request.model_spec.signature_name not in ("", DEFAULT_SIGNATURE) or sig is None:
+            continue
+        arrays = warmup.request_arrays(request)
+        if set(arrays) == set(sig.inputs):
+            out.append(arrays)
+    return out
+
+
+def warmup_for(lv: LoadedVersion, name: str, rows: int) -> Inputs:
+    """Synthetic warm-up inputs for signature ``name`` of ``lv``: raw inputs, or for a
+    Classify/Regress signature the same raw inputs as serialized ``tf.Example``."""
+    sig = lv.signatures[name]
+    if (
+        lv.methods.get(name) in (CLASSIFY_METHOD, REGRESS_METHOD)
+        and DEFAULT_SIGNATURE in lv.signatures
+    ):
+        raw = warmup_inputs(lv.signatures[DEFAULT_SIGNATURE], rows)
+        return {CLASSIFY_INPUTS: examples_from_arrays(raw)}
+    return warmup_inputs(sig, rows)
 
 
 def warmup_inputs(sig: Signature, rows: int) -> Inputs:

@@ -1,0 +1,1 @@
+"""Exports of registry versions for other runtimes (``evergreen export …``)."""
