@@ -63,7 +63,6 @@ def test_incremental_loop_matches_full_retrain(tmp_path: Path) -> None:
             for r in project.store.runs(component="train")
             if r.status == "succeeded"
         }
-        policy_tokens = 0
         for record in records[1:]:
             # Only the new span's rows are tokenized: checked against an independent count.
             examples = next(
@@ -83,15 +82,10 @@ def test_incremental_loop_matches_full_retrain(tmp_path: Path) -> None:
             )
             ledger = run.summary
             assert ledger["tokens_computed"] == _independent_token_count(featurizer.uri, texts)
-            # Besides the span, only the policy's unknown-token check (the first 2,000 train
-            # rows of the span) was tokenized: the ledger counts both.
-            policy = _independent_token_count(
-                featurizer.uri, span_texts(examples, "train", "review")[0][:2000]
-            )
-            # At least the span and the policy; more when an earlier span was featurized afresh
-            # for a featurizer grown in another line (checked in sum below).
-            assert record["tokens_computed"] >= ledger["tokens_computed"] + policy
-            policy_tokens += policy
+            # Besides the span nothing is tokenized: the policy's unknown-token rate comes from
+            # the drift report's word sketch. More only when an earlier span was featurized
+            # afresh for a featurizer grown in another line (checked in the sum below).
+            assert record["tokens_computed"] >= ledger["tokens_computed"]
             assert ledger["rows_featurized"] == len(texts) and ledger["tokens_reused"] == 0
             assert record["tokens_full_retrain"] > record["tokens_computed"]
             assert 0 < record["rows_reused"] < record["rows_total"]  # the replay, not history
@@ -102,8 +96,8 @@ def test_incremental_loop_matches_full_retrain(tmp_path: Path) -> None:
         featurize_runs = [
             r for r in project.store.runs(component="featurize") if r.status == "succeeded"
         ]
-        assert sum(r.summary["tokens_computed"] for r in featurize_runs) == (
-            sum(r["tokens_computed"] for r in records) - policy_tokens
+        assert sum(r.summary["tokens_computed"] for r in featurize_runs) == sum(
+            r["tokens_computed"] for r in records
         )
         incremental = _test_accuracy(champion_saved_model(project))
         champion = champion_saved_model(project)

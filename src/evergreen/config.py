@@ -132,7 +132,9 @@ class TrainConfig:
     hparams: dict[str, Any] = field(default_factory=dict)  # custom family: given to build_model
     text_feature: str = ""  # the text column the model reads; default: the only text feature
     max_tokens: int = 20_000
-    sequence_length: int = 200
+    sequence_length: int = 200  # text: the most ids per text (the cap on the chosen length)
+    # text: at a full retrain the length is this quantile of tokens per text (0: always the cap)
+    sequence_length_quantile: float = 0.99
     max_categories: int = 1000  # tabular: vocabulary cap per categorical column (rest: OOV bucket)
     hidden_units: int = 64  # tabular: width of the deep part's first layer (second: half)
     image_size: int = 32  # image: images are resized to image_size x image_size in-graph
@@ -783,6 +785,8 @@ def _beam(v: _Validator, raw: Mapping[str, Any]) -> BeamConfig | None:
             '"--direct_num_workers=2"]',
         )
     return BeamConfig(pipeline_args=list(args))
+
+
 def _evaluate(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> EvaluateConfig:
     v.known_keys("evaluate", raw, tuple(f.name for f in fields(EvaluateConfig)))
     slices = raw.get("slices", [])
@@ -893,7 +897,7 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
             values[name] = v.integer(raw, key, default, minimum=0 if name in _ZERO_OK else 1)
         elif (
             name.startswith("max_")
-            or name == "guard_confidence"
+            or name in ("guard_confidence", "sequence_length_quantile")
             or name.endswith("_rate")
             and "learning" not in name
         ):

@@ -32,7 +32,7 @@ from evergreen.components.featurize import (
 )
 from evergreen.components.train import TrainModel
 from evergreen.config import Config
-from evergreen.errors import NotFound
+from evergreen.errors import EvergreenError, NotFound
 from evergreen.metadata import Artifact
 from evergreen.models.family import ModelFamily, family, load_featurizer
 from evergreen.pipeline import ExecutionContext
@@ -167,11 +167,12 @@ class TrainingLoop:
         from evergreen.report import save_run_report
         from evergreen.tracking import record_run
 
+        completed = self._completed_spans()
+        imported = self._import_tensorflow() if full or self._has_work(completed) else 0.0
         self.project.ingest(progress=progress)
         current = self.store.spans()
         stop = next((r.span for r in current if r.status == "blocked"), None)
         usable = [r for r in current if r.status == "validated" and (stop is None or r.span < stop)]
-        completed = self._completed_spans()
         pending = [r for r in usable if r.span not in completed]
         if full and usable:
             pending = [pending[-1] if pending else usable[-1]]
@@ -179,6 +180,9 @@ class TrainingLoop:
         for record in pending:
             history = [r for r in usable if r.span <= record.span]
             result = self._one_span(record, history, force_full=full)
+            if imported:  # this process's start-up cost, booked once, on its first record
+                result["seconds"]["import_tensorflow"] = round(imported, 3)
+                imported = 0.0
             result["report"] = str(save_run_report(self.project, result))
             record_run(self.project, result)
             records.append(result)
@@ -189,6 +193,60 @@ class TrainingLoop:
             result["report"] = str(save_run_report(self.project, result))
             records.append(result)
         return records
+
+    def _has_work(self, completed: set[int]) -> bool:
+        """Span files not ingested as they are now, or ingested spans without a verdict."""
+        try:
+            found = self.project.discover()
+        except EvergreenError:
+            return False  # no data yet (or a bad layout: ingest says so, without TensorFlow)
+        ingested = {r.span: r for r in self.store.spans()}
+        return any(
+            f.span not in ingested
+            or ingested[f.span].fingerprint != f.fingerprint(self.project.digest)
+            or ingested[f.span].status == "validated"
+            and f.span not in completed
+            for f in found
+        )
+
+    @staticmethod
+    def _import_tensorflow() -> float:
+        """Import TensorFlow now; the seconds it took (0: already imported, e.g. in ``watch``).
+
+        Ingest would otherwise import it on first use, and the run record would book
+        TensorFlow's start-up (seconds) as ingest's.
+        """
+        from evergreen import tf
+
+        if tf.import_seconds:
+            return 0.0
+        tf.tensorflow()
+        return tf.import_seconds
+
+    def _choose_sequence_length(self, featurizer: Any, history: list[Any]) -> None:
+        """Text: set the unfitted featurizer's sequence length from the spans' token counts.
+
+        The word CNN's cost grows with the padded length; see :mod:`evergreen.sequence_length`.
+        Other families (and a custom module, whose model may expect the configured length) keep
+        theirs.
+        """
+        from evergreen.models.text import TextColumnFeaturizer, TextHParams
+        from evergreen.sequence_length import from_statistics
+
+        if self.cfg.train.family != "text" or not isinstance(featurizer, TextColumnFeaturizer):
+            return
+        parts = (
+            stats_mod.load(self.store.artifact(r.statistics_id))
+            for r in history
+            if r.statistics_id is not None
+        )
+        featurizer.inner.sequence_length = from_statistics(
+            parts,
+            featurizer.text_feature,
+            maximum=self.cfg.train.sequence_length,
+            minimum=TextHParams().kernel_size,
+            quantile=self.cfg.train.sequence_length_quantile,
+        )
 
     def _completed_spans(self) -> set[int]:
         """Spans whose verdict is final: their candidate was published, or judged not blessed.
@@ -271,6 +329,7 @@ class TrainingLoop:
         growth: dict[str, Any] | None = None
         if mode == "full":
             unfitted = model_family.new_featurizer(self.feature_types(), cfg)
+            self._choose_sequence_length(unfitted, history)
             fit = self.runner.run(
                 FitFeaturizer(model_family, unfitted, labels),
                 {f"span-{s}": a for s, a in examples.items()},
@@ -623,18 +682,13 @@ class TrainingLoop:
             )
         # Does the champion's frozen featurizer still fit? (text: unknown tokens; tabular: unseen
         # categories; image: always.) The family answers; the policy weighs it with the rest.
-        featurizer = load_featurizer(
-            self.store.artifact(int(champion.properties["featurizer"])).uri
-        )
-        rate, tokens = _unknown_rate(
-            featurizer, list(itertools.islice(span_rows(new_examples, "train"), 2000))
-        )
+        rate, rate_name, tokens = self._unknown_rate(champion, drift, new_examples)
         decision = decide(
             drift,
             cfg=self.cfg.drift,
             unknown_rate=rate,
             max_unknown_rate=cfg.max_unknown_rate,
-            rate_name="unknown-token rate" if featurizer.family == "text" else "unknown-value rate",
+            rate_name=rate_name,
             increments_since_full=self._increments_since_full(),
             full_every=cfg.full_every,
             historic_regression=self._last_forgetting(),
@@ -643,6 +697,28 @@ class TrainingLoop:
             full_after_growth=cfg.full_after_growth,
         )
         return decision.mode, "; ".join(decision.reasons), severity, tokens
+
+    def _unknown_rate(
+        self, champion: Artifact, drift: Any, new_examples: Artifact
+    ) -> tuple[float, str, int]:
+        """The new span's unknown rate under the champion's frozen featurizer, its name, and
+        the tokens computed to know it (0 when the drift report already had it).
+
+        Text: the drift report's, from the span's word sketch against the champion's vocabulary
+        (statistics already counted the words; tokenizing the rows again cost a quarter of a
+        second per update, issue 13). Other families, or drift off: the family measures it on
+        up to 2,000 of the span's train rows.
+        """
+        if drift is not None and drift.unknown_rate is not None:
+            return drift.unknown_rate, "unknown-token rate", 0
+        featurizer = load_featurizer(
+            self.store.artifact(int(champion.properties["featurizer"])).uri
+        )
+        rate, tokens = _measured_unknown_rate(
+            featurizer, list(itertools.islice(span_rows(new_examples, "train"), 2000))
+        )
+        name = "unknown-token rate" if featurizer.family == "text" else "unknown-value rate"
+        return rate, name, tokens
 
     def _text_featurizer(self, champion: Artifact | None) -> Artifact | None:
         """The champion's featurizer artifact when it is a text one (drift's unknown rate)."""
@@ -742,7 +818,7 @@ def dumps(records: list[dict[str, Any]]) -> str:
     return json.dumps(records, default=str)
 
 
-def _unknown_rate(featurizer: Any, rows: list[dict[str, Any]]) -> tuple[float, int]:
+def _measured_unknown_rate(featurizer: Any, rows: list[dict[str, Any]]) -> tuple[float, int]:
     """The frozen featurizer's unknown rate on ``rows``, and the tokens computed to know it.
 
     A text featurizer tokenizes the rows: that work is counted in the ledger like any other.

@@ -4,8 +4,8 @@ Both models are scored through their exported SavedModels on raw rows (text, col
 bytes), so a champion with an older featurizer is compared fairly, on two sets of rows:
 
 * **new**: the new span's eval split; when it has fewer than ``min_eval_rows`` rows, pooled
-  with the latest earlier spans' eval splits (:func:`pooled_eval_spans`, the same rows
-  training's early stopping judged on);
+  with the first rows of the latest earlier spans' eval splits, up to ``min_eval_rows``
+  (:func:`pooled_eval_take`, the same rows training's early stopping judged on);
 * **historic** (the forgetting guard): a uniform, stable sample of all earlier spans' eval rows,
   stratified by span and class (:func:`historic_holdout`), at most ``holdout_rows``.
 
@@ -24,6 +24,10 @@ resamples, fixed seed). Every verdict line prints the allowance it used.
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -340,6 +344,26 @@ def pooled_eval_spans(new_span: int, eval_rows: Mapping[int, int], min_rows: int
     return chosen
 
 
+def pooled_eval_take(new_span: int, eval_rows: Mapping[int, int], min_rows: int) -> dict[int, int]:
+    """How many eval rows each of :func:`pooled_eval_spans` gives: the new span all of its own,
+    earlier spans only the first rows (file order) still missing to reach ``min_rows``.
+
+    Pooling whole earlier spans made the judged set as large as the largest span: with a 48k
+    history and a 480-row span, 9,600 eval rows were scored every update, where 200 are asked
+    for (issue 13). Training's early stopping and the evaluator take the same rows.
+
+    Returns:
+        ``{span: rows}``, in :func:`pooled_eval_spans` order (the new span first).
+    """
+    spans = pooled_eval_spans(new_span, eval_rows, min_rows)
+    take = {new_span: int(eval_rows.get(new_span, 0))}
+    missing = max(min_rows - take[new_span], 0)
+    for span in spans[1:]:
+        take[span] = min(int(eval_rows[span]), missing)
+        missing -= take[span]
+    return take
+
+
 def score_saved_model(
     saved_model: Path,
     rows: Sequence[Mapping[str, Any]] | Sequence[str],
@@ -418,13 +442,73 @@ def historic_holdout(earlier: Sequence[Artifact], cap: int) -> list[dict[str, An
 
     Stratified by span (each span in proportion to its eval split) and by class within a span;
     stable (hash-chosen, so the same rows every run). At most ``cap`` rows; all when fewer.
+    The same rows as :func:`stratified_sample` over each span's whole eval split, read from the
+    span's :func:`holdout_candidates` (at most ``cap`` rows per class) instead of decoding the
+    whole split on every run: the cost no longer grows with the history.
     """
     quotas = allocate(cap, {a.id: int(a.properties["splits"].get("eval", 0)) for a in earlier})
     out: list[dict[str, Any]] = []
     for artifact in earlier:
-        label = artifact.properties["label"]
-        out += stratified_sample(span_rows(artifact, "eval"), quotas[artifact.id], label, "holdout")
+        if not quotas[artifact.id]:
+            continue
+        counts, ranked = holdout_candidates(artifact, cap)
+        per_class = allocate(quotas[artifact.id], counts)
+        chosen = [kv for c, rows in ranked.items() for kv in rows[: per_class.get(c, 0)]]
+        out += [row for _, row in sorted(chosen, key=lambda kv: kv[0])]
     return out
+
+
+HOLDOUT_CACHE = "holdout-cache"
+
+
+def holdout_candidates(
+    artifact: Artifact, cap: int
+) -> tuple[dict[str, int], dict[str, list[tuple[float, dict[str, Any]]]]]:
+    """A span's eval rows per class, and each class's ``cap`` rows with the smallest keys.
+
+    That is all :func:`historic_holdout` can take from the span (a class's quota is at most
+    ``cap``). Computed once per examples artifact (its rows never change) and kept beside its
+    folder in ``holdout-cache-<name>/cap-N/`` (the chosen records, in key order, and the counts);
+    written to a temporary folder and renamed, so a killed run leaves no half-written cache.
+
+    Returns:
+        ``({class: eval rows}, {class: [(key, row), …] in key order})``.
+    """
+    # Beside the artifact's folder, not in it: a subfolder of an examples artifact is a split.
+    uri = Path(artifact.uri)
+    folder = uri.parent / f"{HOLDOUT_CACHE}-{uri.name}" / f"cap-{cap}"
+    types, label = artifact.properties["types"], artifact.properties["label"]
+    if not (folder / "counts.json").is_file():
+        _write_holdout_candidates(artifact, cap, folder)
+    counts = json.loads((folder / "counts.json").read_text(encoding="utf-8"))
+    ranked: dict[str, list[tuple[float, dict[str, Any]]]] = {c: [] for c in counts}
+    for record in examples.iter_records(folder):
+        row = examples.decode(record, types, label)
+        key = split_bucket("holdout" + str(row[examples.ROW_HASH]))
+        ranked.setdefault(str(row[label]), []).append((key, row))
+    return counts, ranked
+
+
+def _write_holdout_candidates(artifact: Artifact, cap: int, folder: Path) -> None:
+    label = artifact.properties["label"]
+    by_class: dict[str, list[tuple[float, bytes]]] = {}
+    for record in examples.iter_records(Path(artifact.uri) / "eval"):
+        row = examples.decode(record, artifact.properties["types"], label)
+        key = split_bucket("holdout" + str(row[examples.ROW_HASH]))
+        by_class.setdefault(str(row[label]), []).append((key, record))
+    partial = folder.parent / f".partial-{os.getpid()}-{folder.name}"
+    shutil.rmtree(partial, ignore_errors=True)
+    writer = examples.ShardWriter(partial, 100_000)
+    for rows in by_class.values():
+        for _, record in sorted(rows, key=lambda kv: kv[0])[:cap]:
+            writer.write(record)
+    writer.close()
+    counts = {c: len(rows) for c, rows in by_class.items()}
+    (partial / "counts.json").write_text(json.dumps(counts), encoding="utf-8")
+    try:
+        os.replace(partial, folder)
+    except OSError:  # another process wrote it first: the same rows
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 class EvaluateCandidate:
@@ -464,13 +548,18 @@ class EvaluateCandidate:
             )
         )
         label = spans[self.new_span].properties["label"]
-        pooled = pooled_eval_spans(
+        take = pooled_eval_take(
             self.new_span,
             {s: int(a.properties["splits"].get("eval", 0)) for s, a in spans.items()},
             self.cfg.min_eval_rows,
         )
+        pooled = list(take)
         sets = {
-            "new": [row for s in pooled for row in span_rows(spans[s], "eval")],
+            "new": [
+                row
+                for s, n in take.items()
+                for row in itertools.islice(span_rows(spans[s], "eval"), n)
+            ],
             "historic": historic_holdout(
                 [a for s, a in spans.items() if s < self.new_span], self.cfg.holdout_rows
             ),
@@ -485,10 +574,16 @@ class EvaluateCandidate:
                 continue
             saved = Path(ctx.inputs[side].uri) / "saved_model"
             columns = self._legacy_columns(ctx, ctx.inputs[side])
+            # One SavedModel load per model: both sets are scored in one call, then split.
+            every = [row for rows in sets.values() for row in rows]
+            all_scores, model_labels = (
+                score_saved_model(saved, every, columns) if every else ([], [])
+            )
+            start = 0
             for name, rows in sets.items():
                 if not rows:
                     continue
-                scores, model_labels = score_saved_model(saved, rows, columns)
+                scores, start = all_scores[start : start + len(rows)], start + len(rows)
                 labels = labels or list(model_labels)
                 truths[name] = [row[label] for row in rows]
                 raw[side, name] = (scores, list(model_labels), read_threshold(saved))

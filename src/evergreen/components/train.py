@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from evergreen.components.evaluate import NO_IMPROVEMENT, allocate, pooled_eval_spans
+from evergreen.components.evaluate import NO_IMPROVEMENT, allocate, pooled_eval_take
 from evergreen.components.schedule import rewarm_schedule, shrink_perturb
 from evergreen.components.threshold import choose_threshold, objective_for, write_decision
 from evergreen.config import TrainConfig
@@ -270,14 +270,13 @@ class TrainModel:
         compile_model(model, learning_rate=lr)
         # Early stopping and the champion baseline judge on the new span's eval rows, pooled
         # with the latest spans' when too few to judge: the rows the evaluator's "new" set uses.
-        eval_spans = pooled_eval_spans(
+        take = pooled_eval_take(
             self.new_span,
             {s: int(a.properties["rows"].get("eval", 0)) for s, a in spans.items()},
             cfg.min_eval_rows,
         )
-        validation = featurized_dataset(
-            [Path(spans[s].uri) / "eval" for s in eval_spans], labels, featurizer, cfg.batch_size
-        )
+        eval_spans = list(take)
+        validation = self._validation(spans, take, labels, featurizer)
         writer = ctx.output("model", "Model", span=self.new_span)
         backup = ctx.output_root / "_backup"  # outside the temp folder: survives kill -9
         resumed_from_epoch = _backed_up_epoch(backup)
@@ -444,6 +443,32 @@ class TrainModel:
             state_dir=state_dir,
         )
         return callback, champion_loss
+
+    def _validation(
+        self,
+        spans: Mapping[int, Artifact],
+        take: Mapping[int, int],
+        labels: list[str],
+        featurizer: Any,
+    ) -> Any:
+        """The eval rows early stopping judges on: :func:`pooled_eval_take`'s, as batches."""
+        parts = [
+            featurized_dataset(
+                [Path(spans[s].uri) / "eval"],
+                labels,
+                featurizer,
+                self.cfg.batch_size,
+                take_per_folder=None if s == self.new_span else n,
+            )
+            for s, n in take.items()
+        ]
+        parts = [part for part in parts if part is not None]
+        if not parts:
+            return None
+        validation = parts[0]
+        for part in parts[1:]:
+            validation = validation.concatenate(part)
+        return validation
 
     def _full_data(self, spans: Mapping[int, Artifact], labels: list[str], featurizer: Any) -> Any:
         """Every span's train split, shuffled."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evergreen.components.evaluate import pooled_eval_spans
+from evergreen.components.evaluate import pooled_eval_take
 from evergreen.errors import WorkerLost
 from evergreen.models.adopted import load_model
 from evergreen.models.family import compile_model, export_serving_model, freeze_lower
@@ -176,16 +176,14 @@ def train(
         model, data, epochs, lr = _model_and_data(component, inputs, spans, labels, featurizer)
         compile_model(model, learning_rate=lr)  # the optimizer (loss-scaled for mixed_float16)
         model.optimizer.build(model.trainable_variables)
-    eval_spans = pooled_eval_spans(
+    take = pooled_eval_take(
         component.new_span,
         {s: int(a.properties["rows"].get("eval", 0)) for s, a in spans.items()},
         cfg.min_eval_rows,
     )
-    from evergreen.components.train import featurized_dataset
-
-    validation = featurized_dataset(
-        [Path(spans[s].uri) / "eval" for s in eval_spans], labels, featurizer, cfg.batch_size
-    )
+    eval_spans = list(take)
+    # the same rows as the single-process trainer and the evaluator (pooled_eval_take)
+    validation = component._validation(spans, take, labels, featurizer)
     weights = class_weights(data.label_counts, labels, cfg.class_weights)
     steps = DistributedSteps(strategy, model, cfg.batch_size, weights, len(labels))
     loop = EpochLoop(component, model, steps, checkpoint_dir, log_dir)

@@ -1,0 +1,195 @@
+"""An update's fixed costs (issue 13): what the CLI imports, and the sequence length from data.
+
+One small fine-foods pipeline (300 rows, then 60) is trained by real ``evergreen run``
+subprocesses; the tests then look at what each command imported (``python -X importtime``
+lists every module a process imports), at the frozen featurizer's sequence length, and at the
+run records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evergreen import config as config_mod
+from evergreen.components import statistics as stats_mod
+from evergreen.config import ConfigError
+from evergreen.project import Project
+from evergreen.sequence_length import from_statistics
+from tests.conftest import dataset, read_csv, write_config, write_csv
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+HEAVY = ("tensorflow", "keras", "sklearn")
+
+
+def evergreen(*args: str, cwd: Path, importtime: bool = False) -> subprocess.CompletedProcess[str]:
+    flags = ["-X", "importtime"] if importtime else []
+    return subprocess.run(
+        [sys.executable, *flags, "-m", "evergreen", *args],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def imported(stderr: str) -> set[str]:
+    """Top-level packages a ``-X importtime`` run imported."""
+    names = set()
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+    return names
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """A text pipeline after a full run on span 1 and an incremental run on span 2."""
+    folder = tmp_path_factory.mktemp("cost")
+    header, rows = read_csv(dataset("fine_foods_train.csv"))
+    write_csv(folder / "data" / "span-1" / "reviews.csv", header, rows[:300])
+    config = write_config(
+        folder,
+        label="score",
+        features={"review": "text"},
+        # 60 rows read as drift by sampling noise alone; the increment is what is tested here
+        extra='[train]\nsequence_length = 1000\nepochs = 1\nincremental_epochs = 1\n[drift]\nfull_retrain_on = "never"\n',
+    )
+    records = []
+    for span, part in ((1, None), (2, rows[300:360])):
+        if part is not None:
+            write_csv(folder / "data" / f"span-{span}" / "reviews.csv", header, part)
+        done = evergreen("run", "-c", str(config), "--json", cwd=folder)
+        assert done.returncode == 0, done.stderr
+        records += json.loads(done.stdout)
+    return config, records
+
+
+@pytest.mark.parametrize(
+    "command", [["--help"], ["status"], ["history"], ["lineage", "a1"], ["status", "--json"]]
+)
+def test_read_only_commands_do_not_import_tensorflow(
+    pipeline: tuple[Path, list[dict]], command: list[str]
+) -> None:
+    config, _ = pipeline
+    args = command if command == ["--help"] else [command[0], "-c", str(config), *command[1:]]
+    done = evergreen(*args, cwd=config.parent, importtime=True)
+    assert done.returncode == 0, done.stderr
+    names = imported(done.stderr)
+    assert "evergreen" in names and "click" in names  # the listing is real
+    assert not names & set(HEAVY), f"`evergreen {' '.join(command)}` imported {names & set(HEAVY)}"
+
+
+def test_run_imports_tensorflow_without_sklearn_and_books_it(
+    pipeline: tuple[Path, list[dict]],
+) -> None:
+    config, records = pipeline
+    assert [r["mode"] for r in records] == ["full", "incremental"]
+    for record in records:  # each run was a fresh process: it paid the import, booked apart
+        assert record["seconds"]["import_tensorflow"] > 0
+    done = evergreen("run", "-c", str(config), cwd=config.parent, importtime=True)
+    assert done.returncode == 0, done.stderr
+    names = imported(done.stderr)
+    # nothing new to train: the run does not import TensorFlow at all
+    assert not names & set(HEAVY), names & set(HEAVY)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from evergreen.tf import tensorflow; tensorflow(); import keras; "
+            "print(sorted(m for m in ('sklearn', 'keras', 'tensorflow') if sys.modules.get(m)))",
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert probe.stdout.split("\n")[-2] == "['keras', 'tensorflow']", probe.stderr
+
+
+def test_sequence_length_comes_from_the_data_and_increments_reuse_it(
+    pipeline: tuple[Path, list[dict]],
+) -> None:
+    config, records = pipeline
+    with Project(config_mod.load(config)) as project:
+        models = project.store.artifacts(type="Model")
+        assert [m.properties["mode"] for m in models] == ["full", "incremental"]
+        featurizers = {int(m.properties["featurizer"]) for m in models}
+        assert len(featurizers) == 1  # the increment reused the full run's frozen featurizer
+        fitted = project.store.artifact(featurizers.pop())
+        length = int(fitted.properties["sequence_length"])
+        on_disk = json.loads((Path(fitted.uri) / "featurizer.json").read_text())
+        assert on_disk["config"]["sequence_length"] == length
+        # the exact token counts of the span the featurizer was fitted on
+        span = project.store.spans()[0]
+        counts = sorted(
+            len(stats_mod.words(row["review"] or ""))
+            for row in loop_rows(project, span.examples_id)
+        )
+    assert length < 1000  # the configured cap; the reviews' 99th percentile is well below it
+    assert np.quantile(counts, 0.98) <= length <= max(counts)
+    # the featurized shards have exactly that many ids per row
+    assert records[0]["tokens_computed"] > 0
+
+
+def loop_rows(project: Project, examples_id: int) -> list[dict]:
+    from evergreen.components.featurize import span_rows
+
+    artifact = project.store.artifact(examples_id)
+    return [row for split in ("train", "eval") for row in span_rows(artifact, split)]
+
+
+def test_from_statistics_quantile_cap_floor_and_off() -> None:
+    stats = stats_mod.SpanStatistics({"text": "text"})
+    texts = [" ".join(["word"] * n) for n in range(1, 101)]  # 1 … 100 tokens
+    stats.add_batch([{"text": t, "y": "a"} for t in texts], "y")
+    args = {"maximum": 200, "minimum": 5}
+    assert from_statistics([stats], "text", quantile=0.99, **args) == math.ceil(
+        stats.columns["text"].word_counts.get_quantile(0.99)
+    )
+    assert 98 <= from_statistics([stats], "text", quantile=0.99, **args) <= 100
+    assert from_statistics([stats], "text", quantile=0.99, maximum=40, minimum=5) == 40
+    assert from_statistics([stats], "text", quantile=0.0, **args) == 200  # off: the cap
+    short = stats_mod.SpanStatistics({"text": "text"})
+    short.add_batch([{"text": "two words", "y": "a"}] * 10, "y")
+    assert from_statistics([short], "text", quantile=0.99, **args) == 5  # the Conv1D kernel
+    assert from_statistics([], "text", quantile=0.99, **args) == 200  # no statistics
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, "high"])
+def test_sequence_length_quantile_is_validated(tmp_path: Path, value: object) -> None:
+    config = write_config(
+        tmp_path,
+        label="score",
+        extra=f"[train]\nsequence_length_quantile = {json.dumps(value)}\n",
+    )
+    with pytest.raises(ConfigError, match="train.sequence_length_quantile"):
+        config_mod.load(config)
+
+
+def test_holdout_candidates_are_cached_beside_the_examples_and_choose_the_same_rows(
+    pipeline: tuple[Path, list[dict]],
+) -> None:
+    from evergreen.components import evaluate
+    from evergreen.components.featurize import span_rows
+
+    config, _ = pipeline
+    with Project(config_mod.load(config)) as project:
+        first = project.store.artifact(project.store.spans()[0].examples_id)
+        uri = Path(first.uri)
+        # the increment's evaluation judged span 1's holdout: its cache was written then
+        assert (uri.parent / f"holdout-cache-{uri.name}" / "cap-2000" / "counts.json").is_file()
+        # and not inside the examples folder, whose subfolders are its splits
+        assert sorted(p.name for p in uri.iterdir() if p.is_dir()) == ["eval", "train"]
+        label = first.properties["label"]
+        for k in (40, 10, 3):  # span 1 has about 60 eval rows: samples of several sizes
+            whole = evaluate.stratified_sample(span_rows(first, "eval"), k, label, "holdout")
+            assert evaluate.historic_holdout([first], k) == whole and len(whole) == k
