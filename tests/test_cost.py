@@ -122,12 +122,15 @@ def test_sequence_length_comes_from_the_data_and_increments_reuse_it(
     with Project(config_mod.load(config)) as project:
         models = project.store.artifacts(type="Model")
         assert [m.properties["mode"] for m in models] == ["full", "incremental"]
-        featurizers = {int(m.properties["featurizer"]) for m in models}
-        assert len(featurizers) == 1  # the increment reused the full run's frozen featurizer
-        fitted = project.store.artifact(featurizers.pop())
+        full, increment = (project.store.artifact(int(m.properties["featurizer"])) for m in models)
+        # The increment uses the full run's featurizer, or one grown append-only from it: either
+        # way the full run's sequence length.
+        assert increment.id == full.id or increment.properties["grown_from"] == full.id
+        fitted = full
         length = int(fitted.properties["sequence_length"])
-        on_disk = json.loads((Path(fitted.uri) / "featurizer.json").read_text())
-        assert on_disk["config"]["sequence_length"] == length
+        for featurizer in (full, increment):
+            on_disk = json.loads((Path(featurizer.uri) / "featurizer.json").read_text())
+            assert on_disk["config"]["sequence_length"] == length
         # the exact token counts of the span the featurizer was fitted on
         span = project.store.spans()[0]
         counts = sorted(

@@ -211,7 +211,12 @@ def test_churn_in_five_spans_matches_a_full_retrain(
     with Project(config_mod.load(config)) as project:
         store = project.store
         [fit] = store.runs(component="fit-featurizer")  # fit once, frozen for every increment
-        assert [a.properties["family"] for a in store.artifacts(type="Featurizer")] == ["tabular"]
+        featurizers = store.artifacts(type="Featurizer")
+        assert {a.properties["family"] for a in featurizers} == {"tabular"}
+        # Every other featurizer grew append-only from the fitted one (new categories only).
+        assert [a.id for a in featurizers if "grown_from" not in a.properties] == [
+            fit_output.id for fit_output in store.run_outputs(fit.id).values()
+        ]
         for record in records[1:]:
             examples = next(a for a in store.artifacts(type="Examples") if a.span == record["span"])
             # Only the new span is featurized; the history's featurized shards are reused.

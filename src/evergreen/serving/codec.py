@@ -346,7 +346,8 @@ def decode_v2(
         if not isinstance(tensor, dict):
             raise BadRequest(f"inputs[{i}] must be an object, got {_kind(tensor)}")
         params = tensor.get("parameters")
-        binary_input = isinstance(params, dict) and "binary_data_size" in params
+        # binary_data_size: null is no binary size (v2binary skips it too): the input needs data.
+        binary_input = isinstance(params, dict) and params.get("binary_data_size") is not None
         required = ("name", "shape", "datatype") if binary_input else _V2_KEYS
         missing = [k for k in required if k not in tensor]
         if missing:
