@@ -23,7 +23,7 @@ from typing import Any
 
 from evergreen import examples as examples_mod
 from evergreen import readers, spans
-from evergreen.artifacts import file_sha256, remove_stale_temporaries
+from evergreen.artifacts import remove_stale_temporaries
 from evergreen.components import drift as drift_mod
 from evergreen.components import ingest as ingest_mod
 from evergreen.components import schema as schema_mod
@@ -31,6 +31,7 @@ from evergreen.components import statistics as stats_mod
 from evergreen.components import validate as validate_mod
 from evergreen.config import Config, check_columns
 from evergreen.errors import DataError, NoSpanFiles, NotFound, SchemaError
+from evergreen.file_digests import FileDigests
 from evergreen.lock import PipelineLock
 from evergreen.metadata import Artifact, MetadataStore, SpanRecord
 from evergreen.pipeline import Runner, RunResult
@@ -57,6 +58,7 @@ class Project:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = MetadataStore(config.metadata_url, config.name)
+        self.digests = FileDigests(self.store.engine)
         self.runner = Runner(self.store, config.artifacts_dir)
         self._lock = PipelineLock(self.store, "evergreen")
 
@@ -135,7 +137,7 @@ class Project:
         _refuse_late_spans(found, all_versions)
         types = self.feature_types(found[0])
         for span_files in found:
-            fingerprint = span_files.fingerprint(self._digest)
+            fingerprint = span_files.fingerprint(self.digests.digest)
             record = current.get(span_files.span)
             if (
                 record is not None
@@ -334,19 +336,7 @@ class Project:
 
     def digest(self, path: Path) -> str:
         """A span file's content digest, reused while its size and mtime are unchanged."""
-        return self._digest(path)
-
-    def _digest(self, path: Path) -> str:
-        try:
-            stat = path.stat()
-            key = str(path.resolve())
-            cached = self.store.cached_digest(key, stat.st_size, stat.st_mtime_ns)
-            if cached is None:
-                cached = file_sha256(path)
-                self.store.store_digest(key, stat.st_size, stat.st_mtime_ns, cached)
-        except OSError as e:
-            raise DataError(f"cannot read {path}: {e.strerror or e}; check the file") from None
-        return cached
+        return self.digests.digest(path)
 
     # -- reading back -------------------------------------------------------------------------
     def current_schema(self) -> schema_mod.Schema | None:
