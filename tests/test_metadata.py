@@ -108,3 +108,22 @@ def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(MetadataError, match="cannot open the metadata store"):
         MetadataStore("postgresql://postgres@127.0.0.1:1/nowhere", "p")
+
+
+def test_decision_log_keeps_the_latest_record_per_span(metadata_url: str) -> None:
+    from evergreen.decision_log import DecisionLog
+
+    store = MetadataStore(metadata_url, "p1")
+    log = DecisionLog(store)
+    assert log.latest(1) is None and log.all_latest() == {}
+    first = log.save({"span": 1, "mode": "full", "seconds": {"train": 1.5}, "version": 1})
+    assert first == {"span": 1, "mode": "full", "seconds": {"train": 1.5}, "version": 1}
+    log.save({"span": 2, "mode": "block", "version": None, "path": Path("x")})
+    log.save({"span": 1, "mode": "incremental", "version": 2})
+    assert log.latest(1) == {"span": 1, "mode": "incremental", "version": 2}
+    assert log.latest(2) == {"span": 2, "mode": "block", "version": None, "path": "x"}
+    assert [r["mode"] for r in log.all_latest().values()] == ["incremental", "block"]
+    other = MetadataStore(metadata_url, "p2")
+    assert DecisionLog(other).all_latest() == {}
+    other.close()
+    store.close()

@@ -11,13 +11,14 @@ database, its own table).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -98,12 +99,31 @@ writer_locks_table = sa.Table(
 )
 
 
+_Row = TypeVar("_Row")
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _from_row(cls: type[_Row], row: Any) -> _Row:
+    """A record dataclass from a database row with the same column names (JSON columns copied:
+    a record never shares a dict with SQLAlchemy's row cache)."""
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        value = getattr(row, f.name)
+        if f.type == "dict[str, Any]":
+            value = dict(value or {})
+        elif f.type == "list[str]":
+            value = list(value)
+        values[f.name] = value
+    return cls(**values)
+
+
 @dataclass(frozen=True)
 class Artifact:
+    """An artifact: a folder of files at ``uri`` with its type, span and properties."""
+
     id: int
     type: str
     uri: str
@@ -112,21 +132,11 @@ class Artifact:
     fingerprint: str
     properties: dict[str, Any]
 
-    @classmethod
-    def from_row(cls, row: Any) -> Artifact:
-        return cls(
-            row.id,
-            row.type,
-            row.uri,
-            row.span,
-            row.version,
-            row.fingerprint,
-            dict(row.properties or {}),
-        )
-
 
 @dataclass(frozen=True)
 class Run:
+    """One execution of a component: its cache key, parameters, status and summary."""
+
     id: int
     component: str
     span: int | None
@@ -137,23 +147,11 @@ class Run:
     error: str | None
     summary: dict[str, Any]
 
-    @classmethod
-    def from_row(cls, row: Any) -> Run:
-        return cls(
-            row.id,
-            row.component,
-            row.span,
-            row.cache_key,
-            dict(row.parameters or {}),
-            row.status,
-            row.seconds,
-            row.error,
-            dict(row.summary or {}),
-        )
-
 
 @dataclass(frozen=True)
 class SpanRecord:
+    """One version of a span: its files, status and the artifacts ingest made of it."""
+
     span: int
     version: int
     fingerprint: str
@@ -290,14 +288,14 @@ class MetadataStore:
                 .order_by(runs_table.c.id.desc())
                 .limit(1)
             ).first()
-        return Run.from_row(row) if row else None
+        return _from_row(Run, row) if row else None
 
     def run(self, run_id: int) -> Run:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(runs_table).where(runs_table.c.id == run_id)).first()
         if row is None:
             raise NotFound(f"run r{run_id} does not exist; `evergreen status` lists recent runs")
-        return Run.from_row(row)
+        return _from_row(Run, row)
 
     def runs(self, component: str | None = None, limit: int = 1000) -> list[Run]:
         query = sa.select(runs_table).where(runs_table.c.pipeline == self.pipeline)
@@ -305,7 +303,7 @@ class MetadataStore:
             query = query.where(runs_table.c.component == component)
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(runs_table.c.id.desc()).limit(limit)).all()
-        return [Run.from_row(r) for r in rows]
+        return [_from_row(Run, r) for r in rows]
 
     # -- artifacts and events --------------------------------------------------------------
     def register_artifact(
@@ -356,7 +354,7 @@ class MetadataStore:
             raise NotFound(
                 f"artifact a{artifact_id} does not exist; `evergreen status` lists artifacts"
             )
-        return Artifact.from_row(row)
+        return _from_row(Artifact, row)
 
     def artifacts(self, type: str | None = None, span: int | None = None) -> list[Artifact]:
         query = sa.select(artifacts_table).where(artifacts_table.c.pipeline == self.pipeline)
@@ -366,7 +364,7 @@ class MetadataStore:
             query = query.where(artifacts_table.c.span == span)
         with self.engine.connect() as conn:
             return [
-                Artifact.from_row(r)
+                _from_row(Artifact, r)
                 for r in conn.execute(query.order_by(artifacts_table.c.id)).all()
             ]
 
@@ -380,7 +378,7 @@ class MetadataStore:
                 .join(events_table, events_table.c.run_id == runs_table.c.id)
                 .where(events_table.c.artifact_id == artifact_id, events_table.c.kind == "output")
             ).first()
-        return Run.from_row(row) if row else None
+        return _from_row(Run, row) if row else None
 
     def run_inputs(self, run_id: int) -> dict[str, Artifact]:
         return {name: art for name, art in self._edges(events_table.c.run_id == run_id, "input")}
@@ -393,7 +391,7 @@ class MetadataStore:
                 .where(events_table.c.artifact_id == artifact_id, events_table.c.kind == "input")
                 .order_by(runs_table.c.id)
             ).all()
-        return [Run.from_row(r) for r in rows]
+        return [_from_row(Run, r) for r in rows]
 
     def _edges(self, where: Any, kind: str) -> list[tuple[str, Artifact]]:
         with self.engine.connect() as conn:
@@ -403,7 +401,7 @@ class MetadataStore:
                 .where(where, events_table.c.kind == kind)
                 .order_by(artifacts_table.c.id)
             ).all()
-        return [(r.name, Artifact.from_row(r)) for r in rows]
+        return [(r.name, _from_row(Artifact, r)) for r in rows]
 
     # -- spans --------------------------------------------------------------------------------
     def spans(self, include_superseded: bool = False) -> list[SpanRecord]:
@@ -412,19 +410,7 @@ class MetadataStore:
             query = query.where(spans_table.c.status != "superseded")
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(spans_table.c.span, spans_table.c.version)).all()
-        return [
-            SpanRecord(
-                r.span,
-                r.version,
-                r.fingerprint,
-                list(r.files),
-                r.status,
-                r.examples_id,
-                r.statistics_id,
-                r.anomalies_id,
-            )
-            for r in rows
-        ]
+        return [_from_row(SpanRecord, r) for r in rows]
 
     def add_span_version(
         self,
