@@ -59,3 +59,15 @@ def test_errors_without_a_status_are_internal_errors_with_the_class_name(error):
         grpc.StatusCode.INTERNAL,
         f"internal error: {name}: {error}",
     )
+
+
+def test_the_tree_drawn_in_the_docstring_names_every_error_class():
+    drawn = {
+        line.split("─ ")[-1].split()[0] for line in errors.__doc__.splitlines() if "─ " in line
+    }
+    classes = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.EvergreenError)
+    }
+    assert classes - {"EvergreenError"} == drawn, "draw each class in evergreen.errors' docstring"

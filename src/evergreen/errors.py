@@ -23,6 +23,8 @@ errors.
     ├── PipelineBusy               another writer holds the pipeline's lock
     ├── RegistryError              a registry file is damaged (aliases.json, a manifest)
     │   └── IntegrityError         a version's files or signature do not match its manifest
+    ├── WorkerLost                 exit 75: a worker of a multi-worker training stopped; retry
+    ├── BeamError                  a Beam pipeline's output does not account for its input
     └── ServingError               a request the model server refuses (never reaches the CLI)
         ├── BadRequest             400 INVALID_ARGUMENT: the body, an input, a signature name
         ├── Unauthorized           401 UNAUTHENTICATED: missing or wrong API key
