@@ -21,7 +21,7 @@ errors.
     ├── NotFound                   an artifact, run, span, model, version, label or route that
     │                              does not exist; while serving: 404 NOT_FOUND
     ├── PipelineBusy               another writer holds the pipeline's lock
-    ├── RegistryError              a registry file is damaged (aliases.json, a manifest)
+    ├── RegistryError              a registry file is damaged, or a name, alias or manifest is refused
     │   └── IntegrityError         a version's files or signature do not match its manifest
     ├── WorkerLost                 exit 75: a worker of a multi-worker training stopped; retry
     ├── BeamError                  a Beam pipeline's output does not account for its input
