@@ -9,7 +9,8 @@ import pytest
 from evergreen.config import TrainConfig
 from evergreen.errors import ConfigError
 from evergreen.models.adopted import PassThroughFeaturizer
-from evergreen.models.family import FAMILIES, Featurizer, family, load_featurizer
+from evergreen.models.contract import Featurizer
+from evergreen.models.registry import FAMILIES, family, load_featurizer
 
 ROWS = [
     {"review": "great tea, will buy again", "price": 3.0, "shop": "a", "image": None},

@@ -430,7 +430,7 @@ def predict(
     raw columns such as '{"state": "KS", "account_length": 128}' (tabular and adopted models).
     """
     from evergreen.loop import champion_saved_model
-    from evergreen.models.family import feed_saved_model, raw_inputs_of
+    from evergreen.models.saved_model import feed_saved_model, raw_inputs_of
     from evergreen.models.text import predict_texts
 
     with _project(config_path, root) as project:

@@ -10,9 +10,10 @@ Typical use::
     featurizer = TextFeaturizer(max_tokens=20000, sequence_length=200).fit(train_texts)
     model = build_model(featurizer.vocabulary_size(), len(labels), TextHParams(),
                         sequence_length=featurizer.sequence_length)
-    compile_model(model, learning_rate=1e-3)
+    compile_model(model, learning_rate=1e-3)            # evergreen.models.contract
     model.fit(featurizer.transform(train_texts), train_label_ids, epochs=4, batch_size=64)
-    export_serving_model(featurizer, model, labels, export_dir)
+    column = TextColumnFeaturizer("review", featurizer)  # the family contract, for the exporter
+    export_serving_model(column, model, labels, export_dir)  # evergreen.models.serving_export
     predict_texts(export_dir, ["Great coffee, will buy again."])
 
 Token ids: 0 is padding, 1 is the unknown (out-of-vocabulary) token, learned tokens start at 2
@@ -32,6 +33,14 @@ from typing import Any
 import numpy as np
 
 from evergreen.errors import ConfigError, DataError, NotFound
+from evergreen.models.contract import (
+    ConfigProblem,
+    check_format,
+    keras_module,
+    read_family,
+    save_family,
+)
+from evergreen.models.decision import decide, read_threshold
 from evergreen.tf import tensorflow
 
 __all__ = [
@@ -40,10 +49,9 @@ __all__ = [
     "PAD_ID",
     "TextFeaturizer",
     "TextHParams",
+    "TextColumnFeaturizer",
+    "TextFamily",
     "build_model",
-    "compile_model",
-    "export_serving_model",
-    "freeze_lower",
     "predict_texts",
 ]
 
@@ -59,13 +67,8 @@ _BATCH = 1024  # strings per TextVectorization call: per-call overhead dominates
 
 # The model's layers from input to output; freeze_lower(model, n) freezes the first n.
 LAYER_NAMES = ("embedding", "conv", "pool", "dropout", "classifier")
-
-
-def _keras() -> Any:
-    tensorflow()  # quiet C++ logs before Keras pulls TensorFlow in
-    import keras
-
-    return keras
+# Keras TextVectorization's punctuation strip (keras/src/layers/preprocessing/text_vectorization.py)
+STRIP_REGEX = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
 
 
 def _as_text(value: Any) -> str | bytes:
@@ -189,7 +192,7 @@ class TextFeaturizer:
         """
         self._check_params()
         tf = tensorflow()
-        keras = _keras()
+        keras = keras_module()
         self.vocabulary_, self.texts_seen_, self._tokenize = None, 0, None
         seen = 0
 
@@ -252,7 +255,7 @@ class TextFeaturizer:
         This is the one place the tokenizer is built: :meth:`transform` and the exported
         SavedModel both use it.
         """
-        keras = _keras()
+        keras = keras_module()
         # max_tokens bounds adapt() only; a grown vocabulary (see grow) may exceed it, and
         # Keras refuses a given vocabulary larger than max_tokens.
         kwargs = {**self._layer_kwargs(), "max_tokens": None}
@@ -297,7 +300,7 @@ class TextFeaturizer:
         tf = tensorflow()
         layer = self.layer("count_tokens") if self.vocabulary_ else None
         if layer is None:
-            layer = _keras().layers.TextVectorization(**self._layer_kwargs())
+            layer = keras_module().layers.TextVectorization(**self._layer_kwargs())
         counts: Counter[str] = Counter()
         batch: list[str | bytes] = []
         for text in [*texts, None]:
@@ -369,12 +372,7 @@ class TextFeaturizer:
             if not (directory / name).is_file():
                 raise NotFound(f"text featurizer file {directory / name} does not exist.")
         meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise DataError(
-                f"text featurizer in {directory} has format_version "
-                f"{meta.get('format_version')!r}; this Evergreen reads {FORMAT_VERSION}. "
-                "Refit it with a full retrain (--full)."
-            )
+        check_format(meta, FORMAT_VERSION, f"text featurizer in {directory}")
         for key, ours in (("standardize", STANDARDIZE), ("split", SPLIT)):
             if meta.get(key) != ours:
                 raise DataError(
@@ -449,7 +447,7 @@ class TextHParams:
         return cls(**data)
 
 
-def config_problem(cfg: Any, *, model: bool = True) -> tuple[str, Any, str] | None:
+def config_problem(cfg: Any, *, model: bool = True) -> ConfigProblem | None:
     """What the text featurizer (and, with ``model``, the word CNN) needs of ``[train]``.
 
     Returns:
@@ -489,20 +487,23 @@ def build_model(
 
     Raises:
         DataError: fewer than 2 classes.
-        ValueError: vocab_size or sequence_length is too small.
+        ConfigError: vocab_size or sequence_length is too small (names the setting to change).
     """
-    keras = _keras()
+    keras = keras_module()
     hp = hparams if hparams is not None else TextHParams()
     if num_classes < 2:
         raise DataError(
             f"a text classifier needs at least 2 classes; the training data has {num_classes}."
         )
     if vocab_size < 3:
-        raise ValueError(f"vocab_size={vocab_size} is too small: expected >= 3 (2 are reserved).")
+        raise ConfigError(
+            f"vocab_size={vocab_size} is too small: expected >= 3 (ids 0 and 1 are reserved); "
+            "raise train.max_tokens to 3 or more."
+        )
     if sequence_length is not None and sequence_length < hp.kernel_size:
-        raise ValueError(
+        raise ConfigError(
             f"sequence_length={sequence_length} is shorter than kernel_size={hp.kernel_size}: "
-            "raise the featurizer's sequence_length or lower kernel_size."
+            "raise the featurizer's sequence_length (train.sequence_length) or lower kernel_size."
         )
     layers = keras.layers
     inputs = keras.Input(shape=(sequence_length,), dtype="int64", name="token_ids")
@@ -514,122 +515,9 @@ def build_model(
     return keras.Model(inputs, outputs, name="text_cnn")
 
 
-def compile_model(model: Any, learning_rate: float = 1e-3) -> Any:
-    """Compile for integer label ids: Adam, sparse categorical cross-entropy, accuracy.
-
-    Call it again after :func:`freeze_lower` for the change to take effect.
-    """
-    keras = _keras()
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
-
-
-def freeze_lower(model: Any, n_layers: int) -> list[str]:
-    """Make the ``n_layers`` layers nearest the input non-trainable and all others trainable.
-
-    It sets the whole state, so ``freeze_lower(model, 0)`` unfreezes a model whose layers were
-    frozen when it was saved. Recompile afterwards (:func:`compile_model`).
-
-    Returns:
-        The names of the frozen layers, from the input up.
-
-    Raises:
-        ConfigError: ``n_layers`` is negative or would freeze the classifier.
-    """
-    keras = _keras()
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if not (isinstance(n_layers, int) and 0 <= n_layers < len(layers)):
-        raise ConfigError(
-            f"freeze_lower_layers={n_layers!r} is not allowed: expected 0 to {len(layers) - 1}. "
-            f"The layers from the input are {', '.join(layer.name for layer in layers)}; "
-            "the last one always trains."
-        )
-    for index, layer in enumerate(layers):
-        layer.trainable = index >= n_layers
-    return [layer.name for layer in layers[:n_layers]]
-
-
 # --------------------------------------------------------------------------------------------
-# Export and prediction
+# Prediction
 # --------------------------------------------------------------------------------------------
-
-
-def export_serving_model(
-    featurizer: TextFeaturizer, model: Any, labels: Sequence[str], export_dir: str | Path
-) -> Path:
-    """Write a SavedModel that classifies raw strings, loadable with no Evergreen code.
-
-    Signatures, each taking ``text``: string ``[None]``:
-
-    - ``serving_default`` → ``scores``: float32 ``[None, C]``, ``classes``: string
-      ``[None, C]`` (the label names, TF Serving classify style).
-    - ``classify`` → ``label``: string ``[None]``, ``score``: float32 ``[None]``.
-    - ``tokenize`` → ``token_ids``: int64 ``[None, sequence_length]``, the in-graph ids.
-
-    Args:
-        featurizer: The fitted featurizer the model was trained on.
-        model: A Keras model from token ids to C class probabilities.
-        labels: Label names by class index (C of them).
-        export_dir: Where to write; the caller makes it atomic (temporary folder, rename).
-
-    Returns:
-        ``export_dir`` as a Path.
-    """
-    tf = tensorflow()
-    keras = _keras()
-    labels = [str(label) for label in labels]
-    num_classes = int(model.output_shape[-1])
-    if len(labels) != num_classes:
-        raise ValueError(f"the model has {num_classes} outputs but {len(labels)} labels came.")
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"labels must be distinct, got {labels!r}.")
-    vectorize = featurizer.layer()
-    vectorize(tf.constant([""], dtype=tf.string))  # ExportArchive only tracks built layers
-    label_names = tf.constant(labels, dtype=tf.string)
-    text_spec = [tf.TensorSpec(shape=[None], dtype=tf.string, name="text")]
-
-    def probabilities(text: Any) -> Any:
-        ids = vectorize(text)
-        # An empty batch would fail inside Conv1D/Dense (shape error), so answer it directly.
-        return tf.cond(
-            tf.shape(ids)[0] > 0,
-            lambda: tf.cast(model(ids, training=False), tf.float32),
-            lambda: tf.zeros([0, num_classes], dtype=tf.float32),
-        )
-
-    def serve(text: Any) -> dict[str, Any]:
-        scores = probabilities(text)
-        classes = tf.tile(label_names[tf.newaxis, :], [tf.shape(scores)[0], 1])
-        return {"scores": scores, "classes": classes}
-
-    def classify(text: Any) -> dict[str, Any]:
-        scores = probabilities(text)
-        best = tf.argmax(scores, axis=-1)
-        return {"label": tf.gather(label_names, best), "score": tf.reduce_max(scores, axis=-1)}
-
-    def tokenize(text: Any) -> dict[str, Any]:
-        return {"token_ids": vectorize(text)}
-
-    archive = keras.export.ExportArchive()
-    archive.track(vectorize)
-    archive.track(model)
-    archive.add_endpoint("serving_default", serve, input_signature=text_spec)
-    archive.add_endpoint("classify", classify, input_signature=text_spec)
-    archive.add_endpoint("tokenize", tokenize, input_signature=text_spec)
-    # TF Serving's Classify/Regress signatures over tf.Example, as family.py exports them.
-    from evergreen.models.tfserving_signatures import add_example_signatures, set_method_names
-
-    add_example_signatures(
-        archive, {"text": tf.string}, lambda raw: probabilities(raw["text"]), labels
-    )
-    export_dir = Path(export_dir)
-    archive.write_out(str(export_dir), verbose=False)
-    set_method_names(export_dir)
-    return export_dir
 
 
 def predict_texts(
@@ -647,8 +535,6 @@ def predict_texts(
     export_dir = Path(export_dir)
     if not (export_dir / "saved_model.pb").is_file():
         raise NotFound(f"no SavedModel in {export_dir} (expected {export_dir / 'saved_model.pb'}).")
-    from evergreen.components.threshold import decide, read_threshold
-
     serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
     threshold = read_threshold(export_dir)  # a binary model's exported decision threshold
     texts = [_as_text(text) for text in texts]
@@ -724,6 +610,58 @@ class TextColumnFeaturizer:
     def fingerprint(self) -> str:
         return self.inner.fingerprint()
 
+    @property
+    def sequence_length(self) -> int:
+        """Ids per text (:class:`~evergreen.models.contract.SequenceSized`)."""
+        return self.inner.sequence_length
+
+    @sequence_length.setter
+    def sequence_length(self, value: int) -> None:
+        self.inner.sequence_length = value
+        self._layer = None
+
+    @property
+    def min_sequence_length(self) -> int:
+        """The shortest sequence the word CNN accepts: its Conv1D kernel."""
+        return TextHParams().kernel_size
+
+    def vocabulary(self) -> list[str]:
+        """All tokens by id, reserved ones included (:meth:`TextFeaturizer.vocabulary`)."""
+        return self.inner.vocabulary()
+
+    def text_vocabulary(self) -> set[str]:
+        """The learned tokens (reserved ids left out), for drift's unknown-word rate."""
+        return set(self.inner.vocabulary()[len(_RESERVED) :])
+
+    def tokenizer_spec(self) -> dict[str, Any]:
+        """How a text becomes token ids, for an app that tokenizes without TensorFlow."""
+        inner = self.inner
+        return {
+            "input": "token_ids",
+            "dtype": "int64",
+            "sequence_length": inner.sequence_length,
+            "pad_id": PAD_ID,
+            "oov_id": OOV_ID,
+            "vocabulary_file": "vocabulary.txt",
+            "vocabulary_size": inner.vocabulary_size(),
+            "standardize": STANDARDIZE,
+            # What Keras's TextVectorization does, step by step (tf.strings.lower without an
+            # encoding lowercases ASCII only; the split is on runs of ASCII whitespace).
+            "lowercase": "ASCII A-Z only; other characters are left as they are",
+            "strip_regex": STRIP_REGEX,
+            "strip": "delete every match of strip_regex (after lowercasing)",
+            "split": SPLIT,
+            "split_on": "runs of ASCII whitespace (space, \\t, \\n, \\v, \\f, \\r)",
+            "ngrams": inner.ngrams,
+            "ngrams_rule": "when ngrams = n is set: the split tokens, then every 2-gram, …, n-gram "
+            "of consecutive tokens joined by one space, before truncation",
+            "truncate": "keep the first sequence_length tokens",
+            "pad": "append pad_id up to sequence_length",
+            "unknown": "a token not in vocabulary.txt becomes oov_id",
+            "text_column": self.text_feature,
+            "fingerprint": inner.fingerprint(),
+        }
+
     def properties(self) -> dict[str, Any]:
         return {
             "text_feature": self.text_feature,
@@ -732,18 +670,13 @@ class TextColumnFeaturizer:
         }
 
     def save(self, directory: str | Path) -> Path:
-        from evergreen.models.family import save_family
-
         self.inner.save(directory)
         save_family(directory, "text", {"text_feature": self.text_feature})
         return Path(directory)
 
     @classmethod
     def load(cls, directory: str | Path) -> TextColumnFeaturizer:
-        from evergreen.models.family import FAMILY_FILE
-
-        meta = json.loads((Path(directory) / FAMILY_FILE).read_text(encoding="utf-8"))
-        return cls(meta["text_feature"], TextFeaturizer.load(directory))
+        return cls(read_family(directory)["text_feature"], TextFeaturizer.load(directory))
 
     def grow(
         self, rows: Iterable[Mapping[str, Any]], min_count: int, limit: int
@@ -790,7 +723,7 @@ class TextColumnFeaturizer:
         return parsed["ids"]
 
     def keras_inputs(self) -> Any:
-        keras = _keras()
+        keras = keras_module()
         return keras.Input(shape=(self.inner.sequence_length,), dtype="int64", name="token_ids")
 
     def raw_signature(self) -> dict[str, Any]:
