@@ -43,3 +43,29 @@ def test_unknown_family_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="tabulr"):
         family("tabulr")
     assert FAMILIES == ("text", "tabular", "image", "custom")
+
+
+def _evergreen_imports(path: Path) -> set[str]:
+    """Every ``evergreen.*`` module a file imports, at module level or inside functions."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.startswith("evergreen")}
+
+
+def test_models_package_is_layered() -> None:
+    # The families import the contract; only code outside models/ imports the registry, and
+    # models/ never imports the pipeline's components (a layering inversion and, before, a
+    # six-module import cycle).
+    import evergreen.models
+
+    folder = Path(evergreen.models.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        imports = _evergreen_imports(path)
+        assert "evergreen.models.registry" not in imports, path.name
+        assert not any(name.startswith("evergreen.components") for name in imports), path.name

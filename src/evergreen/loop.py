@@ -34,7 +34,7 @@ from evergreen.components.train import TrainModel
 from evergreen.config import Config
 from evergreen.errors import EvergreenError, NotFound
 from evergreen.metadata import Artifact
-from evergreen.models.contract import ModelFamily
+from evergreen.models.contract import ModelFamily, SequenceSized
 from evergreen.models.registry import family, load_featurizer
 from evergreen.pipeline import ExecutionContext
 from evergreen.project import Project
@@ -231,7 +231,6 @@ class TrainingLoop:
         Other families (and a custom module, whose model may expect the configured length) keep
         theirs.
         """
-        from evergreen.models.contract import SequenceSized
         from evergreen.sequence_length import from_statistics
 
         if self.cfg.train.family != "text" or not isinstance(featurizer, SequenceSized):

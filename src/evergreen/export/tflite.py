@@ -36,7 +36,12 @@ from typing import Any
 
 import numpy as np
 
+from evergreen.components.featurize import span_rows
 from evergreen.errors import EvergreenError, NotFound
+from evergreen.models.adopted import load_model
+from evergreen.models.registry import load_featurizer
+from evergreen.models.saved_model import feed_saved_model
+from evergreen.registry import CHAMPION, Registry
 from evergreen.tf import tensorflow
 
 QUANTIZATIONS = ("none", "float16", "int8")
@@ -173,9 +178,6 @@ def _check_out(out: Path) -> None:
 
 
 def _resolve(project: Any, version: int | None) -> _Source:
-    from evergreen.models.registry import load_featurizer
-    from evergreen.registry import CHAMPION, Registry
-
     cfg = project.config
     registry = Registry(cfg.registry_dir)
     if version is None:
@@ -184,7 +186,7 @@ def _resolve(project: Any, version: int | None) -> _Source:
             raise NotFound(f"pipeline {cfg.name!r} has no champion yet; run `evergreen run` first")
     mv = registry.get(cfg.name, version)
     lineage = mv.manifest.get("lineage", {})
-    if "candidate" not in lineage:
+    if "candidate" not in lineage or "family" not in lineage:
         raise NotFound(f"version {version} has no training lineage in its manifest; cannot export")
     candidate = project.store.artifact(int(lineage["candidate"]))
     featurizer = project.store.artifact(int(lineage["featurizer"]))
@@ -202,21 +204,17 @@ def _resolve(project: Any, version: int | None) -> _Source:
         saved_model=mv.path,
         keras_model=keras_path,
         featurizer=load_featurizer(featurizer.uri),
-        family=str(lineage.get("family", "text")),
+        family=str(lineage["family"]),
         labels=[str(x) for x in candidate.properties["labels"]],
         examples=examples,
     )
 
 
 def _load_keras(source: _Source) -> Any:
-    from evergreen.models.adopted import load_model
-
     return load_model(source.keras_model, own_artifact=True)
 
 
 def _rows(source: _Source, split: str, limit: int) -> list[dict[str, Any]]:
-    from evergreen.components.featurize import span_rows
-
     per_span = max(1, limit // max(len(source.examples), 1))
     rows: list[dict[str, Any]] = []
     for examples in source.examples:
@@ -364,8 +362,6 @@ def _parity(
     rows: list[dict[str, Any]],
     labels: np.ndarray,
 ) -> Parity:
-    from evergreen.models.saved_model import feed_saved_model
-
     try:
         lite = run_tflite(content, inputs)
     except (RuntimeError, ValueError, KeyError) as e:

@@ -39,6 +39,7 @@ __all__ = [
     "Featurizer",
     "ModelFamily",
     "SequenceSized",
+    "check_format",
     "compile_model",
     "freeze_lower",
     "keras_module",
