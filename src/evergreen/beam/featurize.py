@@ -25,7 +25,6 @@ from evergreen.models.featurized import encode_featurized
 from evergreen.models.registry import load_featurizer
 from evergreen.pipeline import ExecutionContext
 
-_STORE_CHUNK = 5000
 _LEDGER = ("rows_featurized", "rows_reused", "tokens_computed", "tokens_reused", "unknown_tokens")
 
 
