@@ -90,7 +90,7 @@ def rows_and_accuracy(config: Path) -> tuple[int, float]:
     import csv
 
     from evergreen import config as config_mod
-    from evergreen.models.family import feed_saved_model
+    from evergreen.models.saved_model import feed_saved_model
     from evergreen.project import Project
     from evergreen.registry import Registry
 

@@ -51,13 +51,9 @@ def train_exports(
     tensorflow()
     import keras
 
-    from evergreen.models.text import (
-        TextFeaturizer,
-        TextHParams,
-        build_model,
-        compile_model,
-        export_serving_model,
-    )
+    from evergreen.models.contract import compile_model
+    from evergreen.models.serving_export import export_serving_model
+    from evergreen.models.text import TextColumnFeaturizer, TextFeaturizer, TextHParams, build_model
 
     texts, labels = read_reviews(rows)
     names = sorted(set(labels))
@@ -82,7 +78,9 @@ def train_exports(
         path = folder / f"export-{k + 1}"
         if path.exists():
             shutil.rmtree(path)
-        export_serving_model(featurizer, model, exports.labels(k), path)
+        export_serving_model(
+            TextColumnFeaturizer("text", featurizer), model, exports.labels(k), path
+        )
         exports.paths.append(path)
     return exports
 

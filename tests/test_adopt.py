@@ -169,7 +169,7 @@ def test_adopt_rejects_a_model_whose_inputs_are_not_columns(tmp_path: Path) -> N
 
 def test_pass_through_featurizer_round_trips(tmp_path: Path) -> None:
     from evergreen.models.adopted import PassThroughFeaturizer
-    from evergreen.models.family import load_featurizer
+    from evergreen.models.registry import load_featurizer
 
     inputs = [
         {"name": "state", "column": "state", "dtype": "string", "shape": [1]},

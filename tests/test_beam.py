@@ -26,7 +26,7 @@ from evergreen.components.featurize import FeaturizeSpan, FitFeaturizer
 from evergreen.components.ingest import quarantine_rows, read_report
 from evergreen.config import DEFAULT_BEAM_ARGS
 from evergreen.errors import ConfigError
-from evergreen.models.family import family
+from evergreen.models.registry import family
 from evergreen.project import Project
 from tests.conftest import write_config
 

@@ -21,7 +21,7 @@ import pytest
 
 from evergreen import config as config_mod
 from evergreen.errors import ConfigError
-from evergreen.models.family import feed_saved_model
+from evergreen.models.saved_model import feed_saved_model
 from evergreen.project import Project
 from evergreen.registry import Registry
 from evergreen.training.strategy import local_tf_configs, task_info

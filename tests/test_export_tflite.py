@@ -27,7 +27,7 @@ from evergreen.export.tflite import (
     run_tflite,
 )
 from evergreen.loop import TrainingLoop
-from evergreen.models.family import feed_saved_model
+from evergreen.models.saved_model import feed_saved_model
 from evergreen.project import Project
 from evergreen.registry import Registry
 from tests.conftest import dataset, read_csv, write_config, write_csv

@@ -14,8 +14,8 @@ from evergreen import config as config_mod
 from evergreen.cli import main
 from evergreen.components.ingest import quarantine_rows
 from evergreen.loop import TrainingLoop, champion_saved_model
-from evergreen.models.family import load_featurizer
 from evergreen.models.image import ImageFeaturizer
+from evergreen.models.registry import load_featurizer
 from evergreen.project import Project
 from evergreen.tf import tensorflow
 from tests.conftest import write_config

@@ -15,7 +15,9 @@ from evergreen import config as config_mod
 from evergreen.cli import cli, main
 from evergreen.components.evaluate import score_saved_model
 from evergreen.loop import champion_saved_model
-from evergreen.models.family import compile_model, export_serving_model, load_featurizer
+from evergreen.models.contract import compile_model
+from evergreen.models.registry import load_featurizer
+from evergreen.models.serving_export import export_serving_model
 from evergreen.models.tabular import TabularFeaturizer, build_model
 from evergreen.project import Project
 from evergreen.tf import tensorflow

@@ -11,14 +11,14 @@ import pytest
 
 from evergreen.errors import ConfigError, DataError, NotFound
 from evergreen.models import text
+from evergreen.models.contract import compile_model, freeze_lower
+from evergreen.models.serving_export import export_serving_model
 from evergreen.models.text import (
     LAYER_NAMES,
+    TextColumnFeaturizer,
     TextFeaturizer,
     TextHParams,
     build_model,
-    compile_model,
-    export_serving_model,
-    freeze_lower,
     predict_texts,
 )
 from evergreen.tf import tensorflow
@@ -101,7 +101,10 @@ def trained(featurizer: TextFeaturizer, train: Split, test: Split) -> Trained:
 @pytest.fixture(scope="module")
 def exported(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_dir = tmp_path_factory.mktemp("export") / "1"
-    return export_serving_model(trained.featurizer, trained.model, trained.labels, export_dir)
+    column = TextColumnFeaturizer(
+        "review", trained.featurizer
+    )  # the production exporter's contract
+    return export_serving_model(column, trained.model, trained.labels, export_dir)
 
 
 def test_public_api_is_pinned():
@@ -109,12 +112,11 @@ def test_public_api_is_pinned():
         "LAYER_NAMES",
         "OOV_ID",
         "PAD_ID",
+        "TextColumnFeaturizer",
+        "TextFamily",
         "TextFeaturizer",
         "TextHParams",
         "build_model",
-        "compile_model",
-        "export_serving_model",
-        "freeze_lower",
         "predict_texts",
     ]
 

@@ -107,7 +107,7 @@ def test_mlflow_runs_model_versions_and_aliases(tmp_path: Path) -> None:
     import pandas as pd
     from mlflow import MlflowClient
 
-    from evergreen.models.family import feed_saved_model
+    from evergreen.models.saved_model import feed_saved_model
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = _project(

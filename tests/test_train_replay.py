@@ -16,7 +16,7 @@ from evergreen.config import TrainConfig
 from evergreen.examples import iter_records
 from evergreen.loop import TrainingLoop
 from evergreen.metadata import Artifact
-from evergreen.models.family import family
+from evergreen.models.registry import family
 from evergreen.project import Project
 from tests.conftest import dataset, write_config
 

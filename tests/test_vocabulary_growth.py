@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from evergreen.models.family import export_serving_model, feed_saved_model
 from evergreen.models.growth import grow_model
+from evergreen.models.saved_model import feed_saved_model
+from evergreen.models.serving_export import export_serving_model
 from evergreen.models.tabular import TabularFamily, TabularFeaturizer
 from evergreen.models.text import OOV_ID, TextColumnFeaturizer, TextFamily, TextFeaturizer
 from evergreen.tf import tensorflow

@@ -993,7 +993,7 @@ def _scale_out(v: _Validator, values: Mapping[str, Any]) -> None:
 
 def _family_constraints(v: _Validator, train: TrainConfig) -> None:
     """What the chosen model family needs of ``[train]`` (e.g. texts at least a kernel long)."""
-    from evergreen.models.family import config_problem
+    from evergreen.models.registry import config_problem
 
     problem = config_problem(train)
     if problem is not None:

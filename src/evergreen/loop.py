@@ -34,7 +34,8 @@ from evergreen.components.train import TrainModel
 from evergreen.config import Config
 from evergreen.errors import EvergreenError, NotFound
 from evergreen.metadata import Artifact
-from evergreen.models.family import ModelFamily, family, load_featurizer
+from evergreen.models.contract import ModelFamily, SequenceSized
+from evergreen.models.registry import family, load_featurizer
 from evergreen.pipeline import ExecutionContext
 from evergreen.project import Project
 from evergreen.registry import CHAMPION, Registry
@@ -104,7 +105,7 @@ class WarmupSource:
     def write(self, folder: Path, model: str) -> None:
         """Write ``assets.extra/tf_serving_warmup_requests`` into a version folder."""
         from evergreen import warmup
-        from evergreen.models.family import raw_inputs_of
+        from evergreen.models.saved_model import raw_inputs_of
 
         inputs = warmup.signature_inputs(folder)
         rows = warmup.logged_rows(self.request_dir, inputs) if self.request_dir.is_dir() else []
@@ -230,21 +231,20 @@ class TrainingLoop:
         Other families (and a custom module, whose model may expect the configured length) keep
         theirs.
         """
-        from evergreen.models.text import TextColumnFeaturizer, TextHParams
         from evergreen.sequence_length import from_statistics
 
-        if self.cfg.train.family != "text" or not isinstance(featurizer, TextColumnFeaturizer):
+        if self.cfg.train.family != "text" or not isinstance(featurizer, SequenceSized):
             return
         parts = (
             stats_mod.load(self.store.artifact(r.statistics_id))
             for r in history
             if r.statistics_id is not None
         )
-        featurizer.inner.sequence_length = from_statistics(
+        featurizer.sequence_length = from_statistics(
             parts,
             featurizer.text_feature,
             maximum=self.cfg.train.sequence_length,
-            minimum=TextHParams().kernel_size,
+            minimum=featurizer.min_sequence_length,
             quantile=self.cfg.train.sequence_length_quantile,
         )
 

@@ -21,7 +21,8 @@ from evergreen.beam import Scratch, check_conservation, pipeline_options, to_jso
 from evergreen.components.featurize import REPLAY_KEEP_ROWS, FeaturizeSpan, ReplaySample
 from evergreen.components.ingest import split_bucket
 from evergreen.config import BeamConfig
-from evergreen.models.family import encode_featurized, load_featurizer
+from evergreen.models.featurized import encode_featurized
+from evergreen.models.registry import load_featurizer
 from evergreen.pipeline import ExecutionContext
 
 _LEDGER = ("rows_featurized", "rows_reused", "tokens_computed", "tokens_reused", "unknown_tokens")

@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 from evergreen.errors import ConfigError
 from evergreen.metadata import Artifact
 from evergreen.models.adopted import load_model
-from evergreen.models.family import export_serving_model, load_featurizer
+from evergreen.models.registry import load_featurizer
+from evergreen.models.serving_export import export_serving_model
 from evergreen.pipeline import ExecutionContext
 
 

@@ -585,8 +585,8 @@ class ComputeDrift:
         pass
 
 
-def read_vocabulary(featurizer: Artifact) -> set[str]:
-    """The frozen vocabulary of a text featurizer artifact (its ``vocabulary.txt``)."""
-    from evergreen.models.text import TextFeaturizer
+def read_vocabulary(featurizer: Artifact) -> set[str] | None:
+    """The frozen vocabulary of a featurizer artifact's text column (None: it has no text)."""
+    from evergreen.models.registry import load_featurizer
 
-    return set(TextFeaturizer.load(featurizer.uri).vocabulary()[2:])
+    return load_featurizer(featurizer.uri).text_vocabulary()

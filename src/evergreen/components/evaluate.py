@@ -43,7 +43,7 @@ from evergreen.components.slices import SliceEvaluation
 from evergreen.components.threshold import read_threshold, thresholded_metrics
 from evergreen.config import EvaluateConfig, TrainConfig
 from evergreen.metadata import Artifact
-from evergreen.models.family import feed_saved_model
+from evergreen.models.saved_model import feed_saved_model
 from evergreen.pipeline import ExecutionContext
 
 NO_IMPROVEMENT = "no improvement over the champion"

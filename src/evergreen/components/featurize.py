@@ -21,7 +21,9 @@ from typing import Any, ClassVar
 from evergreen import examples
 from evergreen.components.ingest import split_bucket
 from evergreen.metadata import Artifact
-from evergreen.models.family import Featurizer, ModelFamily, encode_featurized, load_featurizer
+from evergreen.models.contract import Featurizer, ModelFamily
+from evergreen.models.featurized import encode_featurized
+from evergreen.models.registry import load_featurizer
 from evergreen.pipeline import ExecutionContext
 
 # Each span keeps its train rows, up to this many, in a hash-random order as its replay sample:

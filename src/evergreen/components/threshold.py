@@ -20,15 +20,21 @@ callers that read ``scores`` (``evergreen predict``, the evaluator's thresholded
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
+# The exported file's one reader and writer live below the families (models/decision.py);
+# re-exported here for the components that choose and apply the threshold.
+from evergreen.models.decision import (  # noqa: F401
+    DECISION_FILE,
+    decide,
+    read_threshold,
+    write_decision,
+)
+
 OBJECTIVES = ("auto", "argmax", "balanced_accuracy", "f1")
 SKEWED = 0.25  # auto: choose a threshold when the smaller class has under this share of rows
-DECISION_FILE = "evergreen_decision.json"  # in <saved_model>/assets.extra
 
 
 def objective_for(setting: str, counts: Mapping[str, float], labels: Sequence[str]) -> str:
@@ -93,29 +99,3 @@ def _objective(predicted: np.ndarray, positive: np.ndarray, objective: str) -> f
         float(np.sum(~predicted & negative)) / negative.sum() if negative.any() else np.nan
     )
     return float(np.nanmean(recalls))
-
-
-def write_decision(
-    saved_model: Path, threshold: float, labels: Sequence[str], objective: str
-) -> None:
-    """Record the threshold beside an exported SavedModel (``assets.extra``)."""
-    extra = Path(saved_model) / "assets.extra"
-    extra.mkdir(exist_ok=True)
-    decision = {"threshold": threshold, "positive": str(labels[1]), "objective": objective}
-    (extra / DECISION_FILE).write_text(json.dumps(decision, indent=2) + "\n", encoding="utf-8")
-
-
-def read_threshold(saved_model: Path) -> float | None:
-    """The decision threshold exported with a SavedModel, or None (argmax)."""
-    path = Path(saved_model) / "assets.extra" / DECISION_FILE
-    if not path.is_file():
-        return None
-    return float(json.loads(path.read_text(encoding="utf-8"))["threshold"])
-
-
-def decide(scores: np.ndarray, labels: Sequence[str], threshold: float | None) -> list[int]:
-    """Predicted class index per row: the threshold for two classes when given, else argmax."""
-    scores = np.asarray(scores)
-    if threshold is None or len(labels) != 2:
-        return [int(i) for i in scores.argmax(axis=1)]
-    return [int(p >= threshold) for p in scores[:, 1]]

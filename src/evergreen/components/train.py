@@ -26,14 +26,10 @@ from evergreen.config import TrainConfig
 from evergreen.examples import shard_paths
 from evergreen.metadata import Artifact
 from evergreen.models.adopted import load_model
-from evergreen.models.family import (
-    ModelFamily,
-    compile_model,
-    export_serving_model,
-    freeze_lower,
-    load_featurizer,
-    parse_spec,
-)
+from evergreen.models.contract import ModelFamily, compile_model, freeze_lower
+from evergreen.models.featurized import parse_spec
+from evergreen.models.registry import load_featurizer
+from evergreen.models.serving_export import export_serving_model
 from evergreen.pipeline import ExecutionContext
 
 # Early-stopping patience when train.patience is 0: enough epochs for each family to converge

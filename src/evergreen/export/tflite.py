@@ -36,7 +36,12 @@ from typing import Any
 
 import numpy as np
 
+from evergreen.components.featurize import span_rows
 from evergreen.errors import EvergreenError, NotFound
+from evergreen.models.adopted import load_model
+from evergreen.models.registry import load_featurizer
+from evergreen.models.saved_model import feed_saved_model
+from evergreen.registry import CHAMPION, Registry
 from evergreen.tf import tensorflow
 
 QUANTIZATIONS = ("none", "float16", "int8")
@@ -44,8 +49,6 @@ DEFAULT_MAX_ACCURACY_DROP = 0.01  # one accuracy point on the eval rows
 MAX_EVAL_ROWS = 5000  # eval rows in the parity check (the first ones of each span, in order)
 REPRESENTATIVE_ROWS = 200  # training rows that calibrate int8 ranges
 _BATCH = 256
-# Keras TextVectorization's punctuation strip (keras/src/layers/preprocessing/text_vectorization.py)
-STRIP_REGEX = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
 
 
 class ExportRefused(EvergreenError):
@@ -175,9 +178,6 @@ def _check_out(out: Path) -> None:
 
 
 def _resolve(project: Any, version: int | None) -> _Source:
-    from evergreen.models.family import load_featurizer
-    from evergreen.registry import CHAMPION, Registry
-
     cfg = project.config
     registry = Registry(cfg.registry_dir)
     if version is None:
@@ -186,7 +186,7 @@ def _resolve(project: Any, version: int | None) -> _Source:
             raise NotFound(f"pipeline {cfg.name!r} has no champion yet; run `evergreen run` first")
     mv = registry.get(cfg.name, version)
     lineage = mv.manifest.get("lineage", {})
-    if "candidate" not in lineage:
+    if "candidate" not in lineage or "family" not in lineage:
         raise NotFound(f"version {version} has no training lineage in its manifest; cannot export")
     candidate = project.store.artifact(int(lineage["candidate"]))
     featurizer = project.store.artifact(int(lineage["featurizer"]))
@@ -204,21 +204,17 @@ def _resolve(project: Any, version: int | None) -> _Source:
         saved_model=mv.path,
         keras_model=keras_path,
         featurizer=load_featurizer(featurizer.uri),
-        family=str(lineage.get("family", "text")),
+        family=str(lineage["family"]),
         labels=[str(x) for x in candidate.properties["labels"]],
         examples=examples,
     )
 
 
 def _load_keras(source: _Source) -> Any:
-    from evergreen.models.adopted import load_model
-
     return load_model(source.keras_model, own_artifact=True)
 
 
 def _rows(source: _Source, split: str, limit: int) -> list[dict[str, Any]]:
-    from evergreen.components.featurize import span_rows
-
     per_span = max(1, limit // max(len(source.examples), 1))
     rows: list[dict[str, Any]] = []
     for examples in source.examples:
@@ -366,8 +362,6 @@ def _parity(
     rows: list[dict[str, Any]],
     labels: np.ndarray,
 ) -> Parity:
-    from evergreen.models.family import feed_saved_model
-
     try:
         lite = run_tflite(content, inputs)
     except (RuntimeError, ValueError, KeyError) as e:
@@ -420,44 +414,13 @@ def _write(
     return result
 
 
-def tokenizer_spec(featurizer: Any) -> dict[str, Any]:
-    """How a text becomes token ids, for an app that tokenizes without TensorFlow."""
-    from evergreen.models.text import OOV_ID, PAD_ID, SPLIT, STANDARDIZE
-
-    inner = featurizer.inner
-    return {
-        "input": "token_ids",
-        "dtype": "int64",
-        "sequence_length": inner.sequence_length,
-        "pad_id": PAD_ID,
-        "oov_id": OOV_ID,
-        "vocabulary_file": "vocabulary.txt",
-        "vocabulary_size": inner.vocabulary_size(),
-        "standardize": STANDARDIZE,
-        # What Keras's TextVectorization does, step by step (tf.strings.lower without an
-        # encoding lowercases ASCII only; the split is on runs of ASCII whitespace).
-        "lowercase": "ASCII A-Z only; other characters are left as they are",
-        "strip_regex": STRIP_REGEX,
-        "strip": "delete every match of strip_regex (after lowercasing)",
-        "split": SPLIT,
-        "split_on": "runs of ASCII whitespace (space, \\t, \\n, \\v, \\f, \\r)",
-        "ngrams": inner.ngrams,
-        "ngrams_rule": "when ngrams = n is set: the split tokens, then every 2-gram, …, n-gram "
-        "of consecutive tokens joined by one space, before truncation",
-        "truncate": "keep the first sequence_length tokens",
-        "pad": "append pad_id up to sequence_length",
-        "unknown": "a token not in vocabulary.txt becomes oov_id",
-        "text_column": featurizer.text_feature,
-        "fingerprint": inner.fingerprint(),
-    }
-
-
 def _write_tokenizer(folder: Path, source: _Source) -> None:
-    if source.family != "text" or not hasattr(source.featurizer, "inner"):
+    """Text: ``vocabulary.txt`` and ``tokenizer.json``, for apps that tokenize themselves."""
+    if source.family != "text" or not hasattr(source.featurizer, "tokenizer_spec"):
         return
-    vocabulary = source.featurizer.inner.vocabulary()
+    vocabulary = source.featurizer.vocabulary()
     (folder / "vocabulary.txt").write_text("".join(f"{t}\n" for t in vocabulary), "utf-8")
-    spec = tokenizer_spec(source.featurizer)
+    spec = source.featurizer.tokenizer_spec()
     (folder / "tokenizer.json").write_text(json.dumps(spec, indent=2) + "\n", "utf-8")
 
 

@@ -30,18 +30,12 @@ from typing import Any
 import numpy as np
 
 from evergreen.errors import ConfigError, NotFound
+from evergreen.models.contract import keras_module, read_state, save_family, write_state
 from evergreen.tf import tensorflow
 
 __all__ = ["AdoptedFamily", "PassThroughFeaturizer", "inputs_of", "load_model"]
 
 STATE_FILE = "passthrough.json"
-
-
-def _keras() -> Any:
-    tensorflow()
-    import keras
-
-    return keras
 
 
 class PassThroughFeaturizer:
@@ -76,23 +70,15 @@ class PassThroughFeaturizer:
         return {"inputs": [i["column"] for i in self.inputs]}
 
     def save(self, directory: str | Path) -> Path:
-        from evergreen.models.family import save_family
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / STATE_FILE).write_text(
-            json.dumps({**self.to_dict(), "rows_seen": self.rows_seen_}, indent=1) + "\n",
-            encoding="utf-8",
+        directory = write_state(
+            directory, STATE_FILE, {**self.to_dict(), "rows_seen": self.rows_seen_}
         )
         save_family(directory, self.family)
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> PassThroughFeaturizer:
-        path = Path(directory) / STATE_FILE
-        if not path.is_file():
-            raise NotFound(f"pass-through featurizer file {path} does not exist.")
-        state = json.loads(path.read_text(encoding="utf-8"))
+        state = read_state(directory, STATE_FILE, "pass-through featurizer")
         featurizer = cls.from_dict(state)
         featurizer.rows_seen_ = int(state.get("rows_seen", 0))
         return featurizer
@@ -126,7 +112,7 @@ class PassThroughFeaturizer:
         return {i["name"]: parsed[i["name"]] for i in self.inputs}
 
     def keras_inputs(self) -> Any:
-        keras = _keras()
+        keras = keras_module()
         made = {
             i["name"]: keras.Input(shape=tuple(i["shape"]), dtype=i["dtype"], name=i["name"])
             for i in self.inputs
@@ -159,6 +145,9 @@ class PassThroughFeaturizer:
     def unknown_rate(self, rows: Sequence[Mapping[str, Any]]) -> float:
         return 0.0  # the model's own preprocessing decides what it knows
 
+    def text_vocabulary(self) -> None:
+        return None  # the model's own vocabulary, if any, is inside it
+
 
 class AdoptedFamily:
     """Featurizers for adopted models; such a model is never built from scratch."""
@@ -189,7 +178,7 @@ def load_model(path: Path, *, own_artifact: bool = False) -> Any:
         NotFound: nothing at ``path``.
         ConfigError: a folder (SavedModel), or a file Keras cannot load.
     """
-    keras = _keras()
+    keras = keras_module()
     if not path.exists():
         raise NotFound(f"--model {path} does not exist; give a .keras file")
     if path.is_dir():

@@ -20,9 +20,12 @@ inputs as that family's. Any error raised while loading the file or inside ``bui
 reported as a ``ConfigError`` naming the file and line.
 
 A module may also bring its own featurizer: ``make_featurizer(types, hparams)`` returning an
-object with the :class:`~evergreen.models.family.Featurizer` methods, and
+object with the :class:`~evergreen.models.contract.Featurizer` methods, and
 ``load_featurizer(directory)`` reading back what its ``save`` wrote. Evergreen marks the saved
 folder with the module's path so later runs load it through the module.
+
+This module imports its base families directly (not :mod:`evergreen.models.registry`, which
+imports this one).
 """
 
 from __future__ import annotations
@@ -37,11 +40,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from evergreen.errors import ConfigError
+from evergreen.errors import ConfigError, DataError
+from evergreen.models.contract import keras_module, read_family, save_family
+from evergreen.models.image import ImageFamily
+from evergreen.models.tabular import TabularFamily
+from evergreen.models.text import TextFamily
 
-__all__ = ["CustomFamily", "ModelSchema", "load_module"]
+__all__ = ["CustomFamily", "ModelSchema", "load_module", "load_module_featurizer"]
 
-BASE_FAMILIES = ("text", "tabular", "image")
+# The families whose featurizer a module's model may use, by the name BASE_FAMILY gives.
+BASES: dict[str, type[Any]] = {"text": TextFamily, "tabular": TabularFamily, "image": ImageFamily}
+BASE_FAMILIES = tuple(BASES)
 
 
 @dataclass
@@ -87,8 +96,6 @@ class ModuleFeaturizer:
         return self
 
     def save(self, directory: str | Path) -> Path:
-        from evergreen.models.family import save_family
-
         _call(self.module_path, self.inner.save, directory)
         save_family(directory, "custom", {"module": str(self.module_path.resolve())})
         return Path(directory)
@@ -97,10 +104,19 @@ class ModuleFeaturizer:
         known = getattr(self.inner, "feature_types", None)
         return known() if known else {c: "?" for c in self.inner.raw_columns().values()}
 
+    def text_vocabulary(self) -> set[str] | None:
+        known = getattr(self.inner, "text_vocabulary", None)  # optional for a module's own
+        return known() if known else None
+
     @classmethod
     def load(cls, directory: str | Path, module_path: Path) -> ModuleFeaturizer:
         module = load_module(Path(module_path))
         return cls(_call(Path(module_path), module.load_featurizer, directory), module_path)
+
+
+def load_module_featurizer(directory: str | Path) -> ModuleFeaturizer:
+    """A module's own featurizer, through the module its ``family.json`` names."""
+    return ModuleFeaturizer.load(directory, Path(read_family(directory)["module"]))
 
 
 def _where(path: Path, error: BaseException) -> str:
@@ -194,9 +210,7 @@ class CustomFamily:
         return name
 
     def _base(self, name: str) -> Any:
-        from evergreen.models.family import family
-
-        return family(name, self.cfg)
+        return BASES[name]()
 
     def new_featurizer(self, types: Mapping[str, str], cfg: Any) -> Any:
         module = self.module()
@@ -210,9 +224,20 @@ class CustomFamily:
         return self._base(self.base_name(types)).new_featurizer(types, cfg)
 
     def load_featurizer(self, directory: str | Path) -> Any:
-        from evergreen.models.family import load_featurizer
+        """The featurizer this family saved: the module's own, or its base family's.
 
-        return load_featurizer(directory)
+        Raises:
+            DataError: the folder holds another family's featurizer.
+        """
+        name = read_family(directory)["family"]
+        if name == "custom":
+            return load_module_featurizer(directory)
+        if name not in BASES:
+            raise DataError(
+                f"the featurizer in {directory} is an {name!r} featurizer, not one a custom "
+                f"module uses ({', '.join(BASES)}); refit it with a full retrain (--full)."
+            )
+        return self._base(name).load_featurizer(directory)
 
     def build_model(self, featurizer: Any, num_classes: int, cfg: Any) -> Any:
         """Call the module's ``build_model`` and check what it returns.
@@ -221,8 +246,6 @@ class CustomFamily:
             ConfigError: the module raised (file and line named), or returned something that is
                 not a Keras model with ``num_classes`` outputs.
         """
-        import keras
-
         schema = ModelSchema(
             family=featurizer.family,
             num_classes=num_classes,
@@ -238,7 +261,7 @@ class CustomFamily:
             raise ConfigError(
                 f"{_where(self.path, e)}: build_model raised {type(e).__name__}: {e}"
             ) from None
-        if not isinstance(model, keras.Model):
+        if not isinstance(model, keras_module().Model):
             raise ConfigError(
                 f"{self.path}: build_model returned {type(model).__name__}; return a keras.Model"
             )

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from evergreen.tf import tensorflow
+from evergreen.errors import DataError
+from evergreen.models.contract import keras_module
 
 __all__ = ["grow_model"]
 
@@ -32,17 +33,15 @@ def grow_model(model: Any, rows: Mapping[str, tuple[int, int]]) -> tuple[Any, di
         ``(model, {layer: rows added})``: the same model object when nothing grew.
 
     Raises:
-        ValueError: a named layer has more rows than asked (the vocabulary shrank: refit).
+        DataError: a named layer has more rows than asked (the vocabulary shrank: refit).
     """
-    tensorflow()
-    import keras
-
+    keras = keras_module()
     wanted: dict[str, int] = {}
     for layer in model.layers:
         if layer.name in rows and isinstance(layer, keras.layers.Embedding):
             size = int(rows[layer.name][0])
             if size < layer.input_dim:
-                raise ValueError(
+                raise DataError(
                     f"embedding {layer.name!r} has {layer.input_dim} rows but the featurizer "
                     f"asks for {size}: vocabularies only grow; retrain in full (--full)."
                 )

@@ -22,7 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from evergreen.errors import ConfigError, NotFound
+from evergreen.errors import ConfigError
+from evergreen.models.contract import (
+    ConfigProblem,
+    keras_module,
+    read_state,
+    save_family,
+    write_state,
+)
 from evergreen.tf import tensorflow
 
 __all__ = ["ImageFamily", "ImageFeaturizer", "build_model", "decode_images"]
@@ -43,13 +50,6 @@ LAYER_NAMES = (
     "dropout",
     "classifier",
 )
-
-
-def _keras() -> Any:
-    tensorflow()
-    import keras
-
-    return keras
 
 
 def decode_images(encoded: Any, size: int, channels: int) -> Any:
@@ -116,25 +116,18 @@ class ImageFeaturizer:
         return self.to_dict()
 
     def save(self, directory: str | Path) -> Path:
-        from evergreen.models.family import save_family
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         state = {
             "format_version": FORMAT_VERSION,
             "config": self.to_dict(),
             "rows_seen": self.rows_seen_,
         }
-        (directory / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+        directory = write_state(directory, STATE_FILE, state)
         save_family(directory, self.family)
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> ImageFeaturizer:
-        path = Path(directory) / STATE_FILE
-        if not path.is_file():
-            raise NotFound(f"image featurizer file {path} does not exist.")
-        state = json.loads(path.read_text(encoding="utf-8"))
+        state = read_state(directory, STATE_FILE, "image featurizer")
         featurizer = cls.from_dict(state["config"])
         featurizer.rows_seen_ = int(state.get("rows_seen", 0))
         return featurizer
@@ -152,7 +145,7 @@ class ImageFeaturizer:
         return decode_images(parsed["image"], self.size, self.channels)
 
     def keras_inputs(self) -> Any:
-        return _keras().Input(
+        return keras_module().Input(
             shape=(self.size, self.size, self.channels), dtype="float32", name="image"
         )
 
@@ -171,11 +164,14 @@ class ImageFeaturizer:
     def unknown_rate(self, rows: Sequence[Mapping[str, Any]]) -> float:
         return 0.0  # pixels have no vocabulary
 
+    def text_vocabulary(self) -> None:
+        return None
+
 
 MIN_IMAGE_SIZE = 4  # two 2x2 max-pools: a smaller image has no pixel left for the classifier
 
 
-def config_problem(cfg: Any) -> tuple[str, Any, str] | None:
+def config_problem(cfg: Any) -> ConfigProblem | None:
     """What the image CNN needs of ``[train]``: ``(key, value, fix)``, or None."""
     if cfg.image_size < MIN_IMAGE_SIZE:
         return (
@@ -188,7 +184,7 @@ def config_problem(cfg: Any) -> tuple[str, Any, str] | None:
 
 def build_model(featurizer: ImageFeaturizer, num_classes: int, dropout: float = 0.3) -> Any:
     """The small CNN of the module docstring, on ``featurizer.keras_inputs()``."""
-    keras = _keras()
+    keras = keras_module()
     layers = keras.layers
     names = iter(LAYER_NAMES)
     inputs = featurizer.keras_inputs()

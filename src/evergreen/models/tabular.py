@@ -30,7 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from evergreen.errors import DataError, NotFound
+from evergreen.errors import DataError
+from evergreen.models.contract import (
+    check_format,
+    keras_module,
+    read_state,
+    save_family,
+    write_state,
+)
 from evergreen.tf import tensorflow
 
 __all__ = ["TabularFamily", "TabularFeaturizer", "build_model"]
@@ -39,13 +46,6 @@ FORMAT_VERSION = 1
 STATE_FILE = "tabular.json"
 CROSS_BINS = 256
 MAX_CROSSES = 6  # pairs of categorical columns crossed in the wide part (the first ones)
-
-
-def _keras() -> Any:
-    tensorflow()
-    import keras
-
-    return keras
 
 
 class TabularFeaturizer:
@@ -191,11 +191,7 @@ class TabularFeaturizer:
 
     # -- storage -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        from evergreen.models.family import save_family
-
         mean, std, vocabularies = self._fitted()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         state = {
             "format_version": FORMAT_VERSION,
             "config": self.to_dict(),
@@ -205,7 +201,7 @@ class TabularFeaturizer:
             "rows_seen": self.rows_seen_,
             "fingerprint": self.fingerprint(),
         }
-        (directory / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+        directory = write_state(directory, STATE_FILE, state)
         save_family(directory, self.family)
         return directory
 
@@ -213,13 +209,8 @@ class TabularFeaturizer:
     def load(cls, directory: str | Path) -> TabularFeaturizer:
         """Raises: NotFound (no state file), DataError (a damaged or edited state)."""
         path = Path(directory) / STATE_FILE
-        if not path.is_file():
-            raise NotFound(f"tabular featurizer file {path} does not exist.")
-        state = json.loads(path.read_text(encoding="utf-8"))
-        if state.get("format_version") != FORMAT_VERSION:
-            raise DataError(
-                f"tabular featurizer {path} has format_version {state.get('format_version')!r}; this Evergreen reads {FORMAT_VERSION}. Refit it with --full."
-            )
+        state = read_state(directory, STATE_FILE, "tabular featurizer")
+        check_format(state, FORMAT_VERSION, f"tabular featurizer {path}")
         featurizer = cls.from_dict(state["config"])
         featurizer.mean_, featurizer.std_, featurizer.vocabularies_ = (
             state["mean"],
@@ -291,12 +282,15 @@ class TabularFeaturizer:
                 unknown += str(value) not in index
         return unknown / present if present else 0.0
 
+    def text_vocabulary(self) -> None:
+        return None  # categories are not words: drift's unknown rate is for text columns
+
     # -- in-graph ----------------------------------------------------------------------------
     def model_inputs(self, parsed: Mapping[str, Any]) -> dict[str, Any]:
         return {name: parsed[name] for name in self.feature_spec()}
 
     def keras_inputs(self) -> dict[str, Any]:
-        keras = _keras()
+        keras = keras_module()
         return {
             name: keras.Input(shape=tuple(shape), dtype=dtype, name=name)
             for name, (shape, dtype) in self.feature_spec().items()
@@ -317,7 +311,7 @@ class TabularFeaturizer:
 
     def serving_layers(self) -> list[Any]:
         if self._lookups is None:
-            keras = _keras()
+            keras = keras_module()
             tf = tensorflow()
             self._lookups = []
             for i, vocab in enumerate(self._fitted()[2]):
@@ -353,7 +347,7 @@ def build_model(
     featurizer: TabularFeaturizer, num_classes: int, hidden_units: int = 64, dropout: float = 0.2
 ) -> Any:
     """The wide & deep classifier on :meth:`TabularFeaturizer.keras_inputs` (see the module doc)."""
-    keras = _keras()
+    keras = keras_module()
     layers = keras.layers
     inputs = featurizer.keras_inputs()
     sizes = [len(v) + 1 for v in featurizer._fitted()[2]]

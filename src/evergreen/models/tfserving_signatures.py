@@ -13,7 +13,7 @@ model gets:
 
 Each ``tf.Example`` carries one feature per raw signature input (``text``, ``minutes``...),
 the same names ``serving_default`` takes. A missing feature is "" for strings, NaN for floats
-and 0 for integers, as :func:`evergreen.models.family.feed_saved_model` fills missing values.
+and 0 for integers, as :func:`evergreen.models.saved_model.feed_saved_model` fills missing values.
 
 TF2's ``tf.saved_model.save`` (and Keras' ``ExportArchive``) writes every signature with
 method ``tensorflow/serving/predict`` and has no way to choose it, so :func:`set_method_names`

@@ -41,7 +41,7 @@ class EvergreenSavedModel(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context: Any) -> None:
-        from evergreen.models.family import raw_inputs_of
+        from evergreen.models.saved_model import raw_inputs_of
         from evergreen.tf import tensorflow
 
         self.path = Path(context.artifacts["saved_model"])
@@ -53,7 +53,7 @@ class EvergreenSavedModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
         import pandas as pd
 
-        from evergreen.models.family import _tensor
+        from evergreen.models.saved_model import to_tensor as _tensor
 
         plain = not isinstance(model_input, pd.DataFrame) or (
             len(model_input.columns) == 1 and len(self.columns) <= 1

@@ -29,7 +29,8 @@ from typing import Any
 from evergreen.components.evaluate import pooled_eval_take
 from evergreen.errors import WorkerLost
 from evergreen.models.adopted import load_model
-from evergreen.models.family import compile_model, export_serving_model, freeze_lower
+from evergreen.models.contract import compile_model, freeze_lower
+from evergreen.models.serving_export import export_serving_model
 from evergreen.training.strategy import (
     apply_device_settings,
     float32_outputs,
@@ -160,7 +161,7 @@ def train(
     import keras
 
     from evergreen.components.train import class_weights
-    from evergreen.models.family import load_featurizer
+    from evergreen.models.registry import load_featurizer
 
     cfg = component.cfg
     apply_device_settings(cfg)

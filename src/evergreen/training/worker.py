@@ -186,7 +186,7 @@ def run_job(job: dict[str, Any], cfg: Config) -> Any:
         The :class:`~evergreen.training.multi_worker.LoopResult` (what it trained, not kept).
     """
     from evergreen.components.train import TrainModel
-    from evergreen.models.family import family
+    from evergreen.models.registry import family
     from evergreen.training import multi_worker
 
     train_cfg = TrainConfig(**job["train"])
