@@ -242,7 +242,7 @@ def run(
         _project(config_path, root, metadata_url) as project,
         _progress(enabled=not as_json) as progress,
     ):
-        records = TrainingLoop(project).run(full=full, progress=progress)
+        records = [r.to_dict() for r in TrainingLoop(project).run(full=full, progress=progress)]
         reports = [r["report"] for r in records]  # the loop saves each record and its report
     if as_json:
         out.print_json(dumps(records))
@@ -322,8 +322,10 @@ def adopt(
     from evergreen.loop import TrainingLoop, dumps
 
     with _project(config_path, root, metadata_url) as project:
-        record = TrainingLoop(project).adopt(
-            Path(model_path), labels.split(",") if labels else None
+        record = (
+            TrainingLoop(project)
+            .adopt(Path(model_path), labels.split(",") if labels else None)
+            .to_dict()
         )
     if as_json:
         out.print_json(dumps([record]))

@@ -148,7 +148,7 @@ def run(directory: Path, *, days: int = 5, console: Console | None = None) -> No
         from evergreen.cli import print_run_table
         from evergreen.loop import TrainingLoop
 
-        records = TrainingLoop(project).run()
+        records = [r.to_dict() for r in TrainingLoop(project).run()]
         print_run_table(records)
         for outcome in project.status()["spans"]:
             if outcome.get("anomalies"):
