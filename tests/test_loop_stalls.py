@@ -46,8 +46,8 @@ def test_a_span_blocked_by_validation_stops_run_and_names_the_fix(tmp_path: Path
     run = _evergreen(config, "run", "--json")
     assert run.returncode == 1, run.stderr
     records = json.loads(run.stdout)
-    assert [(r.span, r.mode) for r in records] == [(1, "full"), (2, "block")]
-    assert "blocked by validation" in records[1].reason and "product" in records[1].reason
+    assert [(r["span"], r["mode"]) for r in records] == [(1, "full"), (2, "block")]
+    assert "blocked by validation" in records[1]["reason"] and "product" in records[1]["reason"]
     assert f"evergreen ingest -c {config} --accept 2" in run.stderr
     assert "Traceback" not in run.stderr
 

@@ -218,13 +218,13 @@ class SpanRun:
         )
         self.seconds["grow_featurizer"] = result.seconds
         grown = result.outputs["featurizer"]
-        if not any(grown.properties.get("added", {}).values()):
+        if not any(grown.properties["added"].values()):
             return parent
         self.growth = {
             "from": parent.id,
             "to": grown.id,
             "added": grown.properties["added"],
-            "sample": grown.properties.get("added_sample", {}),
+            "sample": grown.properties["added_sample"],
         }
         return grown
 
