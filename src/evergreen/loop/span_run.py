@@ -106,7 +106,7 @@ class SpanRun:
             # plus an earlier span featurized afresh for a featurizer grown in another line
             # (an unpublished growth), which is work this run did. Adopting books only what
             # this process computed.
-            books_cached = plan.mode == FULL or plan.mode == INCREMENTAL and span == plan.span
+            books_cached = plan.mode == FULL or (plan.mode == INCREMENTAL and span == plan.span)
             if books_cached or not result.cached:
                 self.ledger.add(result.summary)
         if plan.mode != ADOPTED:
