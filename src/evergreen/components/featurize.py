@@ -111,6 +111,14 @@ class FitFeaturizer:
         return {"rows": seen, **{k: v for k, v in props.items() if k not in ("labels",)}}
 
 
+@dataclass(frozen=True)
+class GrowInputs(Inputs):
+    """What growing reads: the champion's featurizer and the new span's examples."""
+
+    featurizer: Artifact
+    examples: Artifact
+
+
 class GrowFeaturizer:
     """Pipeline component: the champion's featurizer + a new span → the featurizer, grown.
 
@@ -192,6 +200,18 @@ class ReplaySample:
             writer.write(record)
         writer.close()
         return writer.rows
+
+
+@dataclass(frozen=True)
+class FeaturizeInputs(Inputs):
+    """What featurizing one span reads: its examples and the fitted featurizer.
+
+    Featurize components read them by link name (the field names), so that the Beam variant
+    and callers passing ``{"examples": ..., "featurizer": ...}`` run the same component.
+    """
+
+    examples: Artifact
+    featurizer: Artifact
 
 
 class FeaturizeSpan:

@@ -12,10 +12,12 @@ from evergreen.components import statistics as stats_mod
 from evergreen.components.adopt import AdoptInputs, AdoptModel
 from evergreen.components.evaluate import EvaluateCandidate, EvaluateInputs
 from evergreen.components.featurize import (
+    FeaturizeInputs,
     FeaturizeSpan,
     FitFeaturizer,
     FitInputs,
     GrowFeaturizer,
+    GrowInputs,
     can_grow,
 )
 from evergreen.components.train import TrainInputs, TrainModel
@@ -97,7 +99,7 @@ class SpanRun:
                 continue
             result = self.runner.run(
                 featurize_component(self.cfg, span, record.version),
-                {"examples": plan.examples[span], "featurizer": featurizer},
+                FeaturizeInputs(plan.examples[span], featurizer),
                 span=span,
             )
             featurized[span] = result.outputs["featurized"]
@@ -213,7 +215,7 @@ class SpanRun:
         new_examples = self.plan.examples[self.plan.span]
         result = self.runner.run(
             GrowFeaturizer(cfg.grow_min_count, cfg.grow_limit),
-            {"featurizer": parent, "examples": new_examples},
+            GrowInputs(parent, new_examples),
             span=new_examples.span,
         )
         self.seconds["grow_featurizer"] = result.seconds
