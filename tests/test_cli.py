@@ -105,4 +105,5 @@ def test_demo_runs_and_status_json_reads_it(tmp_path: Path) -> None:
     assert json.loads(predicted.stdout)["predictions"][0]["label"] == "refund"
     assert len(history) > 1, history
     back = evergreen("rollback", "-c", "stream/evergreen.toml", "1", cwd=tmp_path)
-    assert back.returncode == 0 and "champion is now version 1" in back.stdout
+    assert back.returncode == 0, back.stderr
+    assert "champion is now version 1" in back.stdout

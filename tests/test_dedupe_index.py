@@ -1,10 +1,11 @@
-"""The parquet dedupe index answers exactly as the SQL row index did, on real rows.
+"""The parquet dedupe index answers exactly as an independent reference does, on real rows.
 
 A stream cut from fine foods has duplicates within a span, duplicates of earlier spans, the
 same reviews relabelled (label conflicts) and a changed span (a second version of span 2 that
 replaces its rows). Each span goes through the same :class:`RowProcessor` twice: once against
-the old SQL index (the metadata store's ``row_index`` table, as ingest used it before) and once
-against :class:`SpanIndex` with its files; every decision and count must agree.
+a reference index (plain Python: the stored entries of each span's current version, in ingest
+order) and once against :class:`SpanIndex` with its files; every decision and count, and the
+set of stored row hashes, must agree.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import pytest
 
 from evergreen import dedupe_index, readers
 from evergreen.components.ingest import IngestReport, Quarantined, RowProcessor
-from evergreen.metadata import MetadataStore
 from tests.conftest import dataset, read_csv
 
 TYPES = {"review": "text", "product": "categorical"}
@@ -69,26 +69,47 @@ def outcome(proc: RowProcessor, recs: list[readers.RawRecord], span: int) -> dic
     return {"items": items, "report": report.to_dict()}
 
 
-def run_sql(tmp_path: Path, policy: str) -> tuple[list[dict], int]:
-    store = MetadataStore(f"sqlite:///{tmp_path / 'sql.db'}", "p")
+class ReferenceIndex:
+    """The index as plain Python: each span's current entries, spans in ingest order."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, list[dedupe_index.IndexedRow]] = {}
+
+    def replace(self, span: int) -> None:
+        """A new version of ``span``: its old entries go, its new ones come last."""
+        self.entries.pop(span, None)
+        self.entries[span] = []
+
+    def lookup(self, input_hashes) -> dict[str, list[dedupe_index.IndexedRow]]:  # type: ignore[no-untyped-def]
+        wanted = set(input_hashes)
+        found: dict[str, list[dedupe_index.IndexedRow]] = {}
+        for rows in self.entries.values():
+            for row in rows:
+                if row.input_hash in wanted:
+                    found.setdefault(row.input_hash, []).append(row)
+        return found
+
+    def remember(self, span: int, rows: list[dedupe_index.IndexedRow]) -> None:
+        self.entries[span].extend(rows)
+
+    def row_hashes(self) -> set[str]:
+        return {row.row_hash for rows in self.entries.values() for row in rows}
+
+
+def run_reference(policy: str) -> tuple[list[dict], set[str]]:
+    index = ReferenceIndex()
     out, versions = [], {}
     for span, rows in stream():
         versions[span] = versions.get(span, 0) + 1
-        with store.transaction() as conn:
-            store.drop_index_span(conn, span)
-            proc = processor(
-                span,
-                policy,
-                lambda hashes, conn=conn: store.lookup_inputs(conn, hashes),
-                lambda rows, conn=conn, v=versions[span]: store.add_index_rows(conn, rows, v),
-            )
-            out.append(outcome(proc, records(span, versions[span], rows), span))
-    size = store.index_size()
-    store.close()
-    return out, size
+        index.replace(span)
+        proc = processor(
+            span, policy, index.lookup, lambda kept, span=span: index.remember(span, kept)
+        )
+        out.append(outcome(proc, records(span, versions[span], rows), span))
+    return out, index.row_hashes()
 
 
-def run_files(tmp_path: Path, policy: str) -> tuple[list[dict], int]:
+def run_files(tmp_path: Path, policy: str) -> tuple[list[dict], set[str]]:
     current: dict[int, dedupe_index.IndexSource] = {}  # span -> its current version's file
     out, versions = [], {}
     for order, (span, rows) in enumerate(stream(), start=1):
@@ -99,16 +120,18 @@ def run_files(tmp_path: Path, policy: str) -> tuple[list[dict], int]:
         path = tmp_path / f"span-{span}-v{versions[span]}.parquet"
         index.write(path)
         current[span] = dedupe_index.IndexSource(span, order, path)
-    return out, sum(dedupe_index.rows_in(s.path) for s in current.values())
+    stored = [pq.read_table(s.path)["row_hash"].to_pylist() for s in current.values()]
+    assert sum(dedupe_index.rows_in(s.path) for s in current.values()) == sum(map(len, stored))
+    return out, {h.hex() for hashes in stored for h in hashes}
 
 
 @pytest.mark.parametrize("policy", ["quarantine", "keep"])
-def test_file_index_decides_as_the_sql_index(tmp_path: Path, policy: str) -> None:
-    sql, sql_size = run_sql(tmp_path, policy)
-    files, files_size = run_files(tmp_path, policy)
-    assert files == sql
-    assert files_size == sql_size
-    reports = [o["report"] for o in sql]
+def test_file_index_decides_as_the_reference(tmp_path: Path, policy: str) -> None:
+    reference, reference_hashes = run_reference(policy)
+    files, files_hashes = run_files(tmp_path, policy)
+    assert files == reference
+    assert files_hashes == reference_hashes
+    reports = [o["report"] for o in reference]
     # The stream exercises every case, so agreement is not agreement on nothing.
     assert reports[0]["duplicates_within_span"] == 40
     assert reports[1]["duplicates_of_earlier_spans"] == 50
@@ -116,7 +139,7 @@ def test_file_index_decides_as_the_sql_index(tmp_path: Path, policy: str) -> Non
     assert reports[2]["duplicates_within_span"] >= 10
     assert reports[3]["duplicates_of_earlier_spans"] == 110  # of spans 1 and 3
     assert reports[4]["duplicates_of_earlier_spans"] == 10  # rows 300-310 went with span 2 v1
-    quarantined = sum(1 for o in sql for item in o["items"] if len(item) == 2)
+    quarantined = sum(1 for o in reference for item in o["items"] if len(item) == 2)
     assert quarantined == (30 if policy == "quarantine" else 0)
 
 

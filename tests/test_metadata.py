@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import pytest
 
 from evergreen import config as config_mod
-from evergreen.metadata import IndexedRow, MetadataStore
+from evergreen.metadata import MetadataStore
 from evergreen.pipeline import ExecutionContext, Runner
 from evergreen.project import Project
 
@@ -31,8 +31,9 @@ class WriteText:
         WriteText.executions += 1
         writer = ctx.output("out", "Text")
         (writer.path / "text.txt").write_text(self.text)
-        ctx.store.add_index_rows(
-            ctx.conn, [IndexedRow("r" + self.text, "i" + self.text, "x", 1)], version=1
+        # A row written in the run's transaction: it must land (or not) with the run.
+        ctx.store.register_artifact(
+            ctx.conn, type="Note", uri="-", fingerprint="-", properties={"text": self.text}
         )
         if self.fail:
             raise RuntimeError("boom")
@@ -63,22 +64,21 @@ def test_runs_artifacts_edges_and_cache(metadata_url: str, tmp_path: Path) -> No
         store.run(first.run_id).status == "succeeded"
         and store.run(first.run_id).seconds is not None
     )
-    assert store.lookup_inputs(store.engine.connect(), ["ihello"])["ihello"][0].row_hash == "rhello"
+    assert store.artifacts(type="Note")[0].properties == {"text": "hello"}
 
     # Another pipeline in the same database sees none of it.
     other = MetadataStore(metadata_url, "p2")
-    assert other.artifacts() == [] and other.runs() == [] and other.index_size() == 0
+    assert other.artifacts() == [] and other.runs() == [] and other.spans() == []
     other.close()
     store.close()
 
 
-def test_failed_run_leaves_no_artifact_no_index_rows(metadata_url: str, tmp_path: Path) -> None:
+def test_failed_run_leaves_no_artifact_no_note(metadata_url: str, tmp_path: Path) -> None:
     store = MetadataStore(metadata_url, "p1")
     runner = Runner(store, tmp_path / "artifacts")
     with pytest.raises(RuntimeError, match="boom"):
         runner.run(WriteText("broken", fail=True))
-    assert store.artifacts() == []
-    assert store.index_size() == 0  # rolled back with the run
+    assert store.artifacts() == []  # the output and the note rolled back with the run
     [run] = store.runs()
     assert run.status == "failed" and "boom" in run.error
     assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "artifacts").rglob("*"))
@@ -108,3 +108,22 @@ def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(MetadataError, match="cannot open the metadata store"):
         MetadataStore("postgresql://postgres@127.0.0.1:1/nowhere", "p")
+
+
+def test_decision_log_keeps_the_latest_record_per_span(metadata_url: str) -> None:
+    from evergreen.decision_log import DecisionLog
+
+    store = MetadataStore(metadata_url, "p1")
+    log = DecisionLog(store)
+    assert log.latest(1) is None and log.all_latest() == {}
+    first = log.save({"span": 1, "mode": "full", "seconds": {"train": 1.5}, "version": 1})
+    assert first == {"span": 1, "mode": "full", "seconds": {"train": 1.5}, "version": 1}
+    log.save({"span": 2, "mode": "block", "version": None, "path": Path("x")})
+    log.save({"span": 1, "mode": "incremental", "version": 2})
+    assert log.latest(1) == {"span": 1, "mode": "incremental", "version": 2}
+    assert log.latest(2) == {"span": 2, "mode": "block", "version": None, "path": "x"}
+    assert [r["mode"] for r in log.all_latest().values()] == ["incremental", "block"]
+    other = MetadataStore(metadata_url, "p2")
+    assert DecisionLog(other).all_latest() == {}
+    other.close()
+    store.close()

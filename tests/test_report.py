@@ -137,6 +137,25 @@ def test_report_and_status_commands(trained: dict, tmp_path: Path) -> None:
     assert "serving skew" in status.stdout
 
 
+def test_decisions_are_read_from_the_metadata_store(trained: dict, tmp_path: Path) -> None:
+    """The JSON records are for people: status and the report read the store's copy."""
+    from evergreen.report import record_path, report_for
+
+    with Project(config_mod.load(trained["config"])) as project:
+        files = [record_path(project, span) for span in (1, 2)]
+        assert [json.loads(f.read_text()) for f in files] == trained["records"]
+        aside = [f.rename(f.with_suffix(".aside")) for f in files]
+        try:
+            decisions = [s["decision"] for s in project.status()["spans"]]
+            html = report_for(project, 2, tmp_path / "span-2.html").read_text(encoding="utf-8")
+        finally:
+            for moved, f in zip(aside, files, strict=True):
+                moved.rename(f)
+    assert [d["mode"] for d in decisions] == ["full", "incremental"]
+    assert decisions[1]["report"] == str(files[1].with_suffix(".html"))
+    assert 'data-mode="incremental"' in html and "tokens computed" in html
+
+
 def record_path_html(trained: dict, span: int) -> Path:
     return trained["folder"] / ".evergreen" / "reports" / f"span-{span}.html"
 

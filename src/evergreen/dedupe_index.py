@@ -17,21 +17,21 @@ Atomic with the data by construction: the file is written into the examples arti
 temporary folder, renamed into place with it and registered with the span in the run's
 transaction, so a crash can leave the index neither ahead of nor behind the shards. The
 pipeline's index is the files of the *current* version of every span (the ``spans`` table),
-so a changed span's new version replaces its rows exactly as the SQL index's delete did.
+so a changed span's new version replaces its rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from evergreen.metadata import IndexedRow, MetadataStore
+from evergreen.metadata import MetadataStore
 
 INDEX_FILE = "index.parquet"
 SCHEMA = pa.schema(
@@ -44,6 +44,15 @@ SCHEMA = pa.schema(
 )
 _READ_ROWS = 1 << 18  # rows per parquet batch read while joining: bounds the join's memory
 _ROW_GROUP = 1 << 17
+
+
+class IndexedRow(NamedTuple):
+    """One entry of the dedupe index (a named tuple: ingest builds one per kept row)."""
+
+    row_hash: str
+    input_hash: str
+    label: str
+    span: int
 
 
 @dataclass(frozen=True)
@@ -124,21 +133,12 @@ class SpanIndex:
     Args:
         span: the span being ingested.
         earlier: the other spans' index files (:func:`sources`).
-        legacy: for spans ingested before index files existed (no file): a lookup in the old
-            SQL row index, restricted to those spans.
     """
 
-    def __init__(
-        self,
-        span: int,
-        earlier: Iterable[IndexSource],
-        legacy: Callable[[list[str], set[int]], dict[str, list[IndexedRow]]] | None = None,
-    ) -> None:
+    def __init__(self, span: int, earlier: Iterable[IndexSource]) -> None:
         self.span = span
-        earlier = sorted(earlier, key=lambda s: s.order)
-        self.files = [s for s in earlier if s.path.exists()]
-        self.legacy_spans = {s.span for s in earlier if not s.path.exists()}
-        self.legacy = legacy
+        # A span ingested before index files existed has none: nothing to dedupe against.
+        self.files = sorted((s for s in earlier if s.path.exists()), key=lambda s: s.order)
         self.kept: list[pa.Table] = []
         self.rows = 0
 
@@ -149,9 +149,6 @@ class SpanIndex:
         if not hashes:
             return found
         keys = hashes_array(hashes)
-        if self.legacy_spans and self.legacy is not None:
-            for key, rows in self.legacy(hashes, self.legacy_spans).items():
-                found.setdefault(key, []).extend(rows)
         for source in self.files:
             for batch in pq.ParquetFile(source.path).iter_batches(batch_size=_READ_ROWS):
                 _add(found, match(pa.Table.from_batches([batch]), keys), source.span)

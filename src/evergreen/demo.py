@@ -22,6 +22,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from evergreen import config as config_mod
+from evergreen import render
+from evergreen.project import Project
+
 INTENTS = {
     "billing": [
         "I was charged twice for my {product} subscription this month",
@@ -134,9 +138,6 @@ key = "ticket_id"
 
 def run(directory: Path, *, days: int = 5, console: Console | None = None) -> None:
     """Write the stream and config into ``directory`` and run the whole loop over every day."""
-    from evergreen import config as config_mod
-    from evergreen.project import Project
-
     console = console or Console()
     directory.mkdir(parents=True, exist_ok=True)
     write_stream(directory, days)
@@ -145,11 +146,10 @@ def run(directory: Path, *, days: int = 5, console: Console | None = None) -> No
         f"[bold]Evergreen demo[/] in {directory}: {days} days of synthetic support tickets"
     )
     with Project(config_mod.load(directory / "evergreen.toml")) as project:
-        from evergreen.cli import print_run_table
         from evergreen.loop import TrainingLoop
 
         records = [r.to_dict() for r in TrainingLoop(project).run()]
-        print_run_table(records)
+        render.print_run_table(console, records)
         for outcome in project.status()["spans"]:
             if outcome.get("anomalies"):
                 for a in outcome["anomalies"]:

@@ -1,19 +1,24 @@
-"""The lineage store: artifacts, runs, the edges between them, spans and the row index.
+"""The lineage store: artifacts, runs, the edges between them, and spans.
 
 One SQLAlchemy schema, two engines: a SQLite file under the pipeline root by default, or a
-PostgreSQL URL for a team. Writes that must land together (a run's outputs, its row-index
-entries and its status) share one transaction handed out by :meth:`MetadataStore.transaction`.
+PostgreSQL URL for a team. Writes that must land together (a run's outputs, its span record and
+its status) share one transaction handed out by :meth:`MetadataStore.transaction`.
+
+Per-row data lives elsewhere: the dedupe index in parquet files beside each span's examples
+(:mod:`evergreen.dedupe_index`), span file digests in :mod:`evergreen.file_digests` (the same
+database, its own table).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import socket
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -80,31 +85,6 @@ spans_table = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-# One entry per unique (inputs, label) row ever ingested: dedupe and label-conflict checks look
-# rows up here instead of re-reading old spans.
-row_index_table = sa.Table(
-    "row_index",
-    _meta,
-    sa.Column("pipeline", sa.String(200), primary_key=True),
-    sa.Column("row_hash", sa.String(32), primary_key=True),
-    sa.Column("input_hash", sa.String(32), nullable=False),
-    sa.Column("label", sa.Text, nullable=False),
-    sa.Column("span", sa.Integer, nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Index("ix_row_index_input", "pipeline", "input_hash"),
-)
-
-# Content digests of span files, reused while size and mtime are unchanged (as git does), so
-# checking for changed spans does not re-read the whole history on every run.
-file_digests_table = sa.Table(
-    "file_digests",
-    _meta,
-    sa.Column("path", sa.Text, primary_key=True),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
-    sa.Column("sha256", sa.String(64), nullable=False),
-)
-
 # Who holds the pipeline's single-writer lock (see :mod:`evergreen.lock`): only read to tell a
 # refused writer whom it waits for; the lock itself is a flock or a PostgreSQL advisory lock.
 writer_locks_table = sa.Table(
@@ -118,15 +98,32 @@ writer_locks_table = sa.Table(
     sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-_LOOKUP_CHUNK = 900  # stays under SQLite's bound-parameter limit with room to spare
+
+_Row = TypeVar("_Row")
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _from_row(cls: type[_Row], row: Any) -> _Row:
+    """A record dataclass from a database row with the same column names (JSON columns copied:
+    a record never shares a dict with SQLAlchemy's row cache)."""
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        value = getattr(row, f.name)
+        if f.type == "dict[str, Any]":
+            value = dict(value or {})
+        elif f.type == "list[str]":
+            value = list(value)
+        values[f.name] = value
+    return cls(**values)
+
+
 @dataclass(frozen=True)
 class Artifact:
+    """An artifact: a folder of files at ``uri`` with its type, span and properties."""
+
     id: int
     type: str
     uri: str
@@ -135,21 +132,11 @@ class Artifact:
     fingerprint: str
     properties: dict[str, Any]
 
-    @classmethod
-    def from_row(cls, row: Any) -> Artifact:
-        return cls(
-            row.id,
-            row.type,
-            row.uri,
-            row.span,
-            row.version,
-            row.fingerprint,
-            dict(row.properties or {}),
-        )
-
 
 @dataclass(frozen=True)
 class Run:
+    """One execution of a component: its cache key, parameters, status and summary."""
+
     id: int
     component: str
     span: int | None
@@ -160,23 +147,11 @@ class Run:
     error: str | None
     summary: dict[str, Any]
 
-    @classmethod
-    def from_row(cls, row: Any) -> Run:
-        return cls(
-            row.id,
-            row.component,
-            row.span,
-            row.cache_key,
-            dict(row.parameters or {}),
-            row.status,
-            row.seconds,
-            row.error,
-            dict(row.summary or {}),
-        )
-
 
 @dataclass(frozen=True)
 class SpanRecord:
+    """One version of a span: its files, status and the artifacts ingest made of it."""
+
     span: int
     version: int
     fingerprint: str
@@ -185,15 +160,6 @@ class SpanRecord:
     examples_id: int | None
     statistics_id: int | None
     anomalies_id: int | None
-
-
-class IndexedRow(NamedTuple):
-    """One entry of the dedupe index (a named tuple: ingest builds one per kept row)."""
-
-    row_hash: str
-    input_hash: str
-    label: str
-    span: int
 
 
 def normalize_url(url: str) -> str:
@@ -322,14 +288,14 @@ class MetadataStore:
                 .order_by(runs_table.c.id.desc())
                 .limit(1)
             ).first()
-        return Run.from_row(row) if row else None
+        return _from_row(Run, row) if row else None
 
     def run(self, run_id: int) -> Run:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(runs_table).where(runs_table.c.id == run_id)).first()
         if row is None:
             raise NotFound(f"run r{run_id} does not exist; `evergreen status` lists recent runs")
-        return Run.from_row(row)
+        return _from_row(Run, row)
 
     def runs(self, component: str | None = None, limit: int = 1000) -> list[Run]:
         query = sa.select(runs_table).where(runs_table.c.pipeline == self.pipeline)
@@ -337,7 +303,7 @@ class MetadataStore:
             query = query.where(runs_table.c.component == component)
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(runs_table.c.id.desc()).limit(limit)).all()
-        return [Run.from_row(r) for r in rows]
+        return [_from_row(Run, r) for r in rows]
 
     # -- artifacts and events --------------------------------------------------------------
     def register_artifact(
@@ -388,7 +354,7 @@ class MetadataStore:
             raise NotFound(
                 f"artifact a{artifact_id} does not exist; `evergreen status` lists artifacts"
             )
-        return Artifact.from_row(row)
+        return _from_row(Artifact, row)
 
     def artifacts(self, type: str | None = None, span: int | None = None) -> list[Artifact]:
         query = sa.select(artifacts_table).where(artifacts_table.c.pipeline == self.pipeline)
@@ -398,7 +364,7 @@ class MetadataStore:
             query = query.where(artifacts_table.c.span == span)
         with self.engine.connect() as conn:
             return [
-                Artifact.from_row(r)
+                _from_row(Artifact, r)
                 for r in conn.execute(query.order_by(artifacts_table.c.id)).all()
             ]
 
@@ -412,7 +378,7 @@ class MetadataStore:
                 .join(events_table, events_table.c.run_id == runs_table.c.id)
                 .where(events_table.c.artifact_id == artifact_id, events_table.c.kind == "output")
             ).first()
-        return Run.from_row(row) if row else None
+        return _from_row(Run, row) if row else None
 
     def run_inputs(self, run_id: int) -> dict[str, Artifact]:
         return {name: art for name, art in self._edges(events_table.c.run_id == run_id, "input")}
@@ -425,7 +391,7 @@ class MetadataStore:
                 .where(events_table.c.artifact_id == artifact_id, events_table.c.kind == "input")
                 .order_by(runs_table.c.id)
             ).all()
-        return [Run.from_row(r) for r in rows]
+        return [_from_row(Run, r) for r in rows]
 
     def _edges(self, where: Any, kind: str) -> list[tuple[str, Artifact]]:
         with self.engine.connect() as conn:
@@ -435,7 +401,7 @@ class MetadataStore:
                 .where(where, events_table.c.kind == kind)
                 .order_by(artifacts_table.c.id)
             ).all()
-        return [(r.name, Artifact.from_row(r)) for r in rows]
+        return [(r.name, _from_row(Artifact, r)) for r in rows]
 
     # -- spans --------------------------------------------------------------------------------
     def spans(self, include_superseded: bool = False) -> list[SpanRecord]:
@@ -444,19 +410,7 @@ class MetadataStore:
             query = query.where(spans_table.c.status != "superseded")
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(spans_table.c.span, spans_table.c.version)).all()
-        return [
-            SpanRecord(
-                r.span,
-                r.version,
-                r.fingerprint,
-                list(r.files),
-                r.status,
-                r.examples_id,
-                r.statistics_id,
-                r.anomalies_id,
-            )
-            for r in rows
-        ]
+        return [_from_row(SpanRecord, r) for r in rows]
 
     def add_span_version(
         self,
@@ -505,78 +459,6 @@ class MetadataStore:
             .order_by(a.c.id)
         ).all()
         return [(int(r.span), int(r.id), str(r.uri)) for r in rows]
-
-    # -- row index (SQL) ----------------------------------------------------------------------
-    # One SQL row per data row: superseded by the parquet files of evergreen.dedupe_index, and
-    # kept only to answer for spans ingested before them (and as the reference in tests).
-    def lookup_inputs(
-        self, conn: Connection, input_hashes: Iterable[str], spans: set[int] | None = None
-    ) -> dict[str, list[IndexedRow]]:
-        """Earlier rows whose inputs hash to any of ``input_hashes`` (of ``spans`` when
-        given), grouped by input hash."""
-        found: dict[str, list[IndexedRow]] = {}
-        keys = list(set(input_hashes))
-        t = row_index_table
-        for start in range(0, len(keys), _LOOKUP_CHUNK):
-            query = sa.select(t.c.row_hash, t.c.input_hash, t.c.label, t.c.span).where(
-                t.c.pipeline == self.pipeline,
-                t.c.input_hash.in_(keys[start : start + _LOOKUP_CHUNK]),
-            )
-            if spans is not None:
-                query = query.where(t.c.span.in_(sorted(spans)))
-            rows = conn.execute(query).all()
-            for r in rows:
-                found.setdefault(r.input_hash, []).append(
-                    IndexedRow(r.row_hash, r.input_hash, r.label, r.span)
-                )
-        return found
-
-    def add_index_rows(self, conn: Connection, rows: Sequence[IndexedRow], version: int) -> None:
-        if rows:
-            conn.execute(
-                row_index_table.insert(),
-                [
-                    dict(
-                        pipeline=self.pipeline,
-                        row_hash=r.row_hash,
-                        input_hash=r.input_hash,
-                        label=r.label,
-                        span=r.span,
-                        version=version,
-                    )
-                    for r in rows
-                ],
-            )
-
-    def drop_index_span(self, conn: Connection, span: int) -> int:
-        """Forget a span's rows (its files changed: the new version replaces them)."""
-        t = row_index_table
-        result = conn.execute(t.delete().where(t.c.pipeline == self.pipeline, t.c.span == span))
-        return int(result.rowcount or 0)
-
-    def index_size(self) -> int:
-        t = row_index_table
-        with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count()).select_from(t).where(t.c.pipeline == self.pipeline)
-                ).scalar_one()
-            )
-
-    # -- file digests ---------------------------------------------------------------------------
-    def cached_digest(self, path: str, size: int, mtime_ns: int) -> str | None:
-        t = file_digests_table
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(t).where(t.c.path == path)).first()
-        if row is not None and row.size == size and row.mtime_ns == mtime_ns:
-            return str(row.sha256)
-        return None
-
-    def store_digest(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
-        t = file_digests_table
-        with self.transaction() as conn:
-            conn.execute(t.delete().where(t.c.path == path))
-            conn.execute(t.insert().values(path=path, size=size, mtime_ns=mtime_ns, sha256=sha256))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

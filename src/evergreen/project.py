@@ -10,11 +10,15 @@ all earlier validated spans' (the training window); it opens statistics artifact
 
 Each stage is a component run through :class:`~evergreen.pipeline.Runner`, so finished work is
 cached and a killed run resumes where it stopped.
+
+This module is the write side (discover, ingest, drift, accept, digests). The read side
+(status, span status, lineage, schema, statistics) is :class:`~evergreen.queries.Queries`,
+reachable as ``project.queries``; the few read methods kept on :class:`Project` return its
+answers in their JSON form for existing callers.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +27,7 @@ from typing import Any
 
 from evergreen import examples as examples_mod
 from evergreen import readers, spans
-from evergreen.artifacts import file_sha256, remove_stale_temporaries
+from evergreen.artifacts import remove_stale_temporaries
 from evergreen.components import drift as drift_mod
 from evergreen.components import ingest as ingest_mod
 from evergreen.components import schema as schema_mod
@@ -31,9 +35,11 @@ from evergreen.components import statistics as stats_mod
 from evergreen.components import validate as validate_mod
 from evergreen.config import Config, check_columns
 from evergreen.errors import DataError, NoSpanFiles, NotFound, SchemaError
+from evergreen.file_digests import FileDigests
 from evergreen.lock import PipelineLock
-from evergreen.metadata import Artifact, MetadataStore, SpanRecord
+from evergreen.metadata import Artifact, MetadataStore
 from evergreen.pipeline import Runner, RunResult
+from evergreen.queries import Queries
 
 ProgressFactory = Callable[[str], Callable[[int, int], None]]
 CHAMPIONS = object()  # Project.drift's default featurizer: whichever the registry champion has
@@ -57,6 +63,8 @@ class Project:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = MetadataStore(config.metadata_url, config.name)
+        self.digests = FileDigests(self.store.engine)
+        self.queries = Queries(config, self.store, self.champion_featurizer)
         self.runner = Runner(self.store, config.artifacts_dir)
         self._lock = PipelineLock(self.store, "evergreen")
 
@@ -135,7 +143,7 @@ class Project:
         _refuse_late_spans(found, all_versions)
         types = self.feature_types(found[0])
         for span_files in found:
-            fingerprint = span_files.fingerprint(self._digest)
+            fingerprint = span_files.fingerprint(self.digests.digest)
             record = current.get(span_files.span)
             if (
                 record is not None
@@ -334,80 +342,19 @@ class Project:
 
     def digest(self, path: Path) -> str:
         """A span file's content digest, reused while its size and mtime are unchanged."""
-        return self._digest(path)
+        return self.digests.digest(path)
 
-    def _digest(self, path: Path) -> str:
-        try:
-            stat = path.stat()
-            key = str(path.resolve())
-            cached = self.store.cached_digest(key, stat.st_size, stat.st_mtime_ns)
-            if cached is None:
-                cached = file_sha256(path)
-                self.store.store_digest(key, stat.st_size, stat.st_mtime_ns, cached)
-        except OSError as e:
-            raise DataError(f"cannot read {path}: {e.strerror or e}; check the file") from None
-        return cached
-
-    # -- reading back -------------------------------------------------------------------------
+    # -- reading back (see :mod:`evergreen.queries`) ---------------------------------------
     def current_schema(self) -> schema_mod.Schema | None:
-        existing = self.store.artifacts(type="Schema")
-        return schema_mod.load(existing[-1]) if existing else None
+        return self.queries.current_schema()
 
     def dataset_statistics(self) -> stats_mod.SpanStatistics | None:
         """Statistics of every usable span: a merge of span sketches (no span is re-read)."""
-        parts = [
-            stats_mod.load(self.store.artifact(r.statistics_id))
-            for r in self.store.spans()
-            if r.statistics_id is not None and r.status == "validated"
-        ]
-        return stats_mod.merge_all(parts)
+        return self.queries.dataset_statistics()
 
     def status(self) -> dict[str, Any]:
         """Everything `evergreen status` shows, as JSON-ready data."""
-        span_rows = []
-        for record in self.store.spans():
-            span_rows.append(self._span_status(record))
-        runs = self.store.runs(limit=10_000)
-        schema = self.store.artifacts(type="Schema")
-        totals = {
-            "spans": len(span_rows),
-            "blocked": sum(1 for s in span_rows if s["status"] == "blocked"),
-            "rows_read": sum(s.get("rows_read", 0) for s in span_rows),
-            "rows_kept": sum(s.get("rows_kept", 0) for s in span_rows),
-            "quarantined": sum(s.get("quarantined_total", 0) for s in span_rows),
-            "duplicates": sum(
-                s.get("duplicates_within_span", 0) + s.get("duplicates_of_earlier_spans", 0)
-                for s in span_rows
-            ),
-            "label_conflicts": sum(len(s.get("label_conflicts", [])) for s in span_rows),
-        }
-        latest = next((s for s in reversed(span_rows) if "drift" in s), None)
-        from evergreen import skew
-
-        serving = skew.project_skew(self) if self.config.drift.enabled else None
-        return {
-            "pipeline": self.config.name,
-            "root": str(self.config.root),
-            "drift_enabled": self.config.drift.enabled,
-            "latest_drift": latest["drift"] | {"span": latest["span"]} if latest else None,
-            "skew": None
-            if serving is None
-            else {
-                "severity": serving.severity,
-                "features": serving.features_at("minor"),
-                "alarms": [a.describe() for a in serving.alarms],
-                "rows": serving.comparisons[0].rows_new if serving.comparisons else 0,
-                "notes": serving.notes,
-            },
-            "metadata": self.store.url.split("://", 1)[0],
-            "schema": {"artifact": f"a{schema[-1].id}", "uri": schema[-1].uri} if schema else None,
-            "spans": span_rows,
-            "totals": totals,
-            "runs": {
-                status: sum(1 for r in runs if r.status == status)
-                for status in sorted({r.status for r in runs})
-            },
-        }
+        return self.queries.status()
 
     def span_status(self, span: int) -> dict[str, Any]:
         """One row of :meth:`status` for the current version of ``span``.
@@ -415,96 +362,16 @@ class Project:
         Raises:
             NotFound: the span has not been ingested.
         """
-        record = next((r for r in self.store.spans() if r.span == span), None)
-        if record is None:
-            raise NotFound(f"span {span} has not been ingested; run `evergreen ingest` first")
-        return self._span_status(record)
-
-    def _span_status(self, record: SpanRecord) -> dict[str, Any]:
-        row: dict[str, Any] = {
-            "span": record.span,
-            "version": record.version,
-            "status": record.status,
-            "files": record.files,
-        }
-        if record.examples_id is not None:
-            examples = self.store.artifact(record.examples_id)
-            report = ingest_mod.read_report(examples)
-            row.update(
-                examples=f"a{examples.id}",
-                rows_read=report.rows_read,
-                rows_kept=report.rows_kept,
-                rows_written=report.rows_written,
-                duplicates_within_span=report.duplicates_within_span,
-                duplicates_of_earlier_spans=report.duplicates_of_earlier_spans,
-                label_conflicts=report.label_conflicts,
-                quarantined=report.quarantined,
-                quarantined_total=sum(report.quarantined.values()),
-                quarantine_file=str(Path(examples.uri) / "quarantine.jsonl"),
-            )
-        if record.statistics_id is not None:
-            row["statistics"] = f"a{record.statistics_id}"
-        if record.anomalies_id is not None:
-            row["anomalies"] = [
-                vars(a) for a in validate_mod.load(self.store.artifact(record.anomalies_id))
-            ]
-        drift_artifact = drift_mod.find_artifact(self.store, record.span)
-        if drift_artifact is not None:
-            result = drift_mod.load(drift_artifact)
-            row["drift"] = {
-                "artifact": f"a{drift_artifact.id}",
-                "severity": result.severity,
-                "features": result.features_at("minor"),
-                "alarms": [a.describe() for a in result.alarms],
-                "unknown_rate": result.unknown_rate,
-            }
-        decision = self.reports_dir / f"span-{record.span}.json"
-        if decision.is_file():
-            data = json.loads(decision.read_text(encoding="utf-8"))
-            row["decision"] = {
-                "mode": data.get("mode"),
-                "reason": data.get("reason"),
-                "blessed": data.get("blessed"),
-                "version": data.get("version"),
-                "report": str(decision.with_suffix(".html")),
-            }
-        return row
+        return self.queries.span_status(span).to_dict()
 
     @property
     def reports_dir(self) -> Path:
         """Where run records (``span-N.json``) and HTML reports (``span-N.html``) live."""
-        return self.config.root / "reports"
+        return self.queries.reports_dir
 
     def lineage(self, ident: str) -> dict[str, Any]:
         """Where an artifact (``a12``) or run (``r5``) came from and what used it."""
-        kind, number = _parse_id(ident)
-        if kind == "r":
-            run = self.store.run(number)
-            return {
-                "run": _run_dict(run),
-                "inputs": {n: _artifact_dict(a) for n, a in self.store.run_inputs(run.id).items()},
-                "outputs": {
-                    n: _artifact_dict(a) for n, a in self.store.run_outputs(run.id).items()
-                },
-            }
-        artifact = self.store.artifact(number)
-        return {
-            "artifact": _artifact_dict(artifact),
-            "upstream": self._upstream(artifact),
-            "consumers": [_run_dict(r) for r in self.store.consumers(artifact.id)],
-        }
-
-    def _upstream(self, artifact: Artifact) -> dict[str, Any] | None:
-        producer = self.store.producer(artifact.id)
-        if producer is None:
-            return None
-        return {
-            "run": _run_dict(producer),
-            "inputs": {
-                name: {"artifact": _artifact_dict(a), "upstream": self._upstream(a)}
-                for name, a in self.store.run_inputs(producer.id).items()
-            },
-        }
+        return self.queries.lineage(ident).to_dict()
 
 
 def _refuse_late_spans(found: list[spans.SpanFiles], versions: dict[int, int]) -> None:
@@ -535,36 +402,6 @@ def _no_reserved(types: dict[str, str]) -> dict[str, str]:
             "the examples it writes); rename that column in the data"
         )
     return types
-
-
-def _parse_id(ident: str) -> tuple[str, int]:
-    text = ident.strip().lower()
-    if len(text) > 1 and text[0] in "ar" and text[1:].isdigit():
-        return text[0], int(text[1:])
-    raise NotFound(
-        f"{ident!r} is not an artifact or run id; use a12 for artifact 12 or r5 for run 5"
-    )
-
-
-def _artifact_dict(a: Artifact) -> dict[str, Any]:
-    return {
-        "id": f"a{a.id}",
-        "type": a.type,
-        "span": a.span,
-        "version": a.version,
-        "uri": a.uri,
-        "fingerprint": a.fingerprint[:16],
-    }
-
-
-def _run_dict(r: Any) -> dict[str, Any]:
-    return {
-        "id": f"r{r.id}",
-        "component": r.component,
-        "span": r.span,
-        "status": r.status,
-        "seconds": r.seconds,
-    }
 
 
 def _data_components(config: Config) -> tuple[Any, Any]:

@@ -3,8 +3,7 @@
 The pipeline runs the embedded core, :class:`RowProcessor`, per record (``_check``) and per
 input hash (``_dedupe``): the new span's checked rows are joined by input hash
 (``CoGroupByKey``) with the earlier spans' dedupe index (their ``index.parquet`` files, read
-with ``ReadAllFromParquet``; rows of spans ingested before those files existed come from the
-SQL index), and each group is decided in input order against the entries in the order the
+with ``ReadAllFromParquet``), and each group is decided in input order against the entries in the order the
 embedded ``SpanIndex`` gives them. Kept rows are written per split with ``WriteToTFRecord``
 inside the artifact's temporary folder (committed once by the runner) and summed into the
 span's statistics by a ``CombineFn``; quarantined rows, label conflicts, counts and the new
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-import sqlalchemy as sa
 
 from evergreen import dedupe_index, examples, readers
 from evergreen.beam import Scratch, check_conservation, pipeline_options, to_json
@@ -39,7 +37,7 @@ from evergreen.components.ingest import (
     stored_columns,
 )
 from evergreen.components.statistics import STATISTICS_FILE
-from evergreen.metadata import IndexedRow, row_index_table
+from evergreen.dedupe_index import IndexedRow
 from evergreen.pipeline import ExecutionContext
 
 Seq = tuple[int, int]  # (file number, record number): the embedded path's input order
@@ -93,7 +91,7 @@ class _Decide(beam.DoFn):
         if not new:
             return
         seqs = {row.source: seq for seq, row in new}
-        # The embedded SpanIndex's order: SQL-indexed spans, then files in ingest order.
+        # The embedded SpanIndex's order: files in ingest order, positions within a file.
         entries = sorted(grouped["index"], key=lambda e: (e[4], e[5]))
         self.known = {input_hash: [IndexedRow(*e[:4]) for e in entries]}
         report = IngestReport(0, 0, [])
@@ -142,7 +140,7 @@ def _quarantine_event(seq: Seq, item: Quarantined) -> str:
     return to_json({"seq": seq, "quarantined": dataclasses.asdict(item)})
 
 
-def _index_entries(p: Any, files: dict[str, tuple[int, int]], legacy: str) -> Any:
+def _index_entries(p: Any, files: dict[str, tuple[int, int]]) -> Any:
     """Earlier spans' index entries keyed by input hash:
     ``[row hash, input hash, label, span, order, position]`` (hex hashes)."""
 
@@ -152,19 +150,12 @@ def _index_entries(p: Any, files: dict[str, tuple[int, int]], legacy: str) -> An
         input_hash = r["input_hash"].hex()
         return input_hash, [r["row_hash"].hex(), input_hash, r["label"], span, order, r["position"]]
 
-    from_files = (
+    return (
         p
         | "IndexFiles" >> beam.Create(sorted(files))
         | "ReadIndex" >> beam.io.ReadAllFromParquet(with_filename=True)
         | "IndexEntries" >> beam.Map(from_file)
     )
-    from_sql = (
-        p
-        | "LegacyIndex" >> beam.io.ReadFromText(legacy)
-        | "LegacyEntries" >> beam.Map(json.loads)
-        | "LegacyByInput" >> beam.Map(lambda e: (e[1], e))
-    )
-    return (from_files, from_sql) | "AllEntries" >> beam.Flatten()
 
 
 def _build(p: Any, job: _Job, scratch: Scratch) -> None:
@@ -182,7 +173,7 @@ def _build(p: Any, job: _Job, scratch: Scratch) -> None:
         | "CheckBatch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
         | "Check" >> beam.ParDo(_Check(component)).with_outputs("events", main="rows")
     )
-    stored = _index_entries(p, job.index_files, job.legacy_index)
+    stored = _index_entries(p, job.index_files)
     decided = (
         {"new": checked.rows, "index": stored}
         | "Join" >> beam.CoGroupByKey()
@@ -235,20 +226,6 @@ class _Job:
     component: IngestSpan
     out: Path
     index_files: dict[str, tuple[int, int]]  # parquet path -> (span, ingest order)
-    legacy_index: str  # JSON lines of SQL index entries (spans without an index file)
-
-
-def _export_legacy(ctx: ExecutionContext, spans: set[int], path: Path) -> None:
-    """SQL index entries of spans ingested before index files existed, as JSON lines."""
-    with open(path, "w", encoding="utf-8") as f:
-        if not spans:
-            return
-        t = row_index_table
-        query = sa.select(t.c.row_hash, t.c.input_hash, t.c.label, t.c.span).where(
-            t.c.pipeline == ctx.store.pipeline, t.c.span.in_(sorted(spans))
-        )
-        for n, r in enumerate(ctx.conn.execute(query)):
-            f.write(to_json([r.row_hash, r.input_hash, r.label, r.span, -1, n]) + "\n")
 
 
 def _report_from_events(report: IngestReport, events: Iterable[Any], quarantine: Path) -> None:
@@ -317,13 +294,10 @@ class BeamIngestSpan(IngestSpan):
         columns_seen = {c for path in self.span.files for c in self.file_columns(path)}
         writer = ctx.output("examples", "Examples", span=self.span.span, version=self.span_version)
         with Scratch(writer.path, f"ingest-{self.span.span}") as scratch:
-            legacy = scratch.path / "legacy-index.jsonl"
-            _export_legacy(ctx, index.legacy_spans, legacy)
             job = _Job(
                 component=_without_progress(self),
                 out=writer.path,
                 index_files={str(s.path): (s.span, s.order) for s in index.files},
-                legacy_index=str(legacy),
             )
             with beam.Pipeline(options=pipeline_options(self.config.beam)) as p:
                 _build(p, job, scratch)

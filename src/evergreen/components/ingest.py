@@ -26,8 +26,9 @@ from typing import Any, ClassVar
 from evergreen import dedupe_index, examples, readers
 from evergreen.components.statistics import STATISTICS_FILE, SpanStatistics
 from evergreen.config import DEFAULT_MISSING_LABELS, Config
+from evergreen.dedupe_index import IndexedRow
 from evergreen.errors import DataError
-from evergreen.metadata import Artifact, IndexedRow
+from evergreen.metadata import Artifact
 from evergreen.pipeline import ExecutionContext
 from evergreen.spans import SpanFiles
 
@@ -733,16 +734,11 @@ class IngestSpan:
     def _open_index(self, ctx: ExecutionContext, report: IngestReport) -> dedupe_index.SpanIndex:
         """The dedupe index of every other span's current version (this span's old version,
         if any, is replaced: its rows are left out, so they are not seen as duplicates)."""
-        store, conn = ctx.store, ctx.conn
-        current = dedupe_index.sources(store, conn)
+        current = dedupe_index.sources(ctx.store, ctx.conn)
         replaced = [s for s in current if s.span == self.span.span]
         report.index_rows_replaced = sum(dedupe_index.rows_in(s.path) for s in replaced)
-        if any(not s.path.exists() for s in replaced):  # ingested before index files existed
-            report.index_rows_replaced += store.drop_index_span(conn, self.span.span)
         return dedupe_index.SpanIndex(
-            self.span.span,
-            [s for s in current if s.span != self.span.span],
-            legacy=lambda hashes, spans: store.lookup_inputs(conn, hashes, spans),
+            self.span.span, [s for s in current if s.span != self.span.span]
         )
 
     def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:

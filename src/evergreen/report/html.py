@@ -1,20 +1,23 @@
 """One self-contained HTML file per span: what came in, how it drifted, what was decided, why.
 
 :func:`write_report` reads only metadata and small artifacts (span statistics-derived drift
-report, anomalies, ingest report) plus the training loop's record for the span, and writes a
-single file with inline CSS and inline SVG charts: viewing it fetches nothing.
+report, anomalies, ingest report) plus the training loop's record for the span (kept in the
+metadata store by :class:`~evergreen.decision_log.DecisionLog`), and writes a single file
+with inline CSS and inline SVG charts: viewing it fetches nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from evergreen.components.drift import Comparison, DriftResult, FeatureDrift
 from evergreen.components.drift import find_report as find_drift_report
+from evergreen.decision_log import DecisionLog
 from evergreen.errors import NotFound
 from evergreen.report import svg
 
@@ -38,23 +41,27 @@ ul{margin:.3rem 0} code{font-size:.85rem}
 
 
 def record_path(project: Any, span: int) -> Path:
-    """Where the training loop's record for ``span`` lives: ``<root>/reports/span-N.json``."""
+    """Where the loop's record for ``span`` is written for people: ``<root>/reports/span-N.json``."""
     return project.reports_dir / f"span-{span}.json"
 
 
 def load_record(project: Any, span: int) -> dict[str, Any] | None:
-    path = record_path(project, span)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    """The training loop's last record for ``span``, from the metadata store (None: none)."""
+    return DecisionLog(project.store).latest(span)
 
 
-def save_run_report(project: Any, record: dict[str, Any]) -> Path:
-    """Save a loop record as ``span-N.json`` and write ``span-N.html`` beside it; its path."""
-    path = record_path(project, int(record["span"]))
+def save_run_report(project: Any, record: Mapping[str, Any]) -> Path:
+    """Record a loop record in the metadata store, save it as ``span-N.json`` and write
+    ``span-N.html`` beside it; returns the HTML report's path."""
+    if hasattr(record, "to_dict"):  # a typed run record: its dict is what is kept
+        record = record.to_dict()
+    data = DecisionLog(project.store).save(record)
+    path = record_path(project, int(data["span"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
-    return write_report(project, int(record["span"]), record, path.with_suffix(".html"))
+    return write_report(project, int(data["span"]), record, path.with_suffix(".html"))
 
 
 def write_report(project: Any, span: int, record: dict[str, Any] | None, path: Path) -> Path:
@@ -260,21 +267,15 @@ def _feature_cards(comparison: Comparison, new_name: str, reference_name: str) -
 
 
 def _chart(f: FeatureDrift, chart: dict[str, Any], new_name: str, reference_name: str) -> str:
-    title = f"{f.feature}: {chart.get('title', '')}"
-    if chart["type"] == "histogram":
-        return svg.histogram(
-            chart["edges"],
-            chart["new"],
-            chart["reference"],
-            title=title,
-            new_name=new_name,
-            reference_name=reference_name,
-        )
-    return svg.paired_bars(
-        chart["labels"],
+    # A histogram's x axis is its bin edges; a bar chart's, its category labels.
+    draw, axis = (
+        (svg.histogram, "edges") if chart["type"] == "histogram" else (svg.paired_bars, "labels")
+    )
+    return draw(
+        chart[axis],
         chart["new"],
         chart["reference"],
-        title=title,
+        title=f"{f.feature}: {chart.get('title', '')}",
         new_name=new_name,
         reference_name=reference_name,
     )
