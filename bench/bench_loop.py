@@ -87,7 +87,7 @@ def run_day(project_dir: Path, *, full: bool) -> tuple[dict[str, Any], float, Pa
 
     with Project(config_mod.load(project_dir / "evergreen.toml")) as project:
         start = time.perf_counter()
-        [record] = TrainingLoop(project).run(full=full)
+        [record] = [r.to_dict() for r in TrainingLoop(project).run(full=full)]
         seconds = time.perf_counter() - start
         if full:
             model = [a for a in project.store.artifacts(type="Model") if a.span == record["span"]][

@@ -243,7 +243,7 @@ def run_span(project_dir: Path, *, full: bool) -> tuple[dict[str, Any], int, Pat
     from evergreen.project import Project
 
     with Project(config_mod.load(project_dir / "evergreen.toml")) as project:
-        [record] = TrainingLoop(project).run(full=full)
+        [record] = [r.to_dict() for r in TrainingLoop(project).run(full=full)]
         trained = [
             r.summary.get("rows_trained", 0)
             for r in project.store.runs(component="train", limit=1_000_000)

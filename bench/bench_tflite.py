@@ -70,7 +70,7 @@ def main() -> None:
         with Project(config_mod.load(config)) as project:
             started = time.perf_counter()
             [record] = TrainingLoop(project).run()
-            print(f"trained version {record['version']} in {time.perf_counter() - started:.1f} s")
+            print(f"trained version {record.version} in {time.perf_counter() - started:.1f} s")
             rows = []
             for quantize in ("none", "float16", "int8"):
                 started = time.perf_counter()

@@ -116,16 +116,16 @@ def test_adopt_then_two_incremental_spans(
         for n in (3, 4):
             _write_span(folder, n, header, rows[(n - 1) * SPAN_ROWS : n * SPAN_ROWS])
         records = TrainingLoop(project).run()
-        assert [(r["span"], r["mode"]) for r in records] == [
+        assert [(r.span, r.mode) for r in records] == [
             (3, "incremental"),
             (4, "incremental"),
-        ], [r["reason"] for r in records]
-        assert [r["version"] for r in records] == [2, 3], [r["verdict"] for r in records]
+        ], [r.reason for r in records]
+        assert [r.version for r in records] == [2, 3], [r.verdict for r in records]
         for record in records:
             examples = next(
-                a for a in project.store.artifacts(type="Examples") if a.span == record["span"]
+                a for a in project.store.artifacts(type="Examples") if a.span == record.span
             )
-            assert record["rows_featurized"] == examples.properties["rows"]  # only the new span
+            assert record.ledger.rows_featurized == examples.properties["rows"]  # only the new span
         # No historic row is featurized again: one featurize run per span, ever.
         runs = [
             r.span for r in project.store.runs(component="featurize") if r.status == "succeeded"

@@ -22,7 +22,7 @@ from evergreen import config as config_mod
 from evergreen import dedupe_index, examples
 from evergreen.components import drift as drift_mod
 from evergreen.components import statistics as stats_mod
-from evergreen.components.featurize import FeaturizeSpan, FitFeaturizer
+from evergreen.components.featurize import FeaturizeSpan, FitFeaturizer, FitInputs
 from evergreen.components.ingest import quarantine_rows, read_report
 from evergreen.config import DEFAULT_BEAM_ARGS
 from evergreen.errors import ConfigError
@@ -297,7 +297,7 @@ def _featurize(project: Project, beam: bool) -> Any:
     unfitted = fam.new_featurizer(spans[1].properties["types"], cfg.train)
     fitted = project.runner.run(
         FitFeaturizer(fam, unfitted, ["great", "other"]),
-        {f"span-{s}": spans[s] for s in range(1, SPAN)},
+        FitInputs({s: spans[s] for s in range(1, SPAN)}),
     ).outputs["featurizer"]
     if beam:
         from evergreen.beam.featurize import BeamFeaturizeSpan

@@ -160,8 +160,8 @@ def test_custom_module_runs_the_loop(tmp_path: Path) -> None:
     config = _churn_project(tmp_path / "custom", MODULE)
     with Project(config_mod.load(config)) as project:
         records = TrainingLoop(project).run()
-        assert [r["mode"] for r in records] == ["full", "incremental"]
-        assert all(r["blessed"] for r in records)
+        assert [r.mode for r in records] == ["full", "incremental"]
+        assert all(r.blessed for r in records)
         model = keras.models.load_model(
             Path(TrainingLoop(project).champion_model().uri) / "model.keras"
         )
@@ -194,9 +194,11 @@ def test_a_module_can_bring_its_own_featurizer(tmp_path: Path) -> None:
     config = _churn_project(tmp_path / "own", FEATURIZER_MODULE, rows=200)
     with Project(config_mod.load(config)) as project:
         records = TrainingLoop(project).run()
-        assert [r["mode"] for r in records] == ["full", "incremental"]
+        assert [r.mode for r in records] == ["full", "incremental"]
         [featurizer] = project.store.artifacts(type="Featurizer")
-        assert featurizer.properties["family"] == "custom" and records[1]["rows_featurized"] == 200
+        assert (
+            featurizer.properties["family"] == "custom" and records[1].ledger.rows_featurized == 200
+        )
         serve = tf.saved_model.load(str(champion_saved_model(project))).signatures[
             "serving_default"
         ]

@@ -108,7 +108,7 @@ def test_auc_guard_refuses_scores_that_no_longer_rank_and_passes_the_same_model(
 
 def test_hanley_mcneil_standard_error_matches_the_paper_example() -> None:
     # Hanley & McNeil (1982), table 2: AUC 0.8 with 50 positives and 50 negatives -> SE ~ 0.044.
-    from evergreen.components.evaluate import _hanley_mcneil
+    from evergreen.components.guards import _hanley_mcneil
 
     assert _hanley_mcneil(0.8, 50, 50) == pytest.approx(0.0436, abs=0.001)
 

@@ -52,7 +52,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     with Project(config_mod.load(config)) as p:
         [record] = TrainingLoop(p).run()
-    assert record["version"] == 1
+    assert record.version == 1
     return config
 
 
@@ -166,7 +166,7 @@ def test_cli_prints_the_report_and_refuses_unknown_versions(project: Path, tmp_p
 def _train(config: Path) -> None:
     with Project(config_mod.load(config)) as p:
         [record] = TrainingLoop(p).run()
-    assert record["version"] == 1
+    assert record.version == 1
 
 
 @pytest.mark.slow

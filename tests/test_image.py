@@ -112,24 +112,24 @@ def test_digits_in_five_spans_end_to_end(
             json.dumps(
                 [
                     [
-                        r["mode"],
-                        r["seconds"].get("train"),
-                        r["metrics"]["candidate"]["new"]["accuracy"],
-                        r["blessed"],
+                        r.mode,
+                        r.seconds.get("train"),
+                        r.metrics["candidate"]["new"]["accuracy"],
+                        r.blessed,
                     ]
                     for r in records
                 ]
             )
         )
-        assert [r["mode"] for r in records] == ["full"] + ["incremental"] * 4, [
-            r["reason"] for r in records
+        assert [r.mode for r in records] == ["full"] + ["incremental"] * 4, [
+            r.reason for r in records
         ]
         for record in records[1:]:
             examples = next(
-                a for a in project.store.artifacts(type="Examples") if a.span == record["span"]
+                a for a in project.store.artifacts(type="Examples") if a.span == record.span
             )
             assert (
-                record["rows_featurized"] == examples.properties["rows"]
+                record.ledger.rows_featurized == examples.properties["rows"]
             )  # only the new span's images
         assert sorted(
             r.span for r in project.store.runs(component="featurize") if r.status == "succeeded"

@@ -132,7 +132,7 @@ def _kill_then_recover(config: Path, point: str) -> None:
     # call that `evergreen run` makes.
     with Project(config_mod.load(config)) as project:
         records = TrainingLoop(project).run()
-    assert all(r["mode"] != "block" for r in records), records
+    assert all(r.mode != "block" for r in records), records
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from evergreen import config as config_mod
-from evergreen.components import train as train_mod
 from evergreen.components.evaluate import score_saved_model
 from evergreen.loop import TrainingLoop, champion_saved_model
 from evergreen.models.text import TextFeaturizer, predict_texts
 from evergreen.project import Project
 from evergreen.registry import Registry
+from evergreen.training import data as training_data
 from tests.conftest import dataset, read_csv, write_config, write_csv
 
 SIZES = [2000, 500, 500, 500, 500]
@@ -54,8 +54,8 @@ def test_incremental_loop_matches_full_retrain(tmp_path: Path) -> None:
     with Project(config_mod.load(config)) as project:
         loop = TrainingLoop(project)
         records = loop.run()
-        assert [r["mode"] for r in records] == ["full"] + ["incremental"] * 4
-        assert records[0]["reason"] == "no champion yet"
+        assert [r.mode for r in records] == ["full"] + ["incremental"] * 4
+        assert records[0].reason == "no champion yet"
 
         featurizer = project.store.artifact(int(loop.champion_model().properties["featurizer"]))
         trained = {
@@ -66,7 +66,7 @@ def test_incremental_loop_matches_full_retrain(tmp_path: Path) -> None:
         for record in records[1:]:
             # Only the new span's rows are tokenized: checked against an independent count.
             examples = next(
-                a for a in project.store.artifacts(type="Examples") if a.span == record["span"]
+                a for a in project.store.artifacts(type="Examples") if a.span == record.span
             )
             from evergreen.components.featurize import span_texts
 
@@ -77,7 +77,7 @@ def test_incremental_loop_matches_full_retrain(tmp_path: Path) -> None:
             # The span's own featurize run is its first: a later span whose featurizer grew
             # from another ancestor (an unpublished growth) featurizes it again, at its own cost.
             run = min(
-                (r for r in project.store.runs(component="featurize") if r.span == record["span"]),
+                (r for r in project.store.runs(component="featurize") if r.span == record.span),
                 key=lambda r: r.id,
             )
             ledger = run.summary
@@ -85,19 +85,19 @@ def test_incremental_loop_matches_full_retrain(tmp_path: Path) -> None:
             # Besides the span nothing is tokenized: the policy's unknown-token rate comes from
             # the drift report's word sketch. More only when an earlier span was featurized
             # afresh for a featurizer grown in another line (checked in the sum below).
-            assert record["tokens_computed"] >= ledger["tokens_computed"]
+            assert record.ledger.tokens_computed >= ledger["tokens_computed"]
             assert ledger["rows_featurized"] == len(texts) and ledger["tokens_reused"] == 0
-            assert record["tokens_full_retrain"] > record["tokens_computed"]
-            assert 0 < record["rows_reused"] < record["rows_total"]  # the replay, not history
+            assert record.ledger.tokens_full_retrain > record.ledger.tokens_computed
+            assert 0 < record.ledger.rows_reused < record.rows_total  # the replay, not history
             # Less work than the first full training: fewer rows seen (not seconds: a busy
             # machine makes timings noise).
-            assert trained[record["span"]] < trained[1]
+            assert trained[record.span] < trained[1]
         # Every tokenization is counted once, by the version whose run did it.
         featurize_runs = [
             r for r in project.store.runs(component="featurize") if r.status == "succeeded"
         ]
         assert sum(r.summary["tokens_computed"] for r in featurize_runs) == sum(
-            r["tokens_computed"] for r in records
+            r.ledger.tokens_computed for r in records
         )
         incremental = _test_accuracy(champion_saved_model(project))
         champion = champion_saved_model(project)
@@ -114,7 +114,7 @@ def test_incremental_loop_matches_full_retrain(tmp_path: Path) -> None:
         project.ingest()
         # One full retrain: the featurizer is refit and the model trained from scratch on all five.
         [record] = TrainingLoop(project).run(full=True)
-        assert record["mode"] == "full" and record["span"] == 5
+        assert record.mode == "full" and record.span == 5
         [model] = project.store.artifacts(type="Model")
         assert model.properties["mode"] == "full" and model.properties["spans"] == [1, 2, 3, 4, 5]
         full = _test_accuracy(champion_saved_model(project))
@@ -142,11 +142,11 @@ def test_candidate_trained_on_shuffled_labels_is_not_blessed(
         (tmp_path / "later-3").rename(tmp_path / "reviews" / "data" / "span-3")
         # A broken trainer, injected here: it sees every batch's labels shuffled, so the
         # candidate retrained from scratch learns nothing real.
-        monkeypatch.setattr(train_mod, "featurized_dataset", _with_shuffled_labels)
+        monkeypatch.setattr(training_data, "featurized_dataset", _with_shuffled_labels)
         [bad] = loop.run(full=True)
-        assert bad["mode"] == "full" and bad["span"] == 3
-        assert not bad["blessed"] and bad["version"] is None, bad["verdict"]
-        assert any(r.startswith("historic ") and " fell " in r for r in bad["verdict"])
+        assert bad.mode == "full" and bad.span == 3
+        assert not bad.blessed and bad.version is None, bad.verdict
+        assert any(r.startswith("historic ") and " fell " in r for r in bad.verdict)
         assert registry.alias(project.config.name, "champion") == champion_before
         assert len(registry.versions(project.config.name)) == versions_before
 
@@ -160,7 +160,7 @@ def _with_shuffled_labels(*args: Any, **kwargs: Any) -> Any:
     return dataset.map(lambda x, y: (x, tf.random.shuffle(y, seed=0)))
 
 
-_real_featurized_dataset = train_mod.featurized_dataset
+_real_featurized_dataset = training_data.featurized_dataset
 
 
 @pytest.mark.slow
@@ -182,10 +182,10 @@ def test_heavy_drift_switches_the_loop_to_a_full_retrain(tmp_path: Path) -> None
     )
     with Project(config_mod.load(config)) as project:
         records = TrainingLoop(project).run()
-    assert [r["mode"] for r in records] == ["full", "incremental", "incremental", "full"]
-    assert all(r["drift"] != "major" for r in records[1:3])  # same-domain spans: no heavy drift
+    assert [r.mode for r in records] == ["full", "incremental", "incremental", "full"]
+    assert all(r.drift != "major" for r in records[1:3])  # same-domain spans: no heavy drift
     last = records[-1]
-    assert last["drift"] == "major"
-    assert "major drift in 'review'" in last["reason"]  # the reason names the feature
-    report = Path(last["report"])
+    assert last.drift == "major"
+    assert "major drift in 'review'" in last.reason  # the reason names the feature
+    report = Path(last.report)
     assert report.is_file() and "major drift in" in report.read_text(encoding="utf-8")

@@ -29,17 +29,17 @@ def test_a_new_label_class_triggers_a_full_retrain_with_it(tmp_path: Path) -> No
     cfg = config_mod.load(config)
     with Project(cfg) as project:
         first, second = TrainingLoop(project).run()
-        assert first["mode"] == "full"
-        assert second["mode"] == "full" and "new label classes ['mixed']" in second["reason"]
+        assert first.mode == "full"
+        assert second.mode == "full" and "new label classes ['mixed']" in second.reason
         [candidate] = [
             m for m in project.store.artifacts(type="Model") if m.properties["spans"] == [1, 2]
         ]
         # The candidate learned the new class; whether it is published is the guard's call
         # (the relabelled rows are noise here), but the span has its verdict either way.
         assert candidate.properties["labels"] == ["great", "mixed", "other"]
-        assert second["metrics"]["candidate"], second["verdict"]
+        assert second.metrics["candidate"], second.verdict
         again = TrainingLoop(project).run()  # nothing left pending, nothing crashes
     assert again == []
     registry = Registry(cfg.registry_dir)
     latest = registry.versions(cfg.name)[-1]
-    assert latest.manifest["lineage"]["spans"] == ([1, 2] if second["blessed"] else [1])
+    assert latest.manifest["lineage"]["spans"] == ([1, 2] if second.blessed else [1])

@@ -12,7 +12,7 @@ from evergreen import config as config_mod
 from evergreen.components import drift as drift_mod
 from evergreen.components.statistics import SpanStatistics, merge_all
 from evergreen.config import DriftConfig
-from evergreen.policy import Decision, decide, find_drift_report
+from evergreen.policy import Decision, decide, find_drift_report, hard_rule
 from evergreen.project import Project
 from tests.conftest import dataset
 from tests.test_drift import NEW_VALUES, SHIFTED_NUMERIC, churn_project
@@ -98,7 +98,6 @@ def test_label_collapse_blocks_and_minor_drift_is_named() -> None:
 
 def test_unknown_tokens_increments_and_forgetting() -> None:
     cfg = DriftConfig()
-    assert decide(None, cfg=cfg, has_champion=False).reasons == ["no champion yet"]
     high = decide(None, cfg=cfg, unknown_rate=0.4, max_unknown_rate=0.25)
     assert high.mode == "full" and "unknown-token rate 0.40" in high.reason
     counted = decide(None, cfg=cfg, increments_since_full=3, full_every=3)
@@ -106,9 +105,18 @@ def test_unknown_tokens_increments_and_forgetting() -> None:
     assert decide(None, cfg=cfg, increments_since_full=2, full_every=3).mode == "incremental"
     forgot = decide(None, cfg=cfg, historic_regression=0.02, max_historic_regression=0.005)
     assert forgot.mode == "full" and forgot.reason.startswith("forgetting")
-    several = decide(None, cfg=cfg, has_champion=False, unknown_rate=0.5)
+    several = decide(None, cfg=cfg, unknown_rate=0.5, increments_since_full=3, full_every=3)
     assert several.mode == "full" and len(several.reasons) == 2
     assert Decision.from_dict(several.to_dict()) == several
+
+
+def test_hard_rules_come_before_any_measurement() -> None:
+    assert hard_rule(has_champion=False, force_full=True).reasons == ["no champion yet"]
+    assert hard_rule(has_champion=True, force_full=True).reasons == ["requested with --full"]
+    assert hard_rule(has_champion=True, new_labels={"b", "a"}).reasons == [
+        "new label classes ['a', 'b']"
+    ]
+    assert hard_rule(has_champion=True) is None
 
 
 def test_the_drift_report_supplies_the_unknown_rate() -> None:

@@ -40,5 +40,5 @@ def test_the_loop_retrains_in_full_when_the_data_doubled(tmp_path: Path) -> None
     with Project(config_mod.load(config)) as project:
         records = TrainingLoop(project).run()
     # 300 / 600 rows: incremental; 600 / 600: the data doubled, full; then 300 / 1200 again.
-    assert [r["mode"] for r in records] == ["full", "incremental", "full", "incremental"]
-    assert records[2]["reason"].startswith("quality debt: increments since the last full retrain")
+    assert [r.mode for r in records] == ["full", "incremental", "full", "incremental"]
+    assert records[2].reason.startswith("quality debt: increments since the last full retrain")

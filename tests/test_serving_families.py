@@ -31,7 +31,7 @@ def _served(project_config: Path) -> Iterator[tuple[httpx.Client, str, Path]]:
     """Train the project's spans, then serve its registry; yields client, model name, champion."""
     with Project(config_mod.load(project_config)) as project:
         [record] = TrainingLoop(project).run()
-        assert record["blessed"] and record["version"] == 1
+        assert record.blessed and record.version == 1
         name, champion = project.config.name, champion_saved_model(project)
         registry = project.config.registry_dir
     settings = ServingConfig(port=0, audit_log=os.devnull)

@@ -77,22 +77,22 @@ def test_tensorboard_step_continues_across_versions(tmp_path: Path) -> None:
     scalars = _scalars(folder)
 
     losses = scalars["train/loss"]
-    epochs_1 = len(first["epoch_losses"]["loss"])
-    epochs_2 = len(second["epoch_losses"]["loss"])
+    epochs_1 = len(first.epoch_losses["loss"])
+    epochs_2 = len(second.epoch_losses["loss"])
     assert epochs_1 == 2 and epochs_2 >= 1
     # One continuous step: the second version's epochs follow the first's.
     assert [s for s, _ in losses] == list(range(epochs_1 + epochs_2))
     assert [round(v, 5) for _, v in losses[:epochs_1]] == [
-        round(v, 5) for v in first["epoch_losses"]["loss"]
+        round(v, 5) for v in first.epoch_losses["loss"]
     ]
     assert len(scalars["train/val_loss"]) == epochs_1 + epochs_2
     # Per-version scalars sit at each run's last step.
     accuracy = scalars["candidate/new/accuracy"]
     assert [s for s, _ in accuracy] == [epochs_1 - 1, epochs_1 + epochs_2 - 1]
-    assert accuracy[0][1] == pytest.approx(first["metrics"]["candidate"]["new"]["accuracy"])
+    assert accuracy[0][1] == pytest.approx(first.metrics["candidate"]["new"]["accuracy"])
     assert [s for s, _ in scalars["champion/new/accuracy"]] == [epochs_1 + epochs_2 - 1]
-    assert [v for _, v in scalars["cost/rows_new"]] == [first["rows_new"], second["rows_new"]]
-    assert scalars["cost/tokens_computed"][1][1] == second["tokens_computed"] > 0
+    assert [v for _, v in scalars["cost/rows_new"]] == [first.rows_new, second.rows_new]
+    assert scalars["cost/tokens_computed"][1][1] == second.ledger.tokens_computed > 0
     assert "seconds/train" in scalars and "seconds/evaluate" in scalars
     drift = [tag for tag in scalars if tag.startswith("drift/")]
     assert any("/review/" in tag for tag in drift), drift  # span 2 drift against span 1
@@ -116,7 +116,7 @@ def test_mlflow_runs_model_versions_and_aliases(tmp_path: Path) -> None:
     [first] = _run(config)
     _add_span_2(tmp_path)
     [second] = _run(config, full=True)
-    assert (first["version"], second["version"]) == (1, 2)
+    assert (first.version, second.version) == (1, 2)
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name(config_mod.load(config).name)
@@ -125,9 +125,9 @@ def test_mlflow_runs_model_versions_and_aliases(tmp_path: Path) -> None:
     latest = max(runs, key=lambda r: r.info.start_time)
     assert latest.data.params["mode"] == "full" and latest.data.params["family"] == "text"
     assert latest.data.metrics["candidate/new/accuracy"] == pytest.approx(
-        second["metrics"]["candidate"]["new"]["accuracy"]
+        second.metrics["candidate"]["new"]["accuracy"]
     )
-    assert latest.data.metrics["cost/tokens_computed"] == second["tokens_computed"]
+    assert latest.data.metrics["cost/tokens_computed"] == second.ledger.tokens_computed
     artifacts = [a.path for a in client.list_artifacts(latest.info.run_id)]
     assert "run_record.json" in artifacts
 
@@ -167,7 +167,7 @@ def test_mlflow_failure_never_breaks_the_run_and_is_made_up_later(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     [record] = _run(config)
-    assert record["version"] == 1 and record["blessed"]
+    assert record.version == 1 and record.blessed
 
     # The server is back (a SQLite store here): the next published version brings version 1 too.
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -175,7 +175,7 @@ def test_mlflow_failure_never_breaks_the_run_and_is_made_up_later(
     config.write_text(text)
     _add_span_2(tmp_path)
     [second] = _run(config, full=True)
-    assert second["version"] == 2
+    assert second.version == 2
 
     from mlflow import MlflowClient
 

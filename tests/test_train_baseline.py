@@ -179,10 +179,10 @@ def test_an_increment_that_never_beats_the_champion_is_not_published(tmp_path: P
     )
     with Project(config_mod.load(config)) as project:
         records = TrainingLoop(project).run()
-        assert [r["mode"] for r in records] == ["full", "incremental"]
+        assert [r.mode for r in records] == ["full", "incremental"]
         second = records[1]
-        assert not second["blessed"] and second["version"] is None
-        assert second["verdict"][0].startswith("no improvement over the champion")
+        assert not second.blessed and second.version is None
+        assert second.verdict[0].startswith("no improvement over the champion")
         [first_model, candidate] = project.store.artifacts(type="Model")
         assert candidate.properties["improved"] is False
         assert candidate.properties["best_val_loss"] > candidate.properties["champion_val_loss"]

@@ -131,7 +131,7 @@ def test_churn_increments_replay_the_ratio_weigh_classes_and_guard_auc_and_loss(
     )
     with Project(config_mod.load(config)) as project:
         records = TrainingLoop(project).run()
-        assert [r["mode"] for r in records] == ["full", "incremental", "incremental"]
+        assert [r.mode for r in records] == ["full", "incremental", "incremental"]
         store = project.store
         featurized = {a.span: a for a in store.artifacts(type="FeaturizedExamples")}
         for artifact in featurized.values():  # every train row is kept for replay
@@ -145,7 +145,7 @@ def test_churn_increments_replay_the_ratio_weigh_classes_and_guard_auc_and_loss(
             assert summary["class_weights"]["yes"] > 1 > summary["class_weights"]["no"]
         for record in records[1:]:
             evaluation = next(
-                a for a in store.artifacts(type="ModelEvaluation") if a.span == record["span"]
+                a for a in store.artifacts(type="ModelEvaluation") if a.span == record.span
             )
             result = json.loads((Path(evaluation.uri) / "evaluation.json").read_text())
             assert result["primary_metric"] == "auc"
@@ -156,4 +156,4 @@ def test_churn_increments_replay_the_ratio_weigh_classes_and_guard_auc_and_loss(
             assert len(result["new_spans"]) > 1
             assert result["guards"]["new"]["rows"] >= 200
             # Every verdict line names the allowance it used.
-            assert all("noise allowance" in line for line in record["verdict"]), record["verdict"]
+            assert all("noise allowance" in line for line in record.verdict), record.verdict

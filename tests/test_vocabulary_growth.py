@@ -114,9 +114,9 @@ def test_an_increment_grows_the_vocabulary_records_it_and_reuses_the_history(
     config = write_config(project_dir, label="score", extra=extra)
     with Project(config_mod.load(config)) as project:
         records = TrainingLoop(project).run()
-        assert [r["mode"] for r in records] == ["full", "incremental"]
-        assert records[0]["featurizer_growth"] is None
-        growth = records[1]["featurizer_growth"]
+        assert [r.mode for r in records] == ["full", "incremental"]
+        assert records[0].featurizer_growth is None
+        growth = records[1].featurizer_growth
         assert "quinoabar" in growth["sample"]["review"] and growth["added"]["review"] >= 1
         store = project.store
         grown = store.artifact(growth["to"])
@@ -137,7 +137,7 @@ def test_an_increment_grows_the_vocabulary_records_it_and_reuses_the_history(
         ids = saved.signatures["tokenize"](text=tf.constant(["quinoabar"]))["token_ids"].numpy()
         vocabulary = TextFeaturizer.load(grown.uri).vocabulary()
         assert vocabulary[ids[0][0]] == "quinoabar"
-        if records[1]["version"] is not None:  # published: the registry's lineage says so too
+        if records[1].version is not None:  # published: the registry's lineage says so too
             registry = Registry(project.config.registry_dir)
-            manifest = registry.get(project.config.name, records[1]["version"]).manifest
+            manifest = registry.get(project.config.name, records[1].version).manifest
             assert manifest["lineage"]["featurizer_growth"] == growth

@@ -148,7 +148,7 @@ def run(directory: Path, *, days: int = 5, console: Console | None = None) -> No
     with Project(config_mod.load(directory / "evergreen.toml")) as project:
         from evergreen.loop import TrainingLoop
 
-        records = TrainingLoop(project).run()
+        records = [r.to_dict() for r in TrainingLoop(project).run()]
         render.print_run_table(console, records)
         for outcome in project.status()["spans"]:
             if outcome.get("anomalies"):

@@ -2,6 +2,8 @@
 
 A component is a small object built from typed parameters (construction does no work) with an
 ``execute(ctx)`` method that reads its input artifacts and writes its outputs through ``ctx``.
+Its inputs are declared as a dataclass of artifacts (:class:`Inputs`); the runner records them
+as named links in the metadata store (:meth:`Inputs.named`, the one place link names are made).
 The runner wraps every execution the same way:
 
 1. cache key = hash(component name, version, parameters, input fingerprints); a key that already
@@ -21,14 +23,43 @@ import socket
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from sqlalchemy.engine import Connection
 
 from evergreen.artifacts import ArtifactWriter, remove_stale_temporaries, stable_hash
+from evergreen.errors import ConfigError, DataError, EvergreenError
 from evergreen.metadata import Artifact, MetadataStore
+
+
+def per_span(link: str) -> Any:
+    """A dataclass field of :class:`Inputs` holding ``{span: Artifact}``, linked as ``link-N``."""
+    return field(metadata={"link": link})
+
+
+class Inputs:
+    """Base of a component's declared inputs: a dataclass whose fields are artifacts.
+
+    A field holds an :class:`Artifact` (linked under the field's name), None (no such input),
+    or ``{span: Artifact}`` declared with :func:`per_span` (linked as ``<link>-<span>``). The
+    link names are part of the run's cache key and lineage; they are made here and never
+    parsed back: components read the typed fields.
+    """
+
+    def named(self) -> dict[str, Artifact]:
+        """The inputs as the store records them: link name → artifact."""
+        out: dict[str, Artifact] = {}
+        for spec in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, spec.name)
+            if value is None:
+                continue
+            if "link" in spec.metadata:
+                out.update({f"{spec.metadata['link']}-{s}": a for s, a in value.items()})
+            else:
+                out[spec.name] = value
+        return out
 
 
 @dataclass
@@ -50,12 +81,14 @@ class ExecutionContext:
         run_id: int,
         output_root: Path,
         inputs: Mapping[str, Artifact],
+        declared: Inputs | None = None,
     ) -> None:
         self.store = store
         self.conn = conn
         self.run_id = run_id
         self.output_root = output_root
-        self.inputs = dict(inputs)
+        self.inputs = dict(inputs)  # by link name, as the store records them
+        self.declared = declared  # the component's typed inputs, when it declares them
         self.outputs: dict[str, _PendingOutput] = {}
 
     def output(
@@ -71,7 +104,12 @@ class ExecutionContext:
 
 
 class Component(Protocol):
-    """The contract every pipeline stage follows."""
+    """The contract every pipeline stage follows.
+
+    A component may also define ``registered(ctx, outputs)``: called inside the run's
+    transaction once the outputs have ids (e.g. to update spans). Most have nothing to do then
+    and leave it out.
+    """
 
     name: ClassVar[str]
     version: ClassVar[str]  # bump when the output for the same inputs would change
@@ -82,10 +120,6 @@ class Component(Protocol):
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         """Do the work; return a JSON-serialisable summary recorded with the run."""
-        ...
-
-    def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:
-        """Called inside the run's transaction once outputs have ids (e.g. to update spans)."""
         ...
 
 
@@ -117,11 +151,13 @@ class Runner:
     def run(
         self,
         component: Component,
-        inputs: Mapping[str, Artifact] | None = None,
+        inputs: Inputs | Mapping[str, Artifact] | None = None,
         *,
         span: int | None = None,
     ) -> RunResult:
-        inputs = dict(inputs or {})
+        """Run ``component`` on ``inputs`` (typed, or by link name), or reuse its cached run."""
+        declared = inputs if isinstance(inputs, Inputs) else None
+        inputs = declared.named() if declared is not None else dict(inputs or {})
         key = self.cache_key(component, inputs, span)
         previous = self.store.succeeded_run(key)
         if previous is not None:
@@ -140,25 +176,10 @@ class Runner:
         )
         try:
             with self.store.transaction() as conn:
-                ctx = ExecutionContext(self.store, conn, run_id, output_root, inputs)
+                ctx = ExecutionContext(self.store, conn, run_id, output_root, inputs, declared)
                 try:
                     summary = component.execute(ctx)
-                    registered: dict[str, Artifact] = {}
-                    for name, pending in ctx.outputs.items():
-                        fingerprint = pending.writer.commit()
-                        registered[name] = self.store.register_artifact(
-                            conn,
-                            type=pending.type,
-                            uri=str(pending.writer.final_path),
-                            fingerprint=fingerprint,
-                            span=pending.span,
-                            version=pending.version,
-                            properties=pending.properties,
-                        )
-                        self.store.link(conn, run_id, registered[name].id, "output", name)
-                    for name, artifact in inputs.items():
-                        self.store.link(conn, run_id, artifact.id, "input", name)
-                    component.registered(ctx, registered)
+                    registered = self._register(component, ctx)
                     seconds = time.perf_counter() - started
                     self.store.finish_run(
                         conn, run_id, status="succeeded", seconds=seconds, summary=summary
@@ -169,8 +190,33 @@ class Runner:
                             pending.writer.abort()
         except BaseException as e:
             self.store.fail_run(run_id, time.perf_counter() - started, _describe(e))
+            known = user_error(component.name, e)
+            if known is not None:
+                raise known from e
             raise
         return RunResult(run_id, registered, summary, False, seconds)
+
+    def _register(self, component: Component, ctx: ExecutionContext) -> dict[str, Artifact]:
+        """Move the outputs into place and record them, their links and the inputs' links."""
+        registered: dict[str, Artifact] = {}
+        for name, pending in ctx.outputs.items():
+            fingerprint = pending.writer.commit()
+            registered[name] = self.store.register_artifact(
+                ctx.conn,
+                type=pending.type,
+                uri=str(pending.writer.final_path),
+                fingerprint=fingerprint,
+                span=pending.span,
+                version=pending.version,
+                properties=pending.properties,
+            )
+            self.store.link(ctx.conn, ctx.run_id, registered[name].id, "output", name)
+        for name, artifact in ctx.inputs.items():
+            self.store.link(ctx.conn, ctx.run_id, artifact.id, "input", name)
+        after = getattr(component, "registered", None)
+        if after is not None:
+            after(ctx, registered)
+        return registered
 
     def _sweep(self) -> None:
         """Once per runner: clear what killed runs left behind (temp folders, 'running' rows)."""
@@ -179,6 +225,38 @@ class Runner:
         self._swept = True
         remove_stale_temporaries(self.artifacts_dir)
         self.store.mark_abandoned(socket.gethostname(), _process_alive)
+
+
+# TensorFlow errors a user can cause (a batch too large for the device, inputs whose shapes
+# or values the model cannot take), by class name: mapping them needs no TensorFlow import.
+_TF_ERRORS: dict[str, tuple[type[EvergreenError], str]] = {
+    "ResourceExhaustedError": (
+        ConfigError,
+        "ran out of memory; lower train.batch_size (or the model's size) and run again",
+    ),
+    "InvalidArgumentError": (
+        DataError,
+        "TensorFlow rejected its inputs (a shape or value the model cannot take); check the "
+        "data against the model's inputs",
+    ),
+}
+
+
+def user_error(component: str, e: BaseException) -> EvergreenError | None:
+    """The Evergreen error for a TensorFlow error a user can cause in ``component`` (or None).
+
+    Without it such errors end as "internal error" (exit 3) with a traceback, though the fix
+    is the user's: a smaller batch, data that fits the model.
+    """
+    if isinstance(e, EvergreenError) or not type(e).__module__.startswith("tensorflow"):
+        return None
+    for cls in type(e).__mro__:
+        if cls.__name__ in _TF_ERRORS:
+            error, advice = _TF_ERRORS[cls.__name__]
+            detail = str(getattr(e, "message", "") or e).strip().splitlines()
+            first = detail[0] if detail else type(e).__name__
+            return error(f"{component}: {advice} ({type(e).__name__}: {first})")
+    return None
 
 
 def _describe(e: BaseException) -> str:

@@ -16,6 +16,7 @@ rule that fires adds a reason; the strongest mode wins (block > full > increment
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ from evergreen.components.drift import DriftResult, at_least
 from evergreen.components.drift import find_report as find_drift_report
 from evergreen.config import DriftConfig
 
-__all__ = ["MODES", "Decision", "decide", "find_drift_report"]
+__all__ = ["MODES", "Decision", "decide", "find_drift_report", "hard_rule"]
 
 MODES = ("incremental", "full", "block")
 
@@ -46,11 +47,28 @@ class Decision:
         return cls(data["mode"], list(data["reasons"]))
 
 
+def hard_rule(
+    *, has_champion: bool, force_full: bool = False, new_labels: Iterable[str] = ()
+) -> Decision | None:
+    """The rules no measurement overrules, or None: then :func:`decide` weighs the rest.
+
+    The one place they live: no champion yet (the first model is a full training); ``--full``
+    asked for; a label class the champion does not know (its output layer has no place for it).
+    """
+    if not has_champion:
+        return Decision("full", ["no champion yet"])
+    if force_full:
+        return Decision("full", ["requested with --full"])
+    new = sorted(set(new_labels))
+    if new:
+        return Decision("full", [f"new label classes {new}"])
+    return None
+
+
 def decide(
     drift: DriftResult | None,
     *,
     cfg: DriftConfig,
-    has_champion: bool = True,
     unknown_rate: float | None = None,
     max_unknown_rate: float = 0.25,
     increments_since_full: int = 0,
@@ -66,7 +84,6 @@ def decide(
     Args:
         drift: the span's drift report (None: drift is off or not computed; no drift rule fires).
         cfg: the ``[drift]`` config (``full_retrain_on``, ``block_on``, ``block_on_single_label``).
-        has_champion: False before the first model: always full.
         unknown_rate: the new span's unknown-token rate under the champion's vocabulary (None:
             not a text model, or not measured); falls back to the drift report's estimate.
         max_unknown_rate: above this rate the featurizer no longer fits: full (default 0.25).
@@ -87,8 +104,6 @@ def decide(
     blocks, fulls, notes = _drift_rules(drift, cfg) if drift is not None else ([], [], [])
     if unknown_rate is None and drift is not None:
         unknown_rate = drift.unknown_rate
-    if not has_champion:
-        fulls.insert(0, "no champion yet")
     fulls += _unknown_rate_rule(unknown_rate, max_unknown_rate, rate_name)
     fulls += _debt_rules(
         increments_since_full,

@@ -15,7 +15,7 @@ from typing import Any
 
 from evergreen.components.threshold import decide, read_threshold
 from evergreen.errors import DataError
-from evergreen.models.family import feed_saved_model, raw_inputs_of
+from evergreen.models.saved_model import feed_saved_model, raw_inputs_of
 from evergreen.models.text import predict_texts
 
 

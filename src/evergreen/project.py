@@ -261,11 +261,11 @@ class Project:
             for r in self.store.spans()
             if r.span < span and r.status == "validated" and r.statistics_id is not None
         ]
-        inputs: dict[str, Artifact] = {"statistics": statistics}
-        for r in earlier:
-            inputs[f"window-{r.span}"] = self.store.artifact(r.statistics_id)
-        if featurizer is not None:
-            inputs["featurizer"] = featurizer
+        inputs = drift_mod.DriftInputs(
+            statistics,
+            {r.span: self.store.artifact(r.statistics_id) for r in earlier},
+            featurizer,
+        )
         component = drift_mod.ComputeDrift(span, version, self.config.drift, self.config.data.label)
         return self.runner.run(component, inputs, span=span)
 

@@ -31,6 +31,7 @@ from evergreen.config import Config
 from evergreen.errors import EvergreenError, NoSpanFiles, PipelineBusy
 from evergreen.lock import PipelineLock
 from evergreen.project import Project
+from evergreen.records import RunRecord
 from evergreen.spans import SpanFiles
 
 _SEVERITY_LEVEL = {None: 0, "none": 0, "minor": 1, "major": 2}
@@ -156,13 +157,13 @@ class Watcher:
         signal.signal(signal.SIGINT, handle)
 
     # -- one look at the data ---------------------------------------------------------------
-    def catch_up(self, project: Project) -> list[dict[str, Any]]:
+    def catch_up(self, project: Project) -> list[RunRecord]:
         """At start: finish what an earlier watcher or run left (ingested, not trained)."""
         if self.pending(project).spans or not project.store.spans():
             return []  # new data (the first tick decides when to run), or nothing yet
         return self.run(project, Pending((), 0))
 
-    def tick(self, project: Project) -> list[dict[str, Any]]:
+    def tick(self, project: Project) -> list[RunRecord]:
         """Look for new data once; run the loop if it is due. Returns the run's records."""
         pending = self.pending(project)
         self.metrics.pending_rows.set(pending.rows)
@@ -202,7 +203,7 @@ class Watcher:
     def _rows(self, span: SpanFiles) -> int:
         return sum(count_rows(path, self.config.data.format) for path in span.files)
 
-    def run(self, project: Project, pending: Pending) -> list[dict[str, Any]]:
+    def run(self, project: Project, pending: Pending) -> list[RunRecord]:
         """One ``evergreen run``; every span record becomes a log line and metrics."""
         from evergreen.loop import TrainingLoop
 
@@ -231,24 +232,24 @@ class Watcher:
         seconds = self._clock() - started
         for record in records:
             self._record(record, seconds / max(len(records), 1))
-        if not any(r["mode"] == "block" for r in records):
+        if not any(r.mode == "block" for r in records):
             self.metrics.last_success.set(time.time())
         return records
 
-    def _record(self, record: dict[str, Any], seconds: float) -> None:
-        self.metrics.runs.labels(record["mode"]).inc()
+    def _record(self, record: RunRecord, seconds: float) -> None:
+        self.metrics.runs.labels(record.mode).inc()
         self.metrics.update_seconds.observe(seconds)
-        if record["mode"] != "block":
-            self.metrics.rows.inc(record["rows_new"])
-        self.metrics.drift.set(_SEVERITY_LEVEL.get(record.get("drift"), 0))
+        if record.mode != "block":
+            self.metrics.rows.inc(record.rows_new)
+        self.metrics.drift.set(_SEVERITY_LEVEL.get(record.drift, 0))
         outcome = (
-            f"published version {record['version']}"
-            if record["blessed"] and record["version"] is not None
-            else "; ".join(record["verdict"]) or "not published"
+            f"published version {record.version}"
+            if record.blessed and record.version is not None
+            else "; ".join(record.verdict) or "not published"
         )
         self.log(
-            f"span {record['span']}: {record['mode']} ({record['reason']}), "
-            f"{record['rows_new']} new rows, {seconds:.1f} s: {outcome}"
+            f"span {record.span}: {record.mode} ({record.reason}), "
+            f"{record.rows_new} new rows, {seconds:.1f} s: {outcome}"
         )
 
     def log(self, line: str) -> None:

@@ -28,7 +28,7 @@ def run(
         open_project(config_path, root, metadata_url) as project,
         progress_bars(enabled=not as_json) as progress,
     ):
-        records = TrainingLoop(project).run(full=full, progress=progress)
+        records = [r.to_dict() for r in TrainingLoop(project).run(full=full, progress=progress)]
         reports = [r["report"] for r in records]  # the loop saves each record and its report
     if as_json:
         out.print_json(dumps(records))
@@ -104,8 +104,10 @@ def adopt(
     from evergreen.loop import TrainingLoop, dumps
 
     with open_project(config_path, root, metadata_url) as project:
-        record = TrainingLoop(project).adopt(
-            Path(model_path), labels.split(",") if labels else None
+        record = (
+            TrainingLoop(project)
+            .adopt(Path(model_path), labels.split(",") if labels else None)
+            .to_dict()
         )
     if as_json:
         out.print_json(dumps([record]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,7 +19,7 @@ from evergreen.metadata import Artifact
 from evergreen.models.adopted import load_model
 from evergreen.models.registry import load_featurizer
 from evergreen.models.serving_export import export_serving_model
-from evergreen.pipeline import ExecutionContext
+from evergreen.pipeline import ExecutionContext, Inputs
 
 
 def source_digest(path: Path) -> str:
@@ -30,6 +30,13 @@ def source_digest(path: Path) -> str:
         digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class AdoptInputs(Inputs):
+    """What adopting reads: the fitted pass-through featurizer (the model file is a parameter)."""
+
+    featurizer: Artifact
 
 
 class AdoptModel:
@@ -53,7 +60,8 @@ class AdoptModel:
         }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
-        fitted = ctx.inputs["featurizer"]
+        inputs: AdoptInputs = ctx.declared  # type: ignore[assignment]
+        fitted = inputs.featurizer
         writer = ctx.output("model", "Model", span=max(self.spans))
         copy = writer.path / "source" / self.source.name
         copy.parent.mkdir(parents=True)
@@ -90,6 +98,3 @@ class AdoptModel:
             },
         )
         return summary
-
-    def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:
-        pass

@@ -40,7 +40,7 @@ import datasketches as ds
 from evergreen.components.statistics import ColumnStatistics, SpanStatistics, merge_all
 from evergreen.config import DriftConfig
 from evergreen.metadata import Artifact, MetadataStore
-from evergreen.pipeline import ExecutionContext
+from evergreen.pipeline import ExecutionContext, Inputs, per_span
 
 SEVERITIES = ("none", "minor", "major")
 OTHER = "(other)"
@@ -530,12 +530,26 @@ def find_artifact(store: MetadataStore, span: int) -> Artifact | None:
     return found[-1] if found else None
 
 
+@dataclass(frozen=True)
+class DriftInputs(Inputs):
+    """What drift compares: the new span's statistics with the earlier spans'.
+
+    Args:
+        statistics: the new span's statistics.
+        window: the statistics of each earlier validated span, by span (the highest is the
+            previous span).
+        featurizer: the champion's featurizer (its frozen vocabulary), optional.
+    """
+
+    statistics: Artifact
+    window: dict[int, Artifact] = per_span("window")
+    featurizer: Artifact | None = None
+
+
 class ComputeDrift:
     """Pipeline component: the span's statistics + reference statistics → a ``DriftReport``.
 
-    Inputs: ``statistics`` (the new span), ``window-N`` (the statistics of each earlier
-    validated span N; the highest N is the previous span) and ``featurizer`` (the champion's
-    frozen vocabulary, optional). Only statistics artifacts and the vocabulary file are opened.
+    Inputs: :class:`DriftInputs`. Only statistics artifacts and the vocabulary file are opened.
     """
 
     name: ClassVar[str] = "drift"
@@ -553,14 +567,12 @@ class ComputeDrift:
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         from evergreen.components import statistics
 
-        new = statistics.load(ctx.inputs["statistics"])
-        window = sorted(
-            (int(n.split("-", 1)[1]), a) for n, a in ctx.inputs.items() if n.startswith("window-")
-        )
-        window_parts = [statistics.load(a) for _, a in window]
+        inputs: DriftInputs = ctx.declared  # type: ignore[assignment]
+        new = statistics.load(inputs.statistics)
+        window_parts = [statistics.load(a) for _, a in sorted(inputs.window.items())]
         vocabulary = None
-        if "featurizer" in ctx.inputs:
-            vocabulary = read_vocabulary(ctx.inputs["featurizer"])
+        if inputs.featurizer is not None:
+            vocabulary = read_vocabulary(inputs.featurizer)
         result = compute_drift(
             new,
             {
@@ -580,9 +592,6 @@ class ComputeDrift:
             {"severity": result.severity, "alarms": alarms, "unknown_rate": result.unknown_rate},
         )
         return {"severity": result.severity, "alarms": alarms}
-
-    def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:
-        pass
 
 
 def read_vocabulary(featurizer: Artifact) -> set[str] | None:

@@ -31,293 +31,34 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any, ClassVar
 
 import numpy as np
 
 from evergreen import examples
 from evergreen.components.featurize import span_rows
+from evergreen.components.guards import (  # noqa: F401 (re-exported)
+    auc_regression,
+    average_precision,
+    balanced_accuracy,
+    balanced_regression,
+    describe_guard,
+    loss_regression,
+    macro_f1_regression,
+    metrics,
+    paired_regression,
+    primary_metric,
+)
 from evergreen.components.ingest import split_bucket
 from evergreen.components.slices import SliceEvaluation
-from evergreen.components.threshold import read_threshold, thresholded_metrics
+from evergreen.components.threshold import read_threshold
 from evergreen.config import EvaluateConfig, TrainConfig
 from evergreen.metadata import Artifact
 from evergreen.models.saved_model import feed_saved_model
-from evergreen.pipeline import ExecutionContext
+from evergreen.pipeline import ExecutionContext, Inputs, per_span
+from evergreen.records import Evaluation
 
 NO_IMPROVEMENT = "no improvement over the champion"
-
-
-def metrics(
-    scores: np.ndarray, truth: list[str], labels: list[str], threshold: float | None = None
-) -> dict[str, float]:
-    """accuracy, loss (cross-entropy), macro-F1; for two classes also AUC and F1 of labels[1].
-
-    Two classes also get the imbalance-aware metrics: PR-AUC (average precision of labels[1])
-    and balanced accuracy, F1, precision and recall at the model's decision ``threshold``
-    (0.5, argmax, when it has none; :mod:`evergreen.components.threshold`).
-    """
-    if not truth:
-        return {}
-    index = {label: i for i, label in enumerate(labels)}
-    y = np.array([index.get(t, -1) for t in truth])
-    known = y >= 0
-    predicted = scores.argmax(axis=1)
-    out = {
-        "rows": float(len(truth)),
-        "accuracy": float(np.mean(predicted == y)),
-        "loss": float(-np.mean(np.log(np.clip(scores[known, y[known]], 1e-7, 1.0))))
-        if known.any()
-        else float("nan"),
-    }
-    f1s = [_f1(predicted == c, y == c) for c in range(len(labels))]
-    out["macro_f1"] = float(np.mean(f1s))
-    out["balanced_accuracy"] = balanced_accuracy(predicted == y, y)
-    if len(labels) == 2:
-        out["f1"] = f1s[1]
-        out["auc"] = _auc(scores[:, 1], y == 1)
-        out["pr_auc"] = average_precision(scores[:, 1], y == 1)
-        cut = 0.5 if threshold is None else threshold
-        out.update(thresholded_metrics(scores[:, 1], y == 1, cut))
-    return out
-
-
-def average_precision(score: np.ndarray, positive: np.ndarray) -> float:
-    """PR-AUC as average precision: the mean precision at each positive's rank (NaN: none)."""
-    if not positive.any():
-        return float("nan")
-    order = np.argsort(-score, kind="mergesort")
-    hits = positive[order].astype(float)
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float(np.sum(precision * hits) / hits.sum())
-
-
-def paired_regression(
-    champion_correct: np.ndarray,
-    candidate_correct: np.ndarray,
-    threshold: float,
-    confidence: float,
-    max_noise: float | None = None,
-) -> dict[str, Any]:
-    """Is the candidate's accuracy drop on the same rows beyond ``threshold`` plus noise?
-
-    Args:
-        champion_correct: per row, did the champion get it right.
-        candidate_correct: the same for the candidate, on the same rows.
-        threshold: the drop allowed (fraction, e.g. 0.02 = 2 points).
-        confidence: one-sided level of the noise allowance (0: no allowance).
-        max_noise: cap on the allowance (None: uncapped).
-
-    Returns:
-        The drop (champion accuracy − candidate accuracy), the noise allowance (z × the
-        standard error of the per-row paired difference, capped), the uncapped allowance,
-        ``threshold``, ``rows`` and ``regressed``.
-    """
-    difference = champion_correct.astype(float) - candidate_correct.astype(float)
-    drop = float(difference.mean()) if len(difference) else 0.0
-    se = float(difference.std(ddof=1)) / np.sqrt(len(difference)) if len(difference) > 1 else 0.0
-    return _judged(drop, se, threshold, confidence, max_noise, len(difference))
-
-
-def _judged(
-    drop: float,
-    standard_error: float,
-    threshold: float,
-    confidence: float,
-    max_noise: float | None,
-    rows: int,
-) -> dict[str, Any]:
-    """A guard's result: the drop, its capped noise allowance, and whether it regressed."""
-    raw = NormalDist().inv_cdf(confidence) * standard_error if confidence > 0 else 0.0
-    raw = 0.0 if not np.isfinite(raw) else float(raw)
-    noise = min(raw, max_noise) if max_noise is not None else raw
-    return {
-        "drop": drop,
-        "noise": noise,
-        "noise_uncapped": raw,
-        "threshold": threshold,
-        "rows": rows,
-        "regressed": bool(drop > threshold + noise),
-    }
-
-
-def balanced_accuracy(correct: np.ndarray, y: np.ndarray) -> float:
-    """Mean recall over the classes present in ``y`` (rows with an unknown label, -1, skipped)."""
-    classes = [c for c in np.unique(y) if c >= 0]
-    if not classes:
-        return float("nan")
-    return float(np.mean([correct[y == c].mean() for c in classes]))
-
-
-def balanced_regression(
-    champion_correct: np.ndarray,
-    candidate_correct: np.ndarray,
-    y: np.ndarray,
-    threshold: float,
-    confidence: float,
-    max_noise: float | None = None,
-) -> dict[str, Any]:
-    """:func:`paired_regression` for balanced accuracy: per-class paired differences, averaged.
-
-    The variance of a mean of per-class means is the sum of each class's paired variance over
-    its rows, divided by the number of classes squared.
-    """
-    classes = [c for c in np.unique(y) if c >= 0]
-    difference = champion_correct.astype(float) - candidate_correct.astype(float)
-    parts = [difference[y == c] for c in classes]
-    drop = float(np.mean([d.mean() for d in parts])) if parts else 0.0
-    variance = sum(d.var(ddof=1) / len(d) for d in parts if len(d) > 1) / max(len(parts), 1) ** 2
-    return _judged(drop, float(np.sqrt(variance)), threshold, confidence, max_noise, len(y))
-
-
-def auc_regression(
-    champion_score: np.ndarray,
-    candidate_score: np.ndarray,
-    positive: np.ndarray,
-    threshold: float,
-    confidence: float,
-    max_noise: float | None = None,
-) -> dict[str, Any]:
-    """Is the candidate's ROC AUC drop beyond ``threshold`` plus noise? (Hanley & McNeil.)
-
-    Each AUC's standard error is Hanley & McNeil's (1982) formula; the two are correlated (the
-    same rows), so the difference's variance is se1² + se2² − 2·r·se1·se2, with r the mean of
-    the Pearson correlations of the two models' scores within positives and within negatives.
-    """
-    a_champ, a_cand = _auc(champion_score, positive), _auc(candidate_score, positive)
-    drop = a_champ - a_cand if np.isfinite(a_champ) and np.isfinite(a_cand) else 0.0
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    se1, se2 = _hanley_mcneil(a_champ, n_pos, n_neg), _hanley_mcneil(a_cand, n_pos, n_neg)
-    r = np.nanmean(
-        [
-            _correlation(champion_score[positive], candidate_score[positive]),
-            _correlation(champion_score[~positive], candidate_score[~positive]),
-        ]
-    )
-    r = 0.0 if not np.isfinite(r) else float(r)
-    variance = max(se1**2 + se2**2 - 2 * r * se1 * se2, 0.0)
-    return _judged(
-        float(drop), float(np.sqrt(variance)), threshold, confidence, max_noise, len(positive)
-    )
-
-
-def _hanley_mcneil(auc: float, n_pos: int, n_neg: int) -> float:
-    if not n_pos or not n_neg or not np.isfinite(auc):
-        return 0.0
-    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
-    variance = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)) / (
-        n_pos * n_neg
-    )
-    return float(np.sqrt(max(variance, 0.0)))
-
-
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def macro_f1_regression(
-    champion_predicted: np.ndarray,
-    candidate_predicted: np.ndarray,
-    y: np.ndarray,
-    n_classes: int,
-    threshold: float,
-    confidence: float,
-    max_noise: float | None = None,
-) -> dict[str, Any]:
-    """Is the candidate's macro-F1 drop beyond ``threshold`` plus noise? (Paired bootstrap.)"""
-
-    def macro(predicted: np.ndarray, truth: np.ndarray) -> float:
-        return float(np.mean([_f1(predicted == c, truth == c) for c in range(n_classes)]))
-
-    drop = macro(champion_predicted, y) - macro(candidate_predicted, y)
-    rng = np.random.default_rng(0)
-    drops = []
-    for _ in range(200 if len(y) > 1 else 0):
-        i = rng.integers(0, len(y), len(y))
-        drops.append(macro(champion_predicted[i], y[i]) - macro(candidate_predicted[i], y[i]))
-    se = float(np.std(drops, ddof=1)) if len(drops) > 1 else 0.0
-    return _judged(float(drop), se, threshold, confidence, max_noise, len(y))
-
-
-def loss_regression(
-    champion_loss: np.ndarray,
-    candidate_loss: np.ndarray,
-    threshold: float,
-    confidence: float,
-    max_noise: float | None = None,
-) -> dict[str, Any]:
-    """Is the candidate's mean cross-entropy higher than the champion's beyond a relative limit?
-
-    ``drop`` is the relative rise ((candidate − champion) / champion), so one threshold fits
-    every task; the noise allowance is the paired standard error, relative too.
-    """
-    base = float(champion_loss.mean()) if len(champion_loss) else 0.0
-    if base <= 0:
-        return _judged(0.0, 0.0, threshold, confidence, max_noise, len(champion_loss))
-    difference = candidate_loss - champion_loss
-    se = float(difference.std(ddof=1)) / np.sqrt(len(difference)) if len(difference) > 1 else 0.0
-    return _judged(
-        float(difference.mean()) / base,
-        se / base,
-        threshold,
-        confidence,
-        max_noise,
-        len(difference),
-    )
-
-
-def primary_metric(name: str, labels: Sequence[str]) -> str:
-    """The guarded metric: ``name``, or for ``auto`` AUC (two classes) or balanced accuracy."""
-    if name != "auto":
-        return name
-    return "auc" if len(labels) == 2 else "balanced_accuracy"
-
-
-def _f1(predicted: np.ndarray, actual: np.ndarray) -> float:
-    tp = float(np.sum(predicted & actual))
-    denominator = float(np.sum(predicted) + np.sum(actual))
-    return 2 * tp / denominator if denominator else 0.0
-
-
-def _auc(score: np.ndarray, positive: np.ndarray) -> float:
-    """ROC AUC as the Mann–Whitney statistic (ties count half)."""
-    pos, neg = score[positive], score[~positive]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    ranks[order] = np.arange(1, len(order) + 1)
-    values = np.concatenate([pos, neg])
-    for v in np.unique(values):  # average ranks of ties
-        tied = values == v
-        ranks[tied] = ranks[tied].mean()
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def describe_guard(name: str, guard: Mapping[str, Any], result: Mapping[str, Any]) -> str:
-    """One verdict line: the metric of both models, the drop, and the allowance used."""
-    data_set = name.removesuffix("_loss")
-    metric = guard["metric"]
-    cand = result["candidate"].get(data_set, {}).get(metric, float("nan"))
-    champ = result["champion"].get(data_set, {}).get(metric, float("nan"))
-    unit = "% (relative)" if metric == "loss" else " points"
-    word = "rose" if metric == "loss" else "fell"
-    capped = (
-        f", capped from {guard['noise_uncapped'] * 100:.1f}"
-        if guard["noise_uncapped"] > guard["noise"]
-        else ""
-    )
-    allowance = (
-        f"limit {guard['threshold'] * 100:.1f} + noise allowance {guard['noise'] * 100:.1f}"
-        f"{capped} on {guard['rows']} rows"
-    )
-    change = abs(guard["drop"]) * 100
-    if guard["regressed"]:
-        return f"{data_set} {metric} {word} {change:.1f}{unit} ({cand:.3f} vs champion {champ:.3f}; {allowance})"
-    return f"{data_set} {metric} {cand:.3f} vs champion {champ:.3f}, within {allowance}"
 
 
 def pooled_eval_spans(new_span: int, eval_rows: Mapping[int, int], min_rows: int) -> list[int]:
@@ -511,6 +252,56 @@ def _write_holdout_candidates(artifact: Artifact, cap: int, folder: Path) -> Non
         shutil.rmtree(partial, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class EvaluateInputs(Inputs):
+    """What the evaluator reads: the candidate, every span's examples so far, the champion.
+
+    Args:
+        candidate: the trained (or adopted) model.
+        examples: examples by span; the new span's eval rows and the earlier spans' holdout.
+        champion: the model the candidate is judged against (None: no champion yet).
+    """
+
+    candidate: Artifact
+    examples: dict[int, Artifact] = per_span("examples")
+    champion: Artifact | None = None
+
+
+class _Scores:
+    """Both models' scores on the evaluation sets: metrics, per-row answers, raw scores.
+
+    Args:
+        labels: the candidate's classes (its output order; empty: the first model's).
+    """
+
+    def __init__(self, labels: list[str]) -> None:
+        self.labels = labels
+        self.metrics: dict[str, dict[str, Any]] = {"candidate": {}, "champion": {}}
+        self.scored: dict[tuple[str, str], Answers] = {}
+        self.truths: dict[str, list[str]] = {}
+        self.raw: dict[tuple[str, str], tuple[np.ndarray, list[str], float | None]] = {}
+
+    def add(
+        self, side: str, saved: Path, sets: Mapping[str, list[dict[str, Any]]], label: str
+    ) -> None:
+        """Score every set with one model (one SavedModel load: all rows in one call)."""
+        every = [row for rows in sets.values() for row in rows]
+        all_scores, model_labels = score_saved_model(saved, every) if every else ([], [])
+        start = 0
+        for name, rows in sets.items():
+            if not rows:
+                continue
+            scores, start = all_scores[start : start + len(rows)], start + len(rows)
+            self.labels = self.labels or list(model_labels)
+            self.truths[name] = [row[label] for row in rows]
+            threshold = read_threshold(saved)
+            self.raw[side, name] = (scores, list(model_labels), threshold)
+            self.metrics[side][name] = metrics(scores, self.truths[name], model_labels, threshold)
+            self.scored[side, name] = answers(
+                scores, list(model_labels), self.truths[name], self.labels
+            )
+
+
 class EvaluateCandidate:
     """Pipeline component: candidate (+ champion) × new eval rows + historic holdout → verdict."""
 
@@ -540,20 +331,14 @@ class EvaluateCandidate:
         }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
-        spans = dict(
-            sorted(
-                (int(k.split("-")[1]), a)
-                for k, a in ctx.inputs.items()
-                if k.startswith("examples-")
-            )
-        )
+        inputs: EvaluateInputs = ctx.declared  # type: ignore[assignment]
+        spans = dict(sorted(inputs.examples.items()))
         label = spans[self.new_span].properties["label"]
         take = pooled_eval_take(
             self.new_span,
             {s: int(a.properties["splits"].get("eval", 0)) for s, a in spans.items()},
             self.cfg.min_eval_rows,
         )
-        pooled = list(take)
         sets = {
             "new": [
                 row
@@ -564,57 +349,49 @@ class EvaluateCandidate:
                 [a for s, a in spans.items() if s < self.new_span], self.cfg.holdout_rows
             ),
         }
-        labels = list(ctx.inputs["candidate"].properties.get("labels") or [])
-        result: dict[str, Any] = {"candidate": {}, "champion": {}, "new_spans": pooled}
-        scored: dict[tuple[str, str], Answers] = {}
-        truths: dict[str, list[str]] = {}
-        raw: dict[tuple[str, str], tuple[np.ndarray, list[str], float | None]] = {}
-        for side in ("candidate", "champion"):
-            if side not in ctx.inputs:
-                continue
-            saved = Path(ctx.inputs[side].uri) / "saved_model"
-            columns = self._legacy_columns(ctx, ctx.inputs[side])
-            # One SavedModel load per model: both sets are scored in one call, then split.
-            every = [row for rows in sets.values() for row in rows]
-            all_scores, model_labels = (
-                score_saved_model(saved, every, columns) if every else ([], [])
-            )
-            start = 0
-            for name, rows in sets.items():
-                if not rows:
-                    continue
-                scores, start = all_scores[start : start + len(rows)], start + len(rows)
-                labels = labels or list(model_labels)
-                truths[name] = [row[label] for row in rows]
-                raw[side, name] = (scores, list(model_labels), read_threshold(saved))
-                result[side][name] = metrics(
-                    scores, truths[name], model_labels, read_threshold(saved)
-                )
-                scored[side, name] = answers(scores, list(model_labels), truths[name], labels)
+        scores = _Scores(list(inputs.candidate.properties.get("labels") or []))
+        models = {"candidate": inputs.candidate, "champion": inputs.champion}
+        for side, model in models.items():
+            if model is not None:
+                scores.add(side, Path(model.uri) / "saved_model", sets, label)
+        result = Evaluation(scores.metrics["candidate"], scores.metrics["champion"], list(take))
+        self._judge(result, scores, sets, inputs)
+        writer = ctx.output("evaluation", "ModelEvaluation", span=self.new_span)
+        writer.write_json("evaluation.json", result.to_dict())
+        ctx.set_properties(
+            "evaluation", {"blessed": result.blessed, "candidate": inputs.candidate.id}
+        )
+        return result.to_dict()
+
+    def _judge(
+        self,
+        result: Evaluation,
+        scores: _Scores,
+        sets: Mapping[str, list[dict[str, Any]]],
+        inputs: EvaluateInputs,
+    ) -> None:
+        """Fill ``result``'s guards and verdict (slices' refusals and training's note too)."""
+        labels = scores.labels
         metric = primary_metric(self.cfg.primary_metric, labels)
         if metric == "auc" and len(labels) != 2:
             metric = "balanced_accuracy"  # AUC here is binary; more classes: the balanced mean
-        result["primary_metric"] = metric
-        result["guards"] = self._guards(scored, truths, labels, metric)
-        result["blessed"], result["reasons"] = self._verdict(result)
+        result.primary_metric = metric
+        result.guards = self._guards(scores.scored, scores.truths, labels, metric)
+        result.blessed, result.reasons = self._verdict(result.to_dict())
         if self.slicing.slices:
             slicer = SliceEvaluation(self.slicing, self._guards)
-            result["slices"] = slicer.evaluate(sets, raw, scored, truths, labels, metric)
-            if self.slicing.guard_slices and result["champion"]:
-                refused = slicer.refusals(result["slices"])
-                result["blessed"] = result["blessed"] and not refused
-                result["reasons"] += refused
-        trained = ctx.inputs["candidate"].properties
-        if "champion" in ctx.inputs and trained.get("improved") is False:
+            result.slices = slicer.evaluate(
+                sets, scores.raw, scores.scored, scores.truths, labels, metric
+            )
+            if self.slicing.guard_slices and result.champion:
+                refused = slicer.refusals(result.slices)
+                result.blessed = result.blessed and not refused
+                result.reasons += refused
+        trained = inputs.candidate.properties
+        if inputs.champion is not None and trained.get("improved") is False:
             # Training kept the champion's weights: publishing them would be a no-op version.
-            result["blessed"] = False
-            result["reasons"] = [trained.get("note") or NO_IMPROVEMENT] + result["reasons"]
-        writer = ctx.output("evaluation", "ModelEvaluation", span=self.new_span)
-        writer.write_json("evaluation.json", result)
-        ctx.set_properties(
-            "evaluation", {"blessed": result["blessed"], "candidate": ctx.inputs["candidate"].id}
-        )
-        return result
+            result.blessed = False
+            result.reasons = [trained.get("note") or NO_IMPROVEMENT] + result.reasons
 
     def _guards(
         self,
@@ -651,16 +428,6 @@ class EvaluateCandidate:
             }
         return out
 
-    @staticmethod
-    def _legacy_columns(ctx: ExecutionContext, model: Artifact) -> dict[str, str]:
-        # A text champion exported before model families has no inputs map: its one input
-        # `text` reads the featurizer's text column.
-        featurizer = model.properties.get("featurizer")
-        if featurizer is None:
-            return {}
-        column = ctx.store.artifact(int(featurizer)).properties.get("text_feature")
-        return {"text": column} if column else {}
-
     def _verdict(self, result: dict[str, Any]) -> tuple[bool, list[str]]:
         if not result["champion"]:
             return True, ["no champion yet"]
@@ -669,6 +436,3 @@ class EvaluateCandidate:
             blessed &= not guard["regressed"]
             reasons.append(describe_guard(name, guard, result))
         return blessed, reasons
-
-    def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:
-        pass

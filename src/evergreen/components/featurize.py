@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +25,7 @@ from evergreen.metadata import Artifact
 from evergreen.models.contract import Featurizer, ModelFamily
 from evergreen.models.featurized import encode_featurized
 from evergreen.models.registry import load_featurizer
-from evergreen.pipeline import ExecutionContext
+from evergreen.pipeline import ExecutionContext, Inputs, per_span
 
 # Each span keeps its train rows, up to this many, in a hash-random order as its replay sample:
 # any prefix of it is a uniform sample of the span, so an incremental run reads only the rows
@@ -53,8 +54,17 @@ def span_texts(
     return texts, labels, hashes
 
 
+@dataclass(frozen=True)
+class FitInputs(Inputs):
+    """What a featurizer is fitted on: the examples of every span so far, by span."""
+
+    spans: dict[int, Artifact] = per_span("span")
+
+
 class FitFeaturizer:
     """Pipeline component: train rows of every span → a frozen ``Featurizer`` artifact.
+
+    Inputs: :class:`FitInputs`.
 
     Args:
         family: the model family (its name is recorded in the artifact's properties).
@@ -82,6 +92,8 @@ class FitFeaturizer:
 
         def rows() -> Iterator[dict[str, Any]]:
             nonlocal seen
+            # In the order of the runner's link names (span-1, span-10, span-2, ...): the order
+            # the fit has always read, kept so that a refit gives the same vocabulary.
             for _, artifact in sorted(ctx.inputs.items()):
                 for row in span_rows(artifact, "train"):
                     seen += 1
@@ -100,8 +112,13 @@ class FitFeaturizer:
         ctx.set_properties("featurizer", props)
         return {"rows": seen, **{k: v for k, v in props.items() if k not in ("labels",)}}
 
-    def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:
-        pass
+
+@dataclass(frozen=True)
+class GrowInputs(Inputs):
+    """What growing reads: the champion's featurizer and the new span's examples."""
+
+    featurizer: Artifact
+    examples: Artifact
 
 
 class GrowFeaturizer:
@@ -138,7 +155,7 @@ class GrowFeaturizer:
         props = {
             "fingerprint": featurizer.fingerprint(),
             "labels": parent.properties["labels"],
-            "family": parent.properties.get("family", "text"),
+            "family": parent.properties["family"],
             "grown_from": parent.id,
             "added": {column: len(values) for column, values in added.items()},
             # A sample for people reading the lineage; the full list is in the vocabulary files.
@@ -153,13 +170,10 @@ class GrowFeaturizer:
         ctx.set_properties("featurizer", props)
         return {"grown_from": parent.id, "added": props["added"]}
 
-    def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:
-        pass
-
 
 def can_grow(featurizer_artifact: Artifact) -> bool:
     """Whether the family of a featurizer artifact grows its vocabularies (text, tabular)."""
-    return featurizer_artifact.properties.get("family", "text") in ("text", "tabular")
+    return featurizer_artifact.properties["family"] in ("text", "tabular")
 
 
 class ReplaySample:
@@ -188,6 +202,18 @@ class ReplaySample:
             writer.write(record)
         writer.close()
         return writer.rows
+
+
+@dataclass(frozen=True)
+class FeaturizeInputs(Inputs):
+    """What featurizing one span reads: its examples and the fitted featurizer.
+
+    Featurize components read them by link name (the field names), so that the Beam variant
+    and callers passing ``{"examples": ..., "featurizer": ...}`` run the same component.
+    """
+
+    examples: Artifact
+    featurizer: Artifact
 
 
 class FeaturizeSpan:
@@ -263,6 +289,3 @@ class FeaturizeSpan:
             props["sequence_length"] = fitted.properties["sequence_length"]
         ctx.set_properties("featurized", props)
         return ledger
-
-    def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:
-        pass

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from evergreen.components.guards import describe_guard, metrics
 from evergreen.config import EvaluateConfig
 
 OTHER = "(other)"
@@ -59,8 +60,6 @@ class SliceEvaluation:
         metric: str,
     ) -> dict[str, dict[str, dict[str, Any]]]:
         """``{column: {value: {set: {rows, small, candidate, champion, guards}}}}``."""
-        from evergreen.components.evaluate import metrics
-
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for column in self.cfg.slices:
             per_value: dict[str, dict[str, Any]] = {}
@@ -95,8 +94,6 @@ class SliceEvaluation:
 
     def refusals(self, slices: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
         """Verdict lines of the slices whose guard regressed (empty: every slice holds)."""
-        from evergreen.components.evaluate import describe_guard
-
         lines = []
         for column, values in slices.items():
             for value, sets in values.items():

@@ -152,14 +152,11 @@ def _decision(
         if verdict:
             out.append("<ul>" + "".join(f"<li>{escape(str(v))}</li>" for v in verdict) + "</ul>")
         return "".join(out)
-    from evergreen.policy import decide
+    from evergreen.policy import decide, hard_rule
 
     cfg = project.config
-    decision = decide(
-        drift,
-        cfg=cfg.drift,
-        has_champion=project.champion_featurizer() is not None,
-        max_unknown_rate=cfg.train.max_unknown_rate,
+    decision = hard_rule(has_champion=project.champion_featurizer() is not None) or decide(
+        drift, cfg=cfg.drift, max_unknown_rate=cfg.train.max_unknown_rate
     )
     out.append(
         f'<div class="decision" data-mode="{escape(decision.mode)}">{_badge(decision.mode)} '

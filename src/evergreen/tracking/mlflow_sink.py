@@ -23,7 +23,7 @@ from typing import Any
 import mlflow.pyfunc  # this module is itself imported only when [mlflow] is set
 import numpy as np
 
-from evergreen.tracking import drift_scores, record_scalars
+from evergreen.tracking.scalars import drift_scores, record_scalars
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evergreen.tf import tensorflow
-from evergreen.tracking import drift_scores, record_scalars
+from evergreen.tracking.scalars import drift_scores, record_scalars
 
 STEPS_FILE = "steps.json"
 

@@ -31,6 +31,7 @@ from evergreen.errors import WorkerLost
 from evergreen.models.adopted import load_model
 from evergreen.models.contract import compile_model, freeze_lower
 from evergreen.models.serving_export import export_serving_model
+from evergreen.training.data import TrainInputs, class_weights, early_stopping_patience
 from evergreen.training.strategy import (
     apply_device_settings,
     float32_outputs,
@@ -99,14 +100,15 @@ def execute(component: Any, ctx: Any) -> dict[str, Any]:
     Returns:
         The run summary (``TrainModel._summary`` plus ``workers`` and ``optimizer_iterations``).
     """
-    from evergreen.training import worker
+    from evergreen.training import session
 
     info = task_info()
     checkpoint_dir = ctx.output_root / CHECKPOINT_DIR
     writer = ctx.output("model", "Model", span=component.new_span)
-    worker.post_job(component, ctx.inputs, checkpoint_dir, info)
+    inputs = ctx.declared
+    session.post_job(component, inputs, checkpoint_dir, info)
     with lost_workers_reported(checkpoint_dir):
-        result = train(component, ctx.inputs, checkpoint_dir, log_dir=writer.path / "logs")
+        result = train(component, inputs, checkpoint_dir, log_dir=writer.path / "logs")
     result.model.save(writer.path / "model.keras")
     export_serving_model(
         result.featurizer, result.model, result.labels, writer.path / "saved_model"
@@ -129,29 +131,18 @@ def execute(component: Any, ctx: Any) -> dict[str, Any]:
         optimizer_iterations=result.optimizer_iterations,
         weights_sha256=result.weights_sha256,  # every worker logs its own: they must agree
     )
-    fitted = ctx.inputs["featurizer"]
-    ctx.set_properties(
-        "model",
-        {
-            **summary,
-            "labels": labels,
-            "featurizer": fitted.id,
-            "family": fitted.properties.get("family", "text"),
-            "spans": sorted(int(k.split("-")[1]) for k in ctx.inputs if k.startswith("span-")),
-            "new_span": component.new_span,
-        },
-    )
+    ctx.set_properties("model", component.model_properties(summary, inputs, labels))
     return summary
 
 
 def train(
-    component: Any, inputs: dict[str, Any], checkpoint_dir: Path, *, log_dir: Path | None
+    component: Any, inputs: TrainInputs, checkpoint_dir: Path, *, log_dir: Path | None
 ) -> LoopResult:
     """Train ``component``'s candidate on this worker's share, in step with the other workers.
 
     Args:
         component: the TrainModel (its config, family, mode and new span).
-        inputs: its input artifacts (featurizer, ``span-N``, ``champion``).
+        inputs: its input artifacts (featurizer, featurized spans, champion).
         checkpoint_dir: the chief's checkpoint folder (read by all, written by the chief).
         log_dir: TensorBoard folder (chief only; None on the other workers).
 
@@ -160,19 +151,15 @@ def train(
     """
     import keras
 
-    from evergreen.components.train import class_weights
     from evergreen.models.registry import load_featurizer
 
     cfg = component.cfg
     apply_device_settings(cfg)
     strategy = multi_worker_strategy()
     keras.utils.set_random_seed(cfg.seed)
-    fitted = inputs["featurizer"]
-    labels = list(fitted.properties["labels"])
-    featurizer = load_featurizer(fitted.uri)
-    spans = dict(
-        sorted((int(k.split("-")[1]), a) for k, a in inputs.items() if k.startswith("span-"))
-    )
+    labels = list(inputs.featurizer.properties["labels"])
+    featurizer = load_featurizer(inputs.featurizer.uri)
+    spans = dict(sorted(inputs.spans.items()))
     with precision_policy(cfg), strategy.scope():
         model, data, epochs, lr = _model_and_data(component, inputs, spans, labels, featurizer)
         compile_model(model, learning_rate=lr)  # the optimizer (loss-scaled for mixed_float16)
@@ -221,7 +208,7 @@ def weights_digest(model: Any) -> str:
 
 def _model_and_data(
     component: Any,
-    inputs: dict[str, Any],
+    inputs: TrainInputs,
     spans: dict[int, Any],
     labels: list[str],
     featurizer: Any,
@@ -235,7 +222,7 @@ def _model_and_data(
         return model, data, cfg.epochs, cfg.learning_rate
     if hasattr(component.family, "module"):  # a custom module may register its own layers
         component.family.module()
-    model = load_model(Path(inputs["champion"].uri) / "model.keras", own_artifact=True)
+    model = load_model(Path(inputs.champion.uri) / "model.keras", own_artifact=True)
     freeze_lower(model, cfg.freeze_lower_layers)
     data = component._incremental_data(spans, labels, featurizer)
     return model, data, cfg.incremental_epochs, cfg.incremental_learning_rate
@@ -360,7 +347,6 @@ class EpochLoop:
         import keras
 
         from evergreen.components.early_stopping import ChampionEarlyStopping
-        from evergreen.components.train import early_stopping_patience
 
         cfg, model = self.component.cfg, self.model
         patience = early_stopping_patience(cfg, self.component.family.name)

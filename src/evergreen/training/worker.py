@@ -22,38 +22,30 @@ workers read the featurized shards and the chief's checkpoints from it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evergreen.config import Config, TrainConfig
 from evergreen.errors import ConfigError, WorkerLost
-from evergreen.metadata import Artifact
+from evergreen.training.data import TrainInputs, TrainJob
+
+# The chief's session lives below this module and multi_worker (no import cycle); its names
+# stay importable from here, where `evergreen train-worker` and the tests find them.
+from evergreen.training.session import (  # noqa: F401 (re-exported)
+    HEARTBEAT_SECONDS,
+    Session,
+    _write_json,
+    chief,
+    post_job,
+)
 from evergreen.training.strategy import TaskInfo, multi_worker_strategy, task_info
 
 SESSIONS = "distributed"  # under the project root
-HEARTBEAT_SECONDS = 5.0
 CHIEF_SILENT_SECONDS = 300.0  # a chief heard from less recently than this is gone
 POLL_SECONDS = 0.2
-
-
-@dataclass
-class Session:
-    """A launch of all workers: its folder, this worker's task, jobs posted or taken so far."""
-
-    folder: Path
-    info: TaskInfo
-    jobs: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-
-_session: Session | None = None  # the chief's, while its loop runs
 
 
 def join(cfg: Config) -> Session:
@@ -76,64 +68,6 @@ def join(cfg: Config) -> Session:
     total = strategy.reduce("SUM", strategy.run(lambda: tf.constant(mine, tf.float64)), axis=None)
     folder = cfg.root / SESSIONS / f"session-{int(total.numpy()):012x}"
     return Session(folder, info)
-
-
-@contextlib.contextmanager
-def chief(session: Session) -> Iterator[Session]:
-    """The chief's side: heartbeats while the loop runs, ``end.json`` however it ends."""
-    global _session
-    session.folder.mkdir(parents=True, exist_ok=True)
-    beat = threading.Thread(target=_heartbeat, args=(session,), daemon=True)
-    beat.start()
-    _session, ok = session, False
-    try:
-        yield session
-        ok = True
-    finally:
-        _session = None
-        session._stop.set()
-        _write_json(session.folder / "end.json", {"ok": ok, "jobs": session.jobs})
-
-
-def _heartbeat(session: Session) -> None:
-    alive = session.folder / "chief.alive"
-    while not session._stop.is_set():
-        alive.write_text(str(time.time()), encoding="utf-8")
-        session._stop.wait(HEARTBEAT_SECONDS)
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value), encoding="utf-8")
-    tmp.replace(path)  # a reader never sees half a file
-
-
-def post_job(
-    component: Any, inputs: dict[str, Artifact], checkpoint_dir: Path, info: TaskInfo
-) -> None:
-    """Tell the other workers what to train (nothing to tell when training alone).
-
-    Raises:
-        ConfigError: TF_CONFIG names several workers but this process is not
-            ``evergreen train-worker`` (the others would never learn of the job).
-    """
-    if info.workers == 1:
-        return
-    if _session is None:
-        raise ConfigError(
-            f"TF_CONFIG names {info.workers} workers: start every worker with "
-            "`evergreen train-worker -c CONFIG` (worker 0 runs the loop), not `evergreen run`"
-        )
-    _session.jobs += 1
-    job = {
-        "mode": component.mode,
-        "reason": component.reason,
-        "new_span": component.new_span,
-        "train": asdict(component.cfg),
-        "inputs": {name: asdict(a) for name, a in inputs.items()},
-        "checkpoint_dir": str(checkpoint_dir),
-    }
-    _write_json(_session.folder / f"job-{_session.jobs}.json", job)
 
 
 def serve_jobs(session: Session, cfg: Config) -> bool:
@@ -185,19 +119,18 @@ def run_job(job: dict[str, Any], cfg: Config) -> Any:
     Returns:
         The :class:`~evergreen.training.multi_worker.LoopResult` (what it trained, not kept).
     """
-    from evergreen.components.train import TrainModel
     from evergreen.models.registry import family
     from evergreen.training import multi_worker
 
     train_cfg = TrainConfig(**job["train"])
-    component = TrainModel(
+    component = TrainJob(
         train_cfg,
         family(train_cfg.family, train_cfg, cfg.base_dir),
         mode=job["mode"],
         reason=job["reason"],
         new_span=int(job["new_span"]),
     )
-    inputs = {name: Artifact(**a) for name, a in job["inputs"].items()}
+    inputs = TrainInputs.from_json(job["inputs"])
     checkpoint_dir = Path(job["checkpoint_dir"])
     with multi_worker.lost_workers_reported(checkpoint_dir):
         return multi_worker.train(component, inputs, checkpoint_dir, log_dir=None)
