@@ -26,6 +26,7 @@ import csv
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import subprocess
@@ -117,6 +118,8 @@ def measure(engine: str, workdir: Path) -> dict[str, Any]:
     import psutil
 
     command = [sys.executable, __file__, "--side", engine, "--workdir", str(workdir)]
+    cpu_before = _children_cpu()
+    started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     root = psutil.Process(child.pid)
     peak = 0
@@ -132,8 +135,17 @@ def measure(engine: str, workdir: Path) -> dict[str, Any]:
         raise SystemExit(f"{engine} side failed ({child.returncode})")
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_tree_rss"] = peak
+    # CPU of the side and every descendant it reaped (Beam's workers): beside the wall seconds,
+    # it shows how much of the wall time the shared machine gave us.
+    result["cpu_seconds"] = _children_cpu() - cpu_before
+    result["wall_seconds"] = time.perf_counter() - started
     print(f"{engine}: {result}", flush=True)
     return result
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _rss(process: Any) -> int:
@@ -194,6 +206,11 @@ def _table(results: dict[str, dict[str, Any]]) -> None:
     print(f"| {'-' * 38} | -------- | --------------- | --------------- |")
     for name, x, y in lines:
         print(f"| {name:38} | {x:8,.0f} | {y:15,.0f} | {y / x:14.2f}× |")
+    for engine, result in results.items():
+        print(
+            f"{engine}: {result['wall_seconds']:,.0f} s wall, {result['cpu_seconds']:,.0f} s CPU"
+            " (the side's process tree, subprocess start included)"
+        )
     print(
         f"rows kept: {e['rows_written']:,} (both); statistics run: "
         f"{e['seconds_statistics']:.1f} s embedded, {b['seconds_statistics']:.1f} s on Beam"
