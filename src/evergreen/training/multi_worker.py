@@ -70,7 +70,7 @@ class LoopResult:
     featurizer: Any = None
     validation: Any = None  # the eval rows judged on (the chief chooses the threshold on them)
     grown_rows: dict[str, int] = field(default_factory=dict)  # embedding rows added, by layer
-    perturbed: bool = False  # shrink-and-perturb was applied before the first epoch
+    perturbed: bool = False  # shrink-and-perturb applies (before the first epoch, resumed or not)
 
 
 @contextlib.contextmanager
@@ -210,7 +210,6 @@ def train(
         model, data = start.model, start.data
         compile_model(model, learning_rate=start.learning_rate)  # loss-scaled for mixed_float16
         model.optimizer.build(model.trainable_variables)
-    # the same rows as the single-process trainer and the evaluator (pooled_eval_take)
     take = _eval_take(component, spans)
     validation = component._validation(spans, take, labels, featurizer)
     weights = class_weights(data.label_counts, labels, cfg.class_weights)
@@ -222,8 +221,9 @@ def train(
     loop.start(champion_loss)
     # As in the Keras path: after early stopping took the champion as its baseline, and only
     # before the first epoch (a resumed run's weights were perturbed and trained already).
-    perturbed = component.mode == "incremental" and loop.resumed_from_epoch == 0
-    perturbed = perturbed and shrink_perturb(model, cfg.shrink, cfg.perturb, cfg.seed)
+    perturbed = component.mode == "incremental" and (cfg.shrink, cfg.perturb) != (1.0, 0.0)
+    if perturbed and loop.resumed_from_epoch == 0:
+        shrink_perturb(model, cfg.shrink, cfg.perturb, cfg.seed)
     history = loop.run(data.train, validation, start.epochs)
     return LoopResult(
         model=model,
@@ -256,7 +256,8 @@ def _read_inputs(inputs: dict[str, Any]) -> tuple[list[str], Any, dict[int, Any]
 
 
 def _eval_take(component: Any, spans: dict[int, Any]) -> dict[int, int]:
-    """Eval rows to judge on per span: the new span's, pooled with the latest when too few."""
+    """Eval rows to judge on per span: the new span's, pooled with the latest when too few
+    (the rows the single-process trainer and the evaluator use: ``pooled_eval_take``)."""
     return pooled_eval_take(
         component.new_span,
         {s: int(a.properties["rows"].get("eval", 0)) for s, a in spans.items()},
