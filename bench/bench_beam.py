@@ -180,6 +180,12 @@ def main() -> None:
 
 def _table(results: dict[str, dict[str, Any]]) -> None:
     e, b = results["embedded"], results["beam"]
+    for engine, result in results.items():  # a failed side still has its time and memory
+        print(
+            f"{engine}: {result['wall_seconds']:,.0f} s wall, {result['cpu_seconds']:,.0f} s CPU"
+            " (the side's process tree, subprocess start included), peak RSS of the tree "
+            f"{result['peak_tree_rss'] / 2**20:,.0f} MiB"
+        )
     for engine, result in results.items():
         if "error" in result:
             print(f"{engine} FAILED: {result['error']}")
@@ -206,11 +212,6 @@ def _table(results: dict[str, dict[str, Any]]) -> None:
     print(f"| {'-' * 38} | -------- | --------------- | --------------- |")
     for name, x, y in lines:
         print(f"| {name:38} | {x:8,.0f} | {y:15,.0f} | {y / x:14.2f}× |")
-    for engine, result in results.items():
-        print(
-            f"{engine}: {result['wall_seconds']:,.0f} s wall, {result['cpu_seconds']:,.0f} s CPU"
-            " (the side's process tree, subprocess start included)"
-        )
     print(
         f"rows kept: {e['rows_written']:,} (both); statistics run: "
         f"{e['seconds_statistics']:.1f} s embedded, {b['seconds_statistics']:.1f} s on Beam"
