@@ -23,10 +23,9 @@ import numpy as np
 import pytest
 
 from evergreen.config import ServingConfig
-from evergreen.errors import ConfigError, IntegrityError, NotFound, RegistryError
+from evergreen.errors import ConfigError, IntegrityError, NotFound, RegistryError, Unavailable
 from evergreen.registry import Registry
 from evergreen.serving import ServerThread, build
-from evergreen.serving.errors import Unavailable
 from evergreen.serving.metrics import ServingMetrics
 from evergreen.serving.models import ModelManager
 from evergreen.signing import SIGNING_KEY_ENV, generate_key_pair, key_id, load_public_key

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from evergreen.config import ServingConfig
+from evergreen.errors import DeadlineExceeded, Unavailable
 from evergreen.registry import Registry
 from evergreen.serving import DynamicBatcher, ServerThread, build
-from evergreen.serving.errors import DeadlineExceeded, Unavailable
 from tests.serving_support import MODEL, Exports, publish, shared_exports
 
 

@@ -27,11 +27,10 @@ import numpy as np
 import pytest
 
 from evergreen.config import ServingConfig, serving_from_dict
-from evergreen.errors import ConfigError
+from evergreen.errors import BadRequest, ConfigError
 from evergreen.registry import Registry
 from evergreen.serving import DynamicBatcher, ServerThread, build
 from evergreen.serving.codec import MAX_JSON_DEPTH, parse_body
-from evergreen.serving.errors import BadRequest
 from tests.bad_inputs.make_requests import expand
 from tests.serving_support import MODEL, Exports, publish, publish_generic, shared_exports
 

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -101,14 +100,6 @@ def remove_stale_temporaries(root: Path) -> list[Path]:
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
     return stale
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def files_under(path: Path, pattern: str) -> Iterable[Path]:
-    return sorted(path.glob(pattern))
 
 
 def _writer_alive(tmp: Path) -> bool:

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
-from evergreen.errors import ConfigError, EvergreenError
-from evergreen.registry import _check_name as _check_registry_name
+from evergreen.errors import ConfigError, RegistryError
+from evergreen.registry import check_name as check_registry_name
 
 FEATURE_TYPES = ("text", "categorical", "numeric", "image")
 FAMILIES = ("text", "tabular", "image", "custom")
@@ -386,6 +386,24 @@ class Config:
         }
 
 
+# The tables a config file may hold (``[tensorboard]`` and ``[mlflow]`` fill ``tracking``).
+SECTIONS = (
+    "pipeline",
+    "data",
+    "split",
+    "dedupe",
+    "validation",
+    "train",
+    "drift",
+    "serving",
+    "watch",
+    "beam",
+    "evaluate",
+    "tensorboard",
+    "mlflow",
+)
+
+
 def load(
     path: str | os.PathLike[str], *, root: str | None = None, metadata_url: str | None = None
 ) -> Config:
@@ -452,26 +470,34 @@ def from_dict(
     """
     v = _Validator(source)
     _check_plain(v, raw, "")
-    v.known_keys(
-        "",
-        raw,
-        (
-            "pipeline",
-            "data",
-            "split",
-            "dedupe",
-            "validation",
-            "train",
-            "drift",
-            "serving",
-            "watch",
-            "beam",
-            "evaluate",
-            "tensorboard",
-            "mlflow",
-        ),
+    v.known_keys("", raw, SECTIONS)
+    pipeline = _pipeline(v, v.table(raw, "pipeline"), base_dir, root, metadata_url)
+    data = _data(v, v.table(raw, "data", required=True))
+    return Config(
+        **pipeline,
+        data=data,
+        split=_split(v, v.table(raw, "split"), data),
+        dedupe=_dedupe(v, v.table(raw, "dedupe")),
+        validation=_validation(v, v.table(raw, "validation"), base_dir),
+        train=_train(v, v.table(raw, "train"), data),
+        drift=_drift(v, v.table(raw, "drift")),
+        serving=serving_from_dict(v.table(raw, "serving"), source=source, base_dir=base_dir),
+        watch=_watch(v, v.table(raw, "watch")),
+        beam=_beam(v, raw),
+        evaluate=_evaluate(v, v.table(raw, "evaluate"), data),
+        tracking=_tracking(v, v.table(raw, "tensorboard"), v.table(raw, "mlflow")),
+        base_dir=base_dir,
     )
-    pipeline = v.table(raw, "pipeline")
+
+
+def _pipeline(
+    v: _Validator,
+    pipeline: Mapping[str, Any],
+    base_dir: Path,
+    root: str | None,
+    metadata_url: str | None,
+) -> dict[str, Any]:
+    """``[pipeline]``: ``name``, ``root`` and ``metadata_url``, flags and environment applied."""
     v.known_keys("pipeline", pipeline, ("name", "root", "metadata_url"))
     name = _pipeline_name(v, v.string(pipeline, "pipeline.name", required=True))
     root_path, root_key, root_value = _root(v, pipeline, base_dir, root)
@@ -486,36 +512,13 @@ def from_dict(
         or f"sqlite:///{root_path / 'metadata.db'}"
     )
     _check_metadata_url(v, url_key, url)
+    return {"name": name, "root": root_path, "metadata_url": url}
 
-    data = _data(v, v.table(raw, "data", required=True))
-    split = _split(v, v.table(raw, "split"), data)
-    dedupe_raw = v.table(raw, "dedupe")
-    v.known_keys("dedupe", dedupe_raw, ("label_conflicts",))
-    dedupe = DedupeConfig(
-        label_conflicts=v.choice(
-            dedupe_raw, "dedupe.label_conflicts", CONFLICT_POLICIES, "quarantine"
-        )
-    )
-    validation = _validation(v, v.table(raw, "validation"), base_dir)
-    train = _train(v, v.table(raw, "train"), data)
-    drift = _drift(v, v.table(raw, "drift"))
-    serving = serving_from_dict(v.table(raw, "serving"), source=source, base_dir=base_dir)
-    return Config(
-        name=name,
-        data=data,
-        root=root_path,
-        metadata_url=url,
-        split=split,
-        dedupe=dedupe,
-        validation=validation,
-        train=train,
-        drift=drift,
-        serving=serving,
-        watch=_watch(v, v.table(raw, "watch")),
-        beam=_beam(v, raw),
-        evaluate=_evaluate(v, v.table(raw, "evaluate"), data),
-        tracking=_tracking(v, v.table(raw, "tensorboard"), v.table(raw, "mlflow")),
-        base_dir=base_dir,
+
+def _dedupe(v: _Validator, raw: Mapping[str, Any]) -> DedupeConfig:
+    v.known_keys("dedupe", raw, ("label_conflicts",))
+    return DedupeConfig(
+        label_conflicts=v.choice(raw, "dedupe.label_conflicts", CONFLICT_POLICIES, "quarantine")
     )
 
 
@@ -586,8 +589,8 @@ def _check_plain(v: _Validator, value: Any, key: str, depth: int = 0) -> None:
 def _pipeline_name(v: _Validator, name: str) -> str:
     """``pipeline.name`` names the model in the registry: the registry's own rule applies."""
     try:
-        _check_registry_name(name, "model")
-    except EvergreenError as e:
+        check_registry_name(name, "model")
+    except RegistryError as e:
         v.fail("pipeline.name", name, f"it becomes the registry's model name, and {e}")
     if len(name) > MAX_NAME_LENGTH:
         v.fail("pipeline.name", name, f"use at most {MAX_NAME_LENGTH} characters")
@@ -603,7 +606,7 @@ def safe_name(text: str) -> str:
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", ascii_text).lstrip("-_.")[:MAX_NAME_LENGTH]
     name = name or "pipeline"
-    _check_registry_name(name, "model")  # the registry's rule is the one that counts
+    check_registry_name(name, "model")  # the registry's rule is the one that counts
     return name
 
 
@@ -828,9 +831,7 @@ def _watch(v: _Validator, raw: Mapping[str, Any]) -> WatchConfig:
             seconds["poll_seconds"],
             f"use at most {MAX_POLL_SECONDS:g} (a day)",
         )
-    port = v.integer(raw, "watch.metrics_port", 9464, minimum=0)
-    if port > 65535:
-        v.fail("watch.metrics_port", port, "use a port number from 0 to 65535 (0: any free port)")
+    port = _port(v, raw, "watch.metrics_port", 9464)
     return WatchConfig(
         min_rows=v.integer(raw, "watch.min_rows", 1, minimum=1),
         metrics_host=_host(
@@ -880,6 +881,16 @@ _ZERO_OK = ("full_every", "freeze_lower_layers", "seed", "replay_rows", "patienc
 
 
 def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConfig:
+    values = _train_values(v, raw)
+    _check_train_model(v, values, data)
+    _check_train_policy(v, values)
+    train = TrainConfig(**values)
+    _family_constraints(v, train)
+    return train
+
+
+def _train_values(v: _Validator, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Every ``[train]`` key read with the check its default's type and name call for."""
     defaults = TrainConfig()
     allowed = tuple(f.name for f in fields(TrainConfig))
     v.known_keys("train", raw, allowed)
@@ -911,6 +922,11 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
             values[name] = float(value)
         else:
             values[name] = v.positive(raw, key, default)
+    return values
+
+
+def _check_train_model(v: _Validator, values: Mapping[str, Any], data: DataConfig) -> None:
+    """The family, its module, the learning rates, the guard's confidence, the inputs."""
     if values["family"] not in FAMILIES:
         v.fail("train.family", values["family"], f"use one of {', '.join(FAMILIES)}")
     if values["base_family"] not in ("", *BASE_FAMILIES):
@@ -935,6 +951,12 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
     if text_feature and data.features and data.features.get(text_feature) != "text":
         texts = [c for c, t in data.features.items() if t == "text"] or "none"
         v.fail("train.text_feature", text_feature, f"name a text column of data.features: {texts}")
+
+
+def _check_train_policy(v: _Validator, values: Mapping[str, Any]) -> None:
+    """The guard's metric, class weights, the increment's start, the threshold, scale-out."""
+    from evergreen.components.threshold import OBJECTIVES
+
     if values["primary_metric"] not in PRIMARY_METRICS:
         v.fail(
             "train.primary_metric",
@@ -945,8 +967,6 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
         v.fail(
             "train.class_weights", values["class_weights"], f"use one of {', '.join(CLASS_WEIGHTS)}"
         )
-    from evergreen.components.threshold import OBJECTIVES
-
     if not 0 < values["shrink"] <= 1:
         v.fail("train.shrink", values["shrink"], "use a factor above 0, at most 1 (1: off)")
     if values["incremental_schedule"] not in ("rewarm", "constant"):
@@ -962,9 +982,6 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
             f"use one of {', '.join(OBJECTIVES)}",
         )
     _scale_out(v, values)
-    train = TrainConfig(**values)
-    _family_constraints(v, train)
-    return train
 
 
 def _scale_out(v: _Validator, values: Mapping[str, Any]) -> None:
@@ -1053,21 +1070,37 @@ def serving_from_dict(
     """
     v = _Validator(source)
     _check_plain(v, raw, "serving")
-    allowed = tuple(f.name for f in fields(ServingConfig))
-    v.known_keys("serving", raw, allowed)
+    v.known_keys("serving", raw, tuple(f.name for f in fields(ServingConfig)))
     d = ServingConfig()
     host = _host(v, v.string(raw, "serving.host") or d.host)
     api_key_env = raw.get("api_key_env", d.api_key_env)
     if not isinstance(api_key_env, str):
         v.fail("serving.api_key_env", api_key_env, "use the quoted name of an environment variable")
     tls_cert, tls_key, audit_log = _serving_files(v, raw, base_dir or Path.cwd())
-    port = v.integer(raw, "serving.port", d.port, minimum=0)
-    if port > 65535:
-        v.fail("serving.port", port, "use a port number from 0 to 65535 (0: any free port)")
+    port = _port(v, raw, "serving.port", d.port)
     grpc_port = _grpc_port(v, raw, port)
     canary = raw.get("canary_percent", d.canary_percent)
     if not _is_number(canary) or not 0 <= canary <= 100:
         v.fail("serving.canary_percent", canary, "use a percentage between 0 and 100, e.g. 10")
+    timeouts = _serving_timeouts(v, raw, d)
+    log_payloads = v.boolean(raw, "serving.log_payloads", d.log_payloads)
+    return ServingConfig(
+        host=host,
+        port=port,
+        grpc_port=grpc_port,
+        api_key_env=api_key_env,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        canary_percent=float(canary),
+        audit_log=audit_log,
+        log_payloads=log_payloads,
+        **timeouts,
+        **_serving_limits(v, raw, d),
+    )
+
+
+def _serving_timeouts(v: _Validator, raw: Mapping[str, Any], d: ServingConfig) -> dict[str, Any]:
+    """The batch wait, the polling and connection timeouts, and the request timeout."""
     values: dict[str, Any] = {}
     for key, minimum in (
         ("batch_timeout_ms", 0.0),
@@ -1086,40 +1119,37 @@ def serving_from_dict(
             values["batch_timeout_ms"],
             f"use less than serving.request_timeout_ms ({request_timeout}): a request would time out waiting for its batch",
         )
-    log_payloads = raw.get("log_payloads", d.log_payloads)
-    if not isinstance(log_payloads, bool):
-        v.fail("serving.log_payloads", log_payloads, "use true or false")
-    return ServingConfig(
-        host=host,
-        port=port,
-        grpc_port=grpc_port,
-        api_key_env=api_key_env,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        max_batch_size=v.integer(raw, "serving.max_batch_size", d.max_batch_size, minimum=1),
-        batch_timeout_ms=values["batch_timeout_ms"],
-        batch_threads=v.integer(raw, "serving.batch_threads", d.batch_threads, minimum=1),
-        max_queue=v.integer(raw, "serving.max_queue", d.max_queue, minimum=1),
-        request_timeout_ms=request_timeout,
-        max_body_bytes=v.integer(raw, "serving.max_body_bytes", d.max_body_bytes, minimum=1),
-        canary_percent=float(canary),
-        poll_seconds=values["poll_seconds"],
-        request_log_sample_rate=v.fraction(
+    values["request_timeout_ms"] = request_timeout
+    return values
+
+
+def _serving_limits(v: _Validator, raw: Mapping[str, Any], d: ServingConfig) -> dict[str, Any]:
+    """Batch sizes, queue and request limits, the request log's sample rate, the verify key."""
+    return {
+        "max_batch_size": v.integer(raw, "serving.max_batch_size", d.max_batch_size, minimum=1),
+        "batch_threads": v.integer(raw, "serving.batch_threads", d.batch_threads, minimum=1),
+        "max_queue": v.integer(raw, "serving.max_queue", d.max_queue, minimum=1),
+        "max_body_bytes": v.integer(raw, "serving.max_body_bytes", d.max_body_bytes, minimum=1),
+        "request_log_sample_rate": v.fraction(
             raw, "serving.request_log_sample_rate", d.request_log_sample_rate
         ),
-        audit_log=audit_log,
-        verify_key=v.string(raw, "serving.verify_key"),
-        log_payloads=log_payloads,
-        max_rows_per_request=v.integer(
+        "verify_key": v.string(raw, "serving.verify_key"),
+        "max_rows_per_request": v.integer(
             raw, "serving.max_rows_per_request", d.max_rows_per_request, minimum=1
         ),
-        max_header_bytes=v.integer(
+        "max_header_bytes": v.integer(
             raw, "serving.max_header_bytes", d.max_header_bytes, minimum=1024
         ),
-        read_timeout_seconds=values["read_timeout_seconds"],
-        keep_alive_seconds=values["keep_alive_seconds"],
-        max_connections=v.integer(raw, "serving.max_connections", d.max_connections, minimum=1),
-    )
+        "max_connections": v.integer(raw, "serving.max_connections", d.max_connections, minimum=1),
+    }
+
+
+def _port(v: _Validator, raw: Mapping[str, Any], key: str, default: int) -> int:
+    """A TCP port to listen on; 0 lets the system pick a free one."""
+    port = v.integer(raw, key, default, minimum=0)
+    if port > 65535:
+        v.fail(key, port, "use a port number from 0 to 65535 (0: any free port)")
+    return port
 
 
 DEFAULT_GRPC_PORT = 8500  # TF Serving's gRPC port

@@ -127,12 +127,6 @@ def _entry(key: bytes, feature: bytes) -> bytes:
     return b"\x0a" + _varint(entry_len) + key + _varint(len(feature)) + feature
 
 
-def _bytes_feature(data: bytes) -> bytes:
-    # Feature.bytes_list (field 1) holding BytesList.value (field 1) = [data]
-    inner = b"\x0a" + _varint(len(data)) + data
-    return b"\x0a" + _varint(len(inner)) + inner
-
-
 def decode(
     serialized: bytes, types: Mapping[str, str], label: str, train: Any = None
 ) -> dict[str, Any]:

@@ -84,37 +84,73 @@ def decide(
             factor of the data, so the cost per row stays bounded while the champion never
             trails a full fit on more than half of the data.
     """
+    blocks, fulls, notes = _drift_rules(drift, cfg) if drift is not None else ([], [], [])
+    if unknown_rate is None and drift is not None:
+        unknown_rate = drift.unknown_rate
+    if not has_champion:
+        fulls.insert(0, "no champion yet")
+    fulls += _unknown_rate_rule(unknown_rate, max_unknown_rate, rate_name)
+    fulls += _debt_rules(
+        increments_since_full,
+        full_every,
+        data_growth,
+        full_after_growth,
+        historic_regression,
+        max_historic_regression,
+    )
+    if blocks:
+        return Decision("block", blocks + fulls + notes)
+    if fulls:
+        return Decision("full", fulls + notes)
+    rate = f"{rate_name} {unknown_rate:.2f}" if unknown_rate is not None else ""
+    fits = "the champion fits the new span" + (f" ({rate})" if rate else "")
+    return Decision("incremental", [fits, *notes])
+
+
+def _drift_rules(drift: DriftResult, cfg: DriftConfig) -> tuple[list[str], list[str], list[str]]:
+    """The reasons a drift report gives to block, to retrain in full, and to note only."""
     blocks: list[str] = []
     fulls: list[str] = []
     notes: list[str] = []
-    if drift is not None:
-        labels = {k for k, n in drift.labels.items() if n > 0}
-        reference = {k for k, n in drift.reference_labels.items() if n > 0}
-        if cfg.block_on_single_label and len(labels) == 1 and len(reference) > 1:
-            blocks.append(
-                f"the span's labels collapsed to one class ({next(iter(labels))!r}; earlier spans "
-                f"had {len(reference)}); set drift.block_on_single_label = false if this is expected"
-            )
-        if at_least(drift.severity, cfg.block_on):
-            blocks.append(
-                f"{drift.severity} drift in {_describe(drift, cfg.block_on)} "
-                f"(drift.block_on = {cfg.block_on!r})"
-            )
-        if at_least(drift.severity, cfg.full_retrain_on):
-            fulls.append(
-                f"{drift.severity} drift in {_describe(drift, cfg.full_retrain_on)} "
-                f"(drift.full_retrain_on = {cfg.full_retrain_on!r})"
-            )
-        elif drift.severity != "none":
-            notes.append(f"{drift.severity} drift in {_describe(drift, 'minor')}")
-        if unknown_rate is None:
-            unknown_rate = drift.unknown_rate
-    if not has_champion:
-        fulls.insert(0, "no champion yet")
-    if unknown_rate is not None and unknown_rate > max_unknown_rate:
-        fulls.append(
-            f"{rate_name} {unknown_rate:.2f} above train.max_unknown_rate = {max_unknown_rate}"
+    labels = {k for k, n in drift.labels.items() if n > 0}
+    reference = {k for k, n in drift.reference_labels.items() if n > 0}
+    if cfg.block_on_single_label and len(labels) == 1 and len(reference) > 1:
+        blocks.append(
+            f"the span's labels collapsed to one class ({next(iter(labels))!r}; earlier spans "
+            f"had {len(reference)}); set drift.block_on_single_label = false if this is expected"
         )
+    if at_least(drift.severity, cfg.block_on):
+        blocks.append(
+            f"{drift.severity} drift in {_describe(drift, cfg.block_on)} "
+            f"(drift.block_on = {cfg.block_on!r})"
+        )
+    if at_least(drift.severity, cfg.full_retrain_on):
+        fulls.append(
+            f"{drift.severity} drift in {_describe(drift, cfg.full_retrain_on)} "
+            f"(drift.full_retrain_on = {cfg.full_retrain_on!r})"
+        )
+    elif drift.severity != "none":
+        notes.append(f"{drift.severity} drift in {_describe(drift, 'minor')}")
+    return blocks, fulls, notes
+
+
+def _unknown_rate_rule(rate: float | None, max_rate: float, rate_name: str) -> list[str]:
+    """A full retrain when too much of the new span falls outside the champion's featurizer."""
+    if rate is not None and rate > max_rate:
+        return [f"{rate_name} {rate:.2f} above train.max_unknown_rate = {max_rate}"]
+    return []
+
+
+def _debt_rules(
+    increments_since_full: int,
+    full_every: int,
+    data_growth: float | None,
+    full_after_growth: float,
+    historic_regression: float | None,
+    max_historic_regression: float,
+) -> list[str]:
+    """The reasons the increments since the last full retrain give for a full one."""
+    fulls = []
     if full_every and increments_since_full >= full_every:
         fulls.append(
             f"{increments_since_full} increments since the last full retrain "
@@ -130,13 +166,7 @@ def decide(
             f"forgetting: the last candidate lost {historic_regression:.3f} historic accuracy "
             f"(train.max_historic_regression = {max_historic_regression})"
         )
-    if blocks:
-        return Decision("block", blocks + fulls + notes)
-    if fulls:
-        return Decision("full", fulls + notes)
-    rate = f"{rate_name} {unknown_rate:.2f}" if unknown_rate is not None else ""
-    fits = "the champion fits the new span" + (f" ({rate})" if rate else "")
-    return Decision("incremental", [fits, *notes])
+    return fulls
 
 
 def _describe(drift: DriftResult, level: str) -> str:

@@ -54,7 +54,7 @@ from typing import Any
 
 from evergreen import signing, tfserving_config
 from evergreen.artifacts import TMP_PREFIX, directory_fingerprint, file_sha256
-from evergreen.errors import EvergreenError, IntegrityError, NotFound, RegistryError
+from evergreen.errors import IntegrityError, NotFound, RegistryError
 
 log = logging.getLogger("evergreen.registry")
 
@@ -321,60 +321,18 @@ class Registry:
 
         Raises:
             NotFound: ``saved_model_dir`` holds no SavedModel.
-            EvergreenError: the model name or the manifest is invalid.
+            RegistryError: the model name or the manifest is invalid.
             ConfigError: the signing key cannot be read (nothing is published).
         """
-        _check_name(model, "model")
-        saved_model_dir = Path(saved_model_dir)
-        if not (saved_model_dir / "saved_model.pb").is_file():
-            raise NotFound(
-                f"{saved_model_dir} holds no SavedModel (no saved_model.pb); "
-                "export the model with tf.saved_model.save or Model.export first"
-            )
+        check_name(model, "model")
+        saved_model_dir = _require_saved_model(Path(saved_model_dir))
         manifest = _checked_manifest(manifest)
         private = self._signing_key()  # before any copy: a bad key publishes nothing
-        candidate = manifest["lineage"].get("candidate")
-        folder = self.root / model
-        folder.mkdir(parents=True, exist_ok=True)
-
+        (self.root / model).mkdir(parents=True, exist_ok=True)
         # Everything happens under the lock, the copy included: versions are few and small
         # next to training, and it makes every .tmp- folder found here a dead publisher's.
         with self._locked(model):
-            _remove_temporaries(folder)
-            tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, suffix=f"-{os.getpid()}", dir=folder))
-            try:
-                # An evergreen.json in the source (a re-publish from another registry) is stale.
-                shutil.copytree(saved_model_dir, tmp, dirs_exist_ok=True, ignore=_ignore_manifest)
-                fingerprint = directory_fingerprint(tmp)
-                if candidate is not None:
-                    for existing in self.versions(model):
-                        if (
-                            existing.manifest.get("fingerprint") == fingerprint
-                            and existing.manifest.get("lineage", {}).get("candidate") == candidate
-                        ):
-                            shutil.rmtree(tmp)
-                            return existing
-                if add_files is not None:
-                    add_files(tmp)
-                numbers = _version_numbers(folder)
-                version = (numbers[-1] if numbers else 0) + 1
-                manifest.update(
-                    model=model,
-                    version=version,
-                    created_at=_now(),
-                    fingerprint=fingerprint,
-                    files=_file_digests(tmp),
-                    signatures=_read_signatures(tmp),
-                )
-                data = _json_bytes(manifest)
-                (tmp / MANIFEST).write_bytes(data)
-                if private is not None:
-                    (tmp / SIGNATURE).write_bytes(signing.sign(private, data))
-                os.replace(tmp, folder / str(version))
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-        return self._load(model, version)
+            return self._publish_locked(model, saved_model_dir, manifest, private, add_files)
 
     def set_alias(self, model: str, alias: str, version: int, reason: str = "set") -> None:
         """Point ``alias`` at ``version`` and record the move in the history.
@@ -390,12 +348,12 @@ class Registry:
         Raises:
             NotFound: the model or the version does not exist.
             IntegrityError: the version does not match its manifest (or signature).
-            RegistryError: ``aliases.json`` is damaged.
-            EvergreenError: the alias name is invalid.
+            RegistryError: ``aliases.json`` is damaged, or the alias name is invalid (or all
+                digits).
         """
-        _check_name(alias, "alias")
+        check_name(alias, "alias")
         if alias.isdigit():
-            raise EvergreenError(
+            raise RegistryError(
                 f"alias {alias!r} is a number, which get() would read as a version; "
                 "use a name such as 'champion' or 'canary'"
             )
@@ -462,6 +420,63 @@ class Registry:
             _remove_temporaries(folder)
 
     # ----------------------------------------------------------------------------- helpers
+
+    def _publish_locked(
+        self,
+        model: str,
+        saved_model_dir: Path,
+        manifest: dict[str, Any],
+        private: Any,
+        add_files: Callable[[Path], Any] | None,
+    ) -> ModelVersion:
+        """:meth:`publish` under the model's lock: copy, spot a repeat, number, seal, rename."""
+        folder = self.root / model
+        _remove_temporaries(folder)
+        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, suffix=f"-{os.getpid()}", dir=folder))
+        try:
+            # An evergreen.json in the source (a re-publish from another registry) is stale.
+            shutil.copytree(saved_model_dir, tmp, dirs_exist_ok=True, ignore=_ignore_manifest)
+            fingerprint = directory_fingerprint(tmp)
+            existing = self._published(model, fingerprint, manifest["lineage"].get("candidate"))
+            if existing is not None:
+                shutil.rmtree(tmp)
+                return existing
+            if add_files is not None:
+                add_files(tmp)
+            numbers = _version_numbers(folder)
+            version = (numbers[-1] if numbers else 0) + 1
+            manifest.update(
+                model=model,
+                version=version,
+                created_at=_now(),
+                fingerprint=fingerprint,
+                files=_file_digests(tmp),
+                signatures=_read_signatures(tmp),
+            )
+            data = _json_bytes(manifest)
+            (tmp / MANIFEST).write_bytes(data)
+            if private is not None:
+                (tmp / SIGNATURE).write_bytes(signing.sign(private, data))
+            os.replace(tmp, folder / str(version))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self._load(model, version)
+
+    def _published(self, model: str, fingerprint: str, candidate: Any) -> ModelVersion | None:
+        """The version a resumed publish already made (same SavedModel, same candidate), if any.
+
+        Without a candidate id nothing matches: a deliberate re-publish is then a new version.
+        """
+        if candidate is None:
+            return None
+        for existing in self.versions(model):
+            if (
+                existing.manifest.get("fingerprint") == fingerprint
+                and existing.manifest.get("lineage", {}).get("candidate") == candidate
+            ):
+                return existing
+        return None
 
     def _previous_champion(self, model: str, current: int) -> int:
         for move in reversed(self.history(model, CHAMPION)):
@@ -580,6 +595,15 @@ def _version_numbers(folder: Path) -> list[int]:
     if not folder.is_dir():
         return []
     return sorted(int(p.name) for p in folder.iterdir() if _VERSION.fullmatch(p.name))
+
+
+def _require_saved_model(saved_model_dir: Path) -> Path:
+    if not (saved_model_dir / "saved_model.pb").is_file():
+        raise NotFound(
+            f"{saved_model_dir} holds no SavedModel (no saved_model.pb); "
+            "export the model with tf.saved_model.save or Model.export first"
+        )
+    return saved_model_dir
 
 
 def _remove_temporaries(folder: Path) -> None:
@@ -748,14 +772,18 @@ def _checked_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
     """A JSON-clean copy of ``manifest`` with dict ``metrics`` and ``lineage``."""
     for key in ("metrics", "lineage"):
         if not isinstance(manifest.get(key, {}), dict):
-            raise EvergreenError(
-                f"manifest[{key!r}] must be a dict, got {type(manifest[key]).__name__}"
+            raise RegistryError(
+                f"manifest[{key!r}] must be a dict, got {type(manifest[key]).__name__}; "
+                f"pass {key} as a dict of JSON values (nothing was published)"
             )
     try:
         # A round trip both copies and catches unserialisable values before any file is copied.
         clean = json.loads(json.dumps(manifest, default=_scalar))
     except (TypeError, ValueError) as e:
-        raise EvergreenError(f"the manifest cannot be written as JSON: {e}") from e
+        raise RegistryError(
+            f"the manifest cannot be written as JSON: {e}; pass plain numbers, strings, lists "
+            "and dicts (nothing was published)"
+        ) from e
     clean.setdefault("metrics", {})
     clean.setdefault("lineage", {})
     return clean
@@ -770,9 +798,15 @@ def _scalar(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _check_name(name: str, what: str) -> None:
+def check_name(name: str, what: str) -> None:
+    """A model or alias name the registry accepts (a folder name, a key of aliases.json).
+
+    Raises:
+        RegistryError: ``name`` is not letters, digits, '_', '-' and '.' starting with a
+            letter or digit; the message says so.
+    """
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise EvergreenError(
+        raise RegistryError(
             f"{what} name {name!r} is invalid; use letters, digits, '_', '-' and '.', "
             "starting with a letter or digit"
         )

@@ -24,6 +24,7 @@ import binascii
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,10 @@ def generate_key_pair(directory: Path) -> tuple[Path, Path]:
     return private_path, public_path
 
 
+_MAKE_PRIVATE = "`evergreen keygen DIR` or `openssl genpkey -algorithm ed25519 -out KEY.pem`"
+_MAKE_PUBLIC = "`openssl pkey -in KEY.pem -pubout -out verify_key.pem`"
+
+
 def load_private_key(path: Path | str) -> Any:
     """The Ed25519 private key in a PEM file (unencrypted PKCS#8, as openssl genpkey writes).
 
@@ -87,20 +92,13 @@ def load_private_key(path: Path | str) -> Any:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    def parse(data: bytes) -> Any:
+        return serialization.load_pem_private_key(data, password=None)
+
     data = _read_key_file(path, "signing key")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(
-            f"signing key {path}: not an unencrypted PEM private key ({e}); make one with "
-            "`evergreen keygen DIR` or `openssl genpkey -algorithm ed25519 -out KEY.pem`"
-        ) from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(
-            f"signing key {path}: a {type(key).__name__}, not an Ed25519 key; make one with "
-            "`openssl genpkey -algorithm ed25519 -out KEY.pem`"
-        )
-    return key
+    return _parse_key(
+        path, "signing key", data, parse, "an unencrypted PEM private key", Ed25519PrivateKey
+    )
 
 
 def load_public_key(path: Path | str) -> Any:
@@ -119,15 +117,34 @@ def load_public_key(path: Path | str) -> Any:
             f"(`openssl pkey -in {path} -pubout -out verify_key.pem`), and keep the private key "
             "off the serving machines"
         )
+    return _parse_key(
+        path,
+        "verify key",
+        data,
+        serialization.load_pem_public_key,
+        "a PEM public key",
+        Ed25519PublicKey,
+    )
+
+
+def _parse_key(
+    path: Path | str,
+    what: str,
+    data: bytes,
+    parse: Callable[[bytes], Any],
+    expected: str,
+    kind: type,
+) -> Any:
+    """The key ``parse`` finds in ``data``, or a ConfigError saying how to make the right one."""
+    fix = _MAKE_PRIVATE if what == "signing key" else _MAKE_PUBLIC
     try:
-        key = serialization.load_pem_public_key(data)
+        key = parse(data)
     except (ValueError, TypeError) as e:
+        raise ConfigError(f"{what} {path}: not {expected} ({e}); make one with {fix}") from None
+    if not isinstance(key, kind):
         raise ConfigError(
-            f"verify key {path}: not a PEM public key ({e}); make one with "
-            "`openssl pkey -in KEY.pem -pubout -out verify_key.pem`"
-        ) from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"verify key {path}: a {type(key).__name__}, not an Ed25519 key")
+            f"{what} {path}: a {type(key).__name__}, not an Ed25519 key; make one with {fix}"
+        )
     return key
 
 

@@ -24,7 +24,6 @@ from evergreen.config import BeamConfig
 from evergreen.models.family import encode_featurized, load_featurizer
 from evergreen.pipeline import ExecutionContext
 
-_STORE_CHUNK = 5000
 _LEDGER = ("rows_featurized", "rows_reused", "tokens_computed", "tokens_reused", "unknown_tokens")
 
 

@@ -18,7 +18,6 @@ import itertools
 import json
 import math
 import stat
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -808,7 +807,3 @@ def quarantine_rows(examples_artifact: Artifact) -> list[dict[str, Any]]:
     path = Path(examples_artifact.uri) / "quarantine.jsonl"
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def count_by_reason(rows: Iterable[Mapping[str, Any]]) -> Counter[str]:
-    return Counter(_reason_kind(r["reason"]) for r in rows)

@@ -83,7 +83,12 @@ class Schema:
                 f"schema file {path} does not exist; fix validation.schema_file"
             ) from None
         except json.JSONDecodeError as e:
-            raise SchemaError(f"schema file {path} is not valid JSON: {e}") from None
+            raise SchemaError(
+                f"schema file {path} is not valid JSON: {e}; fix it, or copy an inferred "
+                "schema.json there again"
+            ) from None
+        except SchemaError as e:
+            raise SchemaError(f"schema file {path}: {e}") from None
 
 
 def infer(stats: SpanStatistics, label: str, min_presence: float) -> Schema:

@@ -33,36 +33,74 @@ class Anomaly:
     message: str
 
 
+_Found = tuple[str, str | None, str]  # kind, column, message: an anomaly before its severity
+
+
 def validate(
     stats: SpanStatistics, report: IngestReport, schema: Schema, cfg: ValidationConfig
 ) -> list[Anomaly]:
     """Every way the span departs from the schema, most severe first (``ignore``-d kinds dropped)."""
     span = f"span {report.span}"
-    found: list[tuple[str, str | None, str]] = []
-    if report.rows_kept == 0:
-        found.append(
-            (
-                "empty_span",
-                None,
-                f"{span} has no usable rows (read {report.rows_read}, quarantined {sum(report.quarantined.values())}); "
-                "check its files and quarantine.jsonl",
-            )
-        )
-    seen = set(report.columns_seen)
-    missing = set()
+    missing = _missing_columns(report, schema)
+    found = [
+        *_empty_span(span, report),
+        *_column_changes(span, report, schema, missing),
+        *_type_changes(span, report, schema, cfg),
+    ]
     for name, column in schema.columns.items():
-        if seen and name not in seen:
-            missing.add(name)
-            if column.min_presence > 0:
-                found.append(
-                    (
-                        "missing_column",
-                        name,
-                        f"{span}: column '{name}' is missing from its files. Restore it in the source, or run "
-                        f"`evergreen ingest --accept {report.span}` if it is deliberately gone",
-                    )
+        col = stats.columns.get(name)
+        if col is None or name in missing or stats.rows == 0:
+            continue
+        low = _low_presence(span, name, col, column, cfg.presence_noise_sigmas)
+        if low:
+            found.append(("low_presence", name, low))
+        found += _out_of_domain(span, name, col, column)
+        found += _out_of_range(span, name, col, column)
+    found += _new_labels(span, stats, schema)
+    anomalies = [
+        Anomaly(kind, column, cfg.severity[kind], message) for kind, column, message in found
+    ]
+    order = {"error": 0, "warning": 1}
+    return sorted((a for a in anomalies if a.severity != "ignore"), key=lambda a: order[a.severity])
+
+
+def _missing_columns(report: IngestReport, schema: Schema) -> set[str]:
+    """Schema columns the span's files lack (none when no file could be read at all)."""
+    seen = set(report.columns_seen)
+    return {name for name in schema.columns if seen and name not in seen}
+
+
+def _empty_span(span: str, report: IngestReport) -> list[_Found]:
+    if report.rows_kept > 0:
+        return []
+    quarantined = sum(report.quarantined.values())
+    return [
+        (
+            "empty_span",
+            None,
+            f"{span} has no usable rows (read {report.rows_read}, quarantined {quarantined}); "
+            "check its files and quarantine.jsonl",
+        )
+    ]
+
+
+def _column_changes(
+    span: str, report: IngestReport, schema: Schema, missing: set[str]
+) -> list[_Found]:
+    """Required columns gone from the files, and columns the schema does not know."""
+    found: list[_Found] = []
+    for name, column in schema.columns.items():
+        if name in missing and column.min_presence > 0:
+            found.append(
+                (
+                    "missing_column",
+                    name,
+                    f"{span}: column '{name}' is missing from its files. Restore it in the source, or run "
+                    f"`evergreen ingest --accept {report.span}` if it is deliberately gone",
                 )
-    for name in sorted(seen - set(schema.columns) - {schema.label} - set(schema.ignored_columns)):
+            )
+    known = set(schema.columns) | {schema.label} | set(schema.ignored_columns)
+    for name in sorted(set(report.columns_seen) - known):
         found.append(
             (
                 "new_column",
@@ -70,6 +108,14 @@ def validate(
                 f"{span}: column '{name}' is not in the schema; add it to data.features to use it, or accept the span to ignore it",
             )
         )
+    return found
+
+
+def _type_changes(
+    span: str, report: IngestReport, schema: Schema, cfg: ValidationConfig
+) -> list[_Found]:
+    """Columns where more than ``max_type_error_fraction`` of the rows had another type."""
+    found: list[_Found] = []
     for name, errors in sorted(report.type_errors.items()):
         fraction = errors / max(report.rows_read, 1)
         if fraction > cfg.max_type_error_fraction:
@@ -83,54 +129,52 @@ def validate(
                     f"column really changed, set data.features.{name} and re-ingest",
                 )
             )
-    for name, column in schema.columns.items():
-        col = stats.columns.get(name)
-        if col is None or name in missing or stats.rows == 0:
-            continue
-        low = _low_presence(span, name, col, column, cfg.presence_noise_sigmas)
-        if low:
-            found.append(("low_presence", name, low))
-        if column.domain is not None and col.present:
-            unseen = [(v, n) for v, n in col.top(50) if v not in set(column.domain)]
-            if unseen:
-                share = sum(n for _, n in unseen) / col.present
-                examples = ", ".join(repr(v) for v, _ in unseen[:5])
-                found.append(
-                    (
-                        "out_of_domain",
-                        name,
-                        f"{span}: column '{name}' has values outside the schema's domain ({share:.0%} of rows: {examples}); accept the span to add them",
-                    )
-                )
-        if (
-            column.type == "numeric"
-            and col.present
-            and column.min is not None
-            and column.max is not None
-        ):
-            low, high = col.quantiles.get_min_value(), col.quantiles.get_max_value()
-            if low < column.min or high > column.max:
-                found.append(
-                    (
-                        "out_of_range",
-                        name,
-                        f"{span}: column '{name}' ranges over [{low:g}, {high:g}], outside the schema's [{column.min:g}, {column.max:g}]",
-                    )
-                )
-    new_labels = sorted(set(stats.labels) - set(schema.label_domain))
-    if new_labels and schema.label_domain:
-        found.append(
-            (
-                "out_of_domain",
-                schema.label,
-                f"{span}: label '{schema.label}' has new classes {new_labels}; accept the span if they are intended",
-            )
+    return found
+
+
+def _out_of_domain(span: str, name: str, col: Any, column: ColumnSchema) -> list[_Found]:
+    if column.domain is None or not col.present:
+        return []
+    unseen = [(v, n) for v, n in col.top(50) if v not in set(column.domain)]
+    if not unseen:
+        return []
+    share = sum(n for _, n in unseen) / col.present
+    examples = ", ".join(repr(v) for v, _ in unseen[:5])
+    return [
+        (
+            "out_of_domain",
+            name,
+            f"{span}: column '{name}' has values outside the schema's domain ({share:.0%} of rows: {examples}); accept the span to add them",
         )
-    anomalies = [
-        Anomaly(kind, column, cfg.severity[kind], message) for kind, column, message in found
     ]
-    order = {"error": 0, "warning": 1}
-    return sorted((a for a in anomalies if a.severity != "ignore"), key=lambda a: order[a.severity])
+
+
+def _out_of_range(span: str, name: str, col: Any, column: ColumnSchema) -> list[_Found]:
+    if column.type != "numeric" or not col.present or column.min is None or column.max is None:
+        return []
+    low, high = col.quantiles.get_min_value(), col.quantiles.get_max_value()
+    if not (low < column.min or high > column.max):  # (nan compares False either way)
+        return []
+    return [
+        (
+            "out_of_range",
+            name,
+            f"{span}: column '{name}' ranges over [{low:g}, {high:g}], outside the schema's [{column.min:g}, {column.max:g}]",
+        )
+    ]
+
+
+def _new_labels(span: str, stats: SpanStatistics, schema: Schema) -> list[_Found]:
+    new_labels = sorted(set(stats.labels) - set(schema.label_domain))
+    if not (new_labels and schema.label_domain):
+        return []
+    return [
+        (
+            "out_of_domain",
+            schema.label,
+            f"{span}: label '{schema.label}' has new classes {new_labels}; accept the span if they are intended",
+        )
+    ]
 
 
 def presence_allowance(floor: float, rows: int, sigmas: float) -> float:

@@ -15,8 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from evergreen.errors import ConfigError
-from evergreen.serving.errors import Unauthorized
+from evergreen.errors import ConfigError, Unauthorized
 
 MIN_KEY_LENGTH = 16
 

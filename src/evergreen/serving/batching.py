@@ -11,9 +11,9 @@ under load batches fill without waiting. A small ``max_delay`` (2 ms) still pays
 without it, clients split into two cohorts that take turns, each half the batch size
 (bench/bench_serving.py).
 
-- A full queue answers :class:`~evergreen.serving.errors.Unavailable` (503) at once.
+- A full queue answers :class:`~evergreen.errors.Unavailable` (503) at once.
 - Each request carries a deadline: a request whose deadline passes while queued is dropped
-  before the call and answered :class:`~evergreen.serving.errors.DeadlineExceeded` (504).
+  before the call and answered :class:`~evergreen.errors.DeadlineExceeded` (504).
 - Only requests whose inputs have the same per-row shapes are merged.
 - A request of more than ``max_batch_size`` rows is split into calls of ``max_batch_size``
   rows, queued one after the other, so requests that arrive meanwhile run between its parts:
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from evergreen.serving.errors import BadRequest, DeadlineExceeded, Unavailable
+from evergreen.errors import BadRequest, DeadlineExceeded, Unavailable
 
 Inputs = dict[str, np.ndarray]
 Outputs = dict[str, np.ndarray]

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from evergreen.errors import BadRequest
 from evergreen.models.tfserving_signatures import (
     CLASSIFY_INPUTS,
     CLASSIFY_METHOD,
@@ -29,7 +30,6 @@ from evergreen.models.tfserving_signatures import (
     REGRESS_SIGNATURE,
 )
 from evergreen.serving.codec import check_rows, to_json_value
-from evergreen.serving.errors import BadRequest
 
 __all__ = [
     "CLASSIFY_INPUTS",

@@ -36,25 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from evergreen.errors import BadRequest, PayloadTooLarge
 from evergreen.serving import v2binary
-from evergreen.serving.errors import BadRequest, PayloadTooLarge
+from evergreen.serving.v2binary import v2_datatype
 
-# TensorFlow dtype name -> Open Inference Protocol datatype.
-V2_DATATYPES = {
-    "bool": "BOOL",
-    "uint8": "UINT8",
-    "uint16": "UINT16",
-    "uint32": "UINT32",
-    "uint64": "UINT64",
-    "int8": "INT8",
-    "int16": "INT16",
-    "int32": "INT32",
-    "int64": "INT64",
-    "float16": "FP16",
-    "float32": "FP32",
-    "float64": "FP64",
-    "string": "BYTES",
-}
 _INTEGERS = {"uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64"}
 _FLOATS = {"float16", "float32", "float64", "bfloat16"}
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -102,7 +87,7 @@ class TensorInfo:
         shape = [-1] if self.shape is None else [-1 if d is None else d for d in self.shape]
         return {
             "name": self.name,
-            "datatype": V2_DATATYPES.get(self.dtype, self.dtype.upper()),
+            "datatype": v2_datatype(self.dtype),
             "shape": shape,
         }
 
@@ -336,6 +321,18 @@ def decode_v2(
         BadRequest: a tensor that is not of the protocol's form or does not fit the signature.
         PayloadTooLarge: a shape with more than ``max_rows`` rows.
     """
+    given = _v2_tensors(inputs)
+    parts = v2binary.binary_sizes(inputs, binary)
+    _check_names(sig, given, "'inputs'")
+    arrays: dict[str, np.ndarray] = {}
+    for name, info in sig.inputs.items():
+        arrays[name] = _v2_array(info, given[name], max_rows, parts.get(name))
+    check_batch(sig, arrays)
+    return arrays
+
+
+def _v2_tensors(inputs: Any) -> dict[str, dict[str, Any]]:
+    """The request's V2 input tensors by name, each checked to be of the protocol's form."""
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest(
             "'inputs' must be a non-empty list of tensors "
@@ -361,33 +358,35 @@ def decode_v2(
         if tensor["name"] in given:
             raise BadRequest(f"input {tensor['name']!r} is given twice")
         given[tensor["name"]] = tensor
-    parts = v2binary.binary_sizes(inputs, binary)
-    _check_names(sig, given, "'inputs'")
-    arrays: dict[str, np.ndarray] = {}
-    for name, info in sig.inputs.items():
-        tensor = given[name]
-        expected = V2_DATATYPES.get(info.dtype, info.dtype.upper())
-        if tensor["datatype"] != expected:
+    return given
+
+
+def _v2_array(
+    info: TensorInfo, tensor: dict[str, Any], max_rows: int | None, raw: bytes | None
+) -> np.ndarray:
+    """One V2 input tensor as an array: from its binary bytes ``raw`` when it has them, else
+    from its JSON ``data``; checked against the signature's datatype and shape."""
+    name = info.name
+    expected = v2_datatype(info.dtype)
+    if tensor["datatype"] != expected:
+        raise BadRequest(
+            f"input {name!r} has datatype {tensor['datatype']!r} but the model expects {expected!r}"
+        )
+    shape = _v2_shape(name, tensor["shape"])
+    if shape:
+        check_rows(shape[0], max_rows, f"input {name!r}")
+    if raw is not None:
+        array = v2binary.from_binary(name, expected, shape, raw)
+    else:
+        _, flat = _walk(tensor["data"], f"input {name!r} data")
+        if len(flat) != math.prod(shape):
             raise BadRequest(
-                f"input {name!r} has datatype {tensor['datatype']!r} but the model expects "
-                f"{expected!r}"
+                f"input {name!r}: shape {shape} holds {math.prod(shape)} values but data "
+                f"has {len(flat)}"
             )
-        shape = _v2_shape(name, tensor["shape"])
-        if shape:
-            check_rows(shape[0], max_rows, f"input {name!r}")
-        if name in parts:
-            arrays[name] = v2binary.from_binary(name, expected, shape, parts[name])
-        else:
-            _, flat = _walk(tensor["data"], f"input {name!r} data")
-            if len(flat) != math.prod(shape):
-                raise BadRequest(
-                    f"input {name!r}: shape {shape} holds {math.prod(shape)} values but data "
-                    f"has {len(flat)}"
-                )
-            arrays[name] = _convert(info, flat, f"input {name!r}").reshape(shape)
-        _check_shape(info, arrays[name].shape, f"input {name!r}")
-    check_batch(sig, arrays)
-    return arrays
+        array = _convert(info, flat, f"input {name!r}").reshape(shape)
+    _check_shape(info, array.shape, f"input {name!r}")
+    return array
 
 
 _V2_KEYS = ("name", "shape", "datatype", "data")
@@ -682,7 +681,7 @@ def encode_v2(
             {
                 "name": name,
                 "shape": list(array.shape),
-                "datatype": V2_DATATYPES.get(dtype, dtype.upper()),
+                "datatype": v2_datatype(dtype),
                 "data": to_json_value(array.reshape(-1), name),
             }
         )

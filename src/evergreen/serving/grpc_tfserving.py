@@ -31,9 +31,10 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from evergreen.errors import BadRequest
 from evergreen.serving import classify, codec
-from evergreen.serving.errors import BadRequest
-from evergreen.serving.grpc_server import GrpcCall, Shared, check_shape
+from evergreen.serving.audit import Call
+from evergreen.serving.grpc_common import Shared, check_shape
 from evergreen.serving.models import DEFAULT_SIGNATURE, SERIALIZED_EXAMPLES, LoadedVersion
 
 API = "grpc_v1"
@@ -56,7 +57,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.shared = shared
 
     async def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802 (the RPC's name)
-        async def body(call: GrpcCall) -> Any:
+        async def body(call: Call) -> Any:
             lv = _acquire(self.shared, call, request.model_spec)
             try:
                 sig = lv.signature(request.model_spec.signature_name or DEFAULT_SIGNATURE)
@@ -73,31 +74,28 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             finally:
                 self.shared.manager.release(lv)
 
-        return await self.shared.handle(GrpcCall(API, _SERVICE + "Predict"), context, body)
+        return await self.shared.handle(Call(API, _SERVICE + "Predict"), context, body)
 
     async def Classify(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async def body(call: GrpcCall) -> Any:
-            lv, sig, outputs = await self._examples(call, context, request, "classify")
-            response = classification_pb2.ClassificationResponse()
-            _fill_spec(response.model_spec, lv, sig.name)
-            response.result.CopyFrom(classify.classification_result_proto(outputs))
-            return response
-
-        return await self.shared.handle(GrpcCall(API, _SERVICE + "Classify"), context, body)
+        return await self._example_rpc("Classify", request, context)
 
     async def Regress(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async def body(call: GrpcCall) -> Any:
-            lv, sig, outputs = await self._examples(call, context, request, "regress")
-            response = regression_pb2.RegressionResponse()
+        return await self._example_rpc("Regress", request, context)
+
+    async def _example_rpc(self, rpc: str, request: Any, context: Any) -> Any:
+        """Classify or Regress: the request's examples through the signature, and its answer."""
+        kind = rpc.lower()
+
+        async def body(call: Call) -> Any:
+            lv, sig, outputs = await self._examples(call, context, request, kind)
+            response = _EXAMPLE_RESPONSES[kind](sig, outputs)
             _fill_spec(response.model_spec, lv, sig.name)
-            for value in regressions(sig, outputs):
-                response.result.regressions.add(value=value)
             return response
 
-        return await self.shared.handle(GrpcCall(API, _SERVICE + "Regress"), context, body)
+        return await self.shared.handle(Call(API, _SERVICE + rpc), context, body)
 
     async def _examples(
-        self, call: GrpcCall, context: Any, request: Any, kind: str
+        self, call: Call, context: Any, request: Any, kind: str
     ) -> tuple[LoadedVersion, codec.Signature, dict[str, np.ndarray]]:
         """Run a Classify or Regress request's examples through its signature.
 
@@ -127,7 +125,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             self.shared.manager.release(lv)
 
     async def GetModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async def body(call: GrpcCall) -> Any:
+        async def body(call: Call) -> Any:
             fields = list(request.metadata_field)
             if fields != ["signature_def"]:
                 raise BadRequest(
@@ -144,7 +142,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 self.shared.manager.release(lv)
 
         method = _SERVICE + "GetModelMetadata"
-        return await self.shared.handle(GrpcCall(API, method), context, body)
+        return await self.shared.handle(Call(API, method), context, body)
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
@@ -154,7 +152,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self.shared = shared
 
     async def GetModelStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async def body(call: GrpcCall) -> Any:
+        async def body(call: Call) -> Any:
             spec = request.model_spec
             call.model = spec.name
             entries = self.shared.manager.status(spec.name)
@@ -167,13 +165,13 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             )
 
         method = "/tensorflow.serving.ModelService/GetModelStatus"
-        return await self.shared.handle(GrpcCall(API, method), context, body)
+        return await self.shared.handle(Call(API, method), context, body)
 
 
 # ---------------------------------------------------------------------------- model specs
 
 
-def _acquire(shared: Shared, call: GrpcCall, spec: Any) -> LoadedVersion:
+def _acquire(shared: Shared, call: Call, spec: Any) -> LoadedVersion:
     choice = spec.WhichOneof("version_choice")  # a oneof: a version or a label, not both
     version = spec.version.value if choice == "version" else None
     return shared.acquire(call, spec.name, version, spec.version_label or None)
@@ -379,6 +377,23 @@ def _regression_output(sig: codec.Signature) -> str | None:
         and (len(t.shape) == 1 or (len(t.shape) == 2 and t.shape[1] == 1))
     ]
     return floats[0].name if len(sig.outputs) == 1 and floats else None
+
+
+def _classification_response(sig: codec.Signature, outputs: dict[str, np.ndarray]) -> Any:
+    response = classification_pb2.ClassificationResponse()
+    response.result.CopyFrom(classify.classification_result_proto(outputs))
+    return response
+
+
+def _regression_response(sig: codec.Signature, outputs: dict[str, np.ndarray]) -> Any:
+    response = regression_pb2.RegressionResponse()
+    for value in regressions(sig, outputs):
+        response.result.regressions.add(value=value)
+    return response
+
+
+# The answer of a Classify or Regress RPC from its signature's outputs (model_spec not set).
+_EXAMPLE_RESPONSES = {"classify": _classification_response, "regress": _regression_response}
 
 
 def regressions(sig: codec.Signature, outputs: dict[str, np.ndarray]) -> list[float]:

@@ -21,10 +21,13 @@ from typing import Any
 import grpc
 import numpy as np
 
+from evergreen.errors import BadRequest
 from evergreen.serving import codec
-from evergreen.serving.errors import BadRequest
-from evergreen.serving.grpc_server import GrpcCall, Shared, check_shape
+from evergreen.serving.audit import Call
+from evergreen.serving.grpc_common import Shared, check_shape
 from evergreen.serving.models import DEFAULT_SIGNATURE
+from evergreen.serving.state import package_version
+from evergreen.serving.v2binary import v2_datatype
 
 log = logging.getLogger("evergreen.serving")
 
@@ -84,27 +87,25 @@ class InferenceService(_servicer_base()):  # type: ignore[misc]
         self.shared = shared
 
     async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 (RPC names)
-        async def body(call: GrpcCall) -> Any:
+        async def body(call: Call) -> Any:
             return _pb().ServerLiveResponse(live=True)
 
         return await self._handle("ServerLive", context, body, public=True)
 
     async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async def body(call: GrpcCall) -> Any:
+        async def body(call: Call) -> Any:
             return _pb().ServerReadyResponse(ready=self.shared.manager.ready)
 
         return await self._handle("ServerReady", context, body, public=True)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        from evergreen.serving.app import _package_version
-
-        async def body(call: GrpcCall) -> Any:
-            return _pb().ServerMetadataResponse(name="evergreen", version=_package_version())
+        async def body(call: Call) -> Any:
+            return _pb().ServerMetadataResponse(name="evergreen", version=package_version())
 
         return await self._handle("ServerMetadata", context, body)
 
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async def body(call: GrpcCall) -> Any:
+        async def body(call: Call) -> Any:
             lv = self.shared.acquire(call, request.name, _version(request.version), None)
             self.shared.manager.release(lv)
             return _pb().ModelReadyResponse(ready=True)
@@ -112,7 +113,7 @@ class InferenceService(_servicer_base()):  # type: ignore[misc]
         return await self._handle("ModelReady", context, body)
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async def body(call: GrpcCall) -> Any:
+        async def body(call: Call) -> Any:
             lv = self.shared.acquire(call, request.name, _version(request.version), None)
             try:
                 sig = lv.signature(DEFAULT_SIGNATURE)
@@ -137,7 +138,7 @@ class InferenceService(_servicer_base()):  # type: ignore[misc]
         return await self._handle("ModelMetadata", context, body)
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async def body(call: GrpcCall) -> Any:
+        async def body(call: Call) -> Any:
             lv = self.shared.acquire(
                 call, request.model_name, _version(request.model_version), None
             )
@@ -160,7 +161,7 @@ class InferenceService(_servicer_base()):  # type: ignore[misc]
         return await self._handle("ModelInfer", context, body)
 
     async def _handle(self, rpc: str, context: Any, body: Any, *, public: bool = False) -> Any:
-        return await self.shared.handle(GrpcCall(API, _SERVICE + rpc), context, body, public=public)
+        return await self.shared.handle(Call(API, _SERVICE + rpc), context, body, public=public)
 
 
 def _version(text: str) -> int | None:
@@ -215,7 +216,7 @@ def infer_inputs(sig: codec.Signature, request: Any, max_rows: int) -> dict[str,
     arrays = {}
     for i, tensor in enumerate(tensors):
         info = sig.inputs[tensor.name]
-        expected = codec.V2_DATATYPES.get(info.dtype, info.dtype.upper())
+        expected = v2_datatype(info.dtype)
         if tensor.datatype != expected:
             raise BadRequest(
                 f"input {tensor.name!r} has datatype {tensor.datatype!r} but the model expects "
@@ -300,7 +301,7 @@ def _add_output(response: Any, name: str, array: np.ndarray) -> None:
             parts.append(data)
         raw = b"".join(parts)
     else:
-        datatype = codec.V2_DATATYPES.get(array.dtype.name, array.dtype.name.upper())
+        datatype = v2_datatype(array.dtype.name)
         raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
     response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
     response.raw_output_contents.append(raw)

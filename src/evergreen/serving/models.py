@@ -44,7 +44,7 @@ import numpy as np
 
 from evergreen import signing
 from evergreen.config import ServingConfig
-from evergreen.errors import IntegrityError, RegistryError
+from evergreen.errors import BadRequest, IntegrityError, NotFound, RegistryError, Unavailable
 from evergreen.models.tfserving_signatures import (
     CLASSIFY_INPUTS,
     CLASSIFY_METHOD,
@@ -55,7 +55,6 @@ from evergreen.registry import CHAMPION, Registry
 from evergreen.serving.batching import DynamicBatcher, Inputs, Outputs
 from evergreen.serving.classify import examples_from_arrays
 from evergreen.serving.codec import Signature
-from evergreen.serving.errors import BadRequest, NotFound, Unavailable
 from evergreen.serving.metrics import ServingMetrics
 
 log = logging.getLogger("evergreen.serving")

@@ -199,7 +199,7 @@ class ServerThread:
     @property
     def grpc_port(self) -> int | None:
         """The bound gRPC port (``settings.grpc_port = 0`` picks a free one); None when off."""
-        return self.app.state.grpc_port
+        return self.app.state.serving.grpc_port
 
     @property
     def grpc_target(self) -> str:

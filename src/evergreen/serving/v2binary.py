@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import math
 import struct
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from evergreen.serving.errors import BadRequest
+from evergreen.errors import BadRequest, PayloadTooLarge
 
 HEADER = "inference-header-content-length"
 EXTENSIONS = ["binary_tensor_data", "classification"]
@@ -50,6 +51,27 @@ BINARY_DTYPES = {
     "FP32": "<f4",
     "FP64": "<f8",
 }
+# TensorFlow dtype name -> Open Inference Protocol datatype.
+V2_DATATYPES = {
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+    "string": "BYTES",
+}
+
+
+def v2_datatype(dtype: str) -> str:
+    """The Open Inference Protocol datatype of a TensorFlow / NumPy dtype name."""
+    return V2_DATATYPES.get(dtype, dtype.upper())
 
 
 def decompress(raw: bytes, encoding: str | None, limit: int) -> bytes:
@@ -60,10 +82,6 @@ def decompress(raw: bytes, encoding: str | None, limit: int) -> bytes:
         BadRequest: another encoding, or bytes that do not inflate.
         PayloadTooLarge: the inflated body would be over ``limit`` (checked while inflating).
     """
-    import zlib
-
-    from evergreen.serving.errors import PayloadTooLarge
-
     name = (encoding or "identity").strip().lower()
     if name == "identity":
         return raw
@@ -305,8 +323,6 @@ def encode_outputs(
         requests: what the request asked for (:func:`requested_outputs`).
         to_json: the codec's JSON encoder for one output: ``(array, name) -> data``.
     """
-    from evergreen.serving.codec import V2_DATATYPES  # codec imports this module
-
     result, chunks = [], []
     for req in requests:
         array = np.asarray(outputs[req.name])
@@ -316,7 +332,7 @@ def encode_outputs(
         entry: dict[str, Any] = {
             "name": req.name,
             "shape": list(array.shape),
-            "datatype": V2_DATATYPES.get(kind, kind.upper()),
+            "datatype": v2_datatype(kind),
         }
         if req.binary:
             data = to_binary(array)
