@@ -35,7 +35,6 @@ LONG_FUNCTION_DEBT: dict[str, int] = {
     "evergreen/models/family.py::export_serving_model": 82,
     "evergreen/components/evaluate.py::EvaluateCandidate.execute": 76,
     "evergreen/models/text.py::export_serving_model": 72,
-    "evergreen/training/multi_worker.py::train": 63,
     "evergreen/components/train.py::featurized_dataset": 62,
     "evergreen/cli.py::predict": 62,
 }
