@@ -38,11 +38,12 @@ from typing import Any
 
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 
+ENGINES = ("embedded", "beam")
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO.parent / "shared" / "datasets" / "fine_foods_train.csv"
 BEAM = (
     '\n[beam]\npipeline_args = ["--runner=DirectRunner", "--direct_num_workers=2", '
-    '"--direct_running_mode=multi_processing"]\n'
+    '"--direct_running_mode={mode}"]\n'
 )
 CONFIG = """\
 [pipeline]
@@ -83,7 +84,7 @@ def generate(data: Path, rows: int, files: int) -> None:
         out.close()
 
 
-def side(engine: str, workdir: Path) -> dict[str, Any]:
+def side(engine: str, workdir: Path, mode: str) -> dict[str, Any]:
     """Ingest the span in a fresh project; the run's seconds and counts."""
     from evergreen import config as config_mod
     from evergreen.project import Project
@@ -93,7 +94,8 @@ def side(engine: str, workdir: Path) -> dict[str, Any]:
     project_dir.mkdir()
     (project_dir / "data").symlink_to(workdir / "data")
     config = project_dir / "evergreen.toml"
-    config.write_text(CONFIG + (BEAM if engine == "beam" else ""), encoding="utf-8")
+    beam = BEAM.format(mode=mode) if engine == "beam" else ""
+    config.write_text(CONFIG + beam, encoding="utf-8")
     from evergreen.errors import EvergreenError
 
     started = time.perf_counter()
@@ -113,11 +115,12 @@ def side(engine: str, workdir: Path) -> dict[str, Any]:
     }
 
 
-def measure(engine: str, workdir: Path) -> dict[str, Any]:
+def measure(engine: str, workdir: Path, mode: str) -> dict[str, Any]:
     """Run one side in a subprocess; its result and the peak RSS of its process tree."""
     import psutil
 
     command = [sys.executable, __file__, "--side", engine, "--workdir", str(workdir)]
+    command += ["--running-mode", mode]
     cpu_before = _children_cpu()
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -161,9 +164,15 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--side", choices=("embedded", "beam"))
+    parser.add_argument(
+        "--running-mode",
+        default="multi_processing",
+        choices=("multi_processing", "multi_threading", "in_memory"),
+        help="DirectRunner's --direct_running_mode for the Beam side (2 workers)",
+    )
     args = parser.parse_args()
     if args.side:
-        print(json.dumps(side(args.side, args.workdir)))
+        print(json.dumps(side(args.side, args.workdir, args.running_mode)))
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-beam-"))
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
@@ -172,7 +181,8 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f} at start"
     )
     generate(workdir / "data", args.rows, args.files)
-    results = {engine: measure(engine, workdir) for engine in ("embedded", "beam")}
+    print(f"Beam: DirectRunner, 2 workers, --direct_running_mode={args.running_mode}")
+    results = {engine: measure(engine, workdir, args.running_mode) for engine in ENGINES}
     print(f"load average {os.getloadavg()[0]:.1f} at end; {args.rows:,} rows in {args.files} files")
     _table(results)
     shutil.rmtree(workdir, ignore_errors=True)
