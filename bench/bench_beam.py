@@ -17,6 +17,7 @@ Run it from the repository root:
 
     .venv/bin/python bench/bench_beam.py                  # 1,000,000 rows, 8 files
     .venv/bin/python bench/bench_beam.py --rows 200000    # a smaller run
+    .venv/bin/python bench/bench_beam.py --running-mode multi_threading   # threads, not processes
 """
 
 from __future__ import annotations
