@@ -11,7 +11,9 @@ three ways, one after the other, in fresh projects:
 
 Each row reports the held-out accuracy of the published model on ``fine_foods_test.csv``
 (1,000 rows), the train step's seconds (``seconds.train`` of the run record: model build,
-epochs, export) and examples/s = rows trained / those seconds, and the ratio to keras fit.
+epochs, export) and examples/s = rows trained / those seconds, and the ratio to keras fit; and,
+since the machine may be shared, the whole run's wall seconds beside the CPU seconds of its
+processes (every worker; ingest to push), which another job's load disturbs far less.
 Expect no speedup on one 2-core machine: two workers share the same cores and add a gradient
 all-reduce per step. On a cluster each worker brings its own cores or GPU, so examples/s grows
 with the workers until the per-step all-reduce (the model's size / network bandwidth) dominates.
@@ -25,10 +27,12 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
@@ -78,11 +82,19 @@ def train(config: Path, workers: int) -> dict:
             env["TF_CONFIG"] = tf_config
         argv = [sys.executable, "-m", "evergreen", command, "-c", str(config), "--json"]
         procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True))
+    cpu = _children_cpu()
     outputs = [p.communicate()[0] for p in procs]
+    record_cpu = _children_cpu() - cpu
     if any(p.returncode for p in procs):
         raise SystemExit(f"{command} failed: exit codes {[p.returncode for p in procs]}")
     [record] = json.loads(outputs[0])
+    record["cpu_seconds_all_workers"] = record_cpu
     return record
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rows_and_accuracy(config: Path) -> tuple[int, float]:
@@ -124,10 +136,14 @@ def main() -> None:
             for name, distribution, workers in ways:  # interleaved: the same load for each
                 folder = Path(tmp) / f"{repeat}-{distribution}-{workers}"
                 config = make_project(folder, args.rows, args.epochs, distribution)
+                started = time.perf_counter()
                 record = train(config, workers)
+                wall = time.perf_counter() - started
                 rows, held_out = rows_and_accuracy(config)
                 results[name].append(rows / record["seconds"]["train"])
                 accuracy[name].append(held_out)
+                cpu = record["cpu_seconds_all_workers"]
+                print(f"{name}: the run took {wall:.0f} s wall, {cpu:.0f} s CPU", flush=True)
     base = sum(results[ways[0][0]]) / args.repeats
     print(f"\n{args.rows} rows x {args.epochs} epochs, batch 64, text CNN")
     print(f"{'training':<24} {'examples/s':>11} {'vs keras fit':>13} {'held-out accuracy':>18}")

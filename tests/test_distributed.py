@@ -267,6 +267,98 @@ def test_a_worker_killed_mid_training_resumes_from_the_checkpoint(tmp_path: Path
     assert not list(config_mod.load(config).artifacts_dir.rglob("_checkpoint*"))  # cleaned up
 
 
+# -- an increment on two workers starts as the Keras path's does --------------------------------
+
+
+def test_an_increment_re_warms_over_its_global_steps_or_keeps_the_flat_rate() -> None:
+    from types import SimpleNamespace
+
+    from evergreen.components.schedule import rewarm_schedule
+    from evergreen.training.multi_worker import increment_rate
+
+    data = SimpleNamespace(rows_per_epoch=1000)
+    cfg = SimpleNamespace(
+        incremental_schedule="rewarm",
+        learning_rate=1e-3,
+        incremental_learning_rate=1e-4,
+        batch_size=64,
+    )
+    schedule = increment_rate(cfg, data, epochs=3)
+    # 3 epochs of ceil(1000 / 64) = 16 global batches: the schedule one process gets
+    assert schedule.get_config() == rewarm_schedule(1e-3, 48).get_config()
+    cfg.incremental_schedule = "constant"
+    assert increment_rate(cfg, data, epochs=3) == 1e-4
+
+
+def _growing_project(folder: Path, train: str) -> Path:
+    """Two spans; span 2 names a product span 1 never saw, so the featurizer grows."""
+    header, rows = read_csv(dataset("fine_foods_train.csv"))
+    review = header.index("review")
+    write_csv(folder / "data" / "span-1" / "r.csv", header, rows[:400])
+    span2 = [list(row) for row in rows[400:700]]
+    for row in span2[::4]:
+        row[review] = "quinoabar " + row[review]
+    write_csv(folder / "data" / "span-2" / "r.csv", header, span2)
+    extra = (
+        "[train]\nepochs = 1\nincremental_epochs = 2\nsequence_length = 40\n"
+        'max_unknown_rate = 0.9\nincremental_schedule = "rewarm"\nshrink = 0.9\n'
+        'perturb = 0.001\ndecision_threshold = "balanced_accuracy"\n'
+        f"{train}\n[drift]\nenabled = false\n"
+    )
+    return write_config(folder, label="score", extra=extra)
+
+
+def _candidate(config: Path) -> tuple[dict, Path]:
+    with Project(config_mod.load(config)) as project:
+        model = next(a for a in project.store.artifacts(type="Model") if a.span == 2)
+        return model.properties, Path(model.uri)
+
+
+def _optimizer_schedule(model_dir: Path) -> dict:
+    """The learning-rate schedule saved with ``model.keras``'s compiled optimizer."""
+    import zipfile
+
+    with zipfile.ZipFile(model_dir / "model.keras") as archive:
+        config = json.loads(archive.read("config.json"))
+    return config["compile_config"]["optimizer"]["config"]["learning_rate"]
+
+
+@pytest.mark.slow
+def test_an_increment_on_two_workers_grows_re_warms_and_chooses_a_threshold(
+    tmp_path: Path,
+) -> None:
+    """The multi-worker loop applies what the Keras path applies to an increment: embedding
+    growth, the re-warm schedule, shrink-and-perturb, and the decision threshold."""
+    single = _growing_project(tmp_path / "single", "")
+    one = _run(single)
+    multi = _growing_project(tmp_path / "multi", 'distribution = "multi_worker"\n')
+    two = _finish(_start_workers(multi))
+    assert [r["mode"] for r in one] == [r["mode"] for r in two] == ["full", "incremental"]
+
+    expected, one_dir = _candidate(single)
+    chief, two_dir = _candidate(multi)
+    assert chief["workers"] == 2
+    added = chief["embedding_rows_added"]
+    assert added == expected["embedding_rows_added"] and added["embedding"] >= 1
+    assert chief["schedule"] == expected["schedule"] == "rewarm"
+    assert chief["shrink_perturb"] == expected["shrink_perturb"] == [0.9, 0.001]
+    schedule = _optimizer_schedule(two_dir)
+    assert schedule["class_name"] == "CosineDecay"
+    assert schedule == _optimizer_schedule(one_dir)  # the same steps, peak and floor
+    decision = chief["decision"]
+    assert decision["objective"] == expected["decision"]["objective"] == "balanced_accuracy"
+    exported = json.loads(
+        (two_dir / "saved_model" / "assets.extra" / "evergreen_decision.json").read_text()
+    )
+    assert exported["threshold"] == decision["threshold"]
+    assert decision["rows"] == expected["decision"]["rows"]  # judged on the same eval rows
+
+    reports = _worker_reports(multi)
+    assert len(reports) == 2  # worker 1 trained both jobs (the full run and the increment)
+    assert reports[-1]["weights_sha256"] == chief["weights_sha256"]  # grown and perturbed alike
+    assert reports[-1]["optimizer_iterations"] == chief["optimizer_iterations"]
+
+
 # -- Kubernetes: the Kubeflow training operator's TFJob ----------------------------------------
 
 

@@ -40,6 +40,7 @@ from evergreen.training.data import (
     class_weights,
     early_stopping_patience,
     featurized_dataset,
+    grow_embeddings,
 )
 
 __all__ = [
@@ -64,16 +65,6 @@ class _Fit:
     epochs: int
     schedule: bool
     grown_rows: dict[str, int]
-
-
-def _grow_embeddings(model: Any, featurizer: Any) -> tuple[Any, dict[str, int]]:
-    """The champion with embeddings enlarged for a grown featurizer's new ids (see growth.py)."""
-    rows = getattr(featurizer, "embedding_rows", None)
-    if rows is None:
-        return model, {}
-    from evergreen.models.growth import grow_model
-
-    return grow_model(model, rows())
 
 
 def _backed_up_epoch(backup: Path) -> int:
@@ -197,7 +188,7 @@ class TrainModel(TrainJob):
                 self.family.module()
             assert inputs.champion is not None, "an incremental run starts from the champion"
             model = load_model(Path(inputs.champion.uri) / "model.keras", own_artifact=True)
-            model, grown_rows = _grow_embeddings(model, featurizer)
+            model, grown_rows = grow_embeddings(model, featurizer)
             freeze_lower(model, cfg.freeze_lower_layers)
             data = self._incremental_data(spans, labels, featurizer)
             epochs, lr = cfg.incremental_epochs, cfg.incremental_learning_rate

@@ -348,3 +348,13 @@ class TrainJob:
             if s != self.new_span
         }
         return allocate(budget, sizes)
+
+
+def grow_embeddings(model: Any, featurizer: Any) -> tuple[Any, dict[str, int]]:
+    """The champion with embeddings enlarged for a grown featurizer's new ids (see growth.py)."""
+    rows = getattr(featurizer, "embedding_rows", None)
+    if rows is None:
+        return model, {}
+    from evergreen.models.growth import grow_model
+
+    return grow_model(model, rows())

@@ -5,7 +5,11 @@ Keras 3's ``fit`` fails under ``MultiWorkerMirroredStrategy`` (``Attempt to conv
 ``strategy.run`` over ``strategy.experimental_distribute_dataset``. Everything else keeps the
 Keras path's semantics by using the same pieces: the data of :class:`TrainModel`, its early
 stopping callback (the champion is the baseline in incremental runs), ``ReduceLROnPlateau``,
-class weights in the loss, TensorBoard ``epoch_*`` scalars, and ``TrainModel._summary``.
+class weights in the loss, TensorBoard ``epoch_*`` scalars, and ``TrainModel._summary``. An
+increment also starts as the Keras path's does: the champion's embeddings grown for a grown
+featurizer (:mod:`evergreen.models.growth`), the re-warmed learning rate and shrink-and-perturb
+(:mod:`evergreen.components.schedule`); and the chief chooses a binary task's decision
+threshold on the validation rows and exports it (:mod:`evergreen.components.threshold`).
 
 Every epoch ends with a checkpoint (``tf.train.CheckpointManager``: model, optimizer, the epoch
 counter, the callbacks' state and the best weights so far) in ``<run>/_checkpoint``. A worker
@@ -27,11 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from evergreen.components.evaluate import pooled_eval_take
+from evergreen.components.schedule import rewarm_schedule, shrink_perturb
+from evergreen.components.threshold import write_decision
 from evergreen.errors import WorkerLost
 from evergreen.models.adopted import load_model
 from evergreen.models.contract import compile_model, freeze_lower
 from evergreen.models.serving_export import export_serving_model
-from evergreen.training.data import TrainInputs, class_weights, early_stopping_patience
+from evergreen.training.data import (
+    TrainInputs,
+    class_weights,
+    early_stopping_patience,
+    grow_embeddings,
+)
 from evergreen.training.strategy import (
     apply_device_settings,
     float32_outputs,
@@ -64,6 +75,9 @@ class LoopResult:
     weights_sha256: str
     labels: list[str] = field(default_factory=list)
     featurizer: Any = None
+    validation: Any = None  # the eval rows judged on (the chief chooses the threshold on them)
+    grown_rows: dict[str, int] = field(default_factory=dict)  # embedding rows added, by layer
+    perturbed: bool = False  # shrink-and-perturb applies (before the first epoch, resumed or not)
 
 
 @contextlib.contextmanager
@@ -98,7 +112,8 @@ def execute(component: Any, ctx: Any) -> dict[str, Any]:
         ctx: its execution context (the chief's pipeline run).
 
     Returns:
-        The run summary (``TrainModel._summary`` plus ``workers`` and ``optimizer_iterations``).
+        The run summary (``TrainModel._summary`` plus what the Keras path adds, ``workers``
+        and ``optimizer_iterations``).
     """
     from evergreen.training import session
 
@@ -109,12 +124,41 @@ def execute(component: Any, ctx: Any) -> dict[str, Any]:
     session.post_job(component, inputs, checkpoint_dir, info)
     with lost_workers_reported(checkpoint_dir):
         result = train(component, inputs, checkpoint_dir, log_dir=writer.path / "logs")
-    result.model.save(writer.path / "model.keras")
-    export_serving_model(
-        result.featurizer, result.model, result.labels, writer.path / "saved_model"
-    )
+    decision = export(component, result, writer.path)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    summary = _summary(component, result, decision)
+    summary.update(
+        workers=info.workers,
+        optimizer_iterations=result.optimizer_iterations,
+        weights_sha256=result.weights_sha256,  # every worker logs its own: they must agree
+    )
+    ctx.set_properties("model", component.model_properties(summary, inputs, result.labels))
+    return summary
+
+
+def export(component: Any, result: LoopResult, folder: Path) -> dict[str, Any]:
+    """Save the trained model and its SavedModel (with the decision threshold, chosen here).
+
+    Returns:
+        The decision, as ``TrainModel._decision_threshold`` gives it.
+    """
     labels = result.labels
+    result.model.save(folder / "model.keras")
+    decision = component._decision_threshold(
+        result.model, result.validation, labels, result.data.label_counts
+    )
+    saved_model = folder / "saved_model"
+    export_serving_model(
+        result.featurizer, result.model, labels, saved_model, decision.get("threshold")
+    )
+    if "threshold" in decision:
+        write_decision(saved_model, decision["threshold"], labels, decision["objective"])
+    return decision
+
+
+def _summary(component: Any, result: LoopResult, decision: dict[str, Any]) -> dict[str, Any]:
+    """``TrainModel._summary`` and the keys the Keras path adds (growth, decision, schedule)."""
+    labels, cfg = result.labels, component.cfg
     summary = component._summary(
         result.history,
         result.data,
@@ -126,12 +170,12 @@ def execute(component: Any, ctx: Any) -> dict[str, Any]:
         else None,
         resumed_from_epoch=result.resumed_from_epoch,
     )
-    summary.update(
-        workers=info.workers,
-        optimizer_iterations=result.optimizer_iterations,
-        weights_sha256=result.weights_sha256,  # every worker logs its own: they must agree
-    )
-    ctx.set_properties("model", component.model_properties(summary, inputs, labels))
+    if result.grown_rows:
+        summary["embedding_rows_added"] = result.grown_rows
+    summary["decision"] = decision
+    if component.mode == "incremental":
+        summary["schedule"] = cfg.incremental_schedule
+        summary["shrink_perturb"] = [cfg.shrink, cfg.perturb] if result.perturbed else None
     return summary
 
 
@@ -151,26 +195,17 @@ def train(
     """
     import keras
 
-    from evergreen.models.registry import load_featurizer
-
     cfg = component.cfg
     apply_device_settings(cfg)
     strategy = multi_worker_strategy()
     keras.utils.set_random_seed(cfg.seed)
-    labels = list(inputs.featurizer.properties["labels"])
-    featurizer = load_featurizer(inputs.featurizer.uri)
-    spans = dict(sorted(inputs.spans.items()))
+    labels, featurizer, spans = _read_inputs(inputs)
     with precision_policy(cfg), strategy.scope():
-        model, data, epochs, lr = _model_and_data(component, inputs, spans, labels, featurizer)
-        compile_model(model, learning_rate=lr)  # the optimizer (loss-scaled for mixed_float16)
+        start = _model_and_data(component, inputs, spans, labels, featurizer)
+        model, data = start.model, start.data
+        compile_model(model, learning_rate=start.learning_rate)  # loss-scaled for mixed_float16
         model.optimizer.build(model.trainable_variables)
-    take = pooled_eval_take(
-        component.new_span,
-        {s: int(a.properties["rows"].get("eval", 0)) for s, a in spans.items()},
-        cfg.min_eval_rows,
-    )
-    eval_spans = list(take)
-    # the same rows as the single-process trainer and the evaluator (pooled_eval_take)
+    take = _eval_take(component, spans)
     validation = component._validation(spans, take, labels, featurizer)
     weights = class_weights(data.label_counts, labels, cfg.class_weights)
     steps = DistributedSteps(strategy, model, cfg.batch_size, weights, len(labels))
@@ -179,20 +214,47 @@ def train(
     if component.mode != "full" and validation is not None:
         champion_loss = steps.evaluate(validation)["loss"]
     loop.start(champion_loss)
-    history = loop.run(data.train, validation, epochs)
+    # As in the Keras path: after early stopping took the champion as its baseline, and only
+    # before the first epoch (a resumed run's weights were perturbed and trained already).
+    perturbed = component.mode == "incremental" and (cfg.shrink, cfg.perturb) != (1.0, 0.0)
+    if perturbed and loop.resumed_from_epoch == 0:
+        shrink_perturb(model, cfg.shrink, cfg.perturb, cfg.seed)
+    history = loop.run(data.train, validation, start.epochs)
     return LoopResult(
         model=model,
         history=history,
         stopping=loop.stopping,
         champion_loss=champion_loss,
         data=data,
-        eval_spans=eval_spans,
+        eval_spans=list(take),
         class_weight=weights,
         resumed_from_epoch=loop.resumed_from_epoch,
         optimizer_iterations=int(model.optimizer.iterations.numpy()),
         weights_sha256=weights_digest(model),
         labels=labels,
         featurizer=featurizer,
+        validation=validation,
+        grown_rows=start.grown_rows,
+        perturbed=perturbed,
+    )
+
+
+def _read_inputs(inputs: TrainInputs) -> tuple[list[str], Any, dict[int, Any]]:
+    """The labels, the fitted featurizer and the featurized spans (by span number)."""
+    from evergreen.models.registry import load_featurizer
+
+    fitted = inputs.featurizer
+    spans = dict(sorted(inputs.spans.items()))
+    return list(fitted.properties["labels"]), load_featurizer(fitted.uri), spans
+
+
+def _eval_take(component: Any, spans: dict[int, Any]) -> dict[int, int]:
+    """Eval rows to judge on per span: the new span's, pooled with the latest when too few
+    (the rows the single-process trainer and the evaluator use: ``pooled_eval_take``)."""
+    return pooled_eval_take(
+        component.new_span,
+        {s: int(a.properties["rows"].get("eval", 0)) for s, a in spans.items()},
+        component.cfg.min_eval_rows,
     )
 
 
@@ -206,26 +268,54 @@ def weights_digest(model: Any) -> str:
     return digest.hexdigest()
 
 
+@dataclass
+class Start:
+    """What training starts from: the model, its data, epochs and learning rate (or schedule)."""
+
+    model: Any
+    data: Any
+    epochs: int
+    learning_rate: Any
+    grown_rows: dict[str, int] = field(default_factory=dict)
+
+
 def _model_and_data(
     component: Any,
     inputs: TrainInputs,
     spans: dict[int, Any],
     labels: list[str],
     featurizer: Any,
-) -> tuple[Any, Any, int, float]:
-    """The model (built, or the champion's), its training data, epochs and learning rate."""
+) -> Start:
+    """The model (built, or the champion's, grown), its training data, epochs and rate."""
     cfg = component.cfg
     if component.mode == "full":
         model = component.family.build_model(featurizer, len(labels), cfg)
         model = float32_outputs(model, cfg)
         data = component._full_data(spans, labels, featurizer)
-        return model, data, cfg.epochs, cfg.learning_rate
+        return Start(model, data, cfg.epochs, cfg.learning_rate)
     if hasattr(component.family, "module"):  # a custom module may register its own layers
         component.family.module()
     model = load_model(Path(inputs.champion.uri) / "model.keras", own_artifact=True)
+    # New ids of a grown featurizer get embedding rows (the same on every worker: the copy
+    # of the unknown id's row), inside the strategy's scope so that they are mirrored.
+    model, grown_rows = grow_embeddings(model, featurizer)
     freeze_lower(model, cfg.freeze_lower_layers)
     data = component._incremental_data(spans, labels, featurizer)
-    return model, data, cfg.incremental_epochs, cfg.incremental_learning_rate
+    epochs = cfg.incremental_epochs
+    return Start(model, data, epochs, increment_rate(cfg, data, epochs), grown_rows)
+
+
+def increment_rate(cfg: Any, data: Any, epochs: int) -> Any:
+    """An increment's learning rate: the re-warm schedule over its steps, or the flat rate.
+
+    Steps are global batches of ``cfg.batch_size``, as many as one process takes, so the
+    schedule is the one the Keras path gets (and is restored with the optimizer's step count).
+    """
+    if cfg.incremental_schedule == "rewarm":
+        return rewarm_schedule(
+            cfg.learning_rate, epochs * -(-data.rows_per_epoch // cfg.batch_size)
+        )
+    return cfg.incremental_learning_rate
 
 
 class DistributedSteps:
