@@ -274,7 +274,7 @@ def test_an_increment_re_warms_over_its_global_steps_or_keeps_the_flat_rate() ->
     from types import SimpleNamespace
 
     from evergreen.components.schedule import rewarm_schedule
-    from evergreen.training.multi_worker import increment_rate
+    from evergreen.training.data import increment_rate
 
     data = SimpleNamespace(rows_per_epoch=1000)
     cfg = SimpleNamespace(

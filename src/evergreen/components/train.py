@@ -15,12 +15,12 @@ from __future__ import annotations
 import shutil
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from evergreen.components.evaluate import NO_IMPROVEMENT, pooled_eval_take
-from evergreen.components.schedule import rewarm_schedule, shrink_perturb
+from evergreen.components.schedule import shrink_perturb
 from evergreen.components.threshold import choose_threshold, objective_for, write_decision
 from evergreen.metadata import Artifact
 from evergreen.models.adopted import load_model
@@ -41,6 +41,7 @@ from evergreen.training.data import (
     early_stopping_patience,
     featurized_dataset,
     grow_embeddings,
+    increment_rate,
 )
 
 __all__ = [
@@ -57,14 +58,20 @@ __all__ = [
 
 
 @dataclass
-class _Fit:
-    """A model ready to fit, its data and settings (what :meth:`TrainModel._prepare` makes)."""
+class Start:
+    """What training starts from (:meth:`TrainModel.start`, shared by the multi-worker loop):
+    the model, built or the champion's (grown), its data, epochs and learning rate."""
 
     model: Any
     data: TrainingData
     epochs: int
-    schedule: bool
-    grown_rows: dict[str, int]
+    learning_rate: Any  # a float, or the re-warm schedule (schedule.py)
+    grown_rows: dict[str, int] = field(default_factory=dict)  # embedding rows added, by layer
+
+    @property
+    def schedule(self) -> bool:
+        """A schedule owns the rate (no ReduceLROnPlateau beside it)."""
+        return not isinstance(self.learning_rate, float | int)
 
 
 def _backed_up_epoch(backup: Path) -> int:
@@ -115,7 +122,8 @@ class TrainModel(TrainJob):
         labels = inputs.featurizer.properties["labels"]
         featurizer = load_featurizer(inputs.featurizer.uri)
         spans = dict(sorted(inputs.spans.items()))
-        fit = self._prepare(inputs, spans, labels, featurizer)
+        fit = self.start(inputs, spans, labels, featurizer)
+        compile_model(fit.model, learning_rate=fit.learning_rate)
         # Early stopping and the champion baseline judge on the new span's eval rows, pooled
         # with the latest spans' when too few to judge: the rows the evaluator's "new" set uses.
         take = pooled_eval_take(
@@ -166,43 +174,41 @@ class TrainModel(TrainJob):
             "new_span": self.new_span,
         }
 
-    def _prepare(
+    def start(
         self,
         inputs: TrainInputs,
         spans: Mapping[int, Artifact],
         labels: list[str],
         featurizer: Any,
-    ) -> _Fit:
-        """The model (built, or the champion's), its data, epochs, compiled at its rate."""
+    ) -> Start:
+        """The model (built, or the champion's, grown), its data, epochs and learning rate.
+
+        The model is not compiled: each trainer compiles it where it must (the multi-worker
+        loop inside its strategy's scope).
+        """
         from evergreen.training.strategy import float32_outputs
 
         cfg = self.cfg
-        grown_rows: dict[str, int] = {}
         if self.mode == "full":
             model = self.family.build_model(featurizer, len(labels), cfg)
             model = float32_outputs(model, cfg)  # train.mixed_precision: float32 probabilities
             data = self._full_data(spans, labels, featurizer)
-            epochs, lr = cfg.epochs, cfg.learning_rate
-        else:
-            if hasattr(self.family, "module"):  # a custom module may register its own layers
-                self.family.module()
-            assert inputs.champion is not None, "an incremental run starts from the champion"
-            model = load_model(Path(inputs.champion.uri) / "model.keras", own_artifact=True)
-            model, grown_rows = grow_embeddings(model, featurizer)
-            freeze_lower(model, cfg.freeze_lower_layers)
-            data = self._incremental_data(spans, labels, featurizer)
-            epochs, lr = cfg.incremental_epochs, cfg.incremental_learning_rate
-        schedule = self.mode == "incremental" and cfg.incremental_schedule == "rewarm"
-        if schedule:  # re-warm to the full retrain's rate, decay over the increment (schedule.py)
-            lr = rewarm_schedule(
-                cfg.learning_rate, epochs * -(-data.rows_per_epoch // cfg.batch_size)
-            )
-        compile_model(model, learning_rate=lr)
-        return _Fit(model, data, epochs, schedule, grown_rows)
+            return Start(model, data, cfg.epochs, cfg.learning_rate)
+        if hasattr(self.family, "module"):  # a custom module may register its own layers
+            self.family.module()
+        assert inputs.champion is not None, "an incremental run starts from the champion"
+        model = load_model(Path(inputs.champion.uri) / "model.keras", own_artifact=True)
+        # New ids of a grown featurizer get embedding rows (a copy of the unknown id's row; the
+        # same on every worker of a multi-worker run).
+        model, grown_rows = grow_embeddings(model, featurizer)
+        freeze_lower(model, cfg.freeze_lower_layers)
+        data = self._incremental_data(spans, labels, featurizer)
+        epochs = cfg.incremental_epochs
+        return Start(model, data, epochs, increment_rate(cfg, data, epochs), grown_rows)
 
     def _fit(
         self,
-        fit: _Fit,
+        fit: Start,
         validation: Any,
         stopping: Any,
         weights: dict[int, float] | None,

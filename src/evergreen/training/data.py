@@ -358,3 +358,18 @@ def grow_embeddings(model: Any, featurizer: Any) -> tuple[Any, dict[str, int]]:
     from evergreen.models.growth import grow_model
 
     return grow_model(model, rows())
+
+
+def increment_rate(cfg: TrainConfig, data: TrainingData, epochs: int) -> Any:
+    """An increment's learning rate: the re-warm schedule over its steps, or the flat rate.
+
+    Steps are global batches of ``cfg.batch_size``, as many as one process takes, so both
+    trainers get the same schedule (restored with the optimizer's step count on a resume).
+    """
+    if cfg.incremental_schedule == "rewarm":  # re-warm to the full rate, decay (schedule.py)
+        from evergreen.components.schedule import rewarm_schedule
+
+        return rewarm_schedule(
+            cfg.learning_rate, epochs * -(-data.rows_per_epoch // cfg.batch_size)
+        )
+    return cfg.incremental_learning_rate

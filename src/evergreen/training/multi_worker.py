@@ -31,21 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from evergreen.components.evaluate import pooled_eval_take
-from evergreen.components.schedule import rewarm_schedule, shrink_perturb
+from evergreen.components.schedule import shrink_perturb
 from evergreen.components.threshold import write_decision
 from evergreen.errors import WorkerLost
-from evergreen.models.adopted import load_model
-from evergreen.models.contract import compile_model, freeze_lower
+from evergreen.models.contract import compile_model
 from evergreen.models.serving_export import export_serving_model
 from evergreen.training.data import (
     TrainInputs,
     class_weights,
     early_stopping_patience,
-    grow_embeddings,
 )
 from evergreen.training.strategy import (
     apply_device_settings,
-    float32_outputs,
     multi_worker_strategy,
     precision_policy,
     task_info,
@@ -201,7 +198,7 @@ def train(
     keras.utils.set_random_seed(cfg.seed)
     labels, featurizer, spans = _read_inputs(inputs)
     with precision_policy(cfg), strategy.scope():
-        start = _model_and_data(component, inputs, spans, labels, featurizer)
+        start = component.start(inputs, spans, labels, featurizer)
         model, data = start.model, start.data
         compile_model(model, learning_rate=start.learning_rate)  # loss-scaled for mixed_float16
         model.optimizer.build(model.trainable_variables)
@@ -266,56 +263,6 @@ def weights_digest(model: Any) -> str:
     for weight in model.get_weights():
         digest.update(weight.tobytes())
     return digest.hexdigest()
-
-
-@dataclass
-class Start:
-    """What training starts from: the model, its data, epochs and learning rate (or schedule)."""
-
-    model: Any
-    data: Any
-    epochs: int
-    learning_rate: Any
-    grown_rows: dict[str, int] = field(default_factory=dict)
-
-
-def _model_and_data(
-    component: Any,
-    inputs: TrainInputs,
-    spans: dict[int, Any],
-    labels: list[str],
-    featurizer: Any,
-) -> Start:
-    """The model (built, or the champion's, grown), its training data, epochs and rate."""
-    cfg = component.cfg
-    if component.mode == "full":
-        model = component.family.build_model(featurizer, len(labels), cfg)
-        model = float32_outputs(model, cfg)
-        data = component._full_data(spans, labels, featurizer)
-        return Start(model, data, cfg.epochs, cfg.learning_rate)
-    if hasattr(component.family, "module"):  # a custom module may register its own layers
-        component.family.module()
-    model = load_model(Path(inputs.champion.uri) / "model.keras", own_artifact=True)
-    # New ids of a grown featurizer get embedding rows (the same on every worker: the copy
-    # of the unknown id's row), inside the strategy's scope so that they are mirrored.
-    model, grown_rows = grow_embeddings(model, featurizer)
-    freeze_lower(model, cfg.freeze_lower_layers)
-    data = component._incremental_data(spans, labels, featurizer)
-    epochs = cfg.incremental_epochs
-    return Start(model, data, epochs, increment_rate(cfg, data, epochs), grown_rows)
-
-
-def increment_rate(cfg: Any, data: Any, epochs: int) -> Any:
-    """An increment's learning rate: the re-warm schedule over its steps, or the flat rate.
-
-    Steps are global batches of ``cfg.batch_size``, as many as one process takes, so the
-    schedule is the one the Keras path gets (and is restored with the optimizer's step count).
-    """
-    if cfg.incremental_schedule == "rewarm":
-        return rewarm_schedule(
-            cfg.learning_rate, epochs * -(-data.rows_per_epoch // cfg.batch_size)
-        )
-    return cfg.incremental_learning_rate
 
 
 class DistributedSteps:
