@@ -17,6 +17,7 @@ Run it from the repository root:
 
     .venv/bin/python bench/bench_beam.py                  # 1,000,000 rows, 8 files
     .venv/bin/python bench/bench_beam.py --rows 200000    # a smaller run
+    .venv/bin/python bench/bench_beam.py --running-mode multi_threading   # threads, not processes
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import csv
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import subprocess
@@ -37,11 +39,12 @@ from typing import Any
 
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 
+ENGINES = ("embedded", "beam")
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO.parent / "shared" / "datasets" / "fine_foods_train.csv"
 BEAM = (
     '\n[beam]\npipeline_args = ["--runner=DirectRunner", "--direct_num_workers=2", '
-    '"--direct_running_mode=multi_processing"]\n'
+    '"--direct_running_mode={mode}"]\n'
 )
 CONFIG = """\
 [pipeline]
@@ -82,7 +85,7 @@ def generate(data: Path, rows: int, files: int) -> None:
         out.close()
 
 
-def side(engine: str, workdir: Path) -> dict[str, Any]:
+def side(engine: str, workdir: Path, mode: str) -> dict[str, Any]:
     """Ingest the span in a fresh project; the run's seconds and counts."""
     from evergreen import config as config_mod
     from evergreen.project import Project
@@ -92,7 +95,8 @@ def side(engine: str, workdir: Path) -> dict[str, Any]:
     project_dir.mkdir()
     (project_dir / "data").symlink_to(workdir / "data")
     config = project_dir / "evergreen.toml"
-    config.write_text(CONFIG + (BEAM if engine == "beam" else ""), encoding="utf-8")
+    beam = BEAM.format(mode=mode) if engine == "beam" else ""
+    config.write_text(CONFIG + beam, encoding="utf-8")
     from evergreen.errors import EvergreenError
 
     started = time.perf_counter()
@@ -112,11 +116,14 @@ def side(engine: str, workdir: Path) -> dict[str, Any]:
     }
 
 
-def measure(engine: str, workdir: Path) -> dict[str, Any]:
+def measure(engine: str, workdir: Path, mode: str) -> dict[str, Any]:
     """Run one side in a subprocess; its result and the peak RSS of its process tree."""
     import psutil
 
     command = [sys.executable, __file__, "--side", engine, "--workdir", str(workdir)]
+    command += ["--running-mode", mode]
+    cpu_before = _children_cpu()
+    started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     root = psutil.Process(child.pid)
     peak = 0
@@ -132,8 +139,17 @@ def measure(engine: str, workdir: Path) -> dict[str, Any]:
         raise SystemExit(f"{engine} side failed ({child.returncode})")
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_tree_rss"] = peak
+    # CPU of the side and every descendant it reaped (Beam's workers): beside the wall seconds,
+    # it shows how much of the wall time the shared machine gave us.
+    result["cpu_seconds"] = _children_cpu() - cpu_before
+    result["wall_seconds"] = time.perf_counter() - started
     print(f"{engine}: {result}", flush=True)
     return result
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _rss(process: Any) -> int:
@@ -149,9 +165,15 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--side", choices=("embedded", "beam"))
+    parser.add_argument(
+        "--running-mode",
+        default="multi_processing",
+        choices=("multi_processing", "multi_threading", "in_memory"),
+        help="DirectRunner's --direct_running_mode for the Beam side (2 workers)",
+    )
     args = parser.parse_args()
     if args.side:
-        print(json.dumps(side(args.side, args.workdir)))
+        print(json.dumps(side(args.side, args.workdir, args.running_mode)))
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-beam-"))
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
@@ -160,7 +182,8 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f} at start"
     )
     generate(workdir / "data", args.rows, args.files)
-    results = {engine: measure(engine, workdir) for engine in ("embedded", "beam")}
+    print(f"Beam: DirectRunner, 2 workers, --direct_running_mode={args.running_mode}")
+    results = {engine: measure(engine, workdir, args.running_mode) for engine in ENGINES}
     print(f"load average {os.getloadavg()[0]:.1f} at end; {args.rows:,} rows in {args.files} files")
     _table(results)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -168,6 +191,12 @@ def main() -> None:
 
 def _table(results: dict[str, dict[str, Any]]) -> None:
     e, b = results["embedded"], results["beam"]
+    for engine, result in results.items():  # a failed side still has its time and memory
+        print(
+            f"{engine}: {result['wall_seconds']:,.0f} s wall, {result['cpu_seconds']:,.0f} s CPU"
+            " (the side's process tree, subprocess start included), peak RSS of the tree "
+            f"{result['peak_tree_rss'] / 2**20:,.0f} MiB"
+        )
     for engine, result in results.items():
         if "error" in result:
             print(f"{engine} FAILED: {result['error']}")
