@@ -18,6 +18,7 @@ Run it from the repository root:
     .venv/bin/python bench/bench_beam.py                  # 1,000,000 rows, 8 files
     .venv/bin/python bench/bench_beam.py --rows 200000    # a smaller run
     .venv/bin/python bench/bench_beam.py --running-mode multi_threading   # threads, not processes
+    .venv/bin/python bench/bench_beam.py --workers 1 --running-mode in_memory   # [beam]'s default
 """
 
 from __future__ import annotations
