@@ -18,6 +18,7 @@ Run it from the repository root:
     .venv/bin/python bench/bench_beam.py                  # 1,000,000 rows, 8 files
     .venv/bin/python bench/bench_beam.py --rows 200000    # a smaller run
     .venv/bin/python bench/bench_beam.py --running-mode multi_threading   # threads, not processes
+    .venv/bin/python bench/bench_beam.py --workers 1 --running-mode in_memory   # [beam]'s default
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ ENGINES = ("embedded", "beam")
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO.parent / "shared" / "datasets" / "fine_foods_train.csv"
 BEAM = (
-    '\n[beam]\npipeline_args = ["--runner=DirectRunner", "--direct_num_workers=2", '
+    '\n[beam]\npipeline_args = ["--runner=DirectRunner", "--direct_num_workers={workers}", '
     '"--direct_running_mode={mode}"]\n'
 )
 CONFIG = """\
@@ -85,7 +86,7 @@ def generate(data: Path, rows: int, files: int) -> None:
         out.close()
 
 
-def side(engine: str, workdir: Path, mode: str) -> dict[str, Any]:
+def side(engine: str, workdir: Path, mode: str, workers: int) -> dict[str, Any]:
     """Ingest the span in a fresh project; the run's seconds and counts."""
     from evergreen import config as config_mod
     from evergreen.project import Project
@@ -95,7 +96,7 @@ def side(engine: str, workdir: Path, mode: str) -> dict[str, Any]:
     project_dir.mkdir()
     (project_dir / "data").symlink_to(workdir / "data")
     config = project_dir / "evergreen.toml"
-    beam = BEAM.format(mode=mode) if engine == "beam" else ""
+    beam = BEAM.format(mode=mode, workers=workers) if engine == "beam" else ""
     config.write_text(CONFIG + beam, encoding="utf-8")
     from evergreen.errors import EvergreenError
 
@@ -116,12 +117,12 @@ def side(engine: str, workdir: Path, mode: str) -> dict[str, Any]:
     }
 
 
-def measure(engine: str, workdir: Path, mode: str) -> dict[str, Any]:
+def measure(engine: str, workdir: Path, mode: str, workers: int) -> dict[str, Any]:
     """Run one side in a subprocess; its result and the peak RSS of its process tree."""
     import psutil
 
     command = [sys.executable, __file__, "--side", engine, "--workdir", str(workdir)]
-    command += ["--running-mode", mode]
+    command += ["--running-mode", mode, "--workers", str(workers)]
     cpu_before = _children_cpu()
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -169,11 +170,14 @@ def main() -> None:
         "--running-mode",
         default="multi_processing",
         choices=("multi_processing", "multi_threading", "in_memory"),
-        help="DirectRunner's --direct_running_mode for the Beam side (2 workers)",
+        help="DirectRunner's --direct_running_mode for the Beam side",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="DirectRunner's --direct_num_workers (default 2)"
     )
     args = parser.parse_args()
     if args.side:
-        print(json.dumps(side(args.side, args.workdir, args.running_mode)))
+        print(json.dumps(side(args.side, args.workdir, args.running_mode, args.workers)))
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-beam-"))
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
@@ -182,8 +186,13 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f} at start"
     )
     generate(workdir / "data", args.rows, args.files)
-    print(f"Beam: DirectRunner, 2 workers, --direct_running_mode={args.running_mode}")
-    results = {engine: measure(engine, workdir, args.running_mode) for engine in ENGINES}
+    print(
+        f"Beam: DirectRunner, --direct_num_workers={args.workers}, "
+        f"--direct_running_mode={args.running_mode}"
+    )
+    results = {
+        engine: measure(engine, workdir, args.running_mode, args.workers) for engine in ENGINES
+    }
     print(f"load average {os.getloadavg()[0]:.1f} at end; {args.rows:,} rows in {args.files} files")
     _table(results)
     shutil.rmtree(workdir, ignore_errors=True)

@@ -87,7 +87,9 @@ def to_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def check_conservation(stage: str, expected: int, accounted: dict[str, int]) -> None:
+def check_conservation(
+    stage: str, expected: int, accounted: dict[str, int], detail: str = ""
+) -> None:
     """Refuse a pipeline result that lost (or invented) rows, before anything is committed.
 
     Every input row must come out as exactly one of ``accounted`` (kept, quarantined,
@@ -95,12 +97,16 @@ def check_conservation(stage: str, expected: int, accounted: dict[str, int]) -> 
     under heavy load: tens of thousands of rows of a 200,000-row span, with no error) fails the
     run here instead of committing a short artifact.
 
+    ``detail`` (the pipeline's per-stage row counts, say) is added to the message.
+
     Raises:
         BeamError: the counts do not add up.
     """
     total = sum(accounted.values())
     if total != expected:
         parts = ", ".join(f"{k} {v:,}" for k, v in accounted.items())
+        if detail:
+            parts += f"; {detail}"
         raise BeamError(
             f"{stage} on Beam accounted for {total:,} of {expected:,} rows ({parts}): the runner "
             "lost or duplicated data, so nothing was committed. Run again; if it repeats, run "

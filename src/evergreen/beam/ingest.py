@@ -38,18 +38,26 @@ from evergreen.components.ingest import (
 )
 from evergreen.components.statistics import STATISTICS_FILE
 from evergreen.dedupe_index import IndexedRow
+from evergreen.errors import BeamError
 from evergreen.pipeline import ExecutionContext
 
 Seq = tuple[int, int]  # (file number, record number): the embedded path's input order
+# Beam metrics namespace of the per-stage row counters: where a runner loses rows, they say
+# at which stage (a short count after the join, or between the kept rows and the shards).
+STAGE_COUNTERS = "evergreen.ingest"
 
 
 class _ReadFile(beam.DoFn):
     def __init__(self, fmt: str) -> None:
         self.fmt = fmt
 
+    def setup(self) -> None:
+        self.read = _counter("read")
+
     def process(self, item: tuple[int, str]) -> Iterator[tuple[Seq, readers.RawRecord]]:
         number, path = item
         for n, record in enumerate(readers.read(Path(path), self.fmt)):
+            self.read.inc()
             yield (number, n), record
 
 
@@ -64,13 +72,16 @@ class _Check(beam.DoFn):
         self.processor = self.component.row_processor(lambda _: {}, lambda rows: None)
         # Type errors are counted from the quarantine reasons by the driver.
         self.report = IngestReport(0, 0, [])
+        self.checked, self.to_join = _counter("checked"), _counter("into_join")
 
     def process(self, batch: list[tuple[Seq, readers.RawRecord]]) -> Iterator[Any]:
         checked = self.processor.check_batch([record for _, record in batch], self.report)
+        self.checked.inc(len(batch))
         for (seq, _), item in zip(batch, checked, strict=True):
             if isinstance(item, Quarantined):
                 yield beam.pvalue.TaggedOutput("events", _quarantine_event(seq, item))
             else:
+                self.to_join.inc()
                 yield item.input_hash, (seq, item)
 
 
@@ -84,12 +95,14 @@ class _Decide(beam.DoFn):
         self.known: dict[str, list[IndexedRow]] = {}
         # Kept rows are this span's new index entries: the driver writes them in input order.
         self.processor = self.component.row_processor(lambda _: self.known, lambda rows: None)
+        self.joined, self.kept = _counter("out_of_join"), _counter("kept")
 
     def process(self, element: tuple[str, dict[str, list[Any]]]) -> Iterator[Any]:
         input_hash, grouped = element
         new = sorted(grouped["new"], key=lambda item: item[0])
         if not new:
             return
+        self.joined.inc(len(new))
         seqs = {row.source: seq for seq, row in new}
         # The embedded SpanIndex's order: files in ingest order, positions within a file.
         entries = sorted(grouped["index"], key=lambda e: (e[4], e[5]))
@@ -101,6 +114,7 @@ class _Decide(beam.DoFn):
                 yield beam.pvalue.TaggedOutput("events", _quarantine_event(seq, item))
                 continue
             entry = [seq, item.row_hash, item.input_hash, item.label]
+            self.kept.inc()
             yield beam.pvalue.TaggedOutput("index", to_json(entry))
             yield item
         for conflict in report.label_conflicts:
@@ -121,8 +135,10 @@ class _Encode(beam.DoFn):
 
     def setup(self) -> None:
         self.encoder = examples.ExampleEncoder(self.types, self.label)
+        self.encoded = _counter("encoded")
 
     def process(self, row: _Row) -> Iterator[bytes]:
+        self.encoded.inc()
         yield self.encoder.encode(row.values, row.label, row.row_hash)
 
 
@@ -134,6 +150,23 @@ class _Columns(beam.DoFn):
 
     def process(self, rows: list[_Row]) -> Iterator[tuple[dict[str, list[Any]], list[str]]]:
         yield stored_columns(rows, self.types), [row.label for row in rows]
+
+
+def _counter(name: str) -> Any:
+    """A row counter of one stage (summed over workers and bundles by the runner)."""
+    return beam.metrics.Metrics.counter(STAGE_COUNTERS, name)
+
+
+def stage_counts(result: Any) -> dict[str, int]:
+    """Rows counted at each stage of a finished ingest pipeline; empty where the runner
+    reports no metrics. Names: ``read``, ``checked``, ``into_join``, ``out_of_join``,
+    ``kept``, ``encoded`` (a name counted by several steps, ``encoded`` per split, is summed)."""
+    counts: dict[str, int] = {}
+    for c in result.metrics().query(beam.metrics.MetricsFilter())["counters"]:
+        if c.key.metric.namespace == STAGE_COUNTERS:
+            value = c.committed if c.committed is not None else c.attempted
+            counts[c.key.metric.name] = counts.get(c.key.metric.name, 0) + int(value or 0)
+    return counts
 
 
 def _quarantine_event(seq: Seq, item: Quarantined) -> str:
@@ -266,8 +299,22 @@ def _write_index(span: int, entries: Iterable[list[Any]], path: Path) -> None:
     index.write(path)
 
 
-def _check_report(report: IngestReport) -> None:
-    """Every row read is kept, quarantined or a duplicate (see :func:`check_conservation`)."""
+_STAGES = ("read", "checked", "into_join", "out_of_join", "kept", "encoded")
+
+
+def _check_report(report: IngestReport, stages: dict[str, int]) -> None:
+    """Every row read is kept, quarantined or a duplicate (see :func:`check_conservation`), and,
+    where the runner reports metrics (``stages``), the join gave back every row it was given
+    and the shards got every kept row: a loss is named by the stage where it happened.
+
+    Raises:
+        BeamError: rows were lost (or invented) somewhere.
+    """
+    detail = (
+        "per stage: " + ", ".join(f"{name} {stages.get(name, 0):,}" for name in _STAGES)
+        if stages
+        else ""
+    )
     check_conservation(
         f"ingest of span {report.span}",
         report.rows_read,
@@ -276,7 +323,21 @@ def _check_report(report: IngestReport) -> None:
             "quarantined": sum(report.quarantined.values()),
             "duplicates": report.duplicates_within_span + report.duplicates_of_earlier_spans,
         },
+        detail,
     )
+    if not stages:
+        return
+    for what, given, got in (
+        ("the join", stages.get("into_join", 0), stages.get("out_of_join", 0)),
+        ("the shards", report.rows_kept, stages.get("encoded", 0)),
+    ):
+        if given != got:
+            raise BeamError(
+                f"ingest of span {report.span} on Beam: {what} got {given:,} rows and gave "
+                f"{got:,} ({detail}): the runner lost or duplicated data, so nothing was "
+                "committed. Run again; if it repeats, run with one worker "
+                "(--direct_num_workers=1) or without [beam], and report the runner and its options"
+            )
 
 
 class BeamIngestSpan(IngestSpan):
@@ -301,6 +362,7 @@ class BeamIngestSpan(IngestSpan):
             )
             with beam.Pipeline(options=pipeline_options(self.config.beam)) as p:
                 _build(p, job, scratch)
+            stages = stage_counts(p.result)
             report.rows_written = {name: 0 for name in self.config.split.ratios}
             _report_from_events(
                 report, scratch.json_lines("events"), writer.path / "quarantine.jsonl"
@@ -311,7 +373,7 @@ class BeamIngestSpan(IngestSpan):
             )
         writer.write_json(STATISTICS_FILE, stats)
         report.columns_seen = sorted(columns_seen)
-        _check_report(report)
+        _check_report(report, stages)
         if self.progress:
             self.progress(1, 1)
         return self.finish(ctx, writer, report)
