@@ -15,16 +15,14 @@ from __future__ import annotations
 import shutil
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
 from evergreen.components.evaluate import NO_IMPROVEMENT, pooled_eval_take
 from evergreen.components.schedule import shrink_perturb
 from evergreen.components.threshold import choose_threshold, objective_for, write_decision
-from evergreen.metadata import Artifact
-from evergreen.models.adopted import load_model
-from evergreen.models.contract import compile_model, freeze_lower
+from evergreen.models.contract import compile_model
 from evergreen.models.registry import load_featurizer
 from evergreen.models.serving_export import export_serving_model
 from evergreen.pipeline import ExecutionContext
@@ -34,14 +32,13 @@ from evergreen.pipeline import ExecutionContext
 from evergreen.training.data import (
     FAMILY_PATIENCE,
     SKEW,
+    Start,
     TrainingData,
     TrainInputs,
     TrainJob,
     class_weights,
     early_stopping_patience,
     featurized_dataset,
-    grow_embeddings,
-    increment_rate,
 )
 
 __all__ = [
@@ -55,23 +52,6 @@ __all__ = [
     "early_stopping_patience",
     "featurized_dataset",
 ]
-
-
-@dataclass
-class Start:
-    """What training starts from (:meth:`TrainModel.start`, shared by the multi-worker loop):
-    the model, built or the champion's (grown), its data, epochs and learning rate."""
-
-    model: Any
-    data: TrainingData
-    epochs: int
-    learning_rate: Any  # a float, or the re-warm schedule (schedule.py)
-    grown_rows: dict[str, int] = field(default_factory=dict)  # embedding rows added, by layer
-
-    @property
-    def schedule(self) -> bool:
-        """A schedule owns the rate (no ReduceLROnPlateau beside it)."""
-        return not isinstance(self.learning_rate, float | int)
 
 
 def _backed_up_epoch(backup: Path) -> int:
@@ -173,38 +153,6 @@ class TrainModel(TrainJob):
             "spans": sorted(inputs.spans),
             "new_span": self.new_span,
         }
-
-    def start(
-        self,
-        inputs: TrainInputs,
-        spans: Mapping[int, Artifact],
-        labels: list[str],
-        featurizer: Any,
-    ) -> Start:
-        """The model (built, or the champion's, grown), its data, epochs and learning rate.
-
-        The model is not compiled: each trainer compiles it where it must (the multi-worker
-        loop inside its strategy's scope).
-        """
-        from evergreen.training.strategy import float32_outputs
-
-        cfg = self.cfg
-        if self.mode == "full":
-            model = self.family.build_model(featurizer, len(labels), cfg)
-            model = float32_outputs(model, cfg)  # train.mixed_precision: float32 probabilities
-            data = self._full_data(spans, labels, featurizer)
-            return Start(model, data, cfg.epochs, cfg.learning_rate)
-        if hasattr(self.family, "module"):  # a custom module may register its own layers
-            self.family.module()
-        assert inputs.champion is not None, "an incremental run starts from the champion"
-        model = load_model(Path(inputs.champion.uri) / "model.keras", own_artifact=True)
-        # New ids of a grown featurizer get embedding rows (a copy of the unknown id's row; the
-        # same on every worker of a multi-worker run).
-        model, grown_rows = grow_embeddings(model, featurizer)
-        freeze_lower(model, cfg.freeze_lower_layers)
-        data = self._incremental_data(spans, labels, featurizer)
-        epochs = cfg.incremental_epochs
-        return Start(model, data, epochs, increment_rate(cfg, data, epochs), grown_rows)
 
     def _fit(
         self,

@@ -8,7 +8,7 @@ multi-worker loop (:mod:`evergreen.training.multi_worker`), which is why it sits
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +201,23 @@ class TrainInputs(Inputs):
         )
 
 
+@dataclass
+class Start:
+    """What training starts from (:meth:`TrainModel.start`, shared by the multi-worker loop):
+    the model, built or the champion's (grown), its data, epochs and learning rate."""
+
+    model: Any
+    data: TrainingData
+    epochs: int
+    learning_rate: Any  # a float, or the re-warm schedule (schedule.py)
+    grown_rows: dict[str, int] = field(default_factory=dict)  # embedding rows added, by layer
+
+    @property
+    def schedule(self) -> bool:
+        """A schedule owns the rate (no ReduceLROnPlateau beside it)."""
+        return not isinstance(self.learning_rate, float | int)
+
+
 class TrainJob:
     """One training run's settings and how its data is assembled from featurized spans.
 
@@ -227,6 +244,40 @@ class TrainJob:
         self.mode = mode
         self.reason = reason
         self.new_span = new_span
+
+    def start(
+        self,
+        inputs: TrainInputs,
+        spans: Mapping[int, Artifact],
+        labels: list[str],
+        featurizer: Any,
+    ) -> Start:
+        """The model (built, or the champion's, grown), its data, epochs and learning rate.
+
+        The model is not compiled: each trainer compiles it where it must (the multi-worker
+        loop inside its strategy's scope).
+        """
+        from evergreen.models.adopted import load_model
+        from evergreen.models.contract import freeze_lower
+        from evergreen.training.strategy import float32_outputs
+
+        cfg = self.cfg
+        if self.mode == "full":
+            model = self.family.build_model(featurizer, len(labels), cfg)
+            model = float32_outputs(model, cfg)  # train.mixed_precision: float32 probabilities
+            data = self._full_data(spans, labels, featurizer)
+            return Start(model, data, cfg.epochs, cfg.learning_rate)
+        if hasattr(self.family, "module"):  # a custom module may register its own layers
+            self.family.module()
+        assert inputs.champion is not None, "an incremental run starts from the champion"
+        model = load_model(Path(inputs.champion.uri) / "model.keras", own_artifact=True)
+        # New ids of a grown featurizer get embedding rows (a copy of the unknown id's row; the
+        # same on every worker of a multi-worker run).
+        model, grown_rows = grow_embeddings(model, featurizer)
+        freeze_lower(model, cfg.freeze_lower_layers)
+        data = self._incremental_data(spans, labels, featurizer)
+        epochs = cfg.incremental_epochs
+        return Start(model, data, epochs, increment_rate(cfg, data, epochs), grown_rows)
 
     def _validation(
         self,
