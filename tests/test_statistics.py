@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 
-from evergreen.components.statistics import SpanStatistics, merge_all
-from tests.conftest import dataset
+import pytest
+
+from evergreen.components.statistics import SpanStatistics, batch_words, merge_all, words
+from tests.conftest import dataset, read_csv
 
 
 def _rows(limit: int | None = None) -> list[dict]:
@@ -45,3 +48,33 @@ def test_merge_of_parts_equals_the_whole_and_round_trips() -> None:
     exact_states = len({r["state"] for r in rows})
     assert abs(merged.columns["state"].distinct.get_estimate() - exact_states) <= 2
     assert dict(merged.columns["state"].top(100)) == dict(whole.columns["state"].top(100))
+
+
+EDGE_TEXTS = [
+    "",
+    "   ",
+    "  Leading and trailing\t",
+    "Don't buy THIS!! e-mail me_now, 100%",
+    "tabs\tand\x0bvertical\x0cfeeds\r\nand\x1cfile\x1dgroup\x1erecord\x1funit separators",
+    "ΟΔΟΣ final sigma: ΣΑΣ",  # Python lower-cases a final sigma as ς
+    "İstanbul",  # Python: i + combining dot (two code points); one-to-one mappings differ
+    "café,crème brûlée\u00a0nbsp\u2003em-space\u3000ideographic",  # Unicode whitespace
+    "emoji 😀 and  double  spaces ",
+    "\x00nul\x00",
+    "lone \udc80 surrogate",  # what an invalid byte becomes: only Python can hold it
+]
+
+
+@pytest.mark.parametrize("with_surrogate", [False, True], ids=["arrow", "python-fallback"])
+def test_batch_words_counts_exactly_the_featurizer_words(with_surrogate: bool) -> None:
+    """The vectorized word counts equal :func:`words` text by text, counts in first-seen order."""
+    _, rows = read_csv(dataset("fine_foods_train.csv"))
+    texts = [row[1] for row in rows[:3000]] + EDGE_TEXTS[:-1]
+    texts = texts + EDGE_TEXTS[-1:] if with_surrogate else texts
+    counts, lengths = batch_words(texts)
+    expected: Counter[str] = Counter()
+    for text in texts:
+        expected.update(words(text))
+    assert list(counts.items()) == list(expected.items())
+    assert lengths.tolist() == [len(words(text)) for text in texts]
+    assert any(not text.isascii() for text in texts[:3000])  # real non-ASCII reviews are in it

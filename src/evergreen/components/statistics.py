@@ -25,6 +25,8 @@ from typing import Any, ClassVar
 
 import datasketches as ds
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from evergreen import examples
 from evergreen.metadata import Artifact
@@ -48,23 +50,58 @@ def words(text: str) -> list[str]:
     return _PUNCTUATION.sub("", text.lower()).split()
 
 
-def batch_words(texts: list[str]) -> tuple[Counter[str], list[int]]:
+def batch_words(texts: list[str]) -> tuple[dict[str, int], np.ndarray]:
     """The :func:`words` of many texts: their counts together, and each text's word count.
 
-    One lower-casing and one punctuation pass over the joined batch instead of one per text.
+    Returns:
+        word -> count, in order of first appearance (the order the frequent-words sketch is
+        fed, which matters once it evicts), and the texts' word counts as an int64 array.
+
+    Vectorized in Arrow: lower-casing, the punctuation pass, splitting and counting run in
+    C over the whole batch. Arrow's ASCII functions agree with Python's ``str.lower`` and
+    ``str.split`` on ASCII text except for four separators (``\x1c``-``\x1f``) that only
+    Python splits on; every other text (non-ASCII: Python lower-cases some letters
+    differently, e.g. a final sigma) is tokenized by :func:`words` first and handed to
+    Arrow as its tokens joined by spaces, which Arrow then splits back unchanged. Texts
+    that Arrow cannot hold (lone surrogates) are counted in Python.
     """
-    if any(_SEPARATOR in text for text in texts):
-        per_text = [words(text) for text in texts]
-    else:
-        joined = _PUNCTUATION.sub("", _SEPARATOR.join(texts).lower())
-        per_text = [part.split() for part in joined.split(_SEPARATOR)]
+    try:
+        array = pa.array(texts, pa.string())
+    except (pa.ArrowException, UnicodeEncodeError):
+        return _python_batch_words(texts)
+    plain = pc.and_(pc.string_is_ascii(array), pc.invert(pc.match_substring_regex(array, _RARE)))
+    if not pc.all(plain).as_py():
+        flags = plain.to_pylist()
+        prepared = [t if ok else " ".join(words(t)) for t, ok in zip(texts, flags, strict=True)]
+        array = pa.array(prepared, pa.string())
+    tokens = pc.ascii_split_whitespace(
+        pc.replace_substring_regex(pc.ascii_lower(array), _PUNCTUATION.pattern, "")
+    )
+    # Arrow's split, unlike Python's, yields an empty token for leading or trailing spaces
+    # and for an empty text: drop those.
+    flat = pc.list_flatten(tokens)
+    real = pc.not_equal(flat, "")
+    counted = pc.value_counts(flat.filter(real))
+    counts = dict(
+        zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True)
+    )
+    owners = pc.list_parent_indices(tokens).to_numpy()[real.to_numpy(zero_copy_only=False)]
+    return counts, np.bincount(owners, minlength=len(texts)).astype(np.int64)
+
+
+# ASCII characters that Python's str.split() treats as whitespace and Arrow's does not.
+_RARE = "[\x1c-\x1f]"
+
+
+def _python_batch_words(texts: list[str]) -> tuple[dict[str, int], np.ndarray]:
+    """:func:`batch_words` in Python, for texts Arrow cannot hold."""
     counts: Counter[str] = Counter()
-    for tokens in per_text:
+    lengths = []
+    for text in texts:
+        tokens = words(text)
         counts.update(tokens)
-    return counts, [len(tokens) for tokens in per_text]
-
-
-_SEPARATOR = "\x00"  # not punctuation, not changed by lower(), and split() keeps it
+        lengths.append(len(tokens))
+    return dict(counts), np.asarray(lengths, dtype=np.int64)
 
 
 def _b64(sketch: Any) -> str:
@@ -123,7 +160,7 @@ class ColumnStatistics:
         if self.kind == "text":
             counts, lengths = batch_words(present)
             self.quantiles.update(np.fromiter(map(len, present), np.float32, len(present)))
-            self.word_counts.update(np.asarray(lengths, dtype=np.float32))
+            self.word_counts.update(lengths.astype(np.float32))
         else:
             counts = Counter(present)
         for item, n in counts.items():
