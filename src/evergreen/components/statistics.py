@@ -74,19 +74,22 @@ def batch_words(texts: list[str]) -> tuple[dict[str, int], np.ndarray]:
         flags = plain.to_pylist()
         prepared = [t if ok else " ".join(words(t)) for t, ok in zip(texts, flags, strict=True)]
         array = pa.array(prepared, pa.string())
-    tokens = pc.ascii_split_whitespace(
-        pc.replace_substring_regex(pc.ascii_lower(array), _PUNCTUATION.pattern, "")
-    )
+    stripped = pc.replace_substring_regex(pc.ascii_lower(array), _PUNCTUATION.pattern, "")
     # Arrow's split, unlike Python's, yields an empty token for leading or trailing spaces
-    # and for an empty text: drop those.
+    # (trimmed first) and for an empty text (its one empty token is dropped).
+    stripped = pc.ascii_trim_whitespace(stripped)
+    tokens = pc.ascii_split_whitespace(stripped)
     flat = pc.list_flatten(tokens)
-    real = pc.not_equal(flat, "")
-    counted = pc.value_counts(flat.filter(real))
+    lengths = pc.list_value_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64)
+    empty = pc.equal(stripped, "").to_numpy(zero_copy_only=False)
+    if empty.any():
+        flat = flat.filter(pc.not_equal(flat, ""))
+        lengths[empty] = 0
+    counted = pc.value_counts(flat)
     counts = dict(
         zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True)
     )
-    owners = pc.list_parent_indices(tokens).to_numpy()[real.to_numpy(zero_copy_only=False)]
-    return counts, np.bincount(owners, minlength=len(texts)).astype(np.int64)
+    return counts, lengths
 
 
 # ASCII characters that Python's str.split() treats as whitespace and Arrow's does not.
