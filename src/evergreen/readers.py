@@ -144,7 +144,8 @@ def _read_image_file(path: Path, progress: ReadProgress, limit: int) -> Iterator
 
 def invalid_utf8(text: str) -> bool:
     """Whether ``text`` holds undecodable bytes or lone surrogates (not writable as UTF-8)."""
-    return _SURROGATE.search(text) is not None
+    # str.isascii() reads a flag of the string object: no scan for the usual ASCII text.
+    return not text.isascii() and _SURROGATE.search(text) is not None
 
 
 def printable(text: str) -> str:

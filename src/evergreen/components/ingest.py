@@ -18,10 +18,13 @@ import itertools
 import json
 import math
 import stat
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+import numpy as np
 
 from evergreen import dedupe_index, examples, readers
 from evergreen.components.statistics import STATISTICS_FILE, SpanStatistics
@@ -130,6 +133,13 @@ def short_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", errors="surrogatepass"), digest_size=16).hexdigest()
 
 
+def split_buckets(keys: Sequence[bytes]) -> np.ndarray:
+    """:func:`split_bucket` of many UTF-8 keys, as a float64 array (the same numbers: a
+    uint64 converted to the nearest double, then scaled by 2**-64, which is exact)."""
+    prefixes = b"".join([hashlib.sha256(key).digest()[:8] for key in keys])
+    return np.frombuffer(prefixes, dtype=">u8").astype(np.float64) / 2**64
+
+
 def split_bucket(key: str) -> float:
     """A number in [0, 1) from the key's hash: the same key gets the same split everywhere."""
     return (
@@ -216,7 +226,7 @@ class RowProcessor:
             coerced values, label, input and row hashes and split) or a :class:`Quarantined`.
         """
         report.rows_read += len(records)
-        return list(self._dedupe(self.check_batch(records, report), report))
+        return self._dedupe(self.check_batch(records, report), report)
 
     def check_batch(
         self, records: Sequence[readers.RawRecord], report: IngestReport
@@ -316,6 +326,38 @@ class RowProcessor:
         labels = [values.get(label) for values in parsed]
         label_problem = {value: self._missing_label(value) for value in set(labels)}
         wrong: dict[int, tuple[str, Any]] = {}  # row -> its first column of a wrong type
+        coerced, encoded = self._encode_columns(parsed, wrong)
+        out: list[Any] = [None] * len(parsed)
+        good: list[int] = []
+        if wrong or any(problem is not None for problem in label_problem.values()):
+            for j, (values, label_value) in enumerate(zip(parsed, labels, strict=True)):
+                problem = self._row_problem(j, values, label_problem[label_value], wrong, report)
+                if problem is None:
+                    good.append(j)
+                else:
+                    out[j] = problem
+        else:
+            good = list(range(len(parsed)))
+        if len(good) < len(parsed):
+            pick = _picker(good)
+            parsed, labels = pick(parsed), pick(labels)
+            coerced, encoded = [pick(c) for c in coerced], [pick(e) for e in encoded]
+        # json.dumps of the row's values, built for all rows at once: "[v1, v2, ...]".
+        template = "[" + ", ".join(["{}"] * len(encoded)) + "]"
+        inputs = list(map(template.format, *encoded)) if encoded else ["[]"] * len(parsed)
+        names = list(self.types)
+        row_values = [dict(zip(names, row, strict=True)) for row in zip(*coerced, strict=True)]
+        if not coerced:
+            row_values = [{} for _ in parsed]
+        hashed = self._hashed_batch(inputs, parsed, row_values, [str(v) for v in labels])
+        for j, fields in zip(good, hashed, strict=True):
+            out[j] = fields
+        return out
+
+    def _encode_columns(
+        self, parsed: list[dict[str, Any]], wrong: dict[int, tuple[str, Any]]
+    ) -> tuple[list[list[Any]], list[list[str]]]:
+        """Each feature column coerced, and JSON-encoded as ``json.dumps`` writes it."""
         coerced: list[list[Any]] = []
         encoded: list[list[str]] = []
         for column, kind in self.types.items():
@@ -327,38 +369,51 @@ class RowProcessor:
                 values = [None if v is None or v == "" else v for v in raw]
                 encoded.append(["null" if v is None else _json_string(v) for v in values])
             coerced.append(values)
-        names = list(self.types)
-        out: list[Any] = []
-        for j, (values, label_value, parts) in enumerate(
-            zip(
-                parsed,
-                labels,
-                zip(*encoded, strict=True) if encoded else [()] * len(parsed),
-                strict=True,
-            )
-        ):
-            problem = label_problem[label_value]
-            if problem is not None:
-                out.append(Quarantined("", problem, label, _preview(values)))
-                continue
-            if j in wrong:
-                column, value = wrong[j]
-                report.type_errors[column] = report.type_errors.get(column, 0) + 1
-                out.append(
-                    Quarantined(
-                        "",
-                        f"wrong type: expected numeric, found {_describe(value)}",
-                        column,
-                        _preview(values),
-                    )
-                )
-                continue
-            inputs = "[" + ", ".join(parts) + "]"
-            row_values = {
-                name: column_values[j] for name, column_values in zip(names, coerced, strict=True)
-            }
-            out.append(self._hashed(inputs, values, row_values, str(label_value)))
-        return out
+        return coerced, encoded
+
+    def _row_problem(
+        self,
+        j: int,
+        values: dict[str, Any],
+        label_problem: str | None,
+        wrong: dict[int, tuple[str, Any]],
+        report: IngestReport,
+    ) -> Quarantined | None:
+        """Row ``j``'s quarantine (a placeholder label, then a wrong type), or None."""
+        if label_problem is not None:
+            return Quarantined("", label_problem, self.label, _preview(values))
+        if j not in wrong:
+            return None
+        column, value = wrong[j]
+        report.type_errors[column] = report.type_errors.get(column, 0) + 1
+        return Quarantined(
+            "", f"wrong type: expected numeric, found {_describe(value)}", column, _preview(values)
+        )
+
+    def _hashed_batch(
+        self,
+        inputs: list[str],
+        raw_values: list[Mapping[str, Any]],
+        values: list[dict[str, Any]],
+        labels: list[str],
+    ) -> list[tuple[dict[str, Any], str, str, str, str]]:
+        """:meth:`_hashed` of many rows: the same hashes and splits, the hashing in one pass
+        per hash and the split buckets compared as one array."""
+        encoded = [text.encode("utf-8", errors="surrogatepass") for text in inputs]
+        input_hashes = [_blake2b(data, digest_size=16).hexdigest() for data in encoded]
+        row_hashes = [
+            _blake2b(
+                (h + "\x00" + label).encode("utf-8", errors="surrogatepass"), digest_size=16
+            ).hexdigest()
+            for h, label in zip(input_hashes, labels, strict=True)
+        ]
+        if self.split_key:
+            key = self.split_key
+            encoded = [
+                str(raw.get(key, "")).encode("utf-8", errors="surrogatepass") for raw in raw_values
+            ]
+        splits = _pick_many(self.boundaries, split_buckets(encoded))
+        return list(zip(values, labels, input_hashes, row_hashes, splits, strict=True))
 
     def _hashed(
         self, inputs: str, raw_values: Mapping[str, Any], values: dict[str, Any], label: str
@@ -408,45 +463,65 @@ class RowProcessor:
 
     def _dedupe(
         self, chunk: list[_Row | Quarantined], report: IngestReport
-    ) -> Iterator[_Row | Quarantined]:
+    ) -> list[_Row | Quarantined]:
+        """Drop duplicates and decide label conflicts, in input order; remember kept rows."""
         rows = [r for r in chunk if isinstance(r, _Row)]
-        earlier = self.lookup(r.input_hash for r in rows)
+        hashes = [r.input_hash for r in rows]
+        earlier = self.lookup(hashes)
+        # Only rows whose inputs were seen before, or repeat within the batch, need the
+        # row-by-row decision below; any other row is kept as it is (the usual case).
+        contested = set(earlier)
+        if len(set(hashes)) < len(hashes):
+            contested |= {h for h, n in Counter(hashes).items() if n > 1}
+        out: list[_Row | Quarantined] = []
         fresh: list[IndexedRow] = []
+        span = self.span
         for item in chunk:
             if isinstance(item, Quarantined):
-                yield item
-                continue
-            known = earlier.setdefault(item.input_hash, [])
-            same = next((k for k in known if k.row_hash == item.row_hash), None)
-            if same is not None:
-                if same.span == self.span:
-                    report.duplicates_within_span += 1
-                else:
-                    report.duplicates_of_earlier_spans += 1
-                continue
-            if known:
-                first = known[0]
-                report.label_conflicts.append(
-                    {
-                        "source": item.source,
-                        "label": item.label,
-                        "earlier_label": first.label,
-                        "earlier_span": first.span,
-                    }
-                )
-                if self.label_conflicts == "quarantine":
-                    yield Quarantined(
-                        item.source,
-                        f"label conflict: the same inputs are labelled {first.label!r} in span {first.span}",
-                        self.label,
-                        _preview(item.values),
-                    )
-                    continue
-            entry = IndexedRow(item.row_hash, item.input_hash, item.label, self.span)
-            known.append(entry)
-            fresh.append(entry)
-            yield item
+                out.append(item)
+            elif item.input_hash not in contested:
+                fresh.append(IndexedRow(item.row_hash, item.input_hash, item.label, span))
+                out.append(item)
+            else:
+                decided = self._decide(item, earlier.setdefault(item.input_hash, []), report)
+                if decided is not None:
+                    out.append(decided)
+                    if isinstance(decided, _Row):
+                        fresh.append(earlier[item.input_hash][-1])
         self.remember(fresh)
+        return out
+
+    def _decide(
+        self, item: _Row, known: list[IndexedRow], report: IngestReport
+    ) -> _Row | Quarantined | None:
+        """One row against the index entries for its inputs (``known``, updated when it is
+        kept): None for a duplicate, a Quarantined for a conflict, else the row."""
+        same = next((k for k in known if k.row_hash == item.row_hash), None)
+        if same is not None:
+            if same.span == self.span:
+                report.duplicates_within_span += 1
+            else:
+                report.duplicates_of_earlier_spans += 1
+            return None
+        if known:
+            first = known[0]
+            report.label_conflicts.append(
+                {
+                    "source": item.source,
+                    "label": item.label,
+                    "earlier_label": first.label,
+                    "earlier_span": first.span,
+                }
+            )
+            if self.label_conflicts == "quarantine":
+                return Quarantined(
+                    item.source,
+                    f"label conflict: the same inputs are labelled {first.label!r} in span {first.span}",
+                    self.label,
+                    _preview(item.values),
+                )
+        known.append(IndexedRow(item.row_hash, item.input_hash, item.label, self.span))
+        return item
 
 
 def _coerce(value: Any, kind: str) -> Any:
@@ -492,6 +567,7 @@ def _coerce_numbers(raw: list[Any], column: str, wrong: dict[int, tuple[str, Any
     return out
 
 
+_blake2b = hashlib.blake2b
 # json.dumps(..., ensure_ascii=False) encodes each string with this (C) function.
 _json_string = json.encoder.encode_basestring
 
@@ -562,6 +638,19 @@ def _boundaries(ratios: Mapping[str, float]) -> list[tuple[float, str]]:
         total += ratio
         out.append((total, name))
     return out
+
+
+def _pick_many(boundaries: list[tuple[float, str]], buckets: np.ndarray) -> list[str]:
+    """:func:`_pick` of many buckets: the first split whose upper bound is above the bucket."""
+    uppers = np.array([upper for upper, _ in boundaries], dtype=np.float64)
+    names = [name for _, name in boundaries]
+    chosen = np.minimum(np.searchsorted(uppers, buckets, side="right"), len(names) - 1)
+    return [names[i] for i in chosen.tolist()]
+
+
+def _picker(indexes: list[int]) -> Callable[[list[Any]], list[Any]]:
+    """A function taking the items at ``indexes`` from a list."""
+    return lambda items: [items[i] for i in indexes]
 
 
 def _pick(boundaries: list[tuple[float, str]], bucket: float) -> str:
