@@ -11,12 +11,21 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 
 from evergreen import examples, readers
-from evergreen.components.ingest import IngestReport, RowProcessor
+from evergreen.components.ingest import (
+    IngestReport,
+    Quarantined,
+    RowProcessor,
+    _Row,
+    split_bucket,
+    split_buckets,
+)
+from evergreen.dedupe_index import IndexedRow
 from tests.conftest import dataset, read_csv
 
 FILES = Path(__file__).parent / "bad_inputs" / "files"
@@ -99,7 +108,11 @@ def test_check_batch_decides_as_one_record_at_a_time() -> None:
     assert slow_report.type_errors["product"] > 2000  # the numeric case really quarantined
 
 
-def processor(types: dict[str, str]) -> RowProcessor:
+def processor(
+    types: dict[str, str],
+    lookup: Callable[[Iterable[str]], dict[str, list[IndexedRow]]] = lambda hashes: {},
+    remember: Callable[[list[IndexedRow]], None] = lambda rows: None,
+) -> RowProcessor:
     return RowProcessor(
         span=1,
         types=types,
@@ -108,8 +121,8 @@ def processor(types: dict[str, str]) -> RowProcessor:
         split_key="",
         max_field_bytes=1000,
         label_conflicts="quarantine",
-        lookup=lambda hashes: {},
-        remember=lambda rows: None,
+        lookup=lookup,
+        remember=remember,
     )
 
 
@@ -143,3 +156,59 @@ def test_example_encoder_writes_what_tensorflow_builds() -> None:
         )
         expected = tf.train.Example(features=tf.train.Features(feature=feature))
         assert tf.train.Example.FromString(encoder.encode(values, "good", "ab12")) == expected
+
+
+def test_split_buckets_equal_split_bucket_one_key_at_a_time() -> None:
+    _, rows = read_csv(dataset("fine_foods_train.csv"))
+    keys = [row[1] for row in rows[:2000]] + ["", "é", "\udc80 lone surrogate", "x" * 10_000]
+    encoded = [key.encode("utf-8", errors="surrogatepass") for key in keys]
+    assert split_buckets(encoded).tolist() == [split_bucket(key) for key in keys]
+
+
+@pytest.mark.parametrize("policy", ["quarantine", "keep"])
+def test_dedupe_decides_as_row_by_row(policy: str) -> None:
+    """The batch dedupe (row-by-row only for contested inputs) = deciding every row in turn."""
+    header, rows = read_csv(dataset("fine_foods_train.csv"))
+    values = [dict(zip(header, row, strict=True)) for row in rows[:1500]]
+    values += values[100:140]  # exact duplicates within the batch
+    values += [
+        {**v, "score": "other" if v["score"] != "other" else "positive"} for v in values[:30]
+    ]
+    records = [readers.RawRecord(f"f.csv:{i}", v) for i, v in enumerate(values)]
+    checked = processor({"review": "text", "product": "categorical"}).check_batch(
+        records, IngestReport(1, 1, [])
+    )
+    # An earlier span holds rows 500-519 (the same labels) and 520-529 (other labels).
+    earlier_rows = [item for item in checked[500:530] if not isinstance(item, Quarantined)]
+    earlier = {
+        row.input_hash: [
+            IndexedRow(row.row_hash if n < 20 else "0" * 32, row.input_hash, "other", 0)
+        ]
+        for n, row in enumerate(earlier_rows)
+    }
+
+    def lookup(hashes: Iterable[str]) -> dict[str, list[IndexedRow]]:
+        return {h: list(earlier[h]) for h in hashes if h in earlier}
+
+    remembered: list[IndexedRow] = []
+    proc = processor({"review": "text", "product": "categorical"}, lookup, remembered.extend)
+    proc.label_conflicts = policy
+    fast_report, slow_report = IngestReport(1, 1, []), IngestReport(1, 1, [])
+    fast = proc._dedupe(list(checked), fast_report)
+    known = lookup(item.input_hash for item in checked if not isinstance(item, Quarantined))
+    slow = []
+    for item in checked:
+        decided = (
+            item
+            if isinstance(item, Quarantined)
+            else proc._decide(item, known.setdefault(item.input_hash, []), slow_report)
+        )
+        if decided is not None:
+            slow.append(decided)
+    assert fast == slow
+    assert fast_report == slow_report
+    assert remembered == [
+        IndexedRow(r.row_hash, r.input_hash, r.label, 1) for r in slow if isinstance(r, _Row)
+    ]
+    assert fast_report.duplicates_within_span >= 30 and fast_report.duplicates_of_earlier_spans
+    assert len(fast_report.label_conflicts) >= 30
