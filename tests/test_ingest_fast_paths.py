@@ -190,6 +190,18 @@ def test_dedupe_decides_as_row_by_row(policy: str) -> None:
     def lookup(hashes: Iterable[str]) -> dict[str, list[IndexedRow]]:
         return {h: list(earlier[h]) for h in hashes if h in earlier}
 
+    fast_report = _dedupe_both_ways(checked, lookup, policy)
+    assert fast_report.duplicates_within_span >= 30 and fast_report.duplicates_of_earlier_spans
+    assert len(fast_report.label_conflicts) >= 30
+    clean = [item for item in checked[:400] if not isinstance(item, Quarantined)]
+    assert len({row.input_hash for row in clean}) == len(clean)  # no row contested
+    assert _dedupe_both_ways(clean, lambda hashes: {}, policy) == IngestReport(1, 1, [])
+
+
+def _dedupe_both_ways(
+    checked: list, lookup: Callable[[Iterable[str]], dict[str, list[IndexedRow]]], policy: str
+) -> IngestReport:
+    """Dedupe ``checked`` as a batch and row by row; assert the same answers; the report."""
     remembered: list[IndexedRow] = []
     proc = processor({"review": "text", "product": "categorical"}, lookup, remembered.extend)
     proc.label_conflicts = policy
@@ -210,5 +222,4 @@ def test_dedupe_decides_as_row_by_row(policy: str) -> None:
     assert remembered == [
         IndexedRow(r.row_hash, r.input_hash, r.label, 1) for r in slow if isinstance(r, _Row)
     ]
-    assert fast_report.duplicates_within_span >= 30 and fast_report.duplicates_of_earlier_spans
-    assert len(fast_report.label_conflicts) >= 30
+    return fast_report

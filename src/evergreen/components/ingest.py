@@ -13,6 +13,7 @@ file into the examples artifact — so the index commits with the span, or not a
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import itertools
 import json
@@ -21,6 +22,7 @@ import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -473,6 +475,12 @@ class RowProcessor:
         contested = set(earlier)
         if len(set(hashes)) < len(hashes):
             contested |= {h for h, n in Counter(hashes).items() if n > 1}
+        if not contested:  # every row is new: all kept, their index entries built in C
+            entries = zip(
+                [r.row_hash for r in rows], hashes, [r.label for r in rows], repeat(self.span)
+            )
+            self.remember(list(map(_new_indexed_row, entries)))
+            return list(chunk)
         out: list[_Row | Quarantined] = []
         fresh: list[IndexedRow] = []
         span = self.span
@@ -568,6 +576,8 @@ def _coerce_numbers(raw: list[Any], column: str, wrong: dict[int, tuple[str, Any
 
 
 _blake2b = hashlib.blake2b
+# An IndexedRow from a 4-tuple without the named tuple's Python-level __new__.
+_new_indexed_row = functools.partial(tuple.__new__, IndexedRow)
 # json.dumps(..., ensure_ascii=False) encodes each string with this (C) function.
 _json_string = json.encoder.encode_basestring
 
