@@ -57,30 +57,43 @@ def batch_words(texts: list[str]) -> tuple[dict[str, int], np.ndarray]:
         word -> count, in order of first appearance (the order the frequent-words sketch is
         fed, which matters once it evicts), and the texts' word counts as an int64 array.
 
-    Vectorized in Arrow: lower-casing, the punctuation pass, splitting and counting run in
-    C over the whole batch. Arrow's ASCII functions agree with Python's ``str.lower`` and
-    ``str.split`` on ASCII text except for four separators (``\x1c``-``\x1f``) that only
-    Python splits on; every other text (non-ASCII: Python lower-cases some letters
-    differently, e.g. a final sigma) is tokenized by :func:`words` first and handed to
-    Arrow as its tokens joined by spaces, which Arrow then splits back unchanged. Texts
-    that Arrow cannot hold (lone surrogates) are counted in Python.
+    Vectorized: the batch is joined into one UTF-8 buffer (texts separated by NUL), which
+    ``bytes.translate`` lower-cases and strips of punctuation in one C pass; Arrow then
+    splits it into words and counts them. On ASCII text this is exactly Python's
+    ``str.lower`` and ``str.split`` except for four separators (``\x1c``-``\x1f``) that
+    only Python splits on; a text holding one, or any non-ASCII text (Python lower-cases
+    some letters differently, e.g. a final sigma), is tokenized by :func:`words` first and
+    passed on as its words joined by spaces, which the split gives back unchanged. A batch
+    whose texts hold NUL or lone surrogates is counted in Python.
     """
-    try:
-        array = pa.array(texts, pa.string())
-    except (pa.ArrowException, UnicodeEncodeError):
+    data = _SEPARATOR.join(texts)
+    rare = any(c in data for c in _RARE)
+    if rare or not data.isascii():  # str.isascii reads a flag of the string: no scan
+        plain = _plain if rare else str.isascii
+        texts = [t if plain(t) else " ".join(words(t)) for t in texts]
+        data = _SEPARATOR.join(texts)
+    if data.count(_SEPARATOR) != len(texts) - 1:
         return _python_batch_words(texts)
-    plain = pc.and_(pc.string_is_ascii(array), pc.invert(pc.match_substring_regex(array, _RARE)))
-    if not pc.all(plain).as_py():
-        flags = plain.to_pylist()
-        prepared = [t if ok else " ".join(words(t)) for t, ok in zip(texts, flags, strict=True)]
-        array = pa.array(prepared, pa.string())
-    stripped = pc.replace_substring_regex(pc.ascii_lower(array), _PUNCTUATION.pattern, "")
-    # Arrow's split, unlike Python's, yields an empty token for leading or trailing spaces
-    # (trimmed first) and for an empty text (its one empty token is dropped).
-    stripped = pc.ascii_trim_whitespace(stripped)
+    try:
+        raw = data.encode("utf-8")
+    except UnicodeEncodeError:
+        return _python_batch_words(texts)
+    buffer = np.frombuffer(bytearray(raw.translate(_LOWER, _DELETE)), dtype=np.uint8)
+    ends = np.flatnonzero(buffer == 0)
+    buffer[ends] = ord(" ")  # each text ends in a space: the split drops it
+    offsets = np.concatenate(([0], ends + 1, [len(buffer)])).astype(np.int64)
+    joined = pa.LargeStringArray.from_buffers(
+        len(texts), pa.py_buffer(offsets), pa.py_buffer(buffer)
+    )
+    return _count_words(pc.ascii_trim_whitespace(joined))
+
+
+def _count_words(stripped: pa.Array) -> tuple[dict[str, int], np.ndarray]:
+    """Word counts (first-seen order) and words per text of lower-cased, stripped texts."""
     tokens = pc.ascii_split_whitespace(stripped)
     flat = pc.list_flatten(tokens)
     lengths = pc.list_value_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64)
+    # Arrow's split, unlike Python's, yields one empty token for an empty text: drop it.
     empty = pc.equal(stripped, "").to_numpy(zero_copy_only=False)
     if empty.any():
         flat = flat.filter(pc.not_equal(flat, ""))
@@ -92,8 +105,16 @@ def batch_words(texts: list[str]) -> tuple[dict[str, int], np.ndarray]:
     return counts, lengths
 
 
+def _plain(text: str) -> bool:
+    """Whether byte-wise lower-casing and Arrow's split tokenize ``text`` as :func:`words`."""
+    return text.isascii() and not any(c in text for c in _RARE)
+
+
+_SEPARATOR = "\x00"
 # ASCII characters that Python's str.split() treats as whitespace and Arrow's does not.
-_RARE = "[\x1c-\x1f]"
+_RARE = "\x1c\x1d\x1e\x1f"
+_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
+_DELETE = b"!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~'"  # what _PUNCTUATION removes
 
 
 def _python_batch_words(texts: list[str]) -> tuple[dict[str, int], np.ndarray]:
