@@ -137,7 +137,7 @@ def test_example_encoder_writes_what_tensorflow_builds() -> None:
         {"review": "a" * 20000, "product": "B2", "x": 1e300, "img": None},  # float32: inf
     ]
     encoder = examples.ExampleEncoder(types, "score")
-    for values in rows:
+    for values in rows + rows:  # the second time from the encoder's remembered headers
         feature = {}
         for column, kind in types.items():
             value = values[column]

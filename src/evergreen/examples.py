@@ -64,27 +64,56 @@ class ExampleEncoder:
         self.label_key = _entry_key(label)
         self.hash_key = _entry_key(ROW_HASH)
         self._labels: dict[str, bytes] = {}
+        # An entry's bytes before its value depend only on its key and the value's length:
+        # kept per (key, length), so that a row costs a few lookups and one join.
+        self._headers: dict[tuple[bytes, int], bytes] = {}
+        self._empty = {
+            key: _entry(key, _EMPTY_FLOAT_FEATURE if numeric else _EMPTY_BYTES_FEATURE)
+            for key, numeric, _ in self.columns
+        }
+        self._float_headers = {
+            key: _entry(key, b"\x12\x06\x0a\x04" + bytes(4))[:-4] for key, _, _ in self.columns
+        }
+        self._example_headers: dict[int, bytes] = {}
 
     def encode(self, values: Mapping[str, Any], label_value: str, row_hash: str) -> bytes:
         """One row as a serialized ``tf.train.Example``."""
         parts = []
+        headers = self._headers
         for key, numeric, column in self.columns:
             value = values.get(column)
             if value is None:
-                parts.append(_entry(key, _EMPTY_FLOAT_FEATURE if numeric else _EMPTY_BYTES_FEATURE))
+                parts.append(self._empty[key])
             elif numeric:
-                parts.append(_entry(key, b"\x12\x06\x0a\x04" + _float32(value)))
+                parts += (self._float_headers[key], _float32(value))
             else:
-                parts.append(
-                    _bytes_entry(key, value if isinstance(value, bytes) else value.encode())
-                )
+                data = value if isinstance(value, bytes) else value.encode()
+                parts += (headers.get((key, len(data))) or self._header(key, data), data)
         label = self._labels.get(label_value)
         if label is None:  # labels are few: each one's entry is built once
             label = self._labels[label_value] = _bytes_entry(self.label_key, label_value.encode())
         parts.append(label)
-        parts.append(_bytes_entry(self.hash_key, row_hash.encode("ascii")))
+        data = row_hash.encode("ascii")
+        parts += (
+            headers.get((self.hash_key, len(data))) or self._header(self.hash_key, data),
+            data,
+        )
         features = b"".join(parts)
-        return b"\x0a" + _varint(len(features)) + features
+        head = self._example_headers.get(len(features))
+        if head is None:
+            head = self._example_headers[len(features)] = b"\x0a" + _varint(len(features))
+        return head + features
+
+    def _header(self, key: bytes, data: bytes) -> bytes:
+        """The bytes of ``data``'s entry before ``data`` itself, remembered by length."""
+        if len(self._headers) >= _MAX_HEADERS:  # lengths are bounded, but keep it so
+            self._headers.clear()
+        header = _bytes_entry(key, data)[: len(data) and -len(data) or None]
+        self._headers[key, len(data)] = header
+        return header
+
+
+_MAX_HEADERS = 1 << 16
 
 
 def _bytes_entry(key: bytes, data: bytes) -> bytes:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import repeat
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -152,8 +152,9 @@ def split_bucket(key: str) -> float:
     )
 
 
-@dataclass
-class _Row:
+class _Row(NamedTuple):
+    """A kept row (a named tuple: one is built per row, and in C by :data:`_new_row`)."""
+
     source: str
     values: dict[str, Any]
     label: str
@@ -307,33 +308,29 @@ class RowProcessor:
             return None
         if max(map(len, flat), default=0) * 4 > self.max_field_bytes:
             return None  # a value may be over the limit: let _check measure it
-        columns = self._fast_columns(parsed, report)
-        out: list[_Row | Quarantined] = []
-        j = 0
-        for record in records:
-            if record.values is None:
-                out.append(self._check(record, report))
-                continue
-            item = columns[j]
-            j += 1
-            if isinstance(item, Quarantined):
-                out.append(Quarantined(record.source, item.reason, item.column, item.raw))
-            else:
-                out.append(_Row(record.source, *item))
-        return out
+        sources = [r.source for r in records if r.values is not None]
+        checked = self._fast_columns(parsed, sources, report)
+        if len(checked) == len(records):
+            return checked
+        in_order = iter(checked)  # unparseable records go between the parsed ones
+        return [next(in_order) if r.values is not None else self._check(r, report) for r in records]
 
-    def _fast_columns(self, parsed: list[dict[str, Any]], report: IngestReport) -> list[Any]:
-        """Per parsed row: a Quarantined, or the fields of a _Row after its source."""
+    def _fast_columns(
+        self, parsed: list[dict[str, Any]], sources: list[str], report: IngestReport
+    ) -> list[_Row | Quarantined]:
+        """Per parsed row (``sources`` are theirs): a Quarantined or a _Row."""
         label = self.label
         labels = [values.get(label) for values in parsed]
         label_problem = {value: self._missing_label(value) for value in set(labels)}
         wrong: dict[int, tuple[str, Any]] = {}  # row -> its first column of a wrong type
         coerced, encoded = self._encode_columns(parsed, wrong)
         out: list[Any] = [None] * len(parsed)
-        good: list[int] = []
+        good: list[int] = []  # rows with no quarantine reason
         if wrong or any(problem is not None for problem in label_problem.values()):
             for j, (values, label_value) in enumerate(zip(parsed, labels, strict=True)):
-                problem = self._row_problem(j, values, label_problem[label_value], wrong, report)
+                problem = self._row_problem(
+                    j, values, label_problem[label_value], wrong, report, sources[j]
+                )
                 if problem is None:
                     good.append(j)
                 else:
@@ -342,7 +339,7 @@ class RowProcessor:
             good = list(range(len(parsed)))
         if len(good) < len(parsed):
             pick = _picker(good)
-            parsed, labels = pick(parsed), pick(labels)
+            parsed, labels, sources = pick(parsed), pick(labels), pick(sources)
             coerced, encoded = [pick(c) for c in coerced], [pick(e) for e in encoded]
         # json.dumps of the row's values, built for all rows at once: "[v1, v2, ...]".
         template = "[" + ", ".join(["{}"] * len(encoded)) + "]"
@@ -351,9 +348,12 @@ class RowProcessor:
         row_values = [dict(zip(names, row, strict=True)) for row in zip(*coerced, strict=True)]
         if not coerced:
             row_values = [{} for _ in parsed]
-        hashed = self._hashed_batch(inputs, parsed, row_values, [str(v) for v in labels])
-        for j, fields in zip(good, hashed, strict=True):
-            out[j] = fields
+        labels = [str(v) for v in labels]
+        rows = self._hashed_batch(sources, inputs, parsed, row_values, labels)
+        if len(good) == len(out):
+            return rows
+        for j, row in zip(good, rows, strict=True):
+            out[j] = row
         return out
 
     def _encode_columns(
@@ -380,27 +380,28 @@ class RowProcessor:
         label_problem: str | None,
         wrong: dict[int, tuple[str, Any]],
         report: IngestReport,
+        source: str,
     ) -> Quarantined | None:
         """Row ``j``'s quarantine (a placeholder label, then a wrong type), or None."""
         if label_problem is not None:
-            return Quarantined("", label_problem, self.label, _preview(values))
+            return Quarantined(source, label_problem, self.label, _preview(values))
         if j not in wrong:
             return None
         column, value = wrong[j]
         report.type_errors[column] = report.type_errors.get(column, 0) + 1
-        return Quarantined(
-            "", f"wrong type: expected numeric, found {_describe(value)}", column, _preview(values)
-        )
+        reason = f"wrong type: expected numeric, found {_describe(value)}"
+        return Quarantined(source, reason, column, _preview(values))
 
     def _hashed_batch(
         self,
+        sources: list[str],
         inputs: list[str],
         raw_values: list[Mapping[str, Any]],
         values: list[dict[str, Any]],
         labels: list[str],
-    ) -> list[tuple[dict[str, Any], str, str, str, str]]:
-        """:meth:`_hashed` of many rows: the same hashes and splits, the hashing in one pass
-        per hash and the split buckets compared as one array."""
+    ) -> list[_Row]:
+        """:meth:`_hashed` of many rows, as rows: the same hashes and splits, the hashing in
+        one pass per hash and the split buckets compared as one array."""
         encoded = [text.encode("utf-8", errors="surrogatepass") for text in inputs]
         input_hashes = [_blake2b(data, digest_size=16).hexdigest() for data in encoded]
         row_hashes = [
@@ -415,7 +416,8 @@ class RowProcessor:
                 str(raw.get(key, "")).encode("utf-8", errors="surrogatepass") for raw in raw_values
             ]
         splits = _pick_many(self.boundaries, split_buckets(encoded))
-        return list(zip(values, labels, input_hashes, row_hashes, splits, strict=True))
+        fields = zip(sources, values, labels, input_hashes, row_hashes, splits, strict=True)
+        return list(map(_new_row, fields))
 
     def _hashed(
         self, inputs: str, raw_values: Mapping[str, Any], values: dict[str, Any], label: str
@@ -576,6 +578,8 @@ def _coerce_numbers(raw: list[Any], column: str, wrong: dict[int, tuple[str, Any
 
 
 _blake2b = hashlib.blake2b
+# A _Row from a 6-tuple without the named tuple's Python-level __new__.
+_new_row = functools.partial(tuple.__new__, _Row)
 # An IndexedRow from a 4-tuple without the named tuple's Python-level __new__.
 _new_indexed_row = functools.partial(tuple.__new__, IndexedRow)
 # json.dumps(..., ensure_ascii=False) encodes each string with this (C) function.
