@@ -223,3 +223,25 @@ def _dedupe_both_ways(
         IndexedRow(r.row_hash, r.input_hash, r.label, 1) for r in slow if isinstance(r, _Row)
     ]
     return fast_report
+
+
+def test_write_many_rolls_shards_as_write_does(tmp_path: Path) -> None:
+    records = [f"record {n}".encode() for n in range(57)]
+    one, many = (
+        examples.ShardWriter(tmp_path / "one", 10),
+        examples.ShardWriter(tmp_path / "many", 10),
+    )
+    for record in records:
+        one.write(record)
+    many.write(records[0])  # then batches that straddle shard boundaries, and an empty one
+    for part in (records[1:9], records[9:33], [], records[33:40], records[40:]):
+        many.write_many(part)
+    one.close()
+    many.close()
+    assert one.rows == many.rows == 57
+    shards = [examples.shard_paths(tmp_path / name) for name in ("one", "many")]
+    assert [p.name for p in shards[0]] == [p.name for p in shards[1]]
+    assert len(shards[1]) == 6
+    for a, b in zip(*shards, strict=True):
+        assert a.read_bytes() == b.read_bytes()
+    assert list(examples.iter_records(tmp_path / "many")) == records

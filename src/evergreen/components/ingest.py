@@ -703,19 +703,20 @@ class _SpanOutput:
         self, items: list[_Row | Quarantined], report: IngestReport, stats: SpanStatistics
     ) -> None:
         """Write one processed batch (in order) and add its kept rows to ``stats``."""
-        kept: list[_Row] = []
-        for item in items:
-            if isinstance(item, Quarantined):
-                kind = _reason_kind(item.reason)
-                report.quarantined[kind] = report.quarantined.get(kind, 0) + 1
-                self.quarantine.write(
-                    json.dumps(asdict(item), ensure_ascii=False, default=str) + "\n"
-                )
-                continue
-            self.shards[item.split].write(
-                self.encoder.encode(item.values, item.label, item.row_hash)
+        kept: list[_Row] = [item for item in items if not isinstance(item, Quarantined)]
+        if len(kept) < len(items):
+            for item in items:
+                if isinstance(item, Quarantined):
+                    kind = _reason_kind(item.reason)
+                    report.quarantined[kind] = report.quarantined.get(kind, 0) + 1
+                    self.quarantine.write(
+                        json.dumps(asdict(item), ensure_ascii=False, default=str) + "\n"
+                    )
+        encode = self.encoder.encode
+        for name, shard in self.shards.items():
+            shard.write_many(
+                [encode(r.values, r.label, r.row_hash) for r in kept if r.split == name]
             )
-            kept.append(item)
         stats.add_columns(stored_columns(kept, self.types), [row.label for row in kept])
 
     def rows_written(self) -> dict[str, int]:
