@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from evergreen import dedupe_index, readers
+from evergreen.components import ingest
 from evergreen.components.ingest import IngestReport, Quarantined, RowProcessor
 from tests.conftest import dataset, read_csv
 
@@ -109,12 +110,16 @@ def run_reference(policy: str) -> tuple[list[dict], set[str]]:
     return out, index.row_hashes()
 
 
-def run_files(tmp_path: Path, policy: str) -> tuple[list[dict], set[str]]:
+def run_files(tmp_path: Path, policy: str, spill: bool = False) -> tuple[list[dict], set[str]]:
     current: dict[int, dedupe_index.IndexSource] = {}  # span -> its current version's file
     out, versions = [], {}
     for order, (span, rows) in enumerate(stream(), start=1):
         versions[span] = versions.get(span, 0) + 1
-        index = dedupe_index.SpanIndex(span, [s for k, s in current.items() if k != span])
+        index = dedupe_index.SpanIndex(
+            span,
+            [s for k, s in current.items() if k != span],
+            tmp_path / f"spill-{order}" if spill else None,
+        )
         proc = processor(span, policy, index.lookup, index.remember)
         out.append(outcome(proc, records(span, versions[span], rows), span))
         path = tmp_path / f"span-{span}-v{versions[span]}.parquet"
@@ -125,10 +130,18 @@ def run_files(tmp_path: Path, policy: str) -> tuple[list[dict], set[str]]:
     return out, {h.hex() for hashes in stored for h in hashes}
 
 
+@pytest.mark.parametrize("spill", [False, True], ids=["in-memory", "spilled"])
 @pytest.mark.parametrize("policy", ["quarantine", "keep"])
-def test_file_index_decides_as_the_reference(tmp_path: Path, policy: str) -> None:
+def test_file_index_decides_as_the_reference(
+    tmp_path: Path, policy: str, spill: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if spill:  # small batches and runs: lookups hit spilled runs, spans span several runs
+        monkeypatch.setattr(ingest, "_CHUNK", 37)
+        monkeypatch.setattr(dedupe_index, "_SPILL_ROWS", 50)
     reference, reference_hashes = run_reference(policy)
-    files, files_hashes = run_files(tmp_path, policy)
+    files, files_hashes = run_files(tmp_path, policy, spill)
+    if spill:
+        assert not list(tmp_path.glob("spill-*"))  # every span's runs merged and removed
     assert files == reference
     assert files_hashes == reference_hashes
     reports = [o["report"] for o in reference]
@@ -143,8 +156,13 @@ def test_file_index_decides_as_the_reference(tmp_path: Path, policy: str) -> Non
     assert quarantined == (30 if policy == "quarantine" else 0)
 
 
-def test_index_file_is_sorted_and_holds_every_kept_row(tmp_path: Path) -> None:
-    index = dedupe_index.SpanIndex(1, [])
+@pytest.mark.parametrize("spill", [False, True], ids=["in-memory", "spilled"])
+def test_index_file_is_sorted_and_holds_every_kept_row(
+    tmp_path: Path, spill: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest, "_CHUNK", 250)
+    monkeypatch.setattr(dedupe_index, "_SPILL_ROWS", 600)
+    index = dedupe_index.SpanIndex(1, [], tmp_path / "spill" if spill else None)
     proc = processor(1, "quarantine", index.lookup, index.remember)
     _, rows = read_csv(dataset("fine_foods_train.csv"))
     kept = [
@@ -152,9 +170,12 @@ def test_index_file_is_sorted_and_holds_every_kept_row(tmp_path: Path) -> None:
         for i in proc.process(records(1, 1, rows[:2000]), IngestReport(1, 1, []))
         if not isinstance(i, Quarantined)
     ]
+    assert len(index.runs) == (2 if spill else 0)  # after 750 and 1,500 rows; the rest at write
     path = tmp_path / "index.parquet"
     assert index.write(path) == len(kept)
+    assert not (tmp_path / "spill").exists()
     table = pq.read_table(path)
+    assert table["position"].to_pylist() != list(range(len(kept)))  # sorted by hash, not row
     hashes = table["input_hash"].to_pylist()
     assert hashes == sorted(hashes)
     assert {h.hex() for h in table["row_hash"].to_pylist()} == {r.row_hash for r in kept}

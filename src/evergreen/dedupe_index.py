@@ -22,11 +22,13 @@ so a changed span's new version replaces its rows.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -44,6 +46,9 @@ SCHEMA = pa.schema(
 )
 _READ_ROWS = 1 << 18  # rows per parquet batch read while joining: bounds the join's memory
 _ROW_GROUP = 1 << 17
+# A span's own entries held in memory before they spill to disk (about 14 MiB of them).
+_SPILL_ROWS = 1 << 18
+_PARTS = 16  # hash ranges a spilled run is cut into: the final merge holds one at a time
 
 
 class IndexedRow(NamedTuple):
@@ -127,20 +132,32 @@ class SpanIndex:
     dedupes against, for one span being ingested.
 
     ``lookup`` answers from the earlier spans' files (joined batch by batch) and from the rows
-    this span has kept so far (kept in memory as Arrow tables: 40 bytes and the label per
-    kept row); :meth:`write` then stores this span's file, sorted.
+    this span has kept so far; :meth:`write` then stores this span's file, sorted.
+
+    This span's entries are held in memory as Arrow tables (40 bytes and the label per kept
+    row) until :data:`_SPILL_ROWS` of them are; with a ``spill`` folder they then go to disk
+    as a sorted run cut into :data:`_PARTS` files by hash range, and only their input hashes
+    (16 bytes a row) stay in memory to answer lookups (a hit reads its run back: duplicates
+    are rare). :meth:`write` merges the runs one hash range at a time, so neither the span's
+    entries nor a sorted copy of them are ever all in memory.
 
     Args:
         span: the span being ingested.
         earlier: the other spans' index files (:func:`sources`).
+        spill: an empty folder for the runs (deleted by :meth:`write`); None keeps every
+            entry in memory.
     """
 
-    def __init__(self, span: int, earlier: Iterable[IndexSource]) -> None:
+    def __init__(
+        self, span: int, earlier: Iterable[IndexSource], spill: Path | None = None
+    ) -> None:
         self.span = span
         # A span ingested before index files existed has none: nothing to dedupe against.
         self.files = sorted((s for s in earlier if s.path.exists()), key=lambda s: s.order)
         self.kept: list[pa.Table] = []
         self.rows = 0
+        self.spill = spill
+        self.runs: list[pa.Array] = []  # each spilled run's input hashes, in memory
 
     def lookup(self, input_hashes: Iterable[str]) -> dict[str, list[IndexedRow]]:
         """Earlier entries (other spans', then this span's) for each of ``input_hashes``."""
@@ -152,7 +169,10 @@ class SpanIndex:
         for source in self.files:
             for batch in pq.ParquetFile(source.path).iter_batches(batch_size=_READ_ROWS):
                 _add(found, match(pa.Table.from_batches([batch]), keys), source.span)
-        for table in self.kept:
+        own = [
+            self._run(n) for n, run in enumerate(self.runs) if pc.any(pc.is_in(run, keys)).as_py()
+        ]
+        for table in own + self.kept:
             _add(found, match(table, keys), self.span)
         return found
 
@@ -161,13 +181,53 @@ class SpanIndex:
         if rows:
             self.kept.append(entries_table(rows, self.rows))
             self.rows += len(rows)
+            if self.spill is not None and sum(t.num_rows for t in self.kept) >= _SPILL_ROWS:
+                self._spill()
 
     def write(self, path: Path) -> int:
         """Write this span's entries to ``path``, sorted by (input hash, position)."""
-        table = pa.concat_tables(self.kept) if self.kept else SCHEMA.empty_table()
-        table = table.sort_by([("input_hash", "ascending"), ("position", "ascending")])
-        pq.write_table(table, path, row_group_size=_ROW_GROUP)
-        return table.num_rows
+        if not self.runs:
+            table = pa.concat_tables(self.kept) if self.kept else SCHEMA.empty_table()
+            pq.write_table(_sorted(table), path, row_group_size=_ROW_GROUP)
+            return table.num_rows
+        if self.kept:
+            self._spill()
+        assert self.spill is not None
+        with pq.ParquetWriter(path, SCHEMA) as out:
+            for part in range(_PARTS):
+                tables = [pq.read_table(self._part(n, part)) for n in range(len(self.runs))]
+                table = pa.concat_tables(tables)
+                if table.num_rows:
+                    out.write_table(_sorted(table), row_group_size=_ROW_GROUP)
+        shutil.rmtree(self.spill)
+        return self.rows
+
+    def _spill(self) -> None:
+        """The in-memory entries to disk: one sorted run, one file per hash range."""
+        assert self.spill is not None
+        table = _sorted(pa.concat_tables(self.kept))
+        self.kept = []
+        self.spill.mkdir(parents=True, exist_ok=True)
+        hashes = table["input_hash"].combine_chunks()
+        data = np.frombuffer(hashes.buffers()[1], dtype=np.uint8)
+        first_bytes = data[hashes.offset * 16 : (hashes.offset + len(hashes)) * 16 : 16]
+        bounds = np.searchsorted(first_bytes, np.arange(0, 257, 256 // _PARTS), side="left")
+        n = len(self.runs)
+        for part in range(_PARTS):
+            start, stop = int(bounds[part]), int(bounds[part + 1])
+            pq.write_table(table.slice(start, stop - start), self._part(n, part))
+        self.runs.append(hashes)
+
+    def _run(self, n: int) -> pa.Table:
+        return pa.concat_tables(pq.read_table(self._part(n, p)) for p in range(_PARTS))
+
+    def _part(self, run: int, part: int) -> Path:
+        assert self.spill is not None
+        return self.spill / f"run-{run:05d}-part-{part:02d}.parquet"
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    return table.sort_by([("input_hash", "ascending"), ("position", "ascending")])
 
 
 def _add(found: dict[str, list[IndexedRow]], matched: pa.Table, span: int) -> None:

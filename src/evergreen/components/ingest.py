@@ -780,9 +780,9 @@ class IngestSpan:
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
         report = IngestReport(self.span.span, self.span_version, [str(f) for f in self.span.files])
-        index = self._open_index(ctx, report)
-        processor = self.row_processor(index.lookup, index.remember)
         writer = ctx.output("examples", "Examples", span=self.span.span, version=self.span_version)
+        index = self._open_index(ctx, report, writer.path / "index-spill")
+        processor = self.row_processor(index.lookup, index.remember)
         stats = SpanStatistics(types=dict(self.types), spans=[self.span.span])
         columns_seen: set[str] = set()
         with _SpanOutput(writer.path, self.types, self.config) as out:
@@ -835,14 +835,17 @@ class IngestSpan:
             "label_conflicts": len(report.label_conflicts),
         }
 
-    def _open_index(self, ctx: ExecutionContext, report: IngestReport) -> dedupe_index.SpanIndex:
+    def _open_index(
+        self, ctx: ExecutionContext, report: IngestReport, spill: Path
+    ) -> dedupe_index.SpanIndex:
         """The dedupe index of every other span's current version (this span's old version,
-        if any, is replaced: its rows are left out, so they are not seen as duplicates)."""
+        if any, is replaced: its rows are left out, so they are not seen as duplicates);
+        this span's entries spill to ``spill`` (inside the artifact being written)."""
         current = dedupe_index.sources(ctx.store, ctx.conn)
         replaced = [s for s in current if s.span == self.span.span]
         report.index_rows_replaced = sum(dedupe_index.rows_in(s.path) for s in replaced)
         return dedupe_index.SpanIndex(
-            self.span.span, [s for s in current if s.span != self.span.span]
+            self.span.span, [s for s in current if s.span != self.span.span], spill
         )
 
     def registered(self, ctx: ExecutionContext, outputs: Mapping[str, Artifact]) -> None:
