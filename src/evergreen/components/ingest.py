@@ -12,8 +12,10 @@ file into the examples artifact — so the index commits with the span, or not a
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
+import gc
 import hashlib
 import itertools
 import json
@@ -785,7 +787,7 @@ class IngestSpan:
         processor = self.row_processor(index.lookup, index.remember)
         stats = SpanStatistics(types=dict(self.types), spans=[self.span.span])
         columns_seen: set[str] = set()
-        with _SpanOutput(writer.path, self.types, self.config) as out:
+        with _SpanOutput(writer.path, self.types, self.config) as out, _collector_paused():
             records = self._records(columns_seen)
             while chunk := list(itertools.islice(records, _CHUNK)):
                 out.write(processor.process_batch(chunk, report), report, stats)
@@ -891,6 +893,25 @@ class IngestSpan:
 
 
 _HEADED_FORMATS = ("csv", "parquet")  # formats whose files declare their columns up front
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while the batches stream through.
+
+    A batch allocates several container objects per row (records, value dicts, rows, index
+    entries), so the collector would run hundreds of times per 100,000 rows, its older
+    generations walking every object left by TensorFlow's import: measured, 0.7 of 3.2 CPU
+    seconds of ingest's per-row work at 100,000 rows. The rows hold no reference cycles:
+    reference counting frees each batch as the next comes, so nothing piles up meanwhile.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _size(path: Path) -> int:
