@@ -302,11 +302,13 @@ class RowProcessor:
         parsed = [r.values for r in records if r.values is not None]
         try:
             flat = [value for values in parsed for value in values.values()]
-            text = "".join(flat)  # a TypeError unless every value is a str
+            # str.isascii raises a TypeError unless every value is a str; an ASCII text
+            # (a flag of the string) cannot hold an undecodable byte: only others are searched.
+            wide = "".join([value for value in flat if not str.isascii(value)])
             names = "".join(name for values in parsed for name in values)
         except TypeError:
             return None
-        if readers.invalid_utf8(text) or readers.invalid_utf8(names):
+        if readers.invalid_utf8(wide) or readers.invalid_utf8(names):
             return None
         if max(map(len, flat), default=0) * 4 > self.max_field_bytes:
             return None  # a value may be over the limit: let _check measure it
