@@ -840,11 +840,11 @@ class IngestSpan:
         }
 
     def _open_index(
-        self, ctx: ExecutionContext, report: IngestReport, spill: Path
+        self, ctx: ExecutionContext, report: IngestReport, spill: Path | None = None
     ) -> dedupe_index.SpanIndex:
         """The dedupe index of every other span's current version (this span's old version,
         if any, is replaced: its rows are left out, so they are not seen as duplicates);
-        this span's entries spill to ``spill`` (inside the artifact being written)."""
+        this span's entries spill to ``spill`` (inside the artifact being written), if any."""
         current = dedupe_index.sources(ctx.store, ctx.conn)
         replaced = [s for s in current if s.span == self.span.span]
         report.index_rows_replaced = sum(dedupe_index.rows_in(s.path) for s in replaced)
