@@ -70,8 +70,7 @@ def batch_words(texts: list[str]) -> tuple[dict[str, int], np.ndarray]:
     rare = any(c in data for c in _RARE)
     if rare or not data.isascii():  # str.isascii reads a flag of the string: no scan
         plain = _plain if rare else str.isascii
-        texts = [t if plain(t) else " ".join(words(t)) for t in texts]
-        data = _SEPARATOR.join(texts)
+        data = _SEPARATOR.join([t if plain(t) else " ".join(words(t)) for t in texts])
     if data.count(_SEPARATOR) != len(texts) - 1:
         return _python_batch_words(texts)
     try:
