@@ -138,8 +138,9 @@ class SpanIndex:
     row) until :data:`_SPILL_ROWS` of them are; with a ``spill`` folder they then go to disk
     as a sorted run cut into :data:`_PARTS` files by hash range, and only their input hashes
     (16 bytes a row) stay in memory to answer lookups (a hit reads its run back: duplicates
-    are rare). :meth:`write` merges the runs one hash range at a time, so neither the span's
-    entries nor a sorted copy of them are ever all in memory.
+    are rare). :meth:`write` merges the runs one hash range at a time, so past the first
+    :data:`_SPILL_ROWS` only the input hashes grow with the span, not its entries or a
+    sorted copy of them.
 
     Args:
         span: the span being ingested.
