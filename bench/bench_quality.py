@@ -65,6 +65,8 @@ label = "score"
 product = "categorical"
 review = "text"
 """,
+    # churn and digits: the epochs, rates and schedule `evergreen init`'s tabular and image
+    # templates set (digits: resized to 16x16, grayscale)
     "churn": """\
 [pipeline]
 name = "bench-quality"
@@ -81,6 +83,7 @@ learning_rate = 0.003
 batch_size = 32
 incremental_epochs = 10
 incremental_learning_rate = 0.001
+incremental_schedule = "constant"
 """,
     "digits": """\
 [pipeline]
