@@ -65,6 +65,8 @@ label = "score"
 product = "categorical"
 review = "text"
 """,
+    # churn and digits: the epochs, rates and schedule `evergreen init`'s tabular and image
+    # templates set (digits: resized to 16x16, grayscale)
     "churn": """\
 [pipeline]
 name = "bench-quality"
@@ -81,6 +83,7 @@ learning_rate = 0.003
 batch_size = 32
 incremental_epochs = 10
 incremental_learning_rate = 0.001
+incremental_schedule = "constant"
 """,
     "digits": """\
 [pipeline]
@@ -280,7 +283,7 @@ def bench_stream(name: str, work: Path, quick: bool, overrides: list[str]) -> di
         f"{'AUC' if name != 'digits' else 'balanced accuracy'}"
     )
     head = (
-        f"{'span':>4} {'mode (reason) → published':<56} {'all inc':>7} {'all full':>8} "
+        f"{'span':>4} {'mode → published (reason)':<56} {'all inc':>7} {'all full':>8} "
         f"{'last inc':>8} {'last full':>9} {'s1 inc':>6} {'s1 full':>7} {'bal inc':>7} "
         f"{'bal full':>8} {'rows inc':>8} {'rows full':>9}"
     )
@@ -309,7 +312,8 @@ def bench_stream(name: str, work: Path, quick: bool, overrides: list[str]) -> di
         published = f"v{inc['version']}" if inc.get("version") else "not published"
         grown = inc.get("featurizer_growth")
         extra = f"; +{sum(grown['added'].values())} ids" if grown else ""
-        what = f"{inc['mode']} ({inc['reason']}) → {published}{extra}"
+        # Publication first: the reason is long and is cut to the column's width.
+        what = f"{inc['mode']} → {published}{extra} ({inc['reason']})"
         print(
             f"{number:>4} {what[:56]:<56} {primary(m['inc', 'all']):>7.3f} "
             f"{primary(m['full', 'all']):>8.3f} {primary(m['inc', 'last']):>8.3f} "

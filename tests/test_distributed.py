@@ -280,12 +280,14 @@ def test_an_increment_re_warms_over_its_global_steps_or_keeps_the_flat_rate() ->
     cfg = SimpleNamespace(
         incremental_schedule="rewarm",
         learning_rate=1e-3,
+        rewarm_peak=2.0,
         incremental_learning_rate=1e-4,
         batch_size=64,
     )
     schedule = increment_rate(cfg, data, epochs=3)
-    # 3 epochs of ceil(1000 / 64) = 16 global batches: the schedule one process gets
-    assert schedule.get_config() == rewarm_schedule(1e-3, 48).get_config()
+    # 3 epochs of ceil(1000 / 64) = 16 global batches, peak 2 x learning_rate: the schedule
+    # one process gets
+    assert schedule.get_config() == rewarm_schedule(2e-3, 48).get_config()
     cfg.incremental_schedule = "constant"
     assert increment_rate(cfg, data, epochs=3) == 1e-4
 

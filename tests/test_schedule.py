@@ -46,6 +46,8 @@ def test_schedule_and_shrink_are_validated(tmp_path) -> None:
         ({"shrink": 1.5}, "train.shrink"),
         ({"perturb": -1}, "train.perturb"),
         ({"incremental_schedule": "cosine"}, "train.incremental_schedule"),
+        ({"rewarm_peak": 0}, "train.rewarm_peak"),
+        ({"rewarm_peak": 2000}, "train.rewarm_peak"),  # a peak rate of 2: Adam diverges
         ({"decision_threshold": "youden"}, "train.decision_threshold"),
     ):
         with pytest.raises(ConfigError, match=match):

@@ -421,6 +421,6 @@ def increment_rate(cfg: TrainConfig, data: TrainingData, epochs: int) -> Any:
         from evergreen.components.schedule import rewarm_schedule
 
         return rewarm_schedule(
-            cfg.learning_rate, epochs * -(-data.rows_per_epoch // cfg.batch_size)
+            cfg.rewarm_peak * cfg.learning_rate, epochs * -(-data.rows_per_epoch // cfg.batch_size)
         )
     return cfg.incremental_learning_rate
