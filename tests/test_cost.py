@@ -196,3 +196,63 @@ def test_holdout_candidates_are_cached_beside_the_examples_and_choose_the_same_r
         for k in (40, 10, 3):  # span 1 has about 60 eval rows: samples of several sizes
             whole = evaluate.stratified_sample(span_rows(first, "eval"), k, label, "holdout")
             assert evaluate.historic_holdout([first], k) == whole and len(whole) == k
+
+
+class _Context:
+    """The little of an ExecutionContext that the evaluator uses, writing under ``folder``."""
+
+    def __init__(self, declared: object, folder: Path) -> None:
+        self.declared, self.folder, self.properties = declared, folder, {}
+
+    def output(self, name: str, type: str, *, span: int | None = None) -> object:
+        from evergreen.artifacts import ArtifactWriter
+
+        return ArtifactWriter(self.folder / name)
+
+    def set_properties(self, name: str, properties: dict) -> None:
+        self.properties.update(properties)
+
+
+def test_the_champion_is_scored_only_on_rows_it_was_not_evaluated_on(
+    pipeline: tuple[Path, list[dict]], tmp_path: Path
+) -> None:
+    import shutil
+
+    from evergreen.components.evaluate import EvaluateCandidate, EvaluateInputs
+    from evergreen.components.known_scores import KnownScores
+
+    config, _ = pipeline
+    with Project(config_mod.load(config)) as project:
+        store = project.store
+        full, increment = store.artifacts(type="Model")
+        spans = {r.span: store.artifact(r.examples_id) for r in store.spans()}
+        evaluation = store.artifacts(type="ModelEvaluation")[-1]
+        judged = json.loads((Path(evaluation.uri) / "evaluation.json").read_text())
+        rows = {name: int(m["rows"]) for name, m in judged["candidate"].items()}
+        assert evaluation.properties["candidate"] == increment.id and rows["historic"] > 0
+        # The full run's evaluation blessed its candidate and kept its scores (span 1's eval
+        # rows): as champion it was scored on span 2's eval rows only, not on the historic
+        # holdout nor on the span 1 rows pooled into the "new" set.
+        span_2_eval = int(spans[2].properties["splits"]["eval"])
+        assert rows["new"] > span_2_eval  # span 1's rows pooled in
+        assert evaluation.properties["rows_scored"] == {
+            "candidate": sum(rows.values()),
+            "champion": span_2_eval,
+        }
+        evaluator = EvaluateCandidate(project.config.train, 2, project.config.evaluate)
+        inputs = EvaluateInputs(increment, spans, full)
+        kept, aside = KnownScores(full).folder, tmp_path / "aside"
+        with_kept = _Context(inputs, tmp_path / "with")
+        again = evaluator.execute(with_kept)  # type: ignore[arg-type]
+        shutil.move(kept, aside)
+        try:
+            without = _Context(inputs, tmp_path / "without")
+            fresh = evaluator.execute(without)  # type: ignore[arg-type]
+        finally:
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.move(aside, kept)
+    # now every row is known: the champion scored none; without its kept scores, all of them
+    assert with_kept.properties["rows_scored"]["champion"] == 0
+    assert without.properties["rows_scored"]["champion"] == sum(rows.values())
+    assert again == fresh  # the same metrics, guards and verdict
+    assert again["blessed"] == judged["blessed"] and again["guards"] == judged["guards"]
