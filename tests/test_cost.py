@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from evergreen import config as config_mod
+from evergreen import examples as examples_mod
 from evergreen.components import statistics as stats_mod
 from evergreen.config import ConfigError
 from evergreen.project import Project
@@ -256,3 +257,61 @@ def test_the_champion_is_scored_only_on_rows_it_was_not_evaluated_on(
     assert without.properties["rows_scored"]["champion"] == sum(rows.values())
     assert again == fresh  # the same metrics, guards and verdict
     assert again["blessed"] == judged["blessed"] and again["guards"] == judged["guards"]
+
+
+EXIT_PROBE = """
+import atexit, sys
+from evergreen.tf import tensorflow
+{load}
+class Torn:
+    def __del__(self):
+        print("torn down", flush=True)
+kept = Torn()
+atexit.register(lambda: print("atexit ran", flush=True))
+sys.argv = ["evergreen", "status", "-c", sys.argv[1]]
+from evergreen.cli import entry
+entry()
+"""
+
+
+@pytest.mark.parametrize("load", ["tensorflow()", "pass"])
+def test_the_process_entry_skips_the_teardown_once_tensorflow_is_loaded(
+    tmp_path: Path, load: str
+) -> None:
+    missing = tmp_path / "missing.toml"
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_PROBE.format(load=load), str(missing)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr  # the command's exit code (a config error) kept
+    assert "does not exist" in done.stdout + done.stderr
+    assert "atexit ran" in done.stdout  # atexit handlers (logging's flush) still run
+    # the interpreter's teardown (objects freed one by one) is skipped only with TensorFlow in
+    torn = "torn down" in done.stdout
+    assert torn == (load == "pass")
+
+
+def test_kept_scores_of_other_weights_are_ignored(tmp_path: Path) -> None:
+    from evergreen.components.known_scores import KnownScores, score_once
+    from evergreen.metadata import Artifact
+
+    saved = tmp_path / "model" / "saved_model"
+    (saved / "variables").mkdir(parents=True)
+    (saved / "saved_model.pb").write_bytes(b"graph")
+    (saved / "variables" / "variables.index").write_bytes(b"weights 1")
+    model = Artifact(1, "Model", str(tmp_path / "model"), 1, 1, "", {})
+    rows = [{examples_mod.ROW_HASH: h} for h in ("a", "b")]
+    calls: list[int] = []
+
+    def score(part: list[dict]) -> tuple[np.ndarray, list[str]]:
+        calls.append(len(part))
+        return np.full((len(part), 2), 0.5, dtype=np.float32), ["no", "yes"]
+
+    assert score_once(rows, score, KnownScores(model))[2] == 2
+    assert score_once(rows, score, KnownScores(model))[2] == 0  # both known now
+    (saved / "variables" / "variables.index").write_bytes(b"weights 2")  # written anew
+    scores, labels, scored = score_once(rows, score, KnownScores(model))
+    assert scored == 2 and calls == [2, 2] and labels == ["no", "yes"] and scores.shape == (2, 2)

@@ -11,7 +11,8 @@ on rows it has not seen: the new span's.
 
 Each evaluation that scores rows adds one file (written to a temporary name and renamed, so a
 killed run leaves no half-written part, and two writers never collide); reading takes every
-part.
+part. Each part also records the hashes of the SavedModel's graph and weights
+(:func:`model_stamp`): a part of other weights (a folder written anew) is ignored.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from evergreen import examples
+from evergreen.artifacts import file_sha256
 from evergreen.metadata import Artifact
 
 SCORES_CACHE = "scores-cache"
@@ -43,6 +45,7 @@ class KnownScores:
     def __init__(self, model: Artifact) -> None:
         uri = Path(model.uri)
         self.folder = uri.parent / f"{SCORES_CACHE}-{uri.name}"
+        self.stamp = model_stamp(uri / "saved_model")
 
     def load(self) -> tuple[dict[str, np.ndarray], list[str]]:
         """Every kept score: ``{row hash: class probabilities}`` and the model's label order."""
@@ -50,6 +53,8 @@ class KnownScores:
         labels: list[str] = []
         for part in sorted(self.folder.glob("part-*.npz")):
             with np.load(part, allow_pickle=False) as data:
+                if str(data["stamp"]) != self.stamp:  # scores of other weights: never used
+                    continue
                 labels = json.loads(str(data["labels"]))
                 known.update(zip(data["hashes"].tolist(), data["scores"], strict=True))
         return known, labels
@@ -66,8 +71,16 @@ class KnownScores:
             hashes=np.array(list(hashes), dtype=str),
             scores=np.asarray(scores, dtype=np.float32),
             labels=np.array(json.dumps(list(labels))),
+            stamp=np.array(self.stamp),
         )
         os.replace(partial, self.folder / f"part-{name}.npz")
+
+
+def model_stamp(saved_model: Path) -> str:
+    """What identifies a SavedModel's graph and weights: the hashes of ``saved_model.pb`` and of
+    the variables' index (which holds a checksum of every tensor's bytes)."""
+    files = (saved_model / "saved_model.pb", saved_model / "variables" / "variables.index")
+    return ":".join(file_sha256(f) if f.is_file() else "-" for f in files)
 
 
 def score_once(
