@@ -315,3 +315,6 @@ def test_kept_scores_of_other_weights_are_ignored(tmp_path: Path) -> None:
     (saved / "variables" / "variables.index").write_bytes(b"weights 2")  # written anew
     scores, labels, scored = score_once(rows, score, KnownScores(model))
     assert scored == 2 and calls == [2, 2] and labels == ["no", "yes"] and scores.shape == (2, 2)
+    for part in KnownScores(model).folder.glob("part-*.npz"):
+        part.write_bytes(b"not a zip")  # a damaged part is not read, the rows scored again
+    assert score_once(rows, score, KnownScores(model))[2] == 2

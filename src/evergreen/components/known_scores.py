@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,26 @@ class KnownScores:
         known: dict[str, np.ndarray] = {}
         labels: list[str] = []
         for part in sorted(self.folder.glob("part-*.npz")):
-            with np.load(part, allow_pickle=False) as data:
-                if str(data["stamp"]) != self.stamp:  # scores of other weights: never used
-                    continue
-                labels = json.loads(str(data["labels"]))
-                known.update(zip(data["hashes"].tolist(), data["scores"], strict=True))
+            read = self._read(part)
+            if read is not None:
+                labels = read[2]
+                known.update(zip(read[0], read[1], strict=True))
         return known, labels
+
+    def _read(self, part: Path) -> tuple[list[str], np.ndarray, list[str]] | None:
+        """One part's hashes, scores and labels; None for scores of other weights or a part
+        that cannot be read (a cache: the rows are scored again, never judged on bad data)."""
+        try:
+            with np.load(part, allow_pickle=False) as data:
+                if str(data["stamp"]) != self.stamp:
+                    return None
+                hashes, scores = data["hashes"].tolist(), data["scores"]
+                labels = json.loads(str(data["labels"]))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            return None
+        if len(hashes) != len(scores) or scores.ndim != 2 or scores.shape[1] != len(labels):
+            return None
+        return hashes, scores, labels
 
     def add(self, hashes: Sequence[str], scores: np.ndarray, labels: Sequence[str]) -> None:
         """Keep ``scores`` (one row per hash, in ``labels`` order)."""
