@@ -66,9 +66,10 @@ class KnownScores:
             with np.load(part, allow_pickle=False) as data:
                 if str(data["stamp"]) != self.stamp:
                     return None
-                hashes, scores = data["hashes"].tolist(), data["scores"]
+                hashes = [h.decode("ascii") for h in data["hashes"].tolist()]
+                scores = data["scores"]
                 labels = json.loads(str(data["labels"]))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        except (OSError, ValueError, KeyError, AttributeError, zipfile.BadZipFile):
             return None
         if len(hashes) != len(scores) or scores.ndim != 2 or scores.shape[1] != len(labels):
             return None
@@ -83,7 +84,7 @@ class KnownScores:
         partial = self.folder / f".partial-{os.getpid()}-{name}.npz"
         np.savez(
             partial,
-            hashes=np.array(list(hashes), dtype=str),
+            hashes=np.array([h.encode("ascii") for h in hashes], dtype=bytes),  # hex: 1 byte each
             scores=np.asarray(scores, dtype=np.float32),
             labels=np.array(json.dumps(list(labels))),
             stamp=np.array(self.stamp),
