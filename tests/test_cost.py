@@ -318,3 +318,26 @@ def test_kept_scores_of_other_weights_are_ignored(tmp_path: Path) -> None:
     for part in KnownScores(model).folder.glob("part-*.npz"):
         part.write_bytes(b"not a zip")  # a damaged part is not read, the rows scored again
     assert score_once(rows, score, KnownScores(model))[2] == 2
+
+
+def test_a_process_loads_a_saved_model_once_while_its_files_are_unchanged(
+    pipeline: tuple[Path, list[dict]], tmp_path: Path
+) -> None:
+    import shutil
+
+    from evergreen.models import saved_model as saved_model_mod
+
+    config, _ = pipeline
+    with Project(config_mod.load(config)) as project:
+        full, increment = (
+            Path(m.uri) / "saved_model" for m in project.store.artifacts(type="Model")
+        )
+    first = saved_model_mod.serving_function(full)
+    assert saved_model_mod.serving_function(full) is first  # kept loaded: not loaded again
+    copy = tmp_path / "copy"
+    shutil.copytree(full, copy, copy_function=shutil.copy)
+    assert saved_model_mod.serving_function(copy) is not first  # another folder
+    same_folder = saved_model_mod.serving_function(copy)
+    shutil.rmtree(copy)
+    shutil.copytree(increment, copy, copy_function=shutil.copy)  # written anew in its place
+    assert saved_model_mod.serving_function(copy) is not same_folder

@@ -79,11 +79,13 @@ def feed_saved_model(
     return np.concatenate(chunks), labels
 
 
-# SavedModels loaded by this process, newest last: a warm ``evergreen watch`` evaluates each
-# candidate against the champion it evaluated (as candidate) one run earlier, and loading a
-# SavedModel costs more than scoring a few hundred rows with it (issue 13).
+# SavedModels loaded by this process, least recently used first: a warm ``evergreen watch``
+# evaluates each candidate against a champion it loaded before (as champion, or one run earlier
+# as candidate), and loading a SavedModel costs more than scoring a few hundred rows with it
+# (issue 13). Three: the champion, the last candidate (the champion when it was blessed) and
+# the candidate being loaded, whatever the order an evaluation scores them in.
 _LOADED: OrderedDict[tuple[Any, ...], tuple[Any, Any]] = OrderedDict()
-KEEP_LOADED = 2
+KEEP_LOADED = 3
 
 
 def serving_function(saved_model: Path) -> Any:
