@@ -207,7 +207,7 @@ def watch_update(
             timed = (
                 time.perf_counter() - started,
                 cpu_seconds(resource.RUSAGE_SELF) - cpu,
-                records[-1] if records else {},
+                records[-1].to_dict() if records else {},
             )
     return timed
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from evergreen import config as config_mod
+from evergreen import examples as examples_mod
 from evergreen.components import statistics as stats_mod
 from evergreen.config import ConfigError
 from evergreen.project import Project
@@ -196,3 +197,147 @@ def test_holdout_candidates_are_cached_beside_the_examples_and_choose_the_same_r
         for k in (40, 10, 3):  # span 1 has about 60 eval rows: samples of several sizes
             whole = evaluate.stratified_sample(span_rows(first, "eval"), k, label, "holdout")
             assert evaluate.historic_holdout([first], k) == whole and len(whole) == k
+
+
+class _Context:
+    """The little of an ExecutionContext that the evaluator uses, writing under ``folder``."""
+
+    def __init__(self, declared: object, folder: Path) -> None:
+        self.declared, self.folder, self.properties = declared, folder, {}
+
+    def output(self, name: str, type: str, *, span: int | None = None) -> object:
+        from evergreen.artifacts import ArtifactWriter
+
+        return ArtifactWriter(self.folder / name)
+
+    def set_properties(self, name: str, properties: dict) -> None:
+        self.properties.update(properties)
+
+
+def test_the_champion_is_scored_only_on_rows_it_was_not_evaluated_on(
+    pipeline: tuple[Path, list[dict]], tmp_path: Path
+) -> None:
+    import shutil
+
+    from evergreen.components.evaluate import EvaluateCandidate, EvaluateInputs
+    from evergreen.components.known_scores import KnownScores
+
+    config, _ = pipeline
+    with Project(config_mod.load(config)) as project:
+        store = project.store
+        full, increment = store.artifacts(type="Model")
+        spans = {r.span: store.artifact(r.examples_id) for r in store.spans()}
+        evaluation = store.artifacts(type="ModelEvaluation")[-1]
+        judged = json.loads((Path(evaluation.uri) / "evaluation.json").read_text())
+        rows = {name: int(m["rows"]) for name, m in judged["candidate"].items()}
+        assert evaluation.properties["candidate"] == increment.id and rows["historic"] > 0
+        # The full run's evaluation blessed its candidate and kept its scores (span 1's eval
+        # rows): as champion it was scored on span 2's eval rows only, not on the historic
+        # holdout nor on the span 1 rows pooled into the "new" set.
+        span_2_eval = int(spans[2].properties["splits"]["eval"])
+        assert rows["new"] > span_2_eval  # span 1's rows pooled in
+        assert evaluation.properties["rows_scored"] == {
+            "candidate": sum(rows.values()),
+            "champion": span_2_eval,
+        }
+        evaluator = EvaluateCandidate(project.config.train, 2, project.config.evaluate)
+        inputs = EvaluateInputs(increment, spans, full)
+        kept, aside = KnownScores(full).folder, tmp_path / "aside"
+        with_kept = _Context(inputs, tmp_path / "with")
+        again = evaluator.execute(with_kept)  # type: ignore[arg-type]
+        shutil.move(kept, aside)
+        try:
+            without = _Context(inputs, tmp_path / "without")
+            fresh = evaluator.execute(without)  # type: ignore[arg-type]
+        finally:
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.move(aside, kept)
+    # now every row is known: the champion scored none; without its kept scores, all of them
+    assert with_kept.properties["rows_scored"]["champion"] == 0
+    assert without.properties["rows_scored"]["champion"] == sum(rows.values())
+    assert again == fresh  # the same metrics, guards and verdict
+    assert again["blessed"] == judged["blessed"] and again["guards"] == judged["guards"]
+
+
+EXIT_PROBE = """
+import atexit, sys
+from evergreen.tf import tensorflow
+{load}
+class Torn:
+    def __del__(self):
+        print("torn down", flush=True)
+kept = Torn()
+atexit.register(lambda: print("atexit ran", flush=True))
+sys.argv = ["evergreen", "status", "-c", sys.argv[1]]
+from evergreen.cli import entry
+entry()
+"""
+
+
+@pytest.mark.parametrize("load", ["tensorflow()", "pass"])
+def test_the_process_entry_skips_the_teardown_once_tensorflow_is_loaded(
+    tmp_path: Path, load: str
+) -> None:
+    missing = tmp_path / "missing.toml"
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_PROBE.format(load=load), str(missing)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr  # the command's exit code (a config error) kept
+    assert "does not exist" in done.stdout + done.stderr
+    assert "atexit ran" in done.stdout  # atexit handlers (logging's flush) still run
+    # the interpreter's teardown (objects freed one by one) is skipped only with TensorFlow in
+    torn = "torn down" in done.stdout
+    assert torn == (load == "pass")
+
+
+def test_kept_scores_of_other_weights_are_ignored(tmp_path: Path) -> None:
+    from evergreen.components.known_scores import KnownScores, score_once
+    from evergreen.metadata import Artifact
+
+    saved = tmp_path / "model" / "saved_model"
+    (saved / "variables").mkdir(parents=True)
+    (saved / "saved_model.pb").write_bytes(b"graph")
+    (saved / "variables" / "variables.index").write_bytes(b"weights 1")
+    model = Artifact(1, "Model", str(tmp_path / "model"), 1, 1, "", {})
+    rows = [{examples_mod.ROW_HASH: h} for h in ("a", "b")]
+    calls: list[int] = []
+
+    def score(part: list[dict]) -> tuple[np.ndarray, list[str]]:
+        calls.append(len(part))
+        return np.full((len(part), 2), 0.5, dtype=np.float32), ["no", "yes"]
+
+    assert score_once(rows, score, KnownScores(model))[2] == 2
+    assert score_once(rows, score, KnownScores(model))[2] == 0  # both known now
+    (saved / "variables" / "variables.index").write_bytes(b"weights 2")  # written anew
+    scores, labels, scored = score_once(rows, score, KnownScores(model))
+    assert scored == 2 and calls == [2, 2] and labels == ["no", "yes"] and scores.shape == (2, 2)
+    for part in KnownScores(model).folder.glob("part-*.npz"):
+        part.write_bytes(b"not a zip")  # a damaged part is not read, the rows scored again
+    assert score_once(rows, score, KnownScores(model))[2] == 2
+
+
+def test_a_process_loads_a_saved_model_once_while_its_files_are_unchanged(
+    pipeline: tuple[Path, list[dict]], tmp_path: Path
+) -> None:
+    import shutil
+
+    from evergreen.models import saved_model as saved_model_mod
+
+    config, _ = pipeline
+    with Project(config_mod.load(config)) as project:
+        full, increment = (
+            Path(m.uri) / "saved_model" for m in project.store.artifacts(type="Model")
+        )
+    first = saved_model_mod.serving_function(full)
+    assert saved_model_mod.serving_function(full) is first  # kept loaded: not loaded again
+    copy = tmp_path / "copy"
+    shutil.copytree(full, copy, copy_function=shutil.copy)
+    assert saved_model_mod.serving_function(copy) is not first  # another folder
+    same_folder = saved_model_mod.serving_function(copy)
+    shutil.rmtree(copy)
+    shutil.copytree(increment, copy, copy_function=shutil.copy)  # written anew in its place
+    assert saved_model_mod.serving_function(copy) is not same_folder

@@ -1,3 +1,3 @@
-from evergreen.cli import main
+from evergreen.cli import entry
 
-main()
+entry()

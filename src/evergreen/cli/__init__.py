@@ -12,6 +12,6 @@ Layout: :mod:`~evergreen.cli.base` (the group, consoles, shared options),
 is rendered by :mod:`evergreen.render` from the same data ``--json`` prints.
 """
 
-from evergreen.cli.main import cli, main
+from evergreen.cli.main import cli, entry, main
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "entry", "main"]

@@ -50,6 +50,7 @@ from evergreen.components.guards import (  # noqa: F401 (re-exported)
     primary_metric,
 )
 from evergreen.components.ingest import split_bucket
+from evergreen.components.known_scores import KnownScores, score_once
 from evergreen.components.slices import SliceEvaluation
 from evergreen.components.threshold import read_threshold
 from evergreen.config import EvaluateConfig, TrainConfig
@@ -280,13 +281,26 @@ class _Scores:
         self.scored: dict[tuple[str, str], Answers] = {}
         self.truths: dict[str, list[str]] = {}
         self.raw: dict[tuple[str, str], tuple[np.ndarray, list[str], float | None]] = {}
+        self.rows_scored: dict[str, int] = {}  # rows each model scored (not known already)
+        self.every: dict[str, tuple[list[str], np.ndarray, list[str]]] = {}
 
     def add(
-        self, side: str, saved: Path, sets: Mapping[str, list[dict[str, Any]]], label: str
+        self,
+        side: str,
+        saved: Path,
+        sets: Mapping[str, list[dict[str, Any]]],
+        label: str,
+        known: KnownScores | None = None,
     ) -> None:
-        """Score every set with one model (one SavedModel load: all rows in one call)."""
+        """Score every set with one model (one SavedModel load: all rows in one call); rows
+        whose scores ``known`` keeps are not scored again."""
         every = [row for rows in sets.values() for row in rows]
-        all_scores, model_labels = score_saved_model(saved, every) if every else ([], [])
+        all_scores, model_labels, self.rows_scored[side] = (
+            score_once(every, lambda rows: score_saved_model(saved, rows), known)
+            if every
+            else (np.zeros((0, 0)), [], 0)
+        )
+        self.every[side] = ([str(r[examples.ROW_HASH]) for r in every], all_scores, model_labels)
         start = 0
         for name, rows in sets.items():
             if not rows:
@@ -350,16 +364,24 @@ class EvaluateCandidate:
             ),
         }
         scores = _Scores(list(inputs.candidate.properties.get("labels") or []))
-        models = {"candidate": inputs.candidate, "champion": inputs.champion}
-        for side, model in models.items():
-            if model is not None:
-                scores.add(side, Path(model.uri) / "saved_model", sets, label)
+        scores.add("candidate", Path(inputs.candidate.uri) / "saved_model", sets, label)
+        if inputs.champion is not None:  # its scores on rows it was evaluated on are kept
+            champion = inputs.champion
+            known = KnownScores(champion)
+            scores.add("champion", Path(champion.uri) / "saved_model", sets, label, known)
         result = Evaluation(scores.metrics["candidate"], scores.metrics["champion"], list(take))
         self._judge(result, scores, sets, inputs)
+        if result.blessed:  # the next champion: the next evaluation reuses these scores
+            KnownScores(inputs.candidate).add(*scores.every["candidate"])
         writer = ctx.output("evaluation", "ModelEvaluation", span=self.new_span)
         writer.write_json("evaluation.json", result.to_dict())
         ctx.set_properties(
-            "evaluation", {"blessed": result.blessed, "candidate": inputs.candidate.id}
+            "evaluation",
+            {
+                "blessed": result.blessed,
+                "candidate": inputs.candidate.id,
+                "rows_scored": scores.rows_scored,
+            },
         )
         return result.to_dict()
 

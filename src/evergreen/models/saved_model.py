@@ -7,6 +7,7 @@ The SavedModel's ``assets.extra/evergreen_inputs.json`` (written by
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from evergreen.errors import DataError, NotFound
 from evergreen.models.contract import INPUTS_FILE
 from evergreen.tf import tensorflow
 
-__all__ = ["feed_saved_model", "raw_inputs_of", "to_tensor"]
+__all__ = ["feed_saved_model", "raw_inputs_of", "serving_function", "to_tensor"]
 
 
 def raw_inputs_of(saved_model: Path) -> dict[str, str]:
@@ -45,12 +46,11 @@ def feed_saved_model(
     Raises:
         NotFound: ``saved_model`` holds no SavedModel.
     """
-    tf = tensorflow()
     if not (Path(saved_model) / "saved_model.pb").is_file():
         raise NotFound(
             f"no SavedModel in {saved_model} (expected {Path(saved_model) / 'saved_model.pb'})."
         )
-    serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
+    serve = serving_function(Path(saved_model))
     inputs = serve.structured_input_signature[1]
     columns = raw_inputs_of(saved_model) or dict(columns or {})
     rows = list(rows)
@@ -77,6 +77,42 @@ def feed_saved_model(
     if labels is None:  # no rows: the classes come from an empty call's shape only
         return np.zeros((0, 0)), []
     return np.concatenate(chunks), labels
+
+
+# SavedModels loaded by this process, least recently used first: a warm ``evergreen watch``
+# evaluates each candidate against a champion it loaded before (as champion, or one run earlier
+# as candidate), and loading a SavedModel costs more than scoring a few hundred rows with it
+# (issue 13). Three: the champion, the last candidate (the champion when it was blessed) and
+# the candidate being loaded, whatever the order an evaluation scores them in.
+_LOADED: OrderedDict[tuple[Any, ...], tuple[Any, Any]] = OrderedDict()
+KEEP_LOADED = 3
+
+
+def serving_function(saved_model: Path) -> Any:
+    """``serving_default`` of a SavedModel, loaded once per process while its files are unchanged.
+
+    The last :data:`KEEP_LOADED` SavedModels stay loaded, keyed by their folder and the identity
+    (inode, size, modification time) of ``saved_model.pb`` and the variables' index, so a folder
+    written anew is loaded anew.
+    """
+    key = (str(saved_model.resolve()), *_identity(saved_model / "saved_model.pb"))
+    key += _identity(saved_model / "variables" / "variables.index")
+    if key in _LOADED:
+        _LOADED.move_to_end(key)
+        return _LOADED[key][1]
+    loaded = tensorflow().saved_model.load(str(saved_model))
+    _LOADED[key] = (loaded, loaded.signatures["serving_default"])  # the root keeps variables
+    while len(_LOADED) > KEEP_LOADED:
+        _LOADED.popitem(last=False)
+    return _LOADED[key][1]
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def to_tensor(values: list[Any], dtype: Any) -> Any:

@@ -107,6 +107,15 @@ def _endpoints(
     num_classes = len(labels)
     label_names = tf.constant(labels, dtype=tf.string)
 
+    # Traced once, as a function of its own that every endpoint calls: each endpoint tracing
+    # the featurizer and the model anew cost most of an export's CPU (issue 13).
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec(shape=[None], dtype=dtype)
+            for dtype in featurizer.raw_signature().values()
+        ],
+        autograph=False,
+    )
     def probabilities(*args: Any) -> Any:
         inputs = featurizer.raw_to_model_inputs(dict(zip(names, args, strict=True)))
         # An empty batch would fail inside the model's layers (shape errors): answer it here.
