@@ -157,3 +157,57 @@ def test_churn_increments_replay_the_ratio_weigh_classes_and_guard_auc_and_loss(
             assert result["guards"]["new"]["rows"] >= 200
             # Every verdict line names the allowance it used.
             assert all("noise allowance" in line for line in record.verdict), record.verdict
+
+
+class _CountingFeaturizer:
+    """A featurizer of one int64 feature that counts how often its input function is traced."""
+
+    def __init__(self) -> None:
+        self.traces = 0
+
+    def feature_spec(self) -> dict[str, tuple[list[int], str]]:
+        return {"x": ([], "int64")}
+
+    def model_inputs(self, parsed: dict) -> object:
+        self.traces += 1
+        return parsed["x"]
+
+
+def _write_folder(folder: Path, values: range, shard_rows: int) -> None:
+    import tensorflow as tf
+
+    from evergreen.examples import ShardWriter
+
+    writer = ShardWriter(folder, shard_rows)
+    for v in values:
+        feature = {
+            "x": tf.train.Feature(int64_list=tf.train.Int64List(value=[v])),
+            "label": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"ab"[v % 2 :][:1]])),
+        }
+        writer.write(
+            tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+        )
+    writer.close()
+
+
+def test_replay_over_many_spans_is_one_pipeline_reading_each_folders_prefix(
+    tmp_path: Path,
+) -> None:
+    """An update's input is one pipeline whatever the number of spans (a pipeline per span
+    traced its input function per span: a warm update slowed as spans piled up, issue 13):
+    the new span's train rows, then each earlier span's replay prefix, shard after shard."""
+    spans = {}
+    for span in range(1, 9):  # several shards each: the prefixes cross shard boundaries
+        root = tmp_path / f"span-{span}"
+        _write_folder(root / "train", range(span * 1000, span * 1000 + 30), shard_rows=7)
+        _write_folder(root / "replay", range(span * 1000 + 500, span * 1000 + 530), shard_rows=7)
+        rows = {"train": 30, "replay": 30}
+        spans[span] = Artifact(span, "FeaturizedExamples", str(root), span, 1, "", {"rows": rows})
+    cfg = TrainConfig(replay_ratio=7 / 30, seed=3)  # 7 replayed rows: 1 from each earlier span
+    job = TrainModel(cfg, family("text"), mode="incremental", reason="test", new_span=8)
+    featurizer = _CountingFeaturizer()
+    data = job._incremental_data(spans, ["a", "b"], featurizer)
+    values = sorted(int(v) for batch, _ in data.train.as_numpy_iterator() for v in batch)
+    assert values == sorted(list(range(8000, 8030)) + [s * 1000 + 500 for s in range(1, 8)])
+    assert (data.rows_per_epoch, data.replayed) == (37, 7)
+    assert featurizer.traces == 1

@@ -7,7 +7,7 @@ multi-worker loop (:mod:`evergreen.training.multi_worker`), which is why it sits
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,7 +95,7 @@ def featurized_dataset(
     batch_size: int,
     *,
     shuffle_seed: int | None = None,
-    take_per_folder: int | None = None,
+    take_per_folder: int | Sequence[int | None] | None = None,
     only_label: str | None = None,
 ) -> Any:
     """A ``tf.data`` pipeline of ``(model_inputs, label_id)`` batches from featurized shards.
@@ -104,7 +104,8 @@ def featurized_dataset(
     ``featurizer.model_inputs`` (e.g. images are decoded here, in parallel).
 
     Args:
-        take_per_folder: read only the first this many records of each folder (None: all).
+        take_per_folder: read only the first this many records of each folder (None: all),
+            or one such count per folder.
         only_label: keep only the records of this label (before ``take_per_folder``).
 
     Returns:
@@ -138,7 +139,9 @@ def featurized_dataset(
 
 
 def _serialized_records(
-    folders: list[Path], take_per_folder: int | None, only_label: str | None
+    folders: list[Path],
+    take_per_folder: int | Sequence[int | None] | None,
+    only_label: str | None,
 ) -> Any:
     """The folders' shard records, in folder order (None: no shard anywhere)."""
     from evergreen.tf import tensorflow
@@ -149,17 +152,22 @@ def _serialized_records(
     def keep(record: Any) -> Any:
         return tf.io.parse_single_example(record, label_only)["label"] == only_label
 
+    takes = (
+        list(take_per_folder)
+        if isinstance(take_per_folder, Sequence)
+        else [take_per_folder] * len(folders)
+    )
     parts = []
-    for folder in folders:
+    for folder, take in zip(folders, takes, strict=True):
         paths = [str(p) for p in shard_paths(folder)]
         if not paths:
             continue
-        part = tf.data.Dataset.from_tensor_slices(paths).interleave(
-            tf.data.TFRecordDataset, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-        )
+        # TFRecordDataset reads its files in order, as the interleave of one file at a time
+        # did; it traces no function, so a pipeline over many spans costs no tracing per span.
+        part = tf.data.TFRecordDataset(paths)
         if only_label is not None:
             part = part.filter(keep)
-        parts.append(part.take(take_per_folder) if take_per_folder is not None else part)
+        parts.append(part.take(take) if take is not None else part)
     if not parts:
         return None
     dataset = parts[0]
@@ -329,38 +337,43 @@ class TrainJob:
         new = Path(spans[self.new_span].uri)
         new_rows = int(spans[self.new_span].properties["rows"]["train"])
         counts = _train_counts(spans[self.new_span])
-        parts, replayed = [], 0
-        for span, quota in self.replay_quotas(spans, new_rows).items():
-            if quota:
-                replayed += self._replay_part(spans[span], quota, labels, featurizer, parts, counts)
-        parts = [part for part in parts if part is not None]
+        quotas = {s: q for s, q in self.replay_quotas(spans, new_rows).items() if q}
         if cfg.replay_class_balanced:
-            replayed = sum(1 for part in parts for _ in part.unbatch())
-        train = featurized_dataset([new / "train"], labels, featurizer, cfg.batch_size).unbatch()
-        for part in parts:
-            train = train.concatenate(part.unbatch())
+            train, replayed = self._balanced_data(spans, quotas, labels, featurizer, counts)
+        else:
+            # One pipeline over the new rows and every span's replay prefix (in that order):
+            # one parse function and one label table, whatever the number of spans (a
+            # pipeline per span cost a trace per span: an update slowed as spans piled up).
+            folders, takes = [new / "train"], [None]
+            replayed = 0
+            for span, quota in quotas.items():
+                folders.append(Path(spans[span].uri) / "replay")
+                takes.append(quota)
+                replayed += self._replay_counts(spans[span], quota, counts)
+            train = featurized_dataset(
+                folders, labels, featurizer, cfg.batch_size, take_per_folder=takes
+            ).unbatch()
         train = train.shuffle(20_000, seed=cfg.seed).batch(cfg.batch_size)
         return TrainingData(train, new_rows + replayed, replayed, counts)
 
-    def _replay_part(
+    def _balanced_data(
         self,
-        artifact: Artifact,
-        quota: int,
+        spans: Mapping[int, Artifact],
+        quotas: Mapping[int, int],
         labels: list[str],
         featurizer: Any,
-        parts: list[Any],
         counts: dict[str, float],
-    ) -> int:
-        """Append one earlier span's replay batches to ``parts``; count their expected labels.
-
-        Returns:
-            The rows replayed (class-balanced replay: 0, counted once the parts exist).
-        """
+    ) -> tuple[Any, int]:
+        """Class-balanced replay: the new rows, then each span's quota split over the classes
+        (fewer rows for a class the span has fewer of); returns unbatched rows and the rows
+        replayed."""
         cfg = self.cfg
-        folder = Path(artifact.uri) / "replay"
-        if cfg.replay_class_balanced:
+        new = Path(spans[self.new_span].uri) / "train"
+        train = featurized_dataset([new], labels, featurizer, cfg.batch_size).unbatch()
+        parts = []
+        for span, quota in quotas.items():
             _add(counts, {label: quota / len(labels) for label in labels})
-            # The same share of the span's quota for every class (fewer if it has fewer).
+            folder = Path(spans[span].uri) / "replay"
             for label, k in allocate(quota, dict.fromkeys(labels, quota)).items():
                 parts.append(
                     featurized_dataset(
@@ -372,14 +385,19 @@ class TrainJob:
                         only_label=label,
                     )
                 )
-            return 0
+        parts = [part for part in parts if part is not None]
+        replayed = sum(1 for part in parts for _ in part.unbatch())
+        for part in parts:
+            train = train.concatenate(part.unbatch())
+        return train, replayed
+
+    def _replay_counts(self, artifact: Artifact, quota: int, counts: dict[str, float]) -> int:
+        """The rows one span replays (its quota, or fewer if its replay folder holds fewer), and
+        their expected labels added to ``counts``: a prefix of the replay folder is uniform, so
+        its expected class mix is the span's."""
         rows = int(artifact.properties["rows"].get("train", 0)) or 1
         available = int(artifact.properties["rows"].get("replay", quota))
-        # A prefix of the replay folder is uniform: its expected class mix is the span's.
         _add(counts, _train_counts(artifact, min(quota, available) / rows))
-        parts.append(
-            featurized_dataset([folder], labels, featurizer, cfg.batch_size, take_per_folder=quota)
-        )
         return min(quota, available)
 
     def replay_quotas(self, spans: Mapping[int, Artifact], new_rows: int) -> dict[int, int]:
