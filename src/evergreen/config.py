@@ -181,7 +181,7 @@ class TrainConfig:
     # rewarm: the peak learning rate, in multiples of learning_rate (docs/quality.md: 2 closed
     # the drifting text stream's gap at the same cost, but cost the fine foods stream of
     # tests/test_loop.py 1 accuracy point, beyond its check; 1 is the paper's choice), or
-    # "auto": 1 + min(1, the increment's new train rows / the earlier spans' train rows)
+    # "auto": 1 + min(1, 2 x the increment's new train rows / the earlier spans' train rows)
     rewarm_peak: float | str = 1.0
     shrink: float = 1.0  # shrink-and-perturb: weights x shrink (1: off; 0.8 measured worse) ...
     perturb: float = 0.0  # ... + this x N(0, 1) noise (0: off)
