@@ -292,8 +292,7 @@ def test_an_increment_re_warms_over_its_global_steps_or_keeps_the_flat_rate() ->
     cfg.rewarm_peak = "auto"
     data = TrainingData(None, rows_per_epoch=1000, replayed=750, label_counts={}, history_rows=1000)
     assert (
-        increment_rate(cfg, data, epochs=3).get_config()
-        == rewarm_schedule(1.5e-3, 48).get_config()
+        increment_rate(cfg, data, epochs=3).get_config() == rewarm_schedule(1.5e-3, 48).get_config()
     )
     cfg.incremental_schedule = "constant"
     assert increment_rate(cfg, data, epochs=3) == 1e-4
