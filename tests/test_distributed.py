@@ -274,7 +274,7 @@ def test_an_increment_re_warms_over_its_global_steps_or_keeps_the_flat_rate() ->
     from types import SimpleNamespace
 
     from evergreen.components.schedule import rewarm_schedule
-    from evergreen.training.data import increment_rate
+    from evergreen.training.data import TrainingData, increment_rate
 
     data = SimpleNamespace(rows_per_epoch=1000)
     cfg = SimpleNamespace(
@@ -288,6 +288,12 @@ def test_an_increment_re_warms_over_its_global_steps_or_keeps_the_flat_rate() ->
     # 3 epochs of ceil(1000 / 64) = 16 global batches, peak 2 x learning_rate: the schedule
     # one process gets
     assert schedule.get_config() == rewarm_schedule(2e-3, 48).get_config()
+    # "auto": 1 + 2 x 250 new rows / 1,000 earlier rows = 1.5 x learning_rate, 3 x 16 steps
+    cfg.rewarm_peak = "auto"
+    data = TrainingData(None, rows_per_epoch=1000, replayed=750, label_counts={}, history_rows=1000)
+    assert (
+        increment_rate(cfg, data, epochs=3).get_config() == rewarm_schedule(1.5e-3, 48).get_config()
+    )
     cfg.incremental_schedule = "constant"
     assert increment_rate(cfg, data, epochs=3) == 1e-4
 
@@ -303,7 +309,8 @@ def _growing_project(folder: Path, train: str) -> Path:
     write_csv(folder / "data" / "span-2" / "r.csv", header, span2)
     extra = (
         "[train]\nepochs = 1\nincremental_epochs = 2\nsequence_length = 40\n"
-        'max_unknown_rate = 0.9\nincremental_schedule = "rewarm"\nshrink = 0.9\n'
+        'max_unknown_rate = 0.9\nincremental_schedule = "rewarm"\nrewarm_peak = "auto"\n'
+        "shrink = 0.9\n"
         'perturb = 0.001\ndecision_threshold = "balanced_accuracy"\n'
         f"{train}\n[drift]\nenabled = false\n"
     )
@@ -343,6 +350,14 @@ def test_an_increment_on_two_workers_grows_re_warms_and_chooses_a_threshold(
     added = chief["embedding_rows_added"]
     assert added == expected["embedding_rows_added"] and added["embedding"] >= 1
     assert chief["schedule"] == expected["schedule"] == "rewarm"
+    # rewarm_peak = "auto": both derive the peak from the same rows (span 2's train split over
+    # span 1's), and record it with them
+    rows = chief["rewarm_rows"]
+    assert rows == expected["rewarm_rows"] and 0 < rows["new"] < rows["history"]
+    peak = chief["rewarm_peak"]
+    assert (
+        peak == expected["rewarm_peak"] == round(min(2, 1 + 2 * rows["new"] / rows["history"]), 4)
+    )
     assert chief["shrink_perturb"] == expected["shrink_perturb"] == [0.9, 0.001]
     schedule = _optimizer_schedule(two_dir)
     assert schedule["class_name"] == "CosineDecay"

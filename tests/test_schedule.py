@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from evergreen import config as config_mod
-from evergreen.components.schedule import FLOOR, rewarm_schedule, shrink_perturb
+from evergreen.components.schedule import FLOOR, auto_peak, rewarm_schedule, shrink_perturb
 from evergreen.errors import ConfigError
 from evergreen.models.text import build_model
 
@@ -19,6 +19,16 @@ def test_rewarm_climbs_to_the_peak_then_decays_to_the_floor() -> None:
     assert all(a <= b for a, b in zip(rates[:10], rates[1:11], strict=True))  # warm-up
     assert all(a >= b for a, b in zip(rates[10:-1], rates[11:], strict=True))  # decay
     assert rates[100] == pytest.approx(1e-3 * FLOOR, rel=1e-3)
+
+
+def test_the_auto_peak_grows_with_the_new_rows_share_of_the_history_up_to_twice() -> None:
+    # The drift stream's spans of 600 rows: half the history or more re-warms to the cap, ...
+    assert auto_peak(600, 600) == auto_peak(600, 1200) == 2.0
+    assert auto_peak(600, 1800) == pytest.approx(1 + 2 / 3)
+    assert auto_peak(500, 2000) == 1.5  # ... tests/test_loop.py's first increment
+    assert auto_peak(1, 100) == pytest.approx(1.02)  # a 1 % span: about the paper's peak
+    assert auto_peak(5000, 100) == 2.0  # capped
+    assert auto_peak(100, 0) == 2.0  # no history to weigh it against: the cap
 
 
 def test_shrink_and_perturb_scales_weights_and_is_off_by_default() -> None:
@@ -48,6 +58,9 @@ def test_schedule_and_shrink_are_validated(tmp_path) -> None:
         ({"incremental_schedule": "cosine"}, "train.incremental_schedule"),
         ({"rewarm_peak": 0}, "train.rewarm_peak"),
         ({"rewarm_peak": 2000}, "train.rewarm_peak"),  # a peak rate of 2: Adam diverges
+        ({"rewarm_peak": "fast"}, "train.rewarm_peak"),
+        # "auto" may re-warm to 2 x learning_rate: a peak rate of 1.2
+        ({"rewarm_peak": "auto", "learning_rate": 0.6}, "train.rewarm_peak"),
         ({"decision_threshold": "youden"}, "train.decision_threshold"),
     ):
         with pytest.raises(ConfigError, match=match):
@@ -56,3 +69,6 @@ def test_schedule_and_shrink_are_validated(tmp_path) -> None:
         {**base, "train": {"shrink": 0.8, "perturb": 0.001}}, base_dir=tmp_path
     )
     assert (cfg.train.shrink, cfg.train.perturb, cfg.train.grow_vocabulary) == (0.8, 0.001, True)
+    for peak in ("auto", 1.5):
+        cfg = config_mod.from_dict({**base, "train": {"rewarm_peak": peak}}, base_dir=tmp_path)
+        assert cfg.train.rewarm_peak == peak

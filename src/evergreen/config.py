@@ -180,8 +180,9 @@ class TrainConfig:
     incremental_schedule: str = "rewarm"  # rewarm (to the peak, cosine decay) or constant
     # rewarm: the peak learning rate, in multiples of learning_rate (docs/quality.md: 2 closed
     # the drifting text stream's gap at the same cost, but cost the fine foods stream of
-    # tests/test_loop.py 1 accuracy point, beyond its check; 1 is the paper's choice)
-    rewarm_peak: float = 1.0
+    # tests/test_loop.py 1 accuracy point, beyond its check; 1 is the paper's choice), or
+    # "auto": 1 + min(1, 2 x the increment's new train rows / the earlier spans' train rows)
+    rewarm_peak: float | str = 1.0
     shrink: float = 1.0  # shrink-and-perturb: weights x shrink (1: off; 0.8 measured worse) ...
     perturb: float = 0.0  # ... + this x N(0, 1) noise (0: off)
     # Quality debt (policy.py): full retrain once increments since the last one brought this
@@ -193,6 +194,7 @@ class TrainConfig:
     gpu_memory_growth: bool = True  # allocate GPU memory as needed, not all of it at start
 
 
+REWARM_AUTO_CAP = 2.0  # the most train.rewarm_peak = "auto" re-warms to, x learning_rate
 PRIMARY_METRICS = ("auto", "accuracy", "auc", "macro_f1", "balanced_accuracy")
 CLASS_WEIGHTS = ("auto", "balanced", "none")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
@@ -897,6 +899,15 @@ def _train(v: _Validator, raw: Mapping[str, Any], data: DataConfig) -> TrainConf
     return train
 
 
+def _rewarm_peak(v: _Validator, raw: Mapping[str, Any], default: float | str) -> float | str:
+    """``train.rewarm_peak``: ``"auto"`` or a positive multiple of ``learning_rate``."""
+    if raw.get("rewarm_peak") == "auto" or ("rewarm_peak" not in raw and default == "auto"):
+        return "auto"
+    if isinstance(raw.get("rewarm_peak"), str):
+        v.fail("train.rewarm_peak", raw["rewarm_peak"], 'use "auto" or a number > 0, e.g. 1.0')
+    return v.positive(raw, "train.rewarm_peak", default)
+
+
 def _train_values(v: _Validator, raw: Mapping[str, Any]) -> dict[str, Any]:
     """Every ``[train]`` key read with the check its default's type and name call for."""
     defaults = TrainConfig()
@@ -906,7 +917,9 @@ def _train_values(v: _Validator, raw: Mapping[str, Any]) -> dict[str, Any]:
     for name in allowed:
         default = getattr(defaults, name)
         key = f"train.{name}"
-        if isinstance(default, dict):
+        if name == "rewarm_peak":  # "auto" or a number, whichever the default is
+            values[name] = _rewarm_peak(v, raw, default)
+        elif isinstance(default, dict):
             values[name] = dict(v.table(raw, key)) if name in raw else {}
         elif isinstance(default, bool):
             values[name] = v.boolean(raw, key, default)
@@ -946,11 +959,12 @@ def _check_train_model(v: _Validator, values: Mapping[str, Any], data: DataConfi
     for name in ("learning_rate", "incremental_learning_rate"):
         if values[name] > 1:  # Adam diverges to NaN weights long before that
             v.fail(f"train.{name}", values[name], "use a rate of at most 1, e.g. 0.001")
-    if values["rewarm_peak"] * values["learning_rate"] > 1:
+    peak = REWARM_AUTO_CAP if values["rewarm_peak"] == "auto" else values["rewarm_peak"]
+    if peak * values["learning_rate"] > 1:
         v.fail(
             "train.rewarm_peak",
             values["rewarm_peak"],
-            f"the peak rate {values['rewarm_peak'] * values['learning_rate']:g} "
+            f"the peak rate {peak * values['learning_rate']:g} "
             "(x train.learning_rate) must be at most 1",
         )
     confidence = values["guard_confidence"]

@@ -39,6 +39,7 @@ from evergreen.training.data import (
     class_weights,
     early_stopping_patience,
     featurized_dataset,
+    schedule_record,
 )
 
 __all__ = [
@@ -136,7 +137,7 @@ class TrainModel(TrainJob):
             summary["embedding_rows_added"] = fit.grown_rows
         summary["decision"] = decision
         if self.mode == "incremental":
-            summary["schedule"] = cfg.incremental_schedule
+            summary.update(schedule_record(cfg, fit.data))  # the peak "auto" chose and its rows
             summary["shrink_perturb"] = [cfg.shrink, cfg.perturb] if perturbed else None
         ctx.set_properties("model", self.model_properties(summary, inputs, labels))
         return summary

@@ -38,6 +38,12 @@ class TrainingData:
     rows_per_epoch: int
     replayed: int
     label_counts: dict[str, float]  # rows per label in an epoch (replay: expected counts)
+    history_rows: int = 0  # incremental: train rows of the earlier spans (the champion's history)
+
+    @property
+    def new_rows(self) -> int:
+        """Rows of the new span in an epoch (an incremental run's; a full run's: all of them)."""
+        return self.rows_per_epoch - self.replayed
 
 
 # class_weights = "auto" weighs classes when the largest has more than SKEW x the rows of the
@@ -354,7 +360,12 @@ class TrainJob:
                 folders, labels, featurizer, cfg.batch_size, take_per_folder=takes
             ).unbatch()
         train = train.shuffle(20_000, seed=cfg.seed).batch(cfg.batch_size)
-        return TrainingData(train, new_rows + replayed, replayed, counts)
+        history = sum(
+            int(a.properties["rows"].get("train", 0))
+            for s, a in spans.items()
+            if s != self.new_span
+        )
+        return TrainingData(train, new_rows + replayed, replayed, counts, history)
 
     def _balanced_data(
         self,
@@ -429,6 +440,27 @@ def grow_embeddings(model: Any, featurizer: Any) -> tuple[Any, dict[str, int]]:
     return grow_model(model, rows())
 
 
+def rewarm_multiple(cfg: TrainConfig, data: TrainingData) -> float:
+    """The re-warm peak in multiples of ``learning_rate``: ``train.rewarm_peak``, or for
+    ``"auto"`` :func:`~evergreen.components.schedule.auto_peak` of the increment's new rows
+    and the earlier spans' train rows (``data.history_rows``)."""
+    if cfg.rewarm_peak == "auto":
+        from evergreen.components.schedule import auto_peak
+
+        return auto_peak(data.new_rows, data.history_rows)
+    return float(cfg.rewarm_peak)
+
+
+def schedule_record(cfg: TrainConfig, data: TrainingData) -> dict[str, Any]:
+    """An increment's schedule as its model records it: the name and, re-warmed, the peak
+    (x ``learning_rate``) with the rows ``"auto"`` derived it from."""
+    record: dict[str, Any] = {"schedule": cfg.incremental_schedule}
+    if cfg.incremental_schedule == "rewarm":
+        record["rewarm_peak"] = round(rewarm_multiple(cfg, data), 4)
+        record["rewarm_rows"] = {"new": data.new_rows, "history": data.history_rows}
+    return record
+
+
 def increment_rate(cfg: TrainConfig, data: TrainingData, epochs: int) -> Any:
     """An increment's learning rate: the re-warm schedule over its steps, or the flat rate.
 
@@ -439,6 +471,7 @@ def increment_rate(cfg: TrainConfig, data: TrainingData, epochs: int) -> Any:
         from evergreen.components.schedule import rewarm_schedule
 
         return rewarm_schedule(
-            cfg.rewarm_peak * cfg.learning_rate, epochs * -(-data.rows_per_epoch // cfg.batch_size)
+            rewarm_multiple(cfg, data) * cfg.learning_rate,
+            epochs * -(-data.rows_per_epoch // cfg.batch_size),
         )
     return cfg.incremental_learning_rate

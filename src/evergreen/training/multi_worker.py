@@ -40,6 +40,7 @@ from evergreen.training.data import (
     TrainInputs,
     class_weights,
     early_stopping_patience,
+    schedule_record,
 )
 from evergreen.training.strategy import (
     apply_device_settings,
@@ -171,7 +172,7 @@ def _summary(component: Any, result: LoopResult, decision: dict[str, Any]) -> di
         summary["embedding_rows_added"] = result.grown_rows
     summary["decision"] = decision
     if component.mode == "incremental":
-        summary["schedule"] = cfg.incremental_schedule
+        summary.update(schedule_record(cfg, result.data))  # the peak "auto" chose and its rows
         summary["shrink_perturb"] = [cfg.shrink, cfg.perturb] if result.perturbed else None
     return summary
 
