@@ -7,8 +7,10 @@ import pytest
 
 from evergreen import config as config_mod
 from evergreen.components.schedule import FLOOR, auto_peak, rewarm_schedule, shrink_perturb
+from evergreen.config import TrainConfig
 from evergreen.errors import ConfigError
 from evergreen.models.text import build_model
+from evergreen.training.data import TrainingData, rewarm_multiple
 
 
 def test_rewarm_climbs_to_the_peak_then_decays_to_the_floor() -> None:
@@ -59,8 +61,6 @@ def test_schedule_and_shrink_are_validated(tmp_path) -> None:
         ({"rewarm_peak": 0}, "train.rewarm_peak"),
         ({"rewarm_peak": 2000}, "train.rewarm_peak"),  # a peak rate of 2: Adam diverges
         ({"rewarm_peak": "fast"}, "train.rewarm_peak"),
-        # "auto" may re-warm to 2 x learning_rate: a peak rate of 1.2
-        ({"rewarm_peak": "auto", "learning_rate": 0.6}, "train.rewarm_peak"),
         ({"decision_threshold": "youden"}, "train.decision_threshold"),
     ):
         with pytest.raises(ConfigError, match=match):
@@ -72,3 +72,10 @@ def test_schedule_and_shrink_are_validated(tmp_path) -> None:
     for peak in ("auto", 1.5):
         cfg = config_mod.from_dict({**base, "train": {"rewarm_peak": peak}}, base_dir=tmp_path)
         assert cfg.train.rewarm_peak == peak
+    # "auto" is the default, so a large learning rate is not refused for it: its peak rate is
+    # kept at 1 instead (a span as large as the history would otherwise re-warm to 1.2).
+    cfg = config_mod.from_dict({**base, "train": {"learning_rate": 0.6}}, base_dir=tmp_path)
+    assert cfg.train.rewarm_peak == "auto"
+    data = TrainingData(None, 200, 100, {}, history_rows=100)
+    assert rewarm_multiple(cfg.train, data) * 0.6 == pytest.approx(1.0)
+    assert rewarm_multiple(TrainConfig(), data) == 2.0

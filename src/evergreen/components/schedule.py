@@ -2,11 +2,12 @@
 
 **Re-warm and re-decay** (Ibrahim et al., TMLR 2024: with replay, re-warming the learning rate
 and decaying it again matches a full retrain at a fraction of its compute): an increment's
-learning rate climbs linearly from a tenth of its peak, ``rewarm_peak`` (1) x the full
-retrain's ``learning_rate`` (the paper re-warms to the original peak, not to a smaller
-fine-tuning rate; twice it closed the drifting text stream's gap at the same cost but did worse
-on the fine foods stream of tests/test_loop.py, see docs/quality.md; ``"auto"``: between 1 and 2 x
-with the increment's size against the history, :func:`auto_peak`), to the peak over the first :data:`WARMUP_FRACTION` of its steps, then follows
+learning rate climbs linearly from a tenth of its peak, ``rewarm_peak`` x the full retrain's
+``learning_rate`` (the paper re-warms to the original peak, 1 x, not to a smaller fine-tuning
+rate; the default ``"auto"`` re-warms between 1 and 2 x with the increment's size against the
+history, :func:`auto_peak`: twice everywhere closed the drifting text stream's gap at the same
+cost but did worse on the fine foods stream of tests/test_loop.py, see docs/quality.md), to the
+peak over the first :data:`WARMUP_FRACTION` of its steps, then follows
 a cosine down to :data:`FLOOR` of it at the last step of ``incremental_epochs``;
 ``incremental_learning_rate`` is then unused. ``train.incremental_schedule = "constant"`` keeps the flat
 rate with halving on a plateau instead.

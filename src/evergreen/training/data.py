@@ -168,8 +168,9 @@ def _serialized_records(
         paths = [str(p) for p in shard_paths(folder)]
         if not paths:
             continue
-        # TFRecordDataset reads its files in order, as the interleave of one file at a time
-        # did; it traces no function, so a pipeline over many spans costs no tracing per span.
+        # Files read one after the other: a prefix is the same rows on every machine (the
+        # interleave this replaced alternated between as many files as the machine had
+        # cores), and no function is traced per folder.
         part = tf.data.TFRecordDataset(paths)
         if only_label is not None:
             part = part.filter(keep)
@@ -443,11 +444,13 @@ def grow_embeddings(model: Any, featurizer: Any) -> tuple[Any, dict[str, int]]:
 def rewarm_multiple(cfg: TrainConfig, data: TrainingData) -> float:
     """The re-warm peak in multiples of ``learning_rate``: ``train.rewarm_peak``, or for
     ``"auto"`` :func:`~evergreen.components.schedule.auto_peak` of the increment's new rows
-    and the earlier spans' train rows (``data.history_rows``)."""
+    and the earlier spans' train rows (``data.history_rows``), kept to a peak rate of at most 1
+    (a number is checked at load; "auto" is the default, so a large ``learning_rate`` must not
+    make a config that never set it invalid)."""
     if cfg.rewarm_peak == "auto":
         from evergreen.components.schedule import auto_peak
 
-        return auto_peak(data.new_rows, data.history_rows)
+        return min(auto_peak(data.new_rows, data.history_rows), 1.0 / cfg.learning_rate)
     return float(cfg.rewarm_peak)
 
 
