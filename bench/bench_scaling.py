@@ -33,6 +33,12 @@ Run it from the repository root (long: the 64× history's two full trainings tak
     python bench/bench_scaling.py                     # 1,4,16,64 × 3,000 rows
     python bench/bench_scaling.py --quick             # 1,4 × 1,000 rows
     python bench/bench_scaling.py --sizes 1,16 --base 3000 --workdir /tmp/bs --keep
+    python bench/bench_scaling.py --sizes 1,16 --new-rows 480 --updates-only
+
+``--new-rows N`` gives every history the same new span of N rows instead of 1 % of it: the
+update's cost then shows whether it depends on the history at all (the question "is an update
+at 16× the history as cheap as at 1×?"), separately from the new span's own size.
+``--updates-only`` skips the full retrain (its columns print as n/a).
 """
 
 from __future__ import annotations
@@ -100,10 +106,10 @@ class Measured:
     new_rows: int
     initial_seconds: float = 0.0
     update_cli: float = 0.0
-    full_cli: float = 0.0
+    full_cli: float = float("nan")  # nan: not run (--updates-only)
     update_watch: float = 0.0
     update_cli_cpu: float = 0.0
-    full_cli_cpu: float = 0.0
+    full_cli_cpu: float = float("nan")
     update_watch_cpu: float = 0.0
     update_record: dict[str, Any] = field(default_factory=dict)
     full_record: dict[str, Any] = field(default_factory=dict)
@@ -213,12 +219,18 @@ def watch_update(
 
 
 def measure(
-    corpus: Corpus, folder: Path, history: int, test_rows: list[dict[str, str]]
+    corpus: Corpus,
+    folder: Path,
+    history: int,
+    test_rows: list[dict[str, str]],
+    new_rows: int | None = None,
+    full: bool = True,
 ) -> Measured:
+    """One history's numbers; ``new_rows`` per new span (None: 1 % of the history)."""
     config = folder / "evergreen.toml"
     folder.mkdir(parents=True, exist_ok=True)
     config.write_text(CONFIG, encoding="utf-8")
-    new_rows = max(1, history // 100)
+    new_rows = new_rows or max(1, history // 100)
     result = Measured(history, new_rows)
     write_span(corpus, folder / "data" / "span-1", history, seed=1)
     result.initial_seconds, _, _ = cli(config)
@@ -226,9 +238,10 @@ def measure(
     result.update_cli, result.update_cli_cpu, records = cli(config)
     result.update_record = records[-1]
     result.accuracy_update = test_accuracy(latest_champion(config), test_rows)
-    result.full_cli, result.full_cli_cpu, records = cli(config, "--full")
-    result.full_record = records[-1]
-    result.accuracy_full = test_accuracy(latest_model(config, "full"), test_rows)
+    if full:
+        result.full_cli, result.full_cli_cpu, records = cli(config, "--full")
+        result.full_record = records[-1]
+        result.accuracy_full = test_accuracy(latest_model(config, "full"), test_rows)
     result.update_watch, result.update_watch_cpu, result.watch_record = watch_update(
         config, corpus, new_rows
     )
@@ -253,7 +266,11 @@ def report(results: list[Measured]) -> None:
     print("| " + " | ".join(["---"] * 11) + " |")
     for r in results:
         up, full = r.update_record, r.full_record
-        fewer = 1 - up.get("tokens_computed", 0) / max(full.get("tokens_computed", 0), 1)
+        fewer = (
+            1 - up.get("tokens_computed", 0) / max(full["tokens_computed"], 1)
+            if full
+            else float("nan")
+        )
         print(
             f"| {r.history:,} | {r.new_rows:,} | {r.update_cli:.1f} | {r.update_watch:.1f} | "
             f"{r.full_cli:.1f} | {r.full_cli / r.update_cli:.1f}× | "
@@ -293,6 +310,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,4,16,64", help="history multiples of --base")
     parser.add_argument("--base", type=int, default=3000, help="rows of the 1x history")
     parser.add_argument("--quick", action="store_true", help="--sizes 1,4 --base 1000")
+    parser.add_argument(
+        "--new-rows", type=int, default=None, help="rows of each new span (default: 1 %% of H)"
+    )
+    parser.add_argument(
+        "--updates-only", action="store_true", help="skip the full retrain (history flatness)"
+    )
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--keep", action="store_true", help="keep the pipelines")
     args = parser.parse_args()
@@ -312,7 +335,9 @@ def main() -> None:
         for size in sizes:
             folder = work / f"h{size}"
             shutil.rmtree(folder, ignore_errors=True)
-            measured = measure(corpus, folder, size * base, test_rows)
+            measured = measure(
+                corpus, folder, size * base, test_rows, args.new_rows, not args.updates_only
+            )
             results.append(measured)
             print(
                 f"history {measured.history:,}: initial full {measured.initial_seconds:.1f} s, "
