@@ -77,6 +77,7 @@ def test_demo_runs_and_status_json_reads_it(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "span 1: full (no champion yet)" in result.stdout
     assert "span 3: incremental" in result.stdout
+    assert "version 1 (day 0 only) -> champion" in result.stdout
     status = json.loads(
         evergreen("status", "-c", "stream/evergreen.toml", "--json", cwd=tmp_path).stdout
     )
