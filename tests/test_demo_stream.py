@@ -100,7 +100,7 @@ def _eval_answers(project: Project, version: int, spans: list[int]) -> tuple[np.
 
 @pytest.mark.slow
 def test_published_increments_beat_day_0_model_on_the_new_days(tmp_path: Path) -> None:
-    seed = 0  # seeds 1-3 pass too (checked by hand: docs/quality.md lists the figures)
+    seed = 0  # seeds 1-3 pass too (checked by hand: docs/demo.md lists the figures)
     folder = tmp_path / "tickets"
     demo.write_stream(folder, DAYS, day0_rows=DAY0_ROWS, daily_rows=DAILY_ROWS, seed=seed)
     (folder / "evergreen.toml").write_text(demo.CONFIG, encoding="utf-8")
