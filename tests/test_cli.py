@@ -77,14 +77,15 @@ def test_demo_runs_and_status_json_reads_it(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "span 1: full (no champion yet)" in result.stdout
     assert "span 3: incremental" in result.stdout
+    assert "version 1 (day 0 only) -> champion" in result.stdout
     status = json.loads(
         evergreen("status", "-c", "stream/evergreen.toml", "--json", cwd=tmp_path).stdout
     )
     assert [s["status"] for s in status["spans"]] == ["validated"] * 3
     assert all(s["quarantined"].get("unparseable") == 1 for s in status["spans"][1:])
     assert status["totals"]["duplicates"] > 0
-    # The demo's task is saturated, so its increments rarely beat the champion and publish
-    # nothing; a full retrain on all three days gives the second version to roll back from.
+    # A full retrain on all three days: one more version (the increments publish theirs too)
+    # to roll back from.
     full = evergreen("run", "-c", "stream/evergreen.toml", "--full", "--json", cwd=tmp_path)
     assert full.returncode == 0, full.stderr
     history = json.loads(
