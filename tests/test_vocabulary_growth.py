@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from evergreen.models.growth import grow_model
 from evergreen.models.saved_model import feed_saved_model
@@ -141,3 +142,96 @@ def test_an_increment_grows_the_vocabulary_records_it_and_reuses_the_history(
             registry = Registry(project.config.registry_dir)
             manifest = registry.get(project.config.name, records[1].version).manifest
             assert manifest["lineage"]["featurizer_growth"] == growth
+
+
+def _product_span(rows: list[list[str]], review: int, product: str) -> list[list[str]]:
+    """The rows with every fourth review naming ``product`` (unknown to earlier spans)."""
+    span = [list(row) for row in rows]
+    for row in span[::4]:
+        row[review] = f"{product} " + row[review]
+    return span
+
+
+@pytest.mark.slow
+def test_an_unpublished_growth_is_grown_from_and_its_spans_are_not_featurized_again(
+    tmp_path: Path,
+) -> None:
+    """Span 2's increment grows the vocabulary but is not published; span 3 grows from that
+    growth (not from the champion's featurizer again), so it featurizes only its own rows, and
+    its model serves the words of both growths. A run killed after span 3's featurize resumes
+    to the same growth (the runner's cache), not a growth of a growth."""
+    import json
+    import subprocess
+    import sys
+
+    from evergreen import config as config_mod
+    from evergreen.loop import TrainingLoop
+    from evergreen.project import Project
+    from tests.conftest import write_config, write_csv
+
+    header, rows = read_csv(dataset("fine_foods_train.csv"))
+    review = header.index("review")
+    project_dir = tmp_path / "grow"
+    data = project_dir / "data"
+    write_csv(data / "span-1" / "r.csv", header, rows[:300])
+    write_csv(data / "span-2" / "r.csv", header, _product_span(rows[300:500], review, "quinoabar"))
+    # No epoch can beat the champion by 100: every increment keeps the champion's weights and
+    # is not published, so the champion stays span 1's model.
+    extra = (
+        "[train]\nepochs = 1\nincremental_epochs = 1\nsequence_length = 40\n"
+        "max_unknown_rate = 0.9\nmin_delta = 100.0\n\n[drift]\nenabled = false\n"
+    )
+    config = write_config(project_dir, label="score", extra=extra)
+    with Project(config_mod.load(config)) as project:
+        first = TrainingLoop(project).run()
+    assert [(r.mode, r.version) for r in first] == [("full", 1), ("incremental", None)]
+    span2_growth = first[1].featurizer_growth
+    assert "quinoabar" in span2_growth["sample"]["review"]
+
+    write_csv(data / "span-3" / "r.csv", header, _product_span(rows[500:700], review, "zucchinix"))
+    # Killed right after span 3's featurize committed (its growth done), then run again.
+    killed = subprocess.run(
+        [sys.executable, "-m", "tests.killpoint", "after:featurize", "run", "-c", str(config)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert killed.returncode < 0, killed.stderr[-2000:]
+    with Project(config_mod.load(config)) as project:
+        [third] = TrainingLoop(project).run()
+        store = project.store
+        assert (third.span, third.mode, third.version) == (3, "incremental", None)
+        growth = third.featurizer_growth
+        champion_featurizer = store.artifact(span2_growth["from"])
+        assert growth["from"] == span2_growth["to"]  # grown from the unpublished growth
+        assert "zucchinix" in growth["sample"]["review"]
+        assert growth["champion"] == champion_featurizer.id
+        assert growth["added_since_champion"] == {
+            "review": span2_growth["added"]["review"] + growth["added"]["review"]
+        }
+        grown = store.artifact(growth["to"])
+        assert grown.properties["compatible"] == [
+            champion_featurizer.properties["fingerprint"],
+            store.artifact(span2_growth["to"]).properties["fingerprint"],
+        ]
+        # Span 3 featurized only its own rows, once, though the run was killed and resumed.
+        assert third.ledger.rows_featurized == third.rows_new
+        for span in (1, 2, 3):
+            assert len(store.artifacts("FeaturizedExamples", span)) == 1, span
+        grows = [r for r in store.runs(component="grow-featurizer") if r.status == "succeeded"]
+        assert sorted(r.span for r in grows) == [2, 3]  # the resumed run reused span 3's growth
+        # The candidate's embeddings cover both growths; it serves their words.
+        candidate = next(a for a in store.artifacts(type="Model") if a.span == 3)
+        assert candidate.properties["featurizer"] == grown.id
+        assert candidate.properties["embedding_rows_added"] == {
+            "embedding": grown.properties["vocabulary_size"]
+            - champion_featurizer.properties["vocabulary_size"]
+        }
+        tf = tensorflow()
+        saved = tf.saved_model.load(str(Path(candidate.uri) / "saved_model"))
+        tokenize = saved.signatures["tokenize"]
+        ids = tokenize(text=tf.constant(["quinoabar zucchinix"]))["token_ids"].numpy()[0]
+        vocabulary = TextFeaturizer.load(grown.uri).vocabulary()
+        assert [vocabulary[i] for i in ids[:2]] == ["quinoabar", "zucchinix"]
+        assert json.loads(json.dumps(third.to_dict()))["featurizer_growth"] == growth
