@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from evergreen.components.featurize import span_texts
 from evergreen.models.growth import grow_model
 from evergreen.models.saved_model import feed_saved_model
 from evergreen.models.serving_export import export_serving_model
@@ -138,6 +140,36 @@ def test_an_increment_grows_the_vocabulary_records_it_and_reuses_the_history(
         ids = saved.signatures["tokenize"](text=tf.constant(["quinoabar"]))["token_ids"].numpy()
         vocabulary = TextFeaturizer.load(grown.uri).vocabulary()
         assert vocabulary[ids[0][0]] == "quinoabar"
+
+        # The ledger counts every tokenization: the full run's fit and featurize passes; the
+        # increment's growth and featurize passes. The fit and the growth count a span's train
+        # texts as featurize's uncut count of them does (three code paths, one number).
+        def runs(component: str) -> dict[int | None, Any]:
+            return {r.span: r for r in store.runs(component=component) if r.status == "succeeded"}
+
+        featurized = {a.span: a for a in store.artifacts("FeaturizedExamples")}
+        [fit] = runs("fit-featurizer").values()
+        featurize, grow = runs("featurize"), runs("grow-featurizer")
+        assert fit.summary["tokens_computed"] == featurized[1].properties["fit_tokens"] > 0
+        assert grow[2].summary["tokens_computed"] == featurized[2].properties["fit_tokens"] > 0
+        assert records[0].ledger.tokens_computed == (
+            fit.summary["tokens_computed"] + featurize[1].summary["tokens_computed"]
+        )
+        # ... and the policy's look at the new train rows under the champion's featurizer
+        # (drift is off here, so it tokenizes them).
+        span2 = next(a for a in store.artifacts(type="Examples") if a.span == 2)
+        policy = np.count_nonzero(
+            TextFeaturizer.load(parent.uri).transform(span_texts(span2, "train", "review")[0])
+        )
+        assert records[1].ledger.tokens_computed == (
+            grow[2].summary["tokens_computed"] + featurize[2].summary["tokens_computed"] + policy
+        )
+        for record in records:  # a full retrain: its fit over every train row + its featurize
+            spans = [featurized[s].properties for s in range(1, record.span + 1)]
+            assert record.ledger.tokens_full_retrain == sum(
+                p["tokens_computed"] + p["fit_tokens"] for p in spans
+            )
+        assert records[0].ledger.tokens_full_retrain == records[0].ledger.tokens_computed
         if records[1].version is not None:  # published: the registry's lineage says so too
             registry = Registry(project.config.registry_dir)
             manifest = registry.get(project.config.name, records[1].version).manifest
@@ -221,6 +253,21 @@ def test_an_unpublished_growth_is_grown_from_and_its_spans_are_not_featurized_ag
             assert len(store.artifacts("FeaturizedExamples", span)) == 1, span
         grows = [r for r in store.runs(component="grow-featurizer") if r.status == "succeeded"]
         assert sorted(r.span for r in grows) == [2, 3]  # the resumed run reused span 3's growth
+        # The resumed run books the work of the span's growth and featurize, though the killed
+        # process did it (plus the policy's look at the rows under the champion's featurizer).
+        [grow3] = [r for r in grows if r.span == 3]
+        [featurize3] = [
+            r for r in store.runs(component="featurize") if r.span == 3 and r.status == "succeeded"
+        ]
+        span3 = next(a for a in store.artifacts(type="Examples") if a.span == 3)
+        policy = np.count_nonzero(
+            TextFeaturizer.load(champion_featurizer.uri).transform(
+                span_texts(span3, "train", "review")[0]
+            )
+        )
+        assert third.ledger.tokens_computed == (
+            grow3.summary["tokens_computed"] + featurize3.summary["tokens_computed"] + policy
+        )
         # The candidate's embeddings cover both growths; it serves their words.
         candidate = next(a for a in store.artifacts(type="Model") if a.span == 3)
         assert candidate.properties["featurizer"] == grown.id

@@ -89,6 +89,9 @@ class SpanRun:
         )
         if plan.adoption is None:  # adopt never booked its pass-through fit (no time to speak of)
             self.seconds["fit_featurizer"] = fit.seconds
+            # The fit's tokens, whether this process or a killed earlier attempt computed them
+            # (as a full retrain's featurize runs are booked).
+            self.ledger.tokens_computed += int(fit.summary.get("tokens_computed", 0))
         return fit.outputs["featurizer"]
 
     def featurize(self, featurizer: Artifact) -> dict[int, Artifact]:
@@ -227,6 +230,8 @@ class SpanRun:
             span=new_examples.span,
         )
         self.seconds["grow_featurizer"] = result.seconds
+        # The growth pass tokenized the new span's train texts: this span's work, cached or not.
+        self.ledger.tokens_computed += int(result.summary.get("tokens_computed", 0))
         grown = result.outputs["featurizer"]
         chosen = grown if any(grown.properties["added"].values()) else parent
         self._record_growth(champion, parent, chosen)
@@ -336,16 +341,26 @@ class SpanRun:
 
 
 def full_retrain_cost(featurized: Iterable[Artifact]) -> tuple[int, int]:
-    """What featurizing every span (a full retrain's featurize) computes: tokens and rows.
+    """What a full retrain on every span computes: tokens (its fit and its featurize) and rows.
 
-    From the spans' featurized artifacts (artifacts of the token-cache era split their count
-    into computed and reused; both are work a full retrain does).
+    From the spans' featurized artifacts: the featurize pass's tokens (artifacts of the
+    token-cache era split their count into computed and reused; both are work a full retrain
+    does), plus the fit pass's, each span's ``fit_tokens`` (its train texts' tokens before the
+    cut to the sequence length, as the fit counts them). An artifact made before that count
+    was recorded has its train share of the featurize tokens instead (its train rows over its
+    rows): an estimate, below the fit's count when texts were cut.
     """
     tokens = rows = 0
     for artifact in featurized:
         props = artifact.properties
-        tokens += props.get("tokens_computed", 0) + props.get("tokens_reused", 0)
-        rows += props.get("rows_featurized", 0) + props.get("rows_reused", 0)
+        featurize_tokens = props.get("tokens_computed", 0) + props.get("tokens_reused", 0)
+        featurize_rows = props.get("rows_featurized", 0) + props.get("rows_reused", 0)
+        fit_tokens = props.get("fit_tokens")
+        if fit_tokens is None:
+            train = (props.get("rows") or {}).get("train", 0)
+            fit_tokens = featurize_tokens * train // featurize_rows if featurize_rows else 0
+        tokens += featurize_tokens + fit_tokens
+        rows += featurize_rows
     return tokens, rows
 
 
