@@ -282,3 +282,63 @@ def test_an_unpublished_growth_is_grown_from_and_its_spans_are_not_featurized_ag
         vocabulary = TextFeaturizer.load(grown.uri).vocabulary()
         assert [vocabulary[i] for i in ids[:2]] == ["quinoabar", "zucchinix"]
         assert json.loads(json.dumps(third.to_dict()))["featurizer_growth"] == growth
+
+
+@pytest.mark.slow
+def test_a_refused_full_retrains_featurizer_is_not_grown_from(tmp_path: Path) -> None:
+    """Span 2's full retrain is refused (flipped labels, no tolerance); span 3's increment grows from
+    the champion's featurizer, not from span 2's refit (its ids differ), and featurizes span 2
+    again under the growth (it has no shards the growth can read), booking that work."""
+    from evergreen import config as config_mod
+    from evergreen.loop import TrainingLoop
+    from evergreen.project import Project
+    from tests.conftest import write_config, write_csv
+
+    header, rows = read_csv(dataset("fine_foods_train.csv"))
+    review = header.index("review")
+    project_dir = tmp_path / "refused"
+    data = project_dir / "data"
+    write_csv(data / "span-1" / "r.csv", header, rows[:300])
+    extra = (
+        "[train]\nepochs = 1\nincremental_epochs = 1\nsequence_length = 40\n"
+        "max_unknown_rate = 0.9\nmax_historic_regression = 0.0\nmax_new_regression = 0.0\n"
+        "max_loss_increase = 0.0\nguard_confidence = 0.0\nmin_delta = 100.0\n\n"
+        "[drift]\nenabled = false\n"
+    )
+    config = write_config(project_dir, label="score", extra=extra)
+    with Project(config_mod.load(config)) as project:
+        [first] = TrainingLoop(project).run()
+    # Span 2's labels are flipped: a full retrain on it forgets span 1 (the guard refuses it).
+    score = header.index("score")
+    flipped = [list(row) for row in rows[300:600]]
+    for row in flipped:
+        row[score] = "other" if row[score] == "great" else "great"
+    write_csv(data / "span-2" / "r.csv", header, flipped)
+    with Project(config_mod.load(config)) as project:
+        [second] = TrainingLoop(project).run(full=True)
+    assert (first.mode, first.version) == ("full", 1)
+    assert (second.mode, second.version) == ("full", None), second.verdict
+    write_csv(data / "span-3" / "r.csv", header, _product_span(rows[600:800], review, "zucchinix"))
+    with Project(config_mod.load(config)) as project:
+        [third] = TrainingLoop(project).run()
+        store = project.store
+        fits = [r for r in store.runs(component="fit-featurizer") if r.status == "succeeded"]
+        champion_fit, refused_fit = sorted(
+            (store.run_outputs(r.id)["featurizer"] for r in fits), key=lambda a: a.id
+        )
+        assert third.mode == "incremental"
+        growth = third.featurizer_growth
+        assert growth["from"] == champion_fit.id != refused_fit.id
+        assert "champion" not in growth  # grown straight from the champion's featurizer
+        grown = store.artifact(growth["to"])
+        assert grown.properties["compatible"] == [champion_fit.properties["fingerprint"]]
+        under = {
+            span: [a.properties["featurizer"] for a in store.artifacts("FeaturizedExamples", span)]
+            for span in (1, 2, 3)
+        }
+        refit, fingerprint = refused_fit.properties["fingerprint"], grown.properties["fingerprint"]
+        assert under[1] == [champion_fit.properties["fingerprint"], refit]  # span 1 reused
+        assert under[2] == [refit, fingerprint]  # featurized again for the growth
+        assert under[3] == [fingerprint]
+        again = store.artifacts("FeaturizedExamples", 2)[-1].properties["rows_featurized"]
+        assert third.ledger.rows_featurized == again + third.rows_new
