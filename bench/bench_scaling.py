@@ -279,6 +279,13 @@ def report(results: list[Measured]) -> None:
             f"{r.accuracy_update:.3f} / {r.accuracy_full:.3f} | {up.get('mode')} |"
         )
     print()
+    # The update's ledger says what a full retrain would compute (its fit over every train row
+    # plus featurizing every span); the full retrain that ran says what it did compute.
+    print("tokens_full_retrain in the update's record vs tokens_computed by the full retrain:")
+    for r in results:
+        said, did = r.update_record.get("tokens_full_retrain"), r.full_record.get("tokens_computed")
+        print(f"  {r.history:,}: {said:,} vs {did:,} ({'equal' if said == did else 'differ'})")
+    print()
     print("CPU seconds (user + system, all threads; not inflated by other processes' load):")
     print("| history | update CLI | update watch | full retrain | full/CLI | full/watch |")
     print("| " + " | ".join(["---"] * 6) + " |")

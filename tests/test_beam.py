@@ -421,3 +421,5 @@ def _check_featurized_shards_match(twins: dict) -> None:
         # The replay sample is ordered by hash: the same records in the same order.
         assert _records(Path(art_a.uri) / "replay") == _records(Path(art_b.uri) / "replay")
         assert art_b.properties["tokens_computed"] > 0
+        # the train texts' uncut tokens (the fit pass of a full retrain), split apart on Beam
+        assert 0 < art_b.properties["fit_tokens"] != art_b.properties["tokens_computed"]

@@ -179,6 +179,28 @@ def test_transform_gives_padded_int64_ids_independent_of_batching(
     assert vocabulary[great[0]] == "great" and great[1] == 0
 
 
+@pytest.mark.parametrize("ngrams", [None, 2], ids=["words", "bigrams"])
+def test_fit_counts_the_tokens_it_tokenized_and_learns_what_adapt_learns(
+    train: Split, ngrams: int | None
+):
+    # The ledger's fit and growth passes: fit steps through adapt itself to read the token
+    # count adapt keeps; the vocabulary must be adapt's, and three counts of the same texts
+    # made three ways (fit, grow's token_counts, transform before the cut) must agree.
+    texts = train.texts[:1500] + AWKWARD  # crosses a batch; long, empty and non-ASCII texts
+    fitted = TextFeaturizer(max_tokens=3000, sequence_length=30, ngrams=ngrams).fit(iter(texts))
+    layer = keras.layers.TextVectorization(**fitted._layer_kwargs())
+    layer.adapt(tf.data.Dataset.from_tensor_slices(texts).batch(1024))
+    assert fitted.vocabulary() == [str(t) for t in layer.get_vocabulary()]
+    counted = sum(fitted.token_counts(texts).values())
+    assert fitted.tokens_counted_ == counted > len(texts) * 10
+    ids, untruncated = fitted.transform_counted(texts)
+    assert untruncated == counted
+    assert np.count_nonzero(ids) < counted  # ids were cut to 30 per text
+    np.testing.assert_array_equal(ids, fitted.layer()(tf.constant(texts)).numpy())
+    assert len(fitted.grow(texts[:100], min_count=1, limit=5)) == 5  # beyond max_tokens
+    assert fitted.tokens_counted_ == sum(fitted.token_counts(texts[:100]).values())
+
+
 def test_unknown_rate_is_higher_on_unseen_vocabulary(train: Split, test: Split):
     small = TextFeaturizer(sequence_length=200).fit(train.texts[:1000])
 

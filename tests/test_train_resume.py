@@ -83,10 +83,14 @@ def test_kill_during_training_then_rerun_resumes(tmp_path: Path) -> None:
     with Project(cfg) as project:
         # Featurizing finished before the kill; the re-run reuses it instead of tokenizing
         # again: one featurize run in all. The record's ledger is the version's cost, whichever
-        # process did the work, so it equals that run's.
+        # process did the work, so it equals that run's plus the vocabulary fit's.
         [featurized] = [r for r in project.store.runs() if r.component == "featurize"]
+        [fit] = [r for r in project.store.runs() if r.component == "fit-featurizer"]
         assert featurized.status == "succeeded" and featurized.summary["tokens_computed"] > 0
-        assert record["tokens_computed"] == featurized.summary["tokens_computed"]
+        assert fit.status == "succeeded" and fit.summary["tokens_computed"] > 0
+        assert record["tokens_computed"] == (
+            featurized.summary["tokens_computed"] + fit.summary["tokens_computed"]
+        )
         runs = [r for r in project.store.runs() if r.component == "train"]
         assert sorted(r.status for r in runs) == ["abandoned", "succeeded"]
         [succeeded] = [r for r in runs if r.status == "succeeded"]

@@ -19,8 +19,11 @@ COUNTERS = ("tokens_computed", "tokens_reused", "rows_featurized", "rows_reused"
 class Ledger:
     """What a run computed and reused, and what a full retrain on every span would compute.
 
-    The full-retrain cost is None where it is not known (a blocked span, an adopted model):
-    then it is left out of the dict form.
+    ``tokens_computed`` is every tokenization the run did: featurize, a full retrain's
+    vocabulary fit, an increment's growth pass and the policy's unknown-rate check.
+    ``tokens_full_retrain`` is a full retrain's fit over every train row plus its featurize of
+    every span (docs/cost.md, "What the ledger counts"). The full-retrain cost is None where
+    it is not known (a blocked span, an adopted model): then it is left out of the dict form.
     """
 
     tokens_computed: int = 0

@@ -63,16 +63,24 @@ class _Featurize(beam.DoFn):
         self.spec = self.featurizer.feature_spec()
 
     def process(self, items: list[tuple[str, dict[str, Any]]]) -> Iterator[Any]:
-        rows = [row for _, row in items]
-        arrays, counts = self.featurizer.featurize(rows, None)
-        hashes = [row[examples.ROW_HASH] for row in rows]
-        labels = [row[self.label] for row in rows]
-        records = encode_featurized(arrays, self.spec, labels, hashes)
-        for (split, _), record, row_hash, value in zip(items, records, hashes, labels, strict=True):
-            yield split, row_hash, record
-            yield beam.pvalue.TaggedOutput("counts", (f"labels\t{split}\t{value}", 1))
-        for key, n in counts.items():
-            yield beam.pvalue.TaggedOutput("counts", (f"ledger\t{key}", n))
+        by_split: dict[str, list[dict[str, Any]]] = {}
+        for split, row in items:
+            by_split.setdefault(split, []).append(row)
+        # Split by split, so the train texts' untruncated tokens (FeaturizeSpan's fit_tokens)
+        # are told apart from the other splits'.
+        for split, rows in by_split.items():
+            arrays, counts = self.featurizer.featurize(rows, None)
+            hashes = [row[examples.ROW_HASH] for row in rows]
+            labels = [row[self.label] for row in rows]
+            records = encode_featurized(arrays, self.spec, labels, hashes)
+            for record, row_hash, value in zip(records, hashes, labels, strict=True):
+                yield split, row_hash, record
+                yield beam.pvalue.TaggedOutput("counts", (f"labels\t{split}\t{value}", 1))
+            untruncated = counts.pop("tokens_untruncated", 0)
+            if split == "train" and untruncated:
+                yield beam.pvalue.TaggedOutput("counts", ("ledger\tfit_tokens", untruncated))
+            for key, n in counts.items():
+                yield beam.pvalue.TaggedOutput("counts", (f"ledger\t{key}", n))
 
 
 def _write_replay(records: list[tuple[str, bytes]], folder: str, shard_rows: int) -> int:
@@ -168,7 +176,7 @@ class BeamFeaturizeSpan(FeaturizeSpan):
             with beam.Pipeline(options=pipeline_options(self.beam_config)) as p:
                 _build(p, job, scratch)
             counts = {tuple(key.split("\t")): n for key, n in scratch.json_lines("counts")}
-        ledger: dict[str, Any] = {k: 0 for k in _LEDGER[:4]}
+        ledger: dict[str, Any] = {k: 0 for k in (*_LEDGER[:4], "fit_tokens")}
         ledger.update({key[1]: n for key, n in counts.items() if key[0] == "ledger"})
         unknown = ledger.pop("unknown_tokens", 0)
         rows_by_split = {s: counts.get(("rows", s), 0) for s in job.splits}

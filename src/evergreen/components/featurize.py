@@ -64,7 +64,8 @@ class FitInputs(Inputs):
 class FitFeaturizer:
     """Pipeline component: train rows of every span → a frozen ``Featurizer`` artifact.
 
-    Inputs: :class:`FitInputs`.
+    Inputs: :class:`FitInputs`. The summary's ``tokens_computed`` is the tokens the fit
+    tokenized (text: every train text, uncut; see :meth:`TextFeaturizer.fit`).
 
     Args:
         family: the model family (its name is recorded in the artifact's properties).
@@ -110,7 +111,11 @@ class FitFeaturizer:
         extra = getattr(featurizer, "properties", None)
         props.update(extra() if extra else {})
         ctx.set_properties("featurizer", props)
-        return {"rows": seen, **{k: v for k, v in props.items() if k not in ("labels",)}}
+        return {
+            "rows": seen,
+            "tokens_computed": tokens_counted(featurizer),
+            **{k: v for k, v in props.items() if k not in ("labels",)},
+        }
 
 
 @dataclass(frozen=True)
@@ -129,7 +134,8 @@ class GrowFeaturizer:
     per column; ids already given never move, so every span featurized by an ancestor stays
     valid and is reused as is. The artifact records the growth (its parent, what was added,
     and ``compatible``: the fingerprints whose featurized spans it can read). Families that
-    cannot grow (image, custom, adopted) are not given to this component.
+    cannot grow (image, custom, adopted) are not given to this component. The summary's
+    ``tokens_computed`` is the tokens the growth pass tokenized (the new span's train texts).
 
     Args:
         min_count: occurrences in the new span's train split a value needs to get an id.
@@ -168,7 +174,17 @@ class GrowFeaturizer:
         extra = getattr(featurizer, "properties", None)
         props.update(extra() if extra else {})
         ctx.set_properties("featurizer", props)
-        return {"grown_from": parent.id, "added": props["added"]}
+        return {
+            "grown_from": parent.id,
+            "added": props["added"],
+            "tokens_computed": tokens_counted(featurizer),
+        }
+
+
+def tokens_counted(featurizer: Any) -> int:
+    """Tokens a featurizer's last fit or grow tokenized (text; 0 for families without
+    tokens): the fit and growth passes' work, booked in the run's ledger."""
+    return int(getattr(featurizer, "tokens_counted", 0))
 
 
 def can_grow(featurizer_artifact: Artifact) -> bool:
@@ -217,7 +233,12 @@ class FeaturizeInputs(Inputs):
 
 
 class FeaturizeSpan:
-    """Pipeline component: ``examples`` + ``featurizer`` → ``FeaturizedExamples`` of one span."""
+    """Pipeline component: ``examples`` + ``featurizer`` → ``FeaturizedExamples`` of one span.
+
+    Besides the ledger's counters, the artifact records ``fit_tokens``: the tokens of the
+    span's train texts before the cut to the sequence length (text; 0 otherwise), which is
+    what a featurizer fit over them counts, read off the same tokenizer call (no second pass).
+    """
 
     name: ClassVar[str] = "featurize"
     version: ClassVar[str] = "3"
@@ -235,7 +256,13 @@ class FeaturizeSpan:
         featurizer = load_featurizer(fitted.uri)
         spec = featurizer.feature_spec()
         label = source.properties["label"]
-        ledger = {"rows_featurized": 0, "rows_reused": 0, "tokens_computed": 0, "tokens_reused": 0}
+        ledger = {
+            "rows_featurized": 0,
+            "rows_reused": 0,
+            "tokens_computed": 0,
+            "tokens_reused": 0,
+            "fit_tokens": 0,
+        }
         unknown = 0
         writer = ctx.output(
             "featurized", "FeaturizedExamples", span=self.span, version=self.span_version
@@ -251,6 +278,9 @@ class FeaturizeSpan:
             while chunk := list(itertools.islice(rows, _CHUNK)):
                 arrays, counts = featurizer.featurize(chunk, None)
                 unknown += counts.pop("unknown_tokens", 0)
+                untruncated = counts.pop("tokens_untruncated", 0)
+                if split == "train":  # what a fit over the span's train rows would count
+                    ledger["fit_tokens"] += untruncated
                 for key, n in counts.items():
                     ledger[key] = ledger.get(key, 0) + n
                 hashes = [row[examples.ROW_HASH] for row in chunk]

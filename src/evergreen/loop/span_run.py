@@ -64,12 +64,17 @@ class SpanRun:
 
     def featurizer(self, feature_types: dict[str, str]) -> Artifact:
         """The featurizer of this run: fitted on every span (full, adopted) or the champion's,
-        grown with the new span's frequent unknown values when growth is on (incremental)."""
+        grown with the new span's frequent unknown values when growth is on (incremental).
+
+        An increment grows from the newest growth of the champion's featurizer made for an
+        earlier span (see :meth:`_growth_base`), so the spans featurized under an unpublished
+        growth stay valid and only the new span is featurized.
+        """
         plan = self.plan
         if plan.mode == INCREMENTAL:
             assert plan.champion is not None
-            parent = self.store.artifact(int(plan.champion.properties["featurizer"]))
-            return self._grow(parent)
+            champion = self.store.artifact(int(plan.champion.properties["featurizer"]))
+            return self._grow(champion)
         if plan.adoption is not None:
             from evergreen.models.adopted import AdoptedFamily
 
@@ -84,6 +89,9 @@ class SpanRun:
         )
         if plan.adoption is None:  # adopt never booked its pass-through fit (no time to speak of)
             self.seconds["fit_featurizer"] = fit.seconds
+            # The fit's tokens, whether this process or a killed earlier attempt computed them
+            # (as a full retrain's featurize runs are booked).
+            self.ledger.tokens_computed += int(fit.summary.get("tokens_computed", 0))
         return fit.outputs["featurizer"]
 
     def featurize(self, featurizer: Artifact) -> dict[int, Artifact]:
@@ -105,9 +113,9 @@ class SpanRun:
             featurized[span] = result.outputs["featurized"]
             self.seconds["featurize"] += result.seconds
             # What this version cost, whether this process or a killed earlier attempt did it;
-            # plus an earlier span featurized afresh for a featurizer grown in another line
-            # (an unpublished growth), which is work this run did. Adopting books only what
-            # this process computed.
+            # plus an earlier span featurized afresh because it has no shards this featurizer
+            # can read (e.g. a refused full retrain's span, featurized only under its own
+            # fit), which is work this run did. Adopting books only what this process computed.
             books_cached = plan.mode == FULL or (plan.mode == INCREMENTAL and span == plan.span)
             if books_cached or not result.cached:
                 self.ledger.add(result.summary)
@@ -203,15 +211,18 @@ class SpanRun:
             manifest["decision"] = candidate.properties["decision"]
         return manifest
 
-    def _grow(self, parent: Artifact) -> Artifact:
-        """The champion's featurizer grown with the new span's frequent unknown values.
+    def _grow(self, champion: Artifact) -> Artifact:
+        """The champion's featurizer, or its latest growth, grown with the new span's frequent
+        unknown values.
 
-        Returns ``parent`` when growth is off, impossible for the family, or found nothing to
-        add; otherwise the grown featurizer, with the growth kept for the lineage.
+        Returns the champion's featurizer when growth is off or impossible for the family; the
+        base (:meth:`_growth_base`) when the new span adds nothing; otherwise the grown
+        featurizer. The growth is kept for the lineage (:meth:`_record_growth`).
         """
         cfg = self.cfg.train
-        if not cfg.grow_vocabulary or not can_grow(parent):
-            return parent
+        if not cfg.grow_vocabulary or not can_grow(champion):
+            return champion
+        parent = self._growth_base(champion)
         new_examples = self.plan.examples[self.plan.span]
         result = self.runner.run(
             GrowFeaturizer(cfg.grow_min_count, cfg.grow_limit),
@@ -219,16 +230,74 @@ class SpanRun:
             span=new_examples.span,
         )
         self.seconds["grow_featurizer"] = result.seconds
+        # The growth pass tokenized the new span's train texts: this span's work, cached or not.
+        self.ledger.tokens_computed += int(result.summary.get("tokens_computed", 0))
         grown = result.outputs["featurizer"]
-        if not any(grown.properties["added"].values()):
-            return parent
+        chosen = grown if any(grown.properties["added"].values()) else parent
+        self._record_growth(champion, parent, chosen)
+        return chosen
+
+    def _growth_base(self, champion: Artifact) -> Artifact:
+        """The newest featurizer grown (append-only) from the champion's for an earlier span,
+        or the champion's own when there is none.
+
+        An increment that is not published leaves its grown featurizer, and the span it
+        featurized under it, behind. Growing from the champion's featurizer again would start a
+        new line that cannot read those shards, so every span since the champion would be
+        featurized again (issue: days 3-5 of ``make demo`` featurized 888, 1,330 and 1,769
+        rows). A descendant is one whose ``compatible`` list holds the champion featurizer's
+        fingerprint: only growths have that list, so a refused full retrain's fitted
+        featurizer (not a descendant: its ids differ) is never grown from. Growths made for
+        this span or a later one are left out, so a resumed or repeated run of the span picks
+        the same base, and the runner's cache gives the same grown featurizer.
+        """
+        fingerprint = champion.properties["fingerprint"]
+        for artifact in reversed(self.store.artifacts(type="Featurizer")):
+            if artifact.id <= champion.id:  # growths come after what they grew from
+                break
+            if fingerprint not in artifact.properties.get("compatible", []):
+                continue
+            producer = self.store.producer(artifact.id)
+            if (
+                producer is not None
+                and producer.span is not None
+                and producer.span < self.plan.span
+            ):
+                return artifact
+        return champion
+
+    def _record_growth(self, champion: Artifact, parent: Artifact, chosen: Artifact) -> None:
+        """Keep the growth for the run record and lineage (None: the champion's featurizer).
+
+        ``from``/``to``/``added``/``sample`` describe this span's growth step (``from == to``
+        and nothing added when the span brought nothing new to an earlier growth). When the
+        step started from an unpublished growth, ``champion`` names the champion's featurizer
+        and ``added_since_champion`` counts every id the candidate's featurizer has beyond it
+        (the embedding rows the champion model gets), per column.
+        """
+        if chosen.id == champion.id:
+            return
+        grew = chosen.id != parent.id
         self.growth = {
             "from": parent.id,
-            "to": grown.id,
-            "added": grown.properties["added"],
-            "sample": grown.properties["added_sample"],
+            "to": chosen.id,
+            "added": chosen.properties["added"] if grew else {},
+            "sample": chosen.properties["added_sample"] if grew else {},
         }
-        return grown
+        if parent.id != champion.id:
+            self.growth["champion"] = champion.id
+            self.growth["added_since_champion"] = self._added_since(champion, chosen)
+
+    def _added_since(self, champion: Artifact, grown: Artifact) -> dict[str, int]:
+        """Ids added per column along the growths from ``champion`` to ``grown``."""
+        added: dict[str, int] = {}
+        artifact = grown
+        # By fingerprint: equal fingerprints are equal ids, whichever artifact holds them.
+        while artifact.properties["fingerprint"] != champion.properties["fingerprint"]:
+            for column, n in artifact.properties["added"].items():
+                added[column] = added.get(column, 0) + int(n)
+            artifact = self.store.artifact(int(artifact.properties["grown_from"]))
+        return added
 
     def _compatible_featurized(
         self, span: int, version: int, featurizer: Artifact
@@ -272,16 +341,26 @@ class SpanRun:
 
 
 def full_retrain_cost(featurized: Iterable[Artifact]) -> tuple[int, int]:
-    """What featurizing every span (a full retrain's featurize) computes: tokens and rows.
+    """What a full retrain on every span computes: tokens (its fit and its featurize) and rows.
 
-    From the spans' featurized artifacts (artifacts of the token-cache era split their count
-    into computed and reused; both are work a full retrain does).
+    From the spans' featurized artifacts: the featurize pass's tokens (artifacts of the
+    token-cache era split their count into computed and reused; both are work a full retrain
+    does), plus the fit pass's, each span's ``fit_tokens`` (its train texts' tokens before the
+    cut to the sequence length, as the fit counts them). An artifact made before that count
+    was recorded has its train share of the featurize tokens instead (its train rows over its
+    rows): an estimate, below the fit's count when texts were cut.
     """
     tokens = rows = 0
     for artifact in featurized:
         props = artifact.properties
-        tokens += props.get("tokens_computed", 0) + props.get("tokens_reused", 0)
-        rows += props.get("rows_featurized", 0) + props.get("rows_reused", 0)
+        featurize_tokens = props.get("tokens_computed", 0) + props.get("tokens_reused", 0)
+        featurize_rows = props.get("rows_featurized", 0) + props.get("rows_reused", 0)
+        fit_tokens = props.get("fit_tokens")
+        if fit_tokens is None:
+            train = (props.get("rows") or {}).get("train", 0)
+            fit_tokens = featurize_tokens * train // featurize_rows if featurize_rows else 0
+        tokens += featurize_tokens + fit_tokens
+        rows += featurize_rows
     return tokens, rows
 
 

@@ -360,6 +360,12 @@ class TextColumnFeaturizer:
         """Embedding layer → (rows it needs, the unknown id whose row new ids start from)."""
         return {LAYER_NAMES[0]: (self.inner.vocabulary_size(), OOV_ID)}
 
+    @property
+    def tokens_counted(self) -> int:
+        """Tokens the last :meth:`fit` or :meth:`grow` tokenized (the fit and growth passes'
+        work, booked in the run's ledger)."""
+        return self.inner.tokens_counted_
+
     def feature_spec(self) -> dict[str, tuple[list[int], str]]:
         return {"ids": ([self.inner.sequence_length], "int64")}
 
@@ -369,10 +375,13 @@ class TextColumnFeaturizer:
         """Token ids of the rows' texts, every one tokenized here (``cache`` is ignored).
 
         There is no token cache: dedupe leaves about 1 % of texts repeated, and a lookup cost
-        more than tokenizing. The ledger counts the tokens computed (padding excluded).
+        more than tokenizing. The ledger counts the tokens computed (padding excluded) and
+        ``tokens_untruncated``, the texts' tokens before the cut to ``sequence_length``: what a
+        fit on the same texts counts (see :func:`evergreen.loop.span_run.full_retrain_cost`).
         """
         texts = [row.get(self.text_feature) or "" for row in rows]
-        out = np.asarray(self.inner.transform(texts), dtype=np.int64)
+        ids, untruncated = self.inner.transform_counted(texts)
+        out = np.asarray(ids, dtype=np.int64)
         tokens = int(np.count_nonzero(out != PAD_ID))
         ledger = {
             "rows_featurized": len(texts),
@@ -380,6 +389,7 @@ class TextColumnFeaturizer:
             "tokens_computed": tokens,
             "tokens_reused": 0,
             "unknown_tokens": int(np.sum(out == OOV_ID)),
+            "tokens_untruncated": untruncated,
         }
         return {"ids": out}, ledger
 

@@ -83,6 +83,9 @@ class TextFeaturizer:
         self.ngrams = ngrams
         self.vocabulary_: list[str] | None = None  # learned tokens, ids 2.. in order
         self.texts_seen_: int = 0
+        # Tokens the last fit or grow tokenized (n-grams included), for the run's ledger; not
+        # saved: it is work done, not state.
+        self.tokens_counted_: int = 0
         self._tokenize: Any = None  # cached tf.function over a layer built from vocabulary_
 
     def __repr__(self) -> str:
@@ -176,7 +179,7 @@ class TextFeaturizer:
             stream, output_signature=tf.TensorSpec(shape=[], dtype=tf.string)
         ).batch(BATCH)
         layer = keras.layers.TextVectorization(**self._layer_kwargs())
-        layer.adapt(dataset)
+        self.tokens_counted_ = _adapt_counting(layer, dataset)
         if seen == 0:
             raise DataError("text featurizer got no texts to fit: expected at least one string.")
         vocabulary = [str(token) for token in layer.get_vocabulary()]
@@ -219,16 +222,19 @@ class TextFeaturizer:
 
     # -- applying ----------------------------------------------------------------------------
 
-    def layer(self, name: str = "text_vectorization") -> Any:
+    def layer(self, name: str = "text_vectorization", *, ragged: bool = False) -> Any:
         """A new Keras ``TextVectorization`` layer with the fixed vocabulary (no adapt needed).
 
         This is the one place the tokenizer is built: :meth:`transform` and the exported
-        SavedModel both use it.
+        SavedModel both use it. ``ragged=True``: the ids of each text uncut and unpadded
+        (:meth:`transform_counted` cuts them itself, as the layer would).
         """
         keras = keras_module()
         # max_tokens bounds adapt() only; a grown vocabulary (see grow) may exceed it, and
         # Keras refuses a given vocabulary larger than max_tokens.
         kwargs = {**self._layer_kwargs(), "max_tokens": None}
+        if ragged:  # Keras refuses an output_sequence_length with ragged output
+            kwargs.update(ragged=True, output_sequence_length=None)
         return keras.layers.TextVectorization(vocabulary=list(self._fitted()), name=name, **kwargs)
 
     def transform(self, texts: Sequence[str | bytes]) -> np.ndarray:
@@ -236,20 +242,39 @@ class TextFeaturizer:
 
         Texts are tokenized in batches of 1024 in one graph call each. ``None`` counts as "".
         """
+        return self.transform_counted(texts)[0]
+
+    def transform_counted(self, texts: Sequence[str | bytes]) -> tuple[np.ndarray, int]:
+        """:meth:`transform`'s ids, and how many tokens the texts held before truncation.
+
+        The count is what :meth:`fit` (and :meth:`grow`) would count on the same texts, read
+        off the tokenizer's own output: the layer returns ragged ids, which are cut and padded
+        here with the very call Keras makes inside a ``TextVectorization`` with an
+        ``output_sequence_length`` (``to_tensor`` with that width), so the ids are those of
+        :meth:`layer`, the one the SavedModel serves with (tested).
+        """
         tf = tensorflow()
         if self._tokenize is None:
-            layer = self.layer()
+            ragged = self.layer(ragged=True)
+            width = self.sequence_length
+
+            def tokenize(batch: Any) -> tuple[Any, Any]:
+                ids = ragged(batch)
+                dense = ids.to_tensor(default_value=PAD_ID, shape=[None, width])
+                return dense, tf.size(ids.flat_values, out_type=tf.int64)
+
             self._tokenize = tf.function(
-                layer, input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string)]
+                tokenize, input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string)]
             )
         texts = list(texts)
         if not texts:
-            return np.zeros((0, self.sequence_length), dtype=np.int64)
+            return np.zeros((0, self.sequence_length), dtype=np.int64), 0
         chunks = [
             self._tokenize(tf.constant([as_text(t) for t in texts[i : i + BATCH]], tf.string))
             for i in range(0, len(texts), BATCH)
         ]
-        return np.concatenate([chunk.numpy() for chunk in chunks]).astype(np.int64, copy=False)
+        ids = np.concatenate([chunk.numpy() for chunk, _ in chunks]).astype(np.int64, copy=False)
+        return ids, sum(int(count) for _, count in chunks)
 
     @staticmethod
     def unknown_rate(ids: np.ndarray) -> float:
@@ -292,6 +317,7 @@ class TextFeaturizer:
         """
         known = set(self._fitted())
         counts = self.token_counts(texts)
+        self.tokens_counted_ = sum(counts.values())
         fresh = sorted(
             ((n, t) for t, n in counts.items() if n >= min_count and t not in known),
             key=lambda item: (-item[0], item[1]),
@@ -359,3 +385,21 @@ class TextFeaturizer:
                 f"{meta.get('vocabulary_size')}). The artifact was edited or damaged; refit it."
             )
         return featurizer
+
+
+def _adapt_counting(layer: Any, dataset: Any) -> int:
+    """``layer.adapt(dataset)``, step by step, returning the tokens it counted.
+
+    The steps are those of Keras' ``TextVectorization.adapt`` (``reset_state``, then
+    ``update_state`` per batch, then ``finalize_state``; the vocabulary is the same, tested
+    against ``adapt``). Between the last update and the finalize, the layer's token-count
+    table holds every token it counted: its sum is the fit's tokens, read off the counts adapt
+    keeps anyway (one pass over the vocabulary, not a second pass over the texts).
+    """
+    layer.reset_state()
+    for batch in dataset:
+        layer.update_state(batch)
+    _, counts = layer._lookup_layer.token_counts.export()
+    counted = int(np.sum(counts.numpy()))
+    layer.finalize_state()
+    return counted
