@@ -203,7 +203,8 @@ def test_replay_over_many_spans_is_one_pipeline_reading_each_folders_prefix(
         _write_folder(root / "replay", range(span * 1000 + 500, span * 1000 + 530), shard_rows=7)
         rows = {"train": 30, "replay": 30}
         spans[span] = Artifact(span, "FeaturizedExamples", str(root), span, 1, "", {"rows": rows})
-    cfg = TrainConfig(replay_ratio=7 / 30, seed=3)  # 7 replayed rows: 1 from each earlier span
+    # 7 replayed rows: 1 from each earlier span, the prefix (train.replay_rotate off)
+    cfg = TrainConfig(replay_ratio=7 / 30, seed=3, replay_rotate=False)
     job = TrainModel(cfg, family("text"), mode="incremental", reason="test", new_span=8)
     featurizer = _CountingFeaturizer()
     data = job._incremental_data(spans, ["a", "b"], featurizer)
@@ -236,10 +237,12 @@ def test_rotating_replay_draws_other_rows_each_epoch_and_each_increment(tmp_path
     def replayed(new_span: int, rotate: bool) -> list[set[int]]:
         cfg = TrainConfig(replay_rotate=rotate, incremental_epochs=3, seed=5)
         job = TrainModel(cfg, family("text"), mode="incremental", reason="t", new_span=new_span)
+        featurizer = _CountingFeaturizer()
         data = job._incremental_data(
-            {s: spans[s] for s in range(1, new_span + 1)}, ["a", "b"], _CountingFeaturizer()
+            {s: spans[s] for s in range(1, new_span + 1)}, ["a", "b"], featurizer
         )
         assert data.replayed == 10  # the cost is the ratio's, rotating or not
+        assert featurizer.traces == 1  # still one pipeline
         new = range(new_span * 1000, new_span * 1000 + 10)
         return [{v for v in _replayed(data, new) if v in span1} for _ in range(3)]
 
