@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from evergreen import config as config_mod
+from evergreen.components.evaluate import NO_IMPROVEMENT
 from evergreen.components.featurize import ReplaySample
 from evergreen.components.ingest import split_bucket
 from evergreen.components.train import TrainModel, class_weights
@@ -156,7 +157,10 @@ def test_churn_increments_replay_the_ratio_weigh_classes_and_guard_auc_and_loss(
             assert len(result["new_spans"]) > 1
             assert result["guards"]["new"]["rows"] >= 200
             # Every verdict line names the allowance it used.
-            assert all("noise allowance" in line for line in record.verdict), record.verdict
+            # Every guard line names the allowance it used (an increment that did not beat the
+            # champion starts with the "no improvement" note, which is not a guard line).
+            guards = [line for line in record.verdict if not line.startswith(NO_IMPROVEMENT)]
+            assert guards and all("noise allowance" in line for line in guards), record.verdict
 
 
 class _CountingFeaturizer:
