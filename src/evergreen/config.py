@@ -169,6 +169,10 @@ class TrainConfig:
     max_loss_increase: float = 0.05  # loss guard: relative rise of cross-entropy allowed
     min_eval_rows: int = 200  # fewer new eval rows: pooled with the latest spans' (0: never)
     replay_class_balanced: bool = False  # replay the same number of rows of every class
+    # Each epoch and each increment replays other rows of every earlier span (a moving window
+    # of its replay sample, redrawn each epoch) instead of the same first rows every time
+    # (full-size fine foods, 8 seeds: +0.9 AUC points each, docs/quality.md).
+    replay_rotate: bool = True
     class_weights: str = "auto"  # auto: when the largest class > 10x the smallest; balanced; none
     # Featurizers that grow between full retrains (text tokens, tabular categories; append-only).
     grow_vocabulary: bool = True

@@ -94,6 +94,32 @@ def _add(total: dict[str, float], more: Mapping[str, float]) -> dict[str, float]
     return total
 
 
+@dataclass(frozen=True)
+class ReplayWindow:
+    """A replay folder of ``available`` rows read as a moving window (``train.replay_rotate``):
+    ``pool`` rows from ``offset`` on (wrapping round to the folder's start), of which each epoch
+    replays a fresh uniform ``quota`` (drawn with ``seed``)."""
+
+    offset: int
+    pool: int
+    quota: int
+    available: int
+    seed: int
+
+
+def _windowed(records: Any, window: ReplayWindow) -> Any:
+    """The records of one replay folder as :class:`ReplayWindow` says. Skipping to the offset
+    seeks past records without decoding them (about 0.02 CPU s per 50,000 rows measured)."""
+    part = records.skip(window.offset).take(window.pool)
+    wrapped = window.offset + window.pool - window.available
+    if wrapped > 0:
+        part = part.concatenate(records.take(wrapped))
+    if window.pool > window.quota:  # another draw each epoch (each iteration reshuffles)
+        part = part.shuffle(window.pool, seed=window.seed, reshuffle_each_iteration=True)
+        part = part.take(window.quota)
+    return part
+
+
 def featurized_dataset(
     folders: list[Path],
     labels: list[str],
@@ -101,7 +127,7 @@ def featurized_dataset(
     batch_size: int,
     *,
     shuffle_seed: int | None = None,
-    take_per_folder: int | Sequence[int | None] | None = None,
+    take_per_folder: int | Sequence[int | ReplayWindow | None] | None = None,
     only_label: str | None = None,
 ) -> Any:
     """A ``tf.data`` pipeline of ``(model_inputs, label_id)`` batches from featurized shards.
@@ -111,7 +137,7 @@ def featurized_dataset(
 
     Args:
         take_per_folder: read only the first this many records of each folder (None: all),
-            or one such count per folder.
+            or one such count (or a :class:`ReplayWindow`) per folder.
         only_label: keep only the records of this label (before ``take_per_folder``).
 
     Returns:
@@ -146,7 +172,7 @@ def featurized_dataset(
 
 def _serialized_records(
     folders: list[Path],
-    take_per_folder: int | Sequence[int | None] | None,
+    take_per_folder: int | Sequence[int | ReplayWindow | None] | None,
     only_label: str | None,
 ) -> Any:
     """The folders' shard records, in folder order (None: no shard anywhere)."""
@@ -174,7 +200,11 @@ def _serialized_records(
         part = tf.data.TFRecordDataset(paths)
         if only_label is not None:
             part = part.filter(keep)
-        parts.append(part.take(take) if take is not None else part)
+        if isinstance(take, ReplayWindow):
+            part = _windowed(part, take)
+        elif take is not None:
+            part = part.take(take)
+        parts.append(part)
     if not parts:
         return None
     dataset = parts[0]
@@ -351,11 +381,12 @@ class TrainJob:
             # One pipeline over the new rows and every span's replay prefix (in that order):
             # one parse function and one label table, whatever the number of spans (a
             # pipeline per span cost a trace per span: an update slowed as spans piled up).
-            folders, takes = [new / "train"], [None]
+            folders: list[Path] = [new / "train"]
+            takes: list[int | ReplayWindow | None] = [None]
             replayed = 0
             for span, quota in quotas.items():
                 folders.append(Path(spans[span].uri) / "replay")
-                takes.append(quota)
+                takes.append(self._replay_take(spans[span], span, quota))
                 replayed += self._replay_counts(spans[span], quota, counts)
             train = featurized_dataset(
                 folders, labels, featurizer, cfg.batch_size, take_per_folder=takes
@@ -402,6 +433,20 @@ class TrainJob:
         for part in parts:
             train = train.concatenate(part.unbatch())
         return train, replayed
+
+    def _replay_take(self, artifact: Artifact, span: int, quota: int) -> int | ReplayWindow:
+        """What one earlier span replays: its replay folder's first ``quota`` rows, or with
+        ``train.replay_rotate`` a window of ``quota`` x ``incremental_epochs`` rows from which
+        each epoch draws ``quota`` afresh, the window moving on by its length with every later
+        span, so that successive increments replay other rows of the span, not the same prefix
+        (the prefix replays the same few rows of a span in every increment, every epoch)."""
+        available = int(artifact.properties["rows"].get("replay", 0))
+        if not self.cfg.replay_rotate or available <= 0:
+            return quota
+        quota = min(quota, available)
+        pool = min(available, quota * self.cfg.incremental_epochs)
+        offset = (self.new_span - span - 1) * pool % available
+        return ReplayWindow(offset, pool, quota, available, self.cfg.seed + span)
 
     def _replay_counts(self, artifact: Artifact, quota: int, counts: dict[str, float]) -> int:
         """The rows one span replays (its quota, or fewer if its replay folder holds fewer), and
