@@ -75,6 +75,11 @@ def hashes_array(hex_hashes: Sequence[str]) -> pa.FixedSizeBinaryArray:
     return pa.Array.from_buffers(pa.binary(16), len(hex_hashes), [None, pa.py_buffer(data)])
 
 
+def digests_array(digests: bytes) -> pa.FixedSizeBinaryArray:
+    """16-byte digests, concatenated, as a ``fixed_size_binary(16)`` Arrow array (no copy)."""
+    return pa.Array.from_buffers(pa.binary(16), len(digests) // 16, [None, pa.py_buffer(digests)])
+
+
 def entries_table(rows: Sequence[IndexedRow], first_position: int) -> pa.Table:
     """Index entries (of one span, in row order) as a table of :data:`SCHEMA`."""
     return pa.table(
@@ -176,6 +181,36 @@ class SpanIndex:
         for table in own + self.kept:
             _add(found, match(table, keys), self.span)
         return found
+
+    def seen(self, keys: pa.FixedSizeBinaryArray) -> bool:
+        """Whether any of ``keys`` (input hashes) has an entry: another span's or this span's
+        (what :meth:`lookup` would find for them, without building the entries)."""
+        for source in self.files:
+            parquet = pq.ParquetFile(source.path)
+            for batch in parquet.iter_batches(batch_size=_READ_ROWS, columns=["input_hash"]):
+                if pc.any(pc.is_in(batch.column(0), value_set=keys)).as_py():
+                    return True
+        own = [*self.runs, *(table["input_hash"] for table in self.kept)]
+        return any(pc.any(pc.is_in(hashes, value_set=keys)).as_py() for hashes in own)
+
+    def remember_hashes(self, input_hashes: bytes, row_hashes: bytes, labels: pa.Array) -> None:
+        """:meth:`remember` of rows given as their hashes' 16-byte digests, concatenated (in
+        row order), and their labels: the same entries, built column-wise."""
+        n = len(labels)
+        if n:
+            table = pa.table(
+                [
+                    digests_array(input_hashes),
+                    digests_array(row_hashes),
+                    labels.cast(pa.string()),
+                    pa.array(np.arange(self.rows, self.rows + n, dtype=np.int64)),
+                ],
+                schema=SCHEMA,
+            )
+            self.kept.append(table)
+            self.rows += n
+            if self.spill is not None and sum(t.num_rows for t in self.kept) >= _SPILL_ROWS:
+                self._spill()
 
     def remember(self, rows: Sequence[IndexedRow]) -> None:
         """Add this span's newly kept rows (in row order)."""
