@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
+import json
 import operator
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,9 +45,8 @@ _NOTHING = pa.scalar(b"", _BINARY)
 _digest = operator.methodcaller("digest")
 _blake2b_16 = functools.partial(hashlib.blake2b, digest_size=16)
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-# JSON's escapes for the characters json.dumps(..., ensure_ascii=False) escapes: the
-# backslash first, so that the backslashes the others add are not doubled.
-_SHORT_ESCAPES = {0x08: b"\\b", 0x09: b"\\t", 0x0A: b"\\n", 0x0C: b"\\f", 0x0D: b"\\r"}
+# json.dumps(..., ensure_ascii=False) escapes only control characters, '"' and '\\'.
+_json_string = json.encoder.encode_basestring
 
 
 class ColumnBatch:
@@ -270,15 +270,23 @@ def _binary(values: list[str | None], data: bytes) -> pa.Array:
 
 
 def _json_strings(values: pa.Array) -> pa.Array:
-    """Each value as ``json.dumps(value, ensure_ascii=False)`` writes it ("null" if missing)."""
+    """Each value as ``json.dumps(value, ensure_ascii=False)`` writes it ("null" if missing).
+
+    A value with nothing to escape is only quoted (by Arrow); the few with a quote, a
+    backslash or a control character are encoded by JSON's own (C) string encoder.
+    """
     data = np.frombuffer(values.buffers()[2] or b"", dtype=np.uint8)
     escaped = values
-    if data.size and ((data < 0x20).any() or (data == ord('"')).any() or (data == 0x5C).any()):
-        escaped = pc.replace_substring(escaped, b"\\", b"\\\\")
-        escaped = pc.replace_substring(escaped, b'"', b'\\"')
-        for code in np.unique(data[data < 0x20]).tolist():
-            escape = _SHORT_ESCAPES.get(code, b"\\u%04x" % code)
-            escaped = pc.replace_substring(escaped, bytes([code]), escape)
+    special = np.flatnonzero((data < 0x20) | (data == ord('"')) | (data == ord("\\")))
+    if len(special):
+        offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
+        offsets = offsets[values.offset : values.offset + len(values) + 1]
+        rows = np.unique(np.searchsorted(offsets, special, side="right") - 1)
+        texts = values.take(rows).to_pylist()
+        fixed = [_json_string(text.decode("utf-8"))[1:-1].encode("utf-8") for text in texts]
+        mask = np.zeros(len(values), dtype=np.bool_)
+        mask[rows] = True
+        escaped = pc.replace_with_mask(values, pa.array(mask), pa.array(fixed, _BINARY))
     quote = pa.scalar(b'"', _BINARY)
     quoted = pc.binary_join_element_wise(quote, escaped, quote, _NOTHING)
     return pc.fill_null(quoted, pa.scalar(b"null", _BINARY))
