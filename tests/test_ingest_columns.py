@@ -24,7 +24,6 @@ from evergreen.components import ingest, ingest_columns
 from evergreen.project import Project
 from tests.conftest import dataset, read_csv, write_config, write_csv
 
-
 PROCESS = ingest_columns.process  # before any test replaces it
 
 
@@ -183,7 +182,7 @@ def test_json_strings_are_what_json_dumps_writes() -> None:
         "plain",
         'with "quotes" and \\ backslashes',
         "all controls: " + "".join(chr(c) for c in range(32)),
-        "ünïcödé \u2028 and \x7f",
+        "ünïcödé \u2028 and \x7f \x85 \u00a0",
         None,
         "",
     ]

@@ -462,7 +462,8 @@ class _FastCsv:
             rows = list(reader)
         except csv.Error:
             return None
-        if reader.line_num - start == len(rows) and all(len(f) == len(self.columns) for f in rows):
+        widths = set(map(len, rows))  # in C: a set of one width for the usual block
+        if reader.line_num - start == len(rows) and widths <= {len(self.columns)}:
             # One record per line, every one complete (the usual block): kept as parsed.
             number = lines_before + start + 1
             return RecordBlock(self.path, number, self.columns, rows), reader.line_num

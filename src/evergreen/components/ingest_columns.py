@@ -45,8 +45,9 @@ _NOTHING = pa.scalar(b"", _BINARY)
 _digest = operator.methodcaller("digest")
 _blake2b_16 = functools.partial(hashlib.blake2b, digest_size=16)
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-# json.dumps(..., ensure_ascii=False) escapes only control characters, '"' and '\\'.
-_json_string = json.encoder.encode_basestring
+# How json.dumps(..., ensure_ascii=False) writes each control character (it escapes only
+# those, '"' and '\\').
+_CONTROL_ESCAPES = {code: json.dumps(chr(code))[1:-1] for code in range(0x20)}
 
 
 class ColumnBatch:
@@ -272,21 +273,26 @@ def _binary(values: list[str | None], data: bytes) -> pa.Array:
 def _json_strings(values: pa.Array) -> pa.Array:
     """Each value as ``json.dumps(value, ensure_ascii=False)`` writes it ("null" if missing).
 
-    A value with nothing to escape is only quoted (by Arrow); the few with a quote, a
-    backslash or a control character are encoded by JSON's own (C) string encoder.
+    A value with nothing to escape is only quoted; the few holding a quote, a backslash or a
+    control character (found by numpy in the column's bytes) get JSON's escapes, applied
+    by Arrow to those values alone.
     """
     data = np.frombuffer(values.buffers()[2] or b"", dtype=np.uint8)
-    escaped = values
     special = np.flatnonzero((data < 0x20) | (data == ord('"')) | (data == ord("\\")))
+    escaped = values
     if len(special):
         offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
         offsets = offsets[values.offset : values.offset + len(values) + 1]
         rows = np.unique(np.searchsorted(offsets, special, side="right") - 1)
-        texts = values.take(rows).to_pylist()
-        fixed = [_json_string(text.decode("utf-8"))[1:-1].encode("utf-8") for text in texts]
+        fixed = values.take(pa.array(rows))
+        # The backslash first, so that the backslashes the others add are not doubled.
+        fixed = pc.replace_substring(fixed, "\\", "\\\\")
+        fixed = pc.replace_substring(fixed, '"', '\\"')
+        for code in np.unique(data[special][data[special] < 0x20]).tolist():
+            fixed = pc.replace_substring(fixed, chr(code), _CONTROL_ESCAPES[code])
         mask = np.zeros(len(values), dtype=np.bool_)
         mask[rows] = True
-        escaped = pc.replace_with_mask(values, pa.array(mask), pa.array(fixed, _BINARY))
+        escaped = pc.replace_with_mask(values, pa.array(mask), fixed)
     quote = pa.scalar(b'"', _BINARY)
     quoted = pc.binary_join_element_wise(quote, escaped, quote, _NOTHING)
     return pc.fill_null(quoted, pa.scalar(b"null", _BINARY))
@@ -371,10 +377,11 @@ def write(output: Any, kept: KeptColumns, stats: Any) -> None:
         kept.labels,
         hex_array(kept.row_hashes),
     )
+    serialized = records.to_pylist()
     for s, name in enumerate(kept.split_names):
-        chosen = np.flatnonzero(kept.splits == s)
-        if len(chosen):
-            output.shards[name].write_many(records.take(chosen).to_pylist())
+        chosen = np.flatnonzero(kept.splits == s).tolist()
+        if chosen:
+            output.shards[name].write_many([serialized[i] for i in chosen])
     columns = dict(kept.values)
     for column in numeric:
         columns[column] = [None if v is None else examples.as_float32(v) for v in columns[column]]
