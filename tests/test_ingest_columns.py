@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from evergreen import config as config_mod
-from evergreen import examples, readers
+from evergreen import dedupe_index, examples, readers
 from evergreen.components import ingest, ingest_columns
 from evergreen.project import Project
 from tests.conftest import dataset, read_csv, write_config, write_csv
@@ -88,9 +88,13 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(readers, "_CSV_BLOCK_BYTES", 16 * 1024)
 
 
+@pytest.mark.parametrize("spill", [False, True], ids=["in-memory", "spilled"])
 def test_reviews_column_wise_equal_row_by_row(
-    fine_foods_project: dict, monkeypatch: pytest.MonkeyPatch, small_batches: None
+    fine_foods_project: dict, monkeypatch: pytest.MonkeyPatch, small_batches: None, spill: bool
 ) -> None:
+    if spill:  # the span's own hashes spill every 200 rows, read back 8 at a time
+        monkeypatch.setattr(dedupe_index, "_SPILL_ROWS", 200)
+        monkeypatch.setattr(dedupe_index, "_FENCE", 8)
     project = fine_foods_project["project"]
     header, rows = read_csv(dataset("fine_foods_train.csv"))
     odd = [
@@ -122,6 +126,7 @@ def test_reviews_column_wise_equal_row_by_row(
     assert report["quarantined"]["missing label"] == 2
     assert by_columns["8/report"]["duplicates_of_earlier_spans"] == 150  # of spans 1 and 5
     assert by_columns["5/report"]["label_conflicts"]
+    assert by_columns["5/report"]["duplicates_within_span"] == 3  # rows 1-3, 800 rows later
 
 
 def test_numeric_table_column_wise_equal_row_by_row(
@@ -224,3 +229,30 @@ def test_encode_columns_writes_what_encode_writes() -> None:
     assert train.Example.FromString(got[1]).features.feature["review"].bytes_list.value[0] == (
         values[1]["review"].encode()
     )
+
+
+def test_span_index_sees_spilled_and_held_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    import pyarrow as pa
+
+    monkeypatch.setattr(dedupe_index, "_SPILL_ROWS", 100)
+    monkeypatch.setattr(dedupe_index, "_FENCE", 4)
+    index = dedupe_index.SpanIndex(1, [], tmp_path / "spill")
+    _, rows = read_csv(dataset("fine_foods_train.csv"))
+    digests = [hashlib.blake2b(r[1].encode(), digest_size=16).digest() for r in rows[:1100]]
+    for start in range(0, 1100, 75):
+        part = digests[start : start + 75]
+        index.remember_hashes(b"".join(part), b"".join(part), pa.array(["great"] * len(part)))
+    assert len(index.runs) == 7 and index.rows == 1100  # 1,050 rows spilled, 50 held
+    fresh = [hashlib.blake2b(r[1].encode() + b"#", digest_size=16).digest() for r in rows[:500]]
+
+    def seen(keys: list[bytes]) -> bool:
+        return index.seen(dedupe_index.digests_array(b"".join(keys)))
+
+    assert not seen(fresh)
+    assert all(seen(fresh[:20] + [digests[i]]) for i in (0, 3, 399, 999, 1049, 1050, 1099))
+    found = index.lookup([digests[250].hex(), fresh[0].hex()])
+    assert list(found) == [digests[250].hex()]

@@ -47,8 +47,15 @@ SCHEMA = pa.schema(
 _READ_ROWS = 1 << 18  # rows per parquet batch read while joining: bounds the join's memory
 _ROW_GROUP = 1 << 17
 # A span's own entries held in memory before they spill to disk (about 14 MiB of them).
-_SPILL_ROWS = 1 << 18
+_SPILL_ROWS = 1 << 16
 _PARTS = 16  # hash ranges a spilled run is cut into: the final merge holds one at a time
+# A spilled run's input hashes are also kept sorted in a file of 16-byte records; memory keeps
+# every _FENCE-th of them (to read one block of the file per key looked up) ...
+_FENCE = 1024
+# ... and a filter of this many bits over all of them, with three bits set per hash: a key
+# that misses one of its bits was never spilled, so only the rare key that passes (a
+# duplicate, or about 1 in 10,000 others at a million spilled rows) reads the files.
+_FILTER_BITS = 1 << 26  # 8 MiB, whatever the span's size
 
 
 class IndexedRow(NamedTuple):
@@ -141,11 +148,13 @@ class SpanIndex:
 
     This span's entries are held in memory as Arrow tables (40 bytes and the label per kept
     row) until :data:`_SPILL_ROWS` of them are; with a ``spill`` folder they then go to disk
-    as a sorted run cut into :data:`_PARTS` files by hash range, and only their input hashes
-    (16 bytes a row) stay in memory to answer lookups (a hit reads its run back: duplicates
-    are rare). :meth:`write` merges the runs one hash range at a time, so past the first
-    :data:`_SPILL_ROWS` only the input hashes grow with the span, not its entries or a
-    sorted copy of them.
+    as a sorted run cut into :data:`_PARTS` files by hash range, with the run's input hashes
+    sorted in a file of their own. Memory keeps a fixed-size filter over the spilled hashes
+    and one hash in :data:`_FENCE` of each run: a key the filter rules out is answered
+    without reading anything; the others read one block of each run's hashes (a hit reads
+    its run back: duplicates are rare). :meth:`write` merges the runs one hash range at a
+    time. So the memory of a span's index does not grow with the span past the first spill
+    but by 16 bytes per :data:`_FENCE` rows.
 
     Args:
         span: the span being ingested.
@@ -163,7 +172,8 @@ class SpanIndex:
         self.kept: list[pa.Table] = []
         self.rows = 0
         self.spill = spill
-        self.runs: list[pa.Array] = []  # each spilled run's input hashes, in memory
+        self.runs: list[_SpilledHashes] = []  # each spilled run's sorted input hashes, on disk
+        self.filter: np.ndarray | None = None  # over every spilled input hash
 
     def lookup(self, input_hashes: Iterable[str]) -> dict[str, list[IndexedRow]]:
         """Earlier entries (other spans', then this span's) for each of ``input_hashes``."""
@@ -175,9 +185,8 @@ class SpanIndex:
         for source in self.files:
             for batch in pq.ParquetFile(source.path).iter_batches(batch_size=_READ_ROWS):
                 _add(found, match(pa.Table.from_batches([batch]), keys), source.span)
-        own = [
-            self._run(n) for n, run in enumerate(self.runs) if pc.any(pc.is_in(run, keys)).as_py()
-        ]
+        spilled = self._spilled(keys)
+        own = [self._run(n) for n, run in enumerate(self.runs) if run.holds_any(spilled)]
         for table in own + self.kept:
             _add(found, match(table, keys), self.span)
         return found
@@ -190,8 +199,18 @@ class SpanIndex:
             for batch in parquet.iter_batches(batch_size=_READ_ROWS, columns=["input_hash"]):
                 if pc.any(pc.is_in(batch.column(0), value_set=keys)).as_py():
                     return True
-        own = [*self.runs, *(table["input_hash"] for table in self.kept)]
+        spilled = self._spilled(keys)
+        if len(spilled) and any(run.holds_any(spilled) for run in self.runs):
+            return True
+        own = [table["input_hash"] for table in self.kept]
         return any(pc.any(pc.is_in(hashes, value_set=keys)).as_py() for hashes in own)
+
+    def _spilled(self, keys: pa.FixedSizeBinaryArray) -> np.ndarray:
+        """The keys (as sorted ``S16``) that may be among the spilled runs' input hashes."""
+        if self.filter is None or not len(keys):
+            return np.empty(0, dtype="S16")
+        digests = _digests(keys)
+        return np.sort(digests[_filter_has(self.filter, digests)])
 
     def remember_hashes(self, input_hashes: bytes, row_hashes: bytes, labels: pa.Array) -> None:
         """:meth:`remember` of rows given as their hashes' 16-byte digests, concatenated (in
@@ -252,7 +271,11 @@ class SpanIndex:
         for part in range(_PARTS):
             start, stop = int(bounds[part]), int(bounds[part + 1])
             pq.write_table(table.slice(start, stop - start), self._part(n, part))
-        self.runs.append(hashes)
+        digests = _digests(hashes)
+        if self.filter is None:
+            self.filter = np.zeros(_FILTER_BITS // 8, dtype=np.uint8)
+        _filter_add(self.filter, digests)
+        self.runs.append(_SpilledHashes.write(self.spill / f"run-{n:05d}.hashes", digests))
 
     def _run(self, n: int) -> pa.Table:
         return pa.concat_tables(pq.read_table(self._part(n, p)) for p in range(_PARTS))
@@ -260,6 +283,65 @@ class SpanIndex:
     def _part(self, run: int, part: int) -> Path:
         assert self.spill is not None
         return self.spill / f"run-{run:05d}-part-{part:02d}.parquet"
+
+
+class _SpilledHashes:
+    """One spilled run's input hashes: sorted 16-byte records in a file, every
+    :data:`_FENCE`-th in memory (the first of each block of the file)."""
+
+    def __init__(self, path: Path, fences: np.ndarray, rows: int) -> None:
+        self.path = path
+        self.fences = fences
+        self.rows = rows
+
+    @classmethod
+    def write(cls, path: Path, digests: np.ndarray) -> _SpilledHashes:
+        ordered = np.sort(digests)  # numpy's own order of S16, the one searchsorted uses
+        ordered.tofile(path)
+        return cls(path, ordered[::_FENCE].copy(), len(ordered))
+
+    def holds_any(self, keys: np.ndarray) -> bool:
+        """Whether any of ``keys`` (sorted ``S16``) is among these hashes: one block of the
+        file read per block the keys fall in."""
+        if not len(keys):
+            return False
+        blocks = np.searchsorted(self.fences, keys, side="right") - 1
+        with open(self.path, "rb") as f:
+            for block in np.unique(blocks[blocks >= 0]).tolist():
+                f.seek(block * _FENCE * 16)
+                stored = np.frombuffer(f.read(_FENCE * 16), dtype="S16")
+                wanted = keys[blocks == block]
+                found = np.minimum(np.searchsorted(stored, wanted), len(stored) - 1)
+                if (stored[found] == wanted).any():
+                    return True
+        return False
+
+
+def _digests(hashes: pa.FixedSizeBinaryArray) -> np.ndarray:
+    """A ``fixed_size_binary(16)`` array's values as a numpy ``S16`` array (copied)."""
+    hashes = hashes.combine_chunks() if isinstance(hashes, pa.ChunkedArray) else hashes
+    data = hashes.buffers()[1]
+    raw = np.frombuffer(data, dtype="S16")
+    return raw[hashes.offset : hashes.offset + len(hashes)].copy()
+
+
+def _filter_bits(digests: np.ndarray) -> list[np.ndarray]:
+    """Three bit positions per hash (its first three 32-bit words, cut to the filter's size:
+    the hashes are uniform already)."""
+    words = np.frombuffer(digests.tobytes(), dtype="<u4").reshape(-1, 4)
+    return [words[:, k] & np.uint32(_FILTER_BITS - 1) for k in range(3)]
+
+
+def _filter_add(bits: np.ndarray, digests: np.ndarray) -> None:
+    for position in _filter_bits(digests):
+        np.bitwise_or.at(bits, position >> 3, (1 << (position & 7)).astype(np.uint8))
+
+
+def _filter_has(bits: np.ndarray, digests: np.ndarray) -> np.ndarray:
+    found = np.ones(len(digests), dtype=np.bool_)
+    for position in _filter_bits(digests):
+        found &= (bits[position >> 3] >> (position & 7)) & 1 == 1
+    return found
 
 
 def _sorted(table: pa.Table) -> pa.Table:
