@@ -47,7 +47,7 @@ SCHEMA = pa.schema(
 _READ_ROWS = 1 << 18  # rows per parquet batch read while joining: bounds the join's memory
 _ROW_GROUP = 1 << 17
 # A span's own entries held in memory before they spill to disk (about 14 MiB of them).
-_SPILL_ROWS = 1 << 16
+_SPILL_ROWS = 1 << 18
 _PARTS = 16  # hash ranges a spilled run is cut into: the final merge holds one at a time
 # A spilled run's input hashes are also kept sorted in a file of 16-byte records; memory keeps
 # every _FENCE-th of them (to read one block of the file per key looked up) ...
