@@ -31,7 +31,7 @@ import json
 import operator
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +39,10 @@ import pyarrow.compute as pc
 
 from evergreen import examples, readers
 from evergreen.dedupe_index import SpanIndex, digests_array
+
+if TYPE_CHECKING:  # ingest imports this module: its names only for the type checker
+    from evergreen.components.ingest import IngestReport, RowProcessor, _SpanOutput
+    from evergreen.components.statistics import SpanStatistics
 
 _BINARY = pa.binary()
 _NOTHING = pa.scalar(b"", _BINARY)
@@ -132,7 +136,7 @@ class KeptColumns:
 
 
 def process(
-    processor: Any, index: SpanIndex, batch: ColumnBatch, report: Any
+    processor: RowProcessor, index: SpanIndex, batch: ColumnBatch, report: IngestReport
 ) -> tuple[list[Any], KeptColumns | None] | None:
     """Check, hash, split and dedupe a batch column-wise, updating ``report`` as
     :meth:`RowProcessor.process_batch` does.
@@ -166,7 +170,7 @@ def _chunks(digests: bytes) -> Iterator[memoryview]:
 
 
 def _check(
-    processor: Any, batch: ColumnBatch, report: Any
+    processor: RowProcessor, batch: ColumnBatch, report: IngestReport
 ) -> tuple[list[Any], KeptColumns | None, list[int]] | None:
     """The checks of ``RowProcessor._fast_batch`` on columns; None when the batch needs the
     row code. Returns the quarantined records, the kept rows' columns, their positions."""
@@ -248,6 +252,7 @@ def _check(
 
 
 def _coerce_numbers(raw: list[str], column: str, wrong: dict[int, tuple[str, Any]]) -> list[Any]:
+    # The row code's own coercion (imported here: ingest imports this module).
     from evergreen.components.ingest import _coerce_numbers as coerce
 
     return coerce(raw, column, wrong)
@@ -332,7 +337,11 @@ def _split_indexes(boundaries: list[tuple[float, str]], keys: list[bytes]) -> np
 
 
 def _as_items(
-    processor: Any, batch: ColumnBatch, quarantined: list[Any], kept: KeptColumns, good: list[int]
+    processor: RowProcessor,
+    batch: ColumnBatch,
+    quarantined: list[Any],
+    kept: KeptColumns,
+    good: list[int],
 ) -> list[Any]:
     """The batch as ``RowProcessor.check_batch`` returns it: rows and quarantined, in order."""
     from evergreen.components.ingest import _new_row
@@ -368,7 +377,7 @@ def _as_items(
     return [item if item is not None else next(extra) for item in out]
 
 
-def write(output: Any, kept: KeptColumns, stats: Any) -> None:
+def write(output: _SpanOutput, kept: KeptColumns, stats: SpanStatistics) -> None:
     """The kept rows of a column-wise batch to the shards (as ``_SpanOutput.write`` writes
     them: each split's rows in order) and to the statistics."""
     numeric = [c for c, kind in output.types.items() if kind == "numeric"]
