@@ -47,8 +47,9 @@ SCHEMA = pa.schema(
 _READ_ROWS = 1 << 18  # rows per parquet batch read while joining: bounds the join's memory
 _ROW_GROUP = 1 << 17
 # A span's own entries held in memory before they spill to disk (about 14 MiB of them).
-_SPILL_ROWS = 1 << 18
-_PARTS = 16  # hash ranges a spilled run is cut into: the final merge holds one at a time
+_SPILL_ROWS = 1 << 16
+# Hash ranges a spilled run is cut into (a row group each): the final merge holds one at a time.
+_PARTS = 64
 # A spilled run's input hashes are also kept sorted in a file of 16-byte records; memory keeps
 # every _FENCE-th of them (to read one block of the file per key looked up) ...
 _FENCE = 1024
@@ -148,7 +149,7 @@ class SpanIndex:
 
     This span's entries are held in memory as Arrow tables (40 bytes and the label per kept
     row) until :data:`_SPILL_ROWS` of them are; with a ``spill`` folder they then go to disk
-    as a sorted run cut into :data:`_PARTS` files by hash range, with the run's input hashes
+    as a sorted run cut into :data:`_PARTS` row groups by hash range, its input hashes also
     sorted in a file of their own. Memory keeps a fixed-size filter over the spilled hashes
     and one hash in :data:`_FENCE` of each run: a key the filter rules out is answered
     without reading anything; the others read one block of each run's hashes (a hit reads
@@ -248,17 +249,23 @@ class SpanIndex:
         if self.kept:
             self._spill()
         assert self.spill is not None
+        files = [pq.ParquetFile(run.table) for run in self.runs]
         with pq.ParquetWriter(path, SCHEMA) as out:
             for part in range(_PARTS):
-                tables = [pq.read_table(self._part(n, part)) for n in range(len(self.runs))]
-                table = pa.concat_tables(tables)
-                if table.num_rows:
-                    out.write_table(_sorted(table), row_group_size=_ROW_GROUP)
+                tables = [
+                    file.read_row_group(run.groups[part])
+                    for run, file in zip(self.runs, files, strict=True)
+                    if part in run.groups
+                ]
+                if tables:
+                    out.write_table(_sorted(pa.concat_tables(tables)), row_group_size=_ROW_GROUP)
+        for file in files:
+            file.close()
         shutil.rmtree(self.spill)
         return self.rows
 
     def _spill(self) -> None:
-        """The in-memory entries to disk: one sorted run, one file per hash range."""
+        """The in-memory entries to disk: one sorted run, a row group per hash range."""
         assert self.spill is not None
         table = _sorted(pa.concat_tables(self.kept))
         self.kept = []
@@ -268,21 +275,25 @@ class SpanIndex:
         first_bytes = data[hashes.offset * 16 : (hashes.offset + len(hashes)) * 16 : 16]
         bounds = np.searchsorted(first_bytes, np.arange(0, 257, 256 // _PARTS), side="left")
         n = len(self.runs)
-        for part in range(_PARTS):
-            start, stop = int(bounds[part]), int(bounds[part + 1])
-            pq.write_table(table.slice(start, stop - start), self._part(n, part))
+        path = self.spill / f"run-{n:05d}.parquet"
+        groups: dict[int, int] = {}
+        with pq.ParquetWriter(path, SCHEMA) as out:
+            for part in range(_PARTS):
+                start, stop = int(bounds[part]), int(bounds[part + 1])
+                if stop > start:
+                    out.write_table(table.slice(start, stop - start), row_group_size=stop - start)
+                    groups[part] = len(groups)
         digests = _digests(hashes)
+        del table, hashes
         if self.filter is None:
             self.filter = np.zeros(_FILTER_BITS // 8, dtype=np.uint8)
         _filter_add(self.filter, digests)
-        self.runs.append(_SpilledHashes.write(self.spill / f"run-{n:05d}.hashes", digests))
+        run = _SpilledHashes.write(self.spill / f"run-{n:05d}.hashes", digests)
+        run.table, run.groups = path, groups
+        self.runs.append(run)
 
     def _run(self, n: int) -> pa.Table:
-        return pa.concat_tables(pq.read_table(self._part(n, p)) for p in range(_PARTS))
-
-    def _part(self, run: int, part: int) -> Path:
-        assert self.spill is not None
-        return self.spill / f"run-{run:05d}-part-{part:02d}.parquet"
+        return pq.read_table(self.runs[n].table)
 
 
 class _SpilledHashes:
@@ -293,6 +304,8 @@ class _SpilledHashes:
         self.path = path
         self.fences = fences
         self.rows = rows
+        self.table = path  # the run's entries (parquet), set by the spill
+        self.groups: dict[int, int] = {}  # hash range -> its row group in ``table``
 
     @classmethod
     def write(cls, path: Path, digests: np.ndarray) -> _SpilledHashes:
