@@ -49,7 +49,7 @@ _ROW_GROUP = 1 << 17
 # A span's own entries held in memory before they spill to disk (about 14 MiB of them).
 _SPILL_ROWS = 1 << 16
 # Hash ranges a spilled run is cut into (a row group each): the final merge holds one at a time.
-_PARTS = 64
+_PARTS = 16
 # A spilled run's input hashes are also kept sorted in a file of 16-byte records; memory keeps
 # every _FENCE-th of them (to read one block of the file per key looked up) ...
 _FENCE = 1024

@@ -155,18 +155,13 @@ def process(
     if kept is None:
         return quarantined, None
     keys = digests_array(kept.input_hashes)
-    repeats = len(set(map(bytes, _chunks(kept.input_hashes)))) < len(kept.labels)
+    repeats = np.unique(np.frombuffer(kept.input_hashes, dtype="S16")).size < len(kept.labels)
     if repeats or index.seen(keys):
         # Seen before or repeated in the batch: the row code decides, row by row.
         items = _as_items(processor, batch, quarantined, kept, good)
         return processor._dedupe(items, report), None
     index.remember_hashes(kept.input_hashes, kept.row_hashes, pa.array(kept.labels, pa.string()))
     return quarantined, kept
-
-
-def _chunks(digests: bytes) -> Iterator[memoryview]:
-    view = memoryview(digests)
-    return (view[i : i + 16] for i in range(0, len(digests), 16))
 
 
 def _check(
@@ -227,8 +222,9 @@ def _check(
             json_parts.append(pa.array(text, pa.string()).cast(_BINARY))
             continue
         if column in columns:
-            data = utf8[column] if len(good) == n else "".join(pick(columns[column])).encode()
-            encoded[column] = _binary(values[column], data)
+            texts = pick(columns[column])  # a missing value is "" here, None in values
+            data = utf8[column] if len(good) == n else "".join(texts).encode("utf-8")
+            encoded[column] = _binary(texts, data)
         else:
             encoded[column] = pa.nulls(len(good), _BINARY)
         json_parts.append(_json_strings(encoded[column]))
@@ -258,20 +254,25 @@ def _coerce_numbers(raw: list[str], column: str, wrong: dict[int, tuple[str, Any
     return coerce(raw, column, wrong)
 
 
-def _binary(values: list[str | None], data: bytes) -> pa.Array:
-    """A text column (None = missing) as a binary Arrow array of its UTF-8 bytes, null where
-    missing; ``data`` is the values' UTF-8 bytes, concatenated (a missing value adds none)."""
-    lengths = np.fromiter(
-        (0 if v is None else len(v) if v.isascii() else len(v.encode("utf-8")) for v in values),
-        np.int64,
-        len(values),
-    )
-    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+def _binary(texts: list[str], data: bytes) -> pa.Array:
+    """A text column as a binary Arrow array of its UTF-8 bytes, null where the text is
+    empty (a missing value); ``data`` is the texts' UTF-8 bytes, concatenated."""
+    lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+    if int(lengths.sum()) != len(data):  # not all ASCII: a character is not always a byte
+        lengths = np.fromiter(
+            (
+                n if t.isascii() else len(t.encode("utf-8"))
+                for t, n in zip(texts, lengths.tolist(), strict=True)
+            ),
+            np.int64,
+            len(texts),
+        )
+    offsets = np.zeros(len(texts) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    present = np.fromiter((v is not None for v in values), np.bool_, len(values))
+    present = lengths > 0
     validity = None if present.all() else pa.py_buffer(np.packbits(present, bitorder="little"))
     return pa.Array.from_buffers(
-        _BINARY, len(values), [validity, pa.py_buffer(offsets), pa.py_buffer(data)]
+        _BINARY, len(texts), [validity, pa.py_buffer(offsets), pa.py_buffer(data)]
     )
 
 
