@@ -46,6 +46,9 @@ SCHEMA = pa.schema(
 )
 _READ_ROWS = 1 << 18  # rows per parquet batch read while joining: bounds the join's memory
 _ROW_GROUP = 1 << 17
+# Dictionary-encode the labels only: a dictionary of unique hashes is built (in memory about
+# ten times the column's size: measured 40 MiB for a 187,000-row row group) and then dropped.
+_DICT = ["label"]
 # A span's own entries held in memory before they spill to disk (about 14 MiB of them).
 _SPILL_ROWS = 1 << 16
 # Hash ranges a spilled run is cut into (a row group each): the final merge holds one at a time.
@@ -244,23 +247,24 @@ class SpanIndex:
         """Write this span's entries to ``path``, sorted by (input hash, position)."""
         if not self.runs:
             table = pa.concat_tables(self.kept) if self.kept else SCHEMA.empty_table()
-            pq.write_table(_sorted(table), path, row_group_size=_ROW_GROUP)
+            pq.write_table(_sorted(table), path, row_group_size=_ROW_GROUP, use_dictionary=_DICT)
             return table.num_rows
         if self.kept:
             self._spill()
         assert self.spill is not None
-        files = [pq.ParquetFile(run.table) for run in self.runs]
-        with pq.ParquetWriter(path, SCHEMA) as out:
+        with pq.ParquetWriter(path, SCHEMA, use_dictionary=_DICT) as out:
             for part in range(_PARTS):
                 tables = [
-                    file.read_row_group(run.groups[part])
-                    for run, file in zip(self.runs, files, strict=True)
+                    _read_row_group(run.table, run.groups[part])
+                    for run in self.runs
                     if part in run.groups
                 ]
                 if tables:
                     out.write_table(_sorted(pa.concat_tables(tables)), row_group_size=_ROW_GROUP)
-        for file in files:
-            file.close()
+                del tables
+                # Hand the part's buffers back now: kept by the allocator, the parts' leftovers
+                # added up to a peak that grew with the span (measured: 99 vs 74 MiB at 3M rows).
+                pa.default_memory_pool().release_unused()
         shutil.rmtree(self.spill)
         return self.rows
 
@@ -277,7 +281,7 @@ class SpanIndex:
         n = len(self.runs)
         path = self.spill / f"run-{n:05d}.parquet"
         groups: dict[int, int] = {}
-        with pq.ParquetWriter(path, SCHEMA) as out:
+        with pq.ParquetWriter(path, SCHEMA, use_dictionary=_DICT) as out:
             for part in range(_PARTS):
                 start, stop = int(bounds[part]), int(bounds[part + 1])
                 if stop > start:
@@ -355,6 +359,11 @@ def _filter_has(bits: np.ndarray, digests: np.ndarray) -> np.ndarray:
     for position in _filter_bits(digests):
         found &= (bits[position >> 3] >> (position & 7)) & 1 == 1
     return found
+
+
+def _read_row_group(path: Path, group: int) -> pa.Table:
+    with pq.ParquetFile(path) as file:
+        return file.read_row_group(group)
 
 
 def _sorted(table: pa.Table) -> pa.Table:
