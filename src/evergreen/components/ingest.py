@@ -878,7 +878,8 @@ class IngestSpan:
         )
 
     def _items(self, columns_seen: set[str]) -> Iterator[readers.RawRecord | readers.RecordBlock]:
-        """:meth:`_records`, with clean CSV blocks as :class:`~evergreen.readers.RecordBlock`."""
+        """The span's records, file after file (clean CSV blocks as
+        :class:`~evergreen.readers.RecordBlock`), reporting progress every 5,000 records."""
         fmt = self.config.data.format
         total = sum(_size(f) for f in self.span.files)
         done = 0
@@ -888,9 +889,9 @@ class IngestSpan:
             count = 0
             for item in readers.read_items(path, fmt, progress):
                 yield item
-                before = count
+                first = count  # the item's first record, then one past its last
                 count += len(item.rows) if isinstance(item, readers.RecordBlock) else 1
-                if self.progress and (before == 0 or before // 5000 != (count - 1) // 5000):
+                if self.progress and (first % 5000 == 0 or first // 5000 != (count - 1) // 5000):
                     self.progress(done + progress.bytes_done, total)
             done += _size(path)
         if self.progress:
