@@ -46,6 +46,9 @@ if TYPE_CHECKING:  # ingest imports this module: its names only for the type che
 
 _BINARY = pa.binary()
 _NOTHING = pa.scalar(b"", _BINARY)
+# A batch's values in bytes, at most, for the column-wise path: its arrays have 32-bit offsets,
+# and JSON's escapes can make a value six times longer (a control character -> \u00XX).
+_MAX_BATCH_BYTES = 1 << 28
 _digest = operator.methodcaller("digest")
 _blake2b_16 = functools.partial(hashlib.blake2b, digest_size=16)
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
@@ -178,6 +181,8 @@ def _check(
             utf8[name] = "".join(values).encode("utf-8")
         except UnicodeEncodeError:
             return None
+    if sum(map(len, utf8.values())) > _MAX_BATCH_BYTES:
+        return None  # Arrow's binary arrays (32-bit offsets) could overflow: row by row
     longest = max((max(map(len, values), default=0) for values in columns.values()), default=0)
     if longest * 4 > processor.max_field_bytes:
         return None  # a value may be over the limit: let the row code measure it
