@@ -79,6 +79,26 @@ class RawRecord(NamedTuple):
     raw: str = ""
 
 
+class RecordBlock(NamedTuple):
+    """Consecutive CSV records, one per line, every one with all the header's fields: the
+    usual block of a clean file, kept as parsed field lists (no dict, no
+    :class:`RawRecord` per row). Record ``i`` is line ``first_line + i`` of ``path``."""
+
+    path: Path
+    first_line: int
+    columns: list[str]
+    rows: list[list[str]]
+
+    def records(self) -> list[RawRecord]:
+        """The same records as :class:`RawRecord` objects (what :func:`read` yields)."""
+        number, columns = self.first_line, self.columns
+        sources = map(f"{self.path}:".__add__, map(str, range(number, number + len(self.rows))))
+        values = map(dict, map(zip, itertools.repeat(columns), self.rows))
+        return list(
+            map(_new_record, zip(sources, values, itertools.repeat(None), itertools.repeat("")))
+        )
+
+
 @dataclass
 class ReadProgress:
     """Bytes consumed so far, for progress bars."""
@@ -113,6 +133,24 @@ def read(
     }
     try:
         yield from readers[fmt](path, progress or ReadProgress(), max_record_bytes)
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}; check the file") from None
+
+
+def read_items(
+    path: Path, fmt: str, progress: ReadProgress | None = None
+) -> Iterator[RawRecord | RecordBlock]:
+    """:func:`read`, with a clean CSV file's records grouped in :class:`RecordBlock` objects
+    (each block's records in order, between the records :func:`read` yields alone)."""
+    progress = progress or ReadProgress()
+    if fmt != "csv":
+        yield from read(path, fmt, progress)
+        return
+    try:
+        with open(path, "rb") as binary:
+            columns = _CsvFile(path, binary, MAX_RECORD_BYTES).columns
+        if columns:
+            yield from _FastCsv(path, columns, MAX_RECORD_BYTES).items(progress)
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}; check the file") from None
 
@@ -368,6 +406,14 @@ class _FastCsv:
         self.limit = limit
 
     def records(self, progress: ReadProgress) -> Iterator[RawRecord]:
+        for item in self.items(progress):
+            if isinstance(item, RecordBlock):
+                yield from item.records()
+            else:
+                yield item
+
+    def items(self, progress: ReadProgress) -> Iterator[RawRecord | RecordBlock]:
+        """The file's records: clean blocks as :class:`RecordBlock`, the rest one by one."""
         with open(self.path, "rb") as binary:
             offset, lines_before, first, pending = 0, 0, True, b""
             while True:
@@ -392,13 +438,16 @@ class _FastCsv:
                 lines_before += lines
                 first = False
                 progress.bytes_done = offset
-                yield from records
+                if isinstance(records, RecordBlock):
+                    yield records
+                else:
+                    yield from records
                 if not data:
                     return
 
     def _parse(
         self, block: bytes, first: bool, lines_before: int
-    ) -> tuple[list[RawRecord], int] | None:
+    ) -> tuple[list[RawRecord] | RecordBlock, int] | None:
         """The records of one block and its line count, or None when the block is not trusted."""
         if len(block) > self.limit:
             return None  # a record in it could be over the limit: let the exact reader judge
@@ -413,13 +462,11 @@ class _FastCsv:
             rows = list(reader)
         except csv.Error:
             return None
-        if reader.line_num - start == len(rows) and all(len(f) == len(self.columns) for f in rows):
-            # One record per line, every one complete (the usual block): built in C.
+        widths = set(map(len, rows))  # in C: a set of one width for the usual block
+        if reader.line_num - start == len(rows) and widths <= {len(self.columns)}:
+            # One record per line, every one complete (the usual block): kept as parsed.
             number = lines_before + start + 1
-            sources = map(f"{self.path}:".__add__, map(str, range(number, number + len(rows))))
-            values = map(dict, map(zip, itertools.repeat(self.columns), rows))
-            records = zip(sources, values, itertools.repeat(None), itertools.repeat(""))
-            return list(map(_new_record, records)), reader.line_num
+            return RecordBlock(self.path, number, self.columns, rows), reader.line_num
         return self._parse_lines(text, first, lines_before)
 
     def _parse_lines(

@@ -31,6 +31,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from evergreen import dedupe_index, examples, readers
+from evergreen.components import ingest_columns
 from evergreen.components.statistics import STATISTICS_FILE, SpanStatistics
 from evergreen.config import DEFAULT_MISSING_LABELS, Config
 from evergreen.dedupe_index import IndexedRow
@@ -709,19 +710,23 @@ class _SpanOutput:
         """Write one processed batch (in order) and add its kept rows to ``stats``."""
         kept: list[_Row] = [item for item in items if not isinstance(item, Quarantined)]
         if len(kept) < len(items):
-            for item in items:
-                if isinstance(item, Quarantined):
-                    kind = _reason_kind(item.reason)
-                    report.quarantined[kind] = report.quarantined.get(kind, 0) + 1
-                    self.quarantine.write(
-                        json.dumps(asdict(item), ensure_ascii=False, default=str) + "\n"
-                    )
+            self.write_quarantined(items, report)
         encode = self.encoder.encode
         for name, shard in self.shards.items():
             shard.write_many(
                 [encode(r.values, r.label, r.row_hash) for r in kept if r.split == name]
             )
         stats.add_columns(stored_columns(kept, self.types), [row.label for row in kept])
+
+    def write_quarantined(self, items: Iterable[_Row | Quarantined], report: IngestReport) -> None:
+        """The quarantined records among ``items`` to ``quarantine.jsonl``, counted by reason."""
+        for item in items:
+            if isinstance(item, Quarantined):
+                kind = _reason_kind(item.reason)
+                report.quarantined[kind] = report.quarantined.get(kind, 0) + 1
+                self.quarantine.write(
+                    json.dumps(asdict(item), ensure_ascii=False, default=str) + "\n"
+                )
 
     def rows_written(self) -> dict[str, int]:
         return {name: shard.rows for name, shard in self.shards.items()}
@@ -790,9 +795,19 @@ class IngestSpan:
         stats = SpanStatistics(types=dict(self.types), spans=[self.span.span])
         columns_seen: set[str] = set()
         with _SpanOutput(writer.path, self.types, self.config) as out, _collector_paused():
-            records = self._records(columns_seen)
-            while chunk := list(itertools.islice(records, _CHUNK)):
-                out.write(processor.process_batch(chunk, report), report, stats)
+            for batch in ingest_columns.batches(self._items(columns_seen), _CHUNK):
+                done = None
+                if isinstance(batch, ingest_columns.ColumnBatch):
+                    done = ingest_columns.process(processor, index, batch, report)
+                    if done is None:  # not a batch for the column-wise path
+                        batch = batch.records()
+                if done is None:
+                    out.write(processor.process_batch(batch, report), report, stats)
+                elif done[1] is None:  # nothing kept, or decided row by row
+                    out.write(done[0], report, stats)
+                else:
+                    out.write_quarantined(done[0], report)
+                    ingest_columns.write(out, done[1], stats)
         index.write(writer.path / dedupe_index.INDEX_FILE)
         writer.write_json(STATISTICS_FILE, stats.to_dict())
         report.rows_written = out.rows_written()
@@ -862,16 +877,21 @@ class IngestSpan:
             outputs["examples"].id,
         )
 
-    def _records(self, columns_seen: set[str]) -> Iterator[readers.RawRecord]:
+    def _items(self, columns_seen: set[str]) -> Iterator[readers.RawRecord | readers.RecordBlock]:
+        """The span's records, file after file (clean CSV blocks as
+        :class:`~evergreen.readers.RecordBlock`), reporting progress every 5,000 records."""
         fmt = self.config.data.format
         total = sum(_size(f) for f in self.span.files)
         done = 0
         for path in self.span.files:
             columns_seen.update(self.file_columns(path))
             progress = readers.ReadProgress()
-            for n, record in enumerate(readers.read(path, fmt, progress)):
-                yield record
-                if self.progress and n % 5000 == 0:
+            count = 0
+            for item in readers.read_items(path, fmt, progress):
+                yield item
+                first = count  # the item's first record, then one past its last
+                count += len(item.rows) if isinstance(item, readers.RecordBlock) else 1
+                if self.progress and (first % 5000 == 0 or first // 5000 != (count - 1) // 5000):
                     self.progress(done + progress.bytes_done, total)
             done += _size(path)
         if self.progress:

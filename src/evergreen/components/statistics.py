@@ -58,50 +58,66 @@ def batch_words(texts: list[str]) -> tuple[dict[str, int], np.ndarray]:
         fed, which matters once it evicts), and the texts' word counts as an int64 array.
 
     Vectorized: the batch is joined into one UTF-8 buffer (texts separated by NUL), which
-    ``bytes.translate`` lower-cases and strips of punctuation in one C pass; Arrow then
-    splits it into words and counts them. On ASCII text this is exactly Python's
+    ``bytes.translate`` lower-cases and strips of punctuation in one C pass (whitespace
+    becomes SOH); numpy finds the words (:func:`_split_words`, 2,048 texts at a time),
+    Arrow counts them. On ASCII text this is exactly Python's
     ``str.lower`` and ``str.split`` except for four separators (``\x1c``-``\x1f``) that
     only Python splits on; a text holding one, or any non-ASCII text (Python lower-cases
     some letters differently, e.g. a final sigma), is tokenized by :func:`words` first and
     passed on as its words joined by spaces, which the split gives back unchanged. A batch
-    whose texts hold NUL or lone surrogates is counted in Python.
+    whose texts hold NUL, SOH or lone surrogates is counted in Python.
     """
+    parts = [_words(texts[i : i + _SLICE]) for i in range(0, len(texts), _SLICE)]
+    if any(part is None for part in parts) or not parts:
+        return _python_batch_words(texts)
+    counted = pc.value_counts(pa.chunked_array([words for words, _ in parts], pa.large_string()))
+    counts = dict(
+        zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True)
+    )
+    return counts, np.concatenate([lengths for _, lengths in parts])
+
+
+# Texts tokenized together: small enough that numpy's temporaries are reused from the heap
+# rather than mapped afresh (and faulted in page by page) for every batch.
+_SLICE = 2048
+
+
+def _words(texts: list[str]) -> tuple[pa.LargeStringArray, np.ndarray] | None:
+    """The words of ``texts`` in order, and each text's word count (None: count in Python)."""
     data = _SEPARATOR.join(texts)
     rare = any(c in data for c in _RARE)
     if rare or not data.isascii():  # str.isascii reads a flag of the string: no scan
         plain = _plain if rare else str.isascii
         data = _SEPARATOR.join([t if plain(t) else " ".join(words(t)) for t in texts])
-    if data.count(_SEPARATOR) != len(texts) - 1:
-        return _python_batch_words(texts)
+    if data.count(_SEPARATOR) != len(texts) - 1 or _SPACE in data:
+        return None
     try:
         raw = data.encode("utf-8")
     except UnicodeEncodeError:
-        return _python_batch_words(texts)
-    buffer = np.frombuffer(bytearray(raw.translate(_LOWER, _DELETE)), dtype=np.uint8)
-    ends = np.flatnonzero(buffer == 0)
-    buffer[ends] = ord(" ")  # each text ends in a space: the split drops it
-    offsets = np.concatenate(([0], ends + 1, [len(buffer)])).astype(np.int64)
-    joined = pa.LargeStringArray.from_buffers(
-        len(texts), pa.py_buffer(offsets), pa.py_buffer(buffer)
-    )
-    return _count_words(pc.ascii_trim_whitespace(joined))
+        return None
+    return _split_words(raw.translate(_LOWER, _DELETE))
 
 
-def _count_words(stripped: pa.Array) -> tuple[dict[str, int], np.ndarray]:
-    """Word counts (first-seen order) and words per text of lower-cased, stripped texts."""
-    tokens = pc.ascii_split_whitespace(stripped)
-    flat = pc.list_flatten(tokens)
-    lengths = pc.list_value_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64)
-    # Arrow's split, unlike Python's, yields one empty token for an empty text: drop it.
-    empty = pc.equal(stripped, "").to_numpy(zero_copy_only=False)
-    if empty.any():
-        flat = flat.filter(pc.not_equal(flat, ""))
-        lengths[empty] = 0
-    counted = pc.value_counts(flat)
-    counts = dict(
-        zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True)
+def _split_words(data: bytes) -> tuple[pa.LargeStringArray, np.ndarray]:
+    """The words, and words per text, of lower-cased texts without punctuation, given as
+    their UTF-8 bytes joined by NUL, whitespace translated to SOH.
+
+    The words are found by numpy: a word is a run of bytes above SOH; they are packed into
+    one Arrow string array (the buffer without its separators, by ``bytes.translate``).
+    """
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    edges = np.flatnonzero(np.diff(buffer > 1, prepend=False, append=False))
+    starts, ends = edges[0::2], edges[1::2]  # each word's first byte, and one past its last
+    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(ends - starts, out=offsets[1:])
+    packed = data.translate(None, b"\x00\x01")
+    found = pa.LargeStringArray.from_buffers(
+        len(starts), pa.py_buffer(offsets), pa.py_buffer(packed)
     )
-    return counts, lengths
+    # Words before each text's start: the NULs end the texts, and no word crosses one.
+    text_starts = np.concatenate(([0], np.flatnonzero(buffer == 0) + 1))
+    before = np.searchsorted(starts, text_starts, side="left")
+    return found, np.diff(before, append=len(starts)).astype(np.int64)
 
 
 def _plain(text: str) -> bool:
@@ -112,7 +128,11 @@ def _plain(text: str) -> bool:
 _SEPARATOR = "\x00"
 # ASCII characters that Python's str.split() treats as whitespace and Arrow's does not.
 _RARE = "\x1c\x1d\x1e\x1f"
-_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
+_SPACE = "\x01"  # what ASCII whitespace becomes: a text holding one is counted in Python
+_LOWER = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ\t\n\x0b\x0c\r ",
+    b"abcdefghijklmnopqrstuvwxyz\x01\x01\x01\x01\x01\x01",
+)
 _DELETE = b"!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~'"  # what _PUNCTUATION removes
 
 

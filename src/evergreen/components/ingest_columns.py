@@ -1,0 +1,403 @@
+"""Ingest's column-wise path: a batch of clean CSV records, a column at a time.
+
+:class:`~evergreen.components.ingest.RowProcessor` decides a batch row by row (its fast path
+column by column, but still with a row object, a hash input string and three digests made in
+Python per row). Most batches of a CSV file are simpler: records of one line each, every value
+text, no undecodable byte, nothing near the size limit. For such a batch (:class:`ColumnBatch`,
+built from the reader's :class:`~evergreen.readers.RecordBlock` objects) this module computes
+the same answers with the rows kept as columns:
+
+* the checks (placeholder labels, numbers) as the row code makes them; a quarantined row is
+  built by the row code itself, so its reason and preview are the same;
+* each row's hash input, ``json.dumps`` of its values, built by Arrow from the columns'
+  UTF-8 bytes (JSON's escapes applied column-wise), then hashed (blake2b, SHA-256) one
+  digest per row in C: the same input hash, row hash and split;
+* the dedupe check for the whole batch at once (:meth:`SpanIndex.seen`); a batch with a
+  duplicate or a label conflict in it is decided by the row code instead;
+* the ``tf.train.Example`` bytes built column-wise (:meth:`ExampleEncoder.encode_columns`).
+
+Anything else (an image column, a non-UTF-8 value, a long value, records from several files
+with different headers, a record that is not a clean line) goes to the row code, which stays
+the reference: ``tests/test_ingest_columns.py`` checks that both give the same shards, index,
+statistics, quarantine and report.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import hashlib
+import json
+import operator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from evergreen import examples, readers
+from evergreen.dedupe_index import SpanIndex, digests_array
+
+if TYPE_CHECKING:  # ingest imports this module: its names only for the type checker
+    from evergreen.components.ingest import IngestReport, RowProcessor, _SpanOutput
+    from evergreen.components.statistics import SpanStatistics
+
+_BINARY = pa.binary()
+_NOTHING = pa.scalar(b"", _BINARY)
+# A batch's values in bytes, at most, for the column-wise path: its arrays have 32-bit offsets,
+# and JSON's escapes can make a value six times longer (a control character -> \u00XX).
+_MAX_BATCH_BYTES = 1 << 28
+_digest = operator.methodcaller("digest")
+_blake2b_16 = functools.partial(hashlib.blake2b, digest_size=16)
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+# How json.dumps(..., ensure_ascii=False) writes each control character (it escapes only
+# those, '"' and '\\').
+_CONTROL_ESCAPES = {code: json.dumps(chr(code))[1:-1] for code in range(0x20)}
+
+
+class ColumnBatch:
+    """Records from :class:`~evergreen.readers.RecordBlock` objects of one header, in order:
+    their fields row by row, and where each came from (``file:line``, computed on demand)."""
+
+    def __init__(self, blocks: Sequence[readers.RecordBlock]) -> None:
+        self.blocks = list(blocks)
+        self.columns = self.blocks[0].columns
+        self.rows: list[list[str]] = [row for block in self.blocks for row in block.rows]
+        self._starts = list(np.cumsum([0] + [len(b.rows) for b in self.blocks[:-1]]).tolist())
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def source(self, i: int) -> str:
+        """Row ``i``'s ``file:line``, as its :class:`~evergreen.readers.RawRecord` has it."""
+        b = bisect.bisect_right(self._starts, i) - 1
+        block = self.blocks[b]
+        return f"{block.path}:{block.first_line + i - self._starts[b]}"
+
+    def records(self) -> list[readers.RawRecord]:
+        return [record for block in self.blocks for record in block.records()]
+
+
+def batches(
+    items: Iterable[readers.RawRecord | readers.RecordBlock], size: int
+) -> Iterator[ColumnBatch | list[readers.RawRecord]]:
+    """The records of ``items`` in batches of ``size`` (the last one shorter): the same
+    batches as ``itertools.islice`` over the records, a batch made only of blocks with one
+    header as a :class:`ColumnBatch`, any other as a list of records."""
+    pending: list[readers.RawRecord | readers.RecordBlock] = []
+    count = 0
+    for item in items:
+        if not isinstance(item, readers.RecordBlock):
+            pending.append(item)
+            count += 1
+        else:
+            while item.rows:
+                take = size - count
+                head = item._replace(rows=item.rows[:take])
+                item = item._replace(rows=item.rows[take:], first_line=item.first_line + take)
+                pending.append(head)
+                count += len(head.rows)
+                if count == size:
+                    yield _batch(pending)
+                    pending, count = [], 0
+            continue
+        if count == size:
+            yield _batch(pending)
+            pending, count = [], 0
+    if pending:
+        yield _batch(pending)
+
+
+def _batch(
+    items: list[readers.RawRecord | readers.RecordBlock],
+) -> ColumnBatch | list[readers.RawRecord]:
+    blocks = [item for item in items if isinstance(item, readers.RecordBlock)]
+    if len(blocks) == len(items) and all(b.columns == blocks[0].columns for b in blocks):
+        return ColumnBatch(blocks)
+    out: list[readers.RawRecord] = []
+    for item in items:
+        if isinstance(item, readers.RecordBlock):
+            out += item.records()
+        else:
+            out.append(item)
+    return out
+
+
+@dataclass
+class KeptColumns:
+    """A batch's kept rows, column-wise, in input order."""
+
+    values: dict[str, Any]  # feature column -> coerced values (None = missing)
+    encoded: dict[str, Any]  # text and categorical columns -> binary Arrow array (null = missing)
+    labels: list[str]
+    input_hashes: bytes  # 16-byte blake2b digests, concatenated
+    row_hashes: bytes
+    splits: np.ndarray  # index into split_names, per row
+    split_names: list[str]
+
+
+def process(
+    processor: RowProcessor, index: SpanIndex, batch: ColumnBatch, report: IngestReport
+) -> tuple[list[Any], KeptColumns | None] | None:
+    """Check, hash, split and dedupe a batch column-wise, updating ``report`` as
+    :meth:`RowProcessor.process_batch` does.
+
+    Returns:
+        None when the batch needs the row code (nothing done, nothing counted); else the
+        quarantined records (in order) and the kept rows (None when there are none) — or,
+        for a batch with a duplicate or a label conflict, ``(items, None)`` where ``items``
+        is what :meth:`RowProcessor.process_batch` returns.
+    """
+    checked = _check(processor, batch, report)
+    if checked is None:
+        return None
+    report.rows_read += len(batch)
+    quarantined, kept, good = checked
+    if kept is None:
+        return quarantined, None
+    keys = digests_array(kept.input_hashes)
+    repeats = np.unique(np.frombuffer(kept.input_hashes, dtype="S16")).size < len(kept.labels)
+    if repeats or index.seen(keys):
+        # Seen before or repeated in the batch: the row code decides, row by row.
+        items = _as_items(processor, batch, quarantined, kept, good)
+        return processor._dedupe(items, report), None
+    index.remember_hashes(kept.input_hashes, kept.row_hashes, pa.array(kept.labels, pa.string()))
+    return quarantined, kept
+
+
+def _check(
+    processor: RowProcessor, batch: ColumnBatch, report: IngestReport
+) -> tuple[list[Any], KeptColumns | None, list[int]] | None:
+    """The checks of ``RowProcessor._fast_batch`` on columns; None when the batch needs the
+    row code. Returns the quarantined records, the kept rows' columns, their positions."""
+    if "image" in processor.types.values():
+        return None
+    columns = dict(zip(batch.columns, map(list, zip(*batch.rows, strict=True)), strict=True))
+    utf8: dict[str, bytes] = {}
+    for name, values in columns.items():
+        try:  # an undecodable byte (kept as a surrogate) cannot be encoded
+            utf8[name] = "".join(values).encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+    if sum(map(len, utf8.values())) > _MAX_BATCH_BYTES:
+        return None  # Arrow's binary arrays (32-bit offsets) could overflow: row by row
+    longest = max((max(map(len, values), default=0) for values in columns.values()), default=0)
+    if longest * 4 > processor.max_field_bytes:
+        return None  # a value may be over the limit: let the row code measure it
+    if processor.label not in columns:
+        return None
+    n = len(batch)
+    labels = columns[processor.label]
+    label_problem = {value: processor._missing_label(value) for value in set(labels)}
+    wrong: dict[int, tuple[str, Any]] = {}
+    coerced: dict[str, list[Any]] = {}
+    for column, kind in processor.types.items():
+        raw = columns.get(column)
+        if raw is None:
+            coerced[column] = [None] * n
+        elif kind == "numeric":
+            coerced[column] = _coerce_numbers(raw, column, wrong)
+        else:
+            coerced[column] = [None if v == "" else v for v in raw]
+    quarantined: list[Any] = []
+    good = list(range(n))
+    if wrong or any(problem is not None for problem in label_problem.values()):
+        good = []
+        for j, label_value in enumerate(labels):
+            problem = label_problem[label_value]
+            if problem is None and j not in wrong:
+                good.append(j)
+                continue
+            values = dict(zip(batch.columns, batch.rows[j], strict=True))
+            quarantined.append(
+                processor._row_problem(j, values, problem, wrong, report, batch.source(j))
+            )
+    if not good:
+        return quarantined, None, good
+    pick = (lambda items: items) if len(good) == n else (lambda items: [items[j] for j in good])
+    values = {column: pick(v) for column, v in coerced.items()}
+    labels = pick(labels)
+    encoded: dict[str, Any] = {}
+    json_parts: list[Any] = []
+    for column, kind in processor.types.items():
+        if kind == "numeric":
+            text = ["null" if v is None else repr(v) for v in values[column]]
+            json_parts.append(pa.array(text, pa.string()).cast(_BINARY))
+            continue
+        if column in columns:
+            texts = pick(columns[column])  # a missing value is "" here, None in values
+            data = utf8[column] if len(good) == n else "".join(texts).encode("utf-8")
+            encoded[column] = _binary(texts, data)
+        else:
+            encoded[column] = pa.nulls(len(good), _BINARY)
+        json_parts.append(_json_strings(encoded[column]))
+    inputs = _json_lists(json_parts, len(good))
+    input_data = inputs.to_pylist()
+    input_hashes = b"".join(map(_digest, map(_blake2b_16, input_data)))
+    label_array = pa.array(labels, pa.string()).cast(_BINARY)
+    row_inputs = pc.binary_join_element_wise(
+        hex_array(input_hashes), pa.scalar(b"\x00", _BINARY), label_array, _NOTHING
+    )
+    row_hashes = b"".join(map(_digest, map(_blake2b_16, row_inputs.to_pylist())))
+    if processor.split_key:
+        key = columns.get(processor.split_key)
+        keys = [b""] * len(good) if key is None else [k.encode("utf-8") for k in pick(key)]
+    else:
+        keys = input_data
+    splits = _split_indexes(processor.boundaries, keys)
+    split_names = [name for _, name in processor.boundaries]
+    kept = KeptColumns(values, encoded, labels, input_hashes, row_hashes, splits, split_names)
+    return quarantined, kept, good
+
+
+def _coerce_numbers(raw: list[str], column: str, wrong: dict[int, tuple[str, Any]]) -> list[Any]:
+    # The row code's own coercion (imported here: ingest imports this module).
+    from evergreen.components.ingest import _coerce_numbers as coerce
+
+    return coerce(raw, column, wrong)
+
+
+def _binary(texts: list[str], data: bytes) -> pa.Array:
+    """A text column as a binary Arrow array of its UTF-8 bytes, null where the text is
+    empty (a missing value); ``data`` is the texts' UTF-8 bytes, concatenated."""
+    lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+    if int(lengths.sum()) != len(data):  # not all ASCII: a character is not always a byte
+        lengths = np.fromiter(
+            (
+                n if t.isascii() else len(t.encode("utf-8"))
+                for t, n in zip(texts, lengths.tolist(), strict=True)
+            ),
+            np.int64,
+            len(texts),
+        )
+    offsets = np.zeros(len(texts) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    present = lengths > 0
+    validity = None if present.all() else pa.py_buffer(np.packbits(present, bitorder="little"))
+    return pa.Array.from_buffers(
+        _BINARY, len(texts), [validity, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+
+
+def _json_strings(values: pa.Array) -> pa.Array:
+    """Each value as ``json.dumps(value, ensure_ascii=False)`` writes it ("null" if missing).
+
+    A value with nothing to escape is only quoted; the few holding a quote, a backslash or a
+    control character (found by numpy in the column's bytes) get JSON's escapes, applied
+    by Arrow to those values alone.
+    """
+    data = np.frombuffer(values.buffers()[2] or b"", dtype=np.uint8)
+    special = np.flatnonzero((data < 0x20) | (data == ord('"')) | (data == ord("\\")))
+    escaped = values
+    if len(special):
+        offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
+        offsets = offsets[values.offset : values.offset + len(values) + 1]
+        rows = np.unique(np.searchsorted(offsets, special, side="right") - 1)
+        fixed = values.take(pa.array(rows))
+        # The backslash first, so that the backslashes the others add are not doubled.
+        fixed = pc.replace_substring(fixed, "\\", "\\\\")
+        fixed = pc.replace_substring(fixed, '"', '\\"')
+        for code in np.unique(data[special][data[special] < 0x20]).tolist():
+            fixed = pc.replace_substring(fixed, chr(code), _CONTROL_ESCAPES[code])
+        mask = np.zeros(len(values), dtype=np.bool_)
+        mask[rows] = True
+        escaped = pc.replace_with_mask(values, pa.array(mask), fixed)
+    quote = pa.scalar(b'"', _BINARY)
+    quoted = pc.binary_join_element_wise(quote, escaped, quote, _NOTHING)
+    return pc.fill_null(quoted, pa.scalar(b"null", _BINARY))
+
+
+def _json_lists(parts: list[pa.Array], n: int) -> pa.Array:
+    """``json.dumps`` of each row's values: "[v1, v2, ...]" from each column's JSON."""
+    if not parts:
+        return pa.array([b"[]"] * n, _BINARY)
+    pieces: list[Any] = [pa.scalar(b"[", _BINARY)]
+    for i, part in enumerate(parts):
+        if i:
+            pieces.append(pa.scalar(b", ", _BINARY))
+        pieces.append(part)
+    pieces.append(pa.scalar(b"]", _BINARY))
+    return pc.binary_join_element_wise(*pieces, _NOTHING)
+
+
+def hex_array(digests: bytes) -> pa.Array:
+    """16-byte digests, concatenated, as their 32-hex-digit ASCII forms (a binary array)."""
+    raw = np.frombuffer(digests, dtype=np.uint8)
+    text = np.empty(raw.size * 2, dtype=np.uint8)
+    text[0::2] = _HEX[raw >> 4]
+    text[1::2] = _HEX[raw & 0x0F]
+    fixed = pa.Array.from_buffers(pa.binary(32), raw.size // 16, [None, pa.py_buffer(text)])
+    return fixed.cast(_BINARY)
+
+
+def _split_indexes(boundaries: list[tuple[float, str]], keys: list[bytes]) -> np.ndarray:
+    """:func:`ingest._pick_many` of the keys' SHA-256 buckets, as indexes into the names."""
+    digests = np.frombuffer(
+        b"".join(map(_digest, map(hashlib.sha256, keys))), dtype=np.uint8
+    ).reshape(-1, 32)
+    buckets = np.ascontiguousarray(digests[:, :8]).view(">u8").ravel().astype(np.float64) / 2**64
+    uppers = np.array([upper for upper, _ in boundaries], dtype=np.float64)
+    return np.minimum(np.searchsorted(uppers, buckets, side="right"), len(boundaries) - 1)
+
+
+def _as_items(
+    processor: RowProcessor,
+    batch: ColumnBatch,
+    quarantined: list[Any],
+    kept: KeptColumns,
+    good: list[int],
+) -> list[Any]:
+    """The batch as ``RowProcessor.check_batch`` returns it: rows and quarantined, in order."""
+    from evergreen.components.ingest import _new_row
+
+    names = list(processor.types)
+    rows_values = [
+        dict(zip(names, row, strict=True)) for row in zip(*kept.values.values(), strict=True)
+    ]
+    if not names:
+        rows_values = [{} for _ in good]
+    split_names = kept.split_names
+    input_hex = kept.input_hashes.hex()
+    row_hex = kept.row_hashes.hex()
+    rows = [
+        _new_row(
+            (
+                batch.source(j),
+                rows_values[i],
+                kept.labels[i],
+                input_hex[32 * i : 32 * i + 32],
+                row_hex[32 * i : 32 * i + 32],
+                split_names[kept.splits[i]],
+            )
+        )
+        for i, j in enumerate(good)
+    ]
+    if not quarantined:
+        return rows
+    out: list[Any] = [None] * len(batch)
+    for j, row in zip(good, rows, strict=True):
+        out[j] = row
+    extra = iter(quarantined)
+    return [item if item is not None else next(extra) for item in out]
+
+
+def write(output: _SpanOutput, kept: KeptColumns, stats: SpanStatistics) -> None:
+    """The kept rows of a column-wise batch to the shards (as ``_SpanOutput.write`` writes
+    them: each split's rows in order) and to the statistics."""
+    numeric = [c for c, kind in output.types.items() if kind == "numeric"]
+    records = output.encoder.encode_columns(
+        {**kept.encoded, **{c: kept.values[c] for c in numeric}},
+        kept.labels,
+        hex_array(kept.row_hashes),
+    )
+    serialized = records.to_pylist()
+    for s, name in enumerate(kept.split_names):
+        chosen = np.flatnonzero(kept.splits == s).tolist()
+        if chosen:
+            output.shards[name].write_many([serialized[i] for i in chosen])
+    columns = dict(kept.values)
+    for column in numeric:
+        columns[column] = [None if v is None else examples.as_float32(v) for v in columns[column]]
+    stats.add_columns(columns, kept.labels)
