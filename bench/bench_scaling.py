@@ -284,6 +284,9 @@ def report(results: list[Measured]) -> None:
     print("tokens_full_retrain in the update's record vs tokens_computed by the full retrain:")
     for r in results:
         said, did = r.update_record.get("tokens_full_retrain"), r.full_record.get("tokens_computed")
+        if said is None or did is None:  # --updates-only: no full retrain to compare with
+            print(f"  {r.history:,}: {said} (no full retrain run)")
+            continue
         print(f"  {r.history:,}: {said:,} vs {did:,} ({'equal' if said == did else 'differ'})")
     print()
     print("CPU seconds (user + system, all threads; not inflated by other processes' load):")
