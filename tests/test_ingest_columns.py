@@ -196,6 +196,21 @@ def test_json_strings_are_what_json_dumps_writes() -> None:
     assert got == [json.dumps(t, ensure_ascii=False).encode() for t in texts]
 
 
+def test_json_strings_read_only_the_bytes_the_offsets_cover() -> None:
+    """A column the span lacks is ``pa.nulls``, whose data buffer holds uninitialised bytes
+    that belong to no value (a quote or a control byte there once pointed past the last row:
+    a span missing its product column crashed ingest instead of being blocked by validation);
+    a slice's values start past its buffer's start."""
+    import pyarrow as pa
+
+    missing = pa.nulls(150, pa.binary())
+    assert ingest_columns._json_strings(missing).to_pylist() == [b"null"] * 150
+    texts = ['a "first"', "plain", 'b "second"', "tab\there", "last"]
+    array = pa.array([t.encode() for t in texts], pa.binary()).slice(1, 3)
+    got = ingest_columns._json_strings(array).to_pylist()
+    assert got == [json.dumps(t, ensure_ascii=False).encode() for t in texts[1:4]]
+
+
 def test_encode_columns_writes_what_encode_writes() -> None:
     import pyarrow as pa
 

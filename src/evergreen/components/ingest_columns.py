@@ -288,18 +288,23 @@ def _json_strings(values: pa.Array) -> pa.Array:
     control character (found by numpy in the column's bytes) get JSON's escapes, applied
     by Arrow to those values alone.
     """
-    data = np.frombuffer(values.buffers()[2] or b"", dtype=np.uint8)
-    special = np.flatnonzero((data < 0x20) | (data == ord('"')) | (data == ord("\\")))
     escaped = values
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
+    offsets = offsets[values.offset : values.offset + len(values) + 1]
+    # Only the bytes the offsets cover: a buffer may be longer (pa.nulls allocates one of
+    # uninitialised bytes, all its offsets 0), and those bytes belong to no value.
+    start = int(offsets[0]) if len(offsets) else 0
+    end = int(offsets[-1]) if len(offsets) else 0
+    data = np.frombuffer(values.buffers()[2] or b"", dtype=np.uint8)[start:end]
+    special = np.flatnonzero((data < 0x20) | (data == ord('"')) | (data == ord("\\"))) + start
     if len(special):
-        offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
-        offsets = offsets[values.offset : values.offset + len(values) + 1]
         rows = np.unique(np.searchsorted(offsets, special, side="right") - 1)
         fixed = values.take(pa.array(rows))
         # The backslash first, so that the backslashes the others add are not doubled.
         fixed = pc.replace_substring(fixed, "\\", "\\\\")
         fixed = pc.replace_substring(fixed, '"', '\\"')
-        for code in np.unique(data[special][data[special] < 0x20]).tolist():
+        found = data[special - start]
+        for code in np.unique(found[found < 0x20]).tolist():
             fixed = pc.replace_substring(fixed, chr(code), _CONTROL_ESCAPES[code])
         mask = np.zeros(len(values), dtype=np.bool_)
         mask[rows] = True

@@ -255,16 +255,9 @@ class TextFeaturizer:
         """
         tf = tensorflow()
         if self._tokenize is None:
-            ragged = self.layer(ragged=True)
-            width = self.sequence_length
-
-            def tokenize(batch: Any) -> tuple[Any, Any]:
-                ids = ragged(batch)
-                dense = ids.to_tensor(default_value=PAD_ID, shape=[None, width])
-                return dense, tf.size(ids.flat_values, out_type=tf.int64)
-
             self._tokenize = tf.function(
-                tokenize, input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string)]
+                _CountingTokenizer(self.layer(ragged=True), self.sequence_length),
+                input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string)],
             )
         texts = list(texts)
         if not texts:
@@ -403,3 +396,22 @@ def _adapt_counting(layer: Any, dataset: Any) -> int:
     counted = int(np.sum(counts.numpy()))
     layer.finalize_state()
     return counted
+
+
+class _CountingTokenizer:
+    """A ragged ``TextVectorization``'s ids cut and padded to ``width``, and the uncut count.
+
+    A callable object rather than a closure: TensorFlow's retracing detector keys a function by
+    its code, so one closure traced once per loaded featurizer read as "retracing" and logged a
+    warning in every run of more than a few spans.
+    """
+
+    def __init__(self, ragged: Any, width: int) -> None:
+        self.ragged = ragged
+        self.width = width
+
+    def __call__(self, batch: Any) -> tuple[Any, Any]:
+        tf = tensorflow()
+        ids = self.ragged(batch)
+        dense = ids.to_tensor(default_value=PAD_ID, shape=[None, self.width])
+        return dense, tf.size(ids.flat_values, out_type=tf.int64)
