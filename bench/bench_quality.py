@@ -325,7 +325,9 @@ def bench_stream(
             )
         }
         published = f"v{inc['version']}" if inc.get("version") else "not published"
+        # A growth record can add nothing (a tabular vocabulary that saw no new value).
         grown = inc.get("featurizer_growth")
+        grown = grown if grown and sum(grown["added"].values()) else None
         extra = f"; +{sum(grown['added'].values())} ids" if grown else ""
         # Publication first: the reason is long and is cut to the column's width.
         what = f"{inc['mode']} → {published}{extra} ({inc['reason']})"
