@@ -22,7 +22,7 @@ exported decision threshold. Printed per span: the incremental side's mode, reas
 vocabulary growth and verdict; rows trained on by each side (examples seen over the epochs run).
 
 One run is deterministic for a given ``train.seed``, but the seed alone moves a final metric by
-1-2 points on these few hundred held-out rows, so ``--seeds 0,1,2`` runs each stream once per
+points on these few hundred held-out rows (docs/quality.md), so ``--seeds 0,1,2`` runs each stream once per
 seed (``train.seed = S`` on both sides) and judges the mean gap: printed per stream are each
 seed's final gap and rows trained, then the mean and sample sd of the gap; the summary's verdict
 ("within 0.5 points of the full retrain, or better") is on the mean. Without ``--seeds`` each
@@ -440,7 +440,10 @@ def main() -> None:
             over_seeds(name, [bench_stream(name, work, args.quick, args.set, s) for s in seeds])
             for name in names
         ]
-        judged = "mean over seeds " + ",".join(map(str, seeds)) if len(seeds) > 1 else "one run"
+        if len(seeds) > 1:
+            judged = "mean over seeds " + ",".join(map(str, seeds))
+        else:
+            judged = "one run" if seeds == [None] else f"one run, seed {seeds[0]}"
         print(
             "\n## summary: final incremental champion minus the full retrain, primary metric "
             f"({judged})"
