@@ -155,6 +155,31 @@ def test_numeric_table_column_wise_equal_row_by_row(
     assert by_columns["1/report"]["type_errors"] == {"total_day_minutes": 1}
 
 
+def test_split_key_outside_the_features_column_wise_equal_row_by_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_batches: None
+) -> None:
+    """``split.key`` may name a column that is not a feature (an id): the column code must
+    split by its values, not by nothing (every row would land in one split)."""
+    header, rows = read_csv(dataset("fine_foods_train.csv"))
+    write_csv(tmp_path / "data" / "span-1" / "reviews.csv", header, rows[:1200])
+    write_config(
+        tmp_path,
+        label="score",
+        features={"review": "text"},
+        extra='[split]\nkey = "product"\n',
+    )
+
+    by_rows = ingest_outputs(tmp_path, False, monkeypatch)
+    by_columns = ingest_outputs(tmp_path, True, monkeypatch)
+
+    by_rows.pop("column_batches"), by_rows.pop("batches"), by_columns.pop("batches")
+    assert by_columns.pop("column_batches") >= 1  # others hold duplicates: row by row
+    for key in by_rows:
+        assert by_columns[key] == by_rows[key], key
+    splits = by_columns["1/report"]["rows_written"]
+    assert splits["train"] > 0 and splits["eval"] > 0, splits
+
+
 def test_batches_are_the_record_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(readers, "_CSV_BLOCK_BYTES", 4096)
     path = dataset("fine_foods_train.csv")

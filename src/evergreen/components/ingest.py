@@ -207,6 +207,19 @@ class RowProcessor:
         self.remember = remember
         self.missing_labels = {m.strip().lower() for m in missing_labels} | {""}
 
+    # The row code's pieces the column-wise path (ingest_columns) reuses, handed over through
+    # the processor because that module cannot import this one (it is imported by it).
+    def coerce_numbers(
+        self, raw: list[Any], column: str, wrong: dict[int, tuple[str, Any]]
+    ) -> list[Any]:
+        """A numeric column of a batch, coerced as the row code coerces it."""
+        return _coerce_numbers(raw, column, wrong)
+
+    @property
+    def row_factory(self) -> Callable[[tuple[Any, ...]], _Row]:
+        """Builds a kept row from its 6-tuple (in C, see :data:`_new_row`)."""
+        return _new_row
+
     def process(
         self, records: Iterable[readers.RawRecord], report: IngestReport
     ) -> Iterator[_Row | Quarantined]:

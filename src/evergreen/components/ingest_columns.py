@@ -40,9 +40,14 @@ import pyarrow.compute as pc
 from evergreen import examples, readers
 from evergreen.dedupe_index import SpanIndex, digests_array
 
-if TYPE_CHECKING:  # ingest imports this module: its names only for the type checker
-    from evergreen.components.ingest import IngestReport, RowProcessor, _SpanOutput
+if TYPE_CHECKING:
     from evergreen.components.statistics import SpanStatistics
+
+# ingest imports this module, so its classes cannot be imported here (not even for the type
+# checker: tests/test_structure.py forbids the cycle): these names stand for them.
+RowProcessor = Any  # evergreen.components.ingest.RowProcessor
+IngestReport = Any  # evergreen.components.ingest.IngestReport
+SpanOutput = Any  # evergreen.components.ingest._SpanOutput
 
 _BINARY = pa.binary()
 _NOTHING = pa.scalar(b"", _BINARY)
@@ -172,6 +177,41 @@ def _check(
 ) -> tuple[list[Any], KeptColumns | None, list[int]] | None:
     """The checks of ``RowProcessor._fast_batch`` on columns; None when the batch needs the
     row code. Returns the quarantined records, the kept rows' columns, their positions."""
+    fit = _fitting_columns(processor, batch)
+    if fit is None:
+        return None
+    columns, utf8 = fit
+    n = len(batch)
+    labels = columns[processor.label]
+    wrong: dict[int, tuple[str, Any]] = {}
+    coerced: dict[str, list[Any]] = {}
+    for column, kind in processor.types.items():
+        raw = columns.get(column)
+        if raw is None:
+            coerced[column] = [None] * n
+        elif kind == "numeric":
+            coerced[column] = processor.coerce_numbers(raw, column, wrong)
+        else:
+            coerced[column] = [None if v == "" else v for v in raw]
+    quarantined, good = _quarantine(processor, batch, labels, wrong, report)
+    if not good:
+        return quarantined, None, good
+    pick = (lambda items: items) if len(good) == n else (lambda items: [items[j] for j in good])
+    values = {column: pick(v) for column, v in coerced.items()}
+    # The kept rows' raw strings of every feature column present, and of the split key.
+    wanted = [*processor.types, processor.split_key] if processor.split_key else processor.types
+    texts = {c: pick(columns[c]) for c in wanted if c in columns}
+    # The whole batch's bytes are reusable when every row is kept.
+    whole = utf8 if len(good) == n else None
+    return quarantined, _kept(processor, values, texts, whole, pick(labels)), good
+
+
+def _fitting_columns(
+    processor: RowProcessor, batch: ColumnBatch
+) -> tuple[dict[str, list[str]], dict[str, bytes]] | None:
+    """The batch's columns and their UTF-8 bytes, or None when the column code cannot take
+    it (an image column, an undecodable byte, too many bytes, a value that may be over the
+    field limit, no label column): the row code decides those."""
     if "image" in processor.types.values():
         return None
     columns = dict(zip(batch.columns, map(list, zip(*batch.rows, strict=True)), strict=True))
@@ -188,37 +228,46 @@ def _check(
         return None  # a value may be over the limit: let the row code measure it
     if processor.label not in columns:
         return None
-    n = len(batch)
-    labels = columns[processor.label]
+    return columns, utf8
+
+
+def _quarantine(
+    processor: RowProcessor,
+    batch: ColumnBatch,
+    labels: list[str],
+    wrong: dict[int, tuple[str, Any]],
+    report: IngestReport,
+) -> tuple[list[Any], list[int]]:
+    """The rows with a missing label or a wrong numeric value, quarantined by the row code's
+    own reasons; and the positions of the rows kept."""
     label_problem = {value: processor._missing_label(value) for value in set(labels)}
-    wrong: dict[int, tuple[str, Any]] = {}
-    coerced: dict[str, list[Any]] = {}
-    for column, kind in processor.types.items():
-        raw = columns.get(column)
-        if raw is None:
-            coerced[column] = [None] * n
-        elif kind == "numeric":
-            coerced[column] = _coerce_numbers(raw, column, wrong)
-        else:
-            coerced[column] = [None if v == "" else v for v in raw]
+    if not wrong and all(problem is None for problem in label_problem.values()):
+        return [], list(range(len(batch)))
     quarantined: list[Any] = []
-    good = list(range(n))
-    if wrong or any(problem is not None for problem in label_problem.values()):
-        good = []
-        for j, label_value in enumerate(labels):
-            problem = label_problem[label_value]
-            if problem is None and j not in wrong:
-                good.append(j)
-                continue
-            values = dict(zip(batch.columns, batch.rows[j], strict=True))
-            quarantined.append(
-                processor._row_problem(j, values, problem, wrong, report, batch.source(j))
-            )
-    if not good:
-        return quarantined, None, good
-    pick = (lambda items: items) if len(good) == n else (lambda items: [items[j] for j in good])
-    values = {column: pick(v) for column, v in coerced.items()}
-    labels = pick(labels)
+    good = []
+    for j, label_value in enumerate(labels):
+        problem = label_problem[label_value]
+        if problem is None and j not in wrong:
+            good.append(j)
+            continue
+        values = dict(zip(batch.columns, batch.rows[j], strict=True))
+        quarantined.append(
+            processor._row_problem(j, values, problem, wrong, report, batch.source(j))
+        )
+    return quarantined, good
+
+
+def _kept(
+    processor: RowProcessor,
+    values: dict[str, list[Any]],
+    texts: dict[str, list[str]],
+    whole: dict[str, bytes] | None,
+    labels: list[str],
+) -> KeptColumns:
+    """The kept rows' encoded columns, input and row hashes and splits, computed a column at
+    a time (``texts``: the kept rows' raw strings per column present, the split key's too;
+    ``whole``: the columns' bytes when every row of the batch is kept)."""
+    n = len(labels)
     encoded: dict[str, Any] = {}
     json_parts: list[Any] = []
     for column, kind in processor.types.items():
@@ -226,15 +275,14 @@ def _check(
             text = ["null" if v is None else repr(v) for v in values[column]]
             json_parts.append(pa.array(text, pa.string()).cast(_BINARY))
             continue
-        if column in columns:
-            texts = pick(columns[column])  # a missing value is "" here, None in values
-            data = utf8[column] if len(good) == n else "".join(texts).encode("utf-8")
-            encoded[column] = _binary(texts, data)
+        if column in texts:
+            kept = texts[column]  # a missing value is "" here, None in values
+            data = whole[column] if whole is not None else "".join(kept).encode("utf-8")
+            encoded[column] = _binary(kept, data)
         else:
-            encoded[column] = pa.nulls(len(good), _BINARY)
+            encoded[column] = pa.nulls(n, _BINARY)
         json_parts.append(_json_strings(encoded[column]))
-    inputs = _json_lists(json_parts, len(good))
-    input_data = inputs.to_pylist()
+    input_data = _json_lists(json_parts, n).to_pylist()
     input_hashes = b"".join(map(_digest, map(_blake2b_16, input_data)))
     label_array = pa.array(labels, pa.string()).cast(_BINARY)
     row_inputs = pc.binary_join_element_wise(
@@ -242,21 +290,13 @@ def _check(
     )
     row_hashes = b"".join(map(_digest, map(_blake2b_16, row_inputs.to_pylist())))
     if processor.split_key:
-        key = columns.get(processor.split_key)
-        keys = [b""] * len(good) if key is None else [k.encode("utf-8") for k in pick(key)]
+        key = texts.get(processor.split_key)
+        keys = [b""] * n if key is None else [k.encode("utf-8") for k in key]
     else:
         keys = input_data
     splits = _split_indexes(processor.boundaries, keys)
     split_names = [name for _, name in processor.boundaries]
-    kept = KeptColumns(values, encoded, labels, input_hashes, row_hashes, splits, split_names)
-    return quarantined, kept, good
-
-
-def _coerce_numbers(raw: list[str], column: str, wrong: dict[int, tuple[str, Any]]) -> list[Any]:
-    # The row code's own coercion (imported here: ingest imports this module).
-    from evergreen.components.ingest import _coerce_numbers as coerce
-
-    return coerce(raw, column, wrong)
+    return KeptColumns(values, encoded, labels, input_hashes, row_hashes, splits, split_names)
 
 
 def _binary(texts: list[str], data: bytes) -> pa.Array:
@@ -355,8 +395,7 @@ def _as_items(
     good: list[int],
 ) -> list[Any]:
     """The batch as ``RowProcessor.check_batch`` returns it: rows and quarantined, in order."""
-    from evergreen.components.ingest import _new_row
-
+    new_row = processor.row_factory
     names = list(processor.types)
     rows_values = [
         dict(zip(names, row, strict=True)) for row in zip(*kept.values.values(), strict=True)
@@ -367,7 +406,7 @@ def _as_items(
     input_hex = kept.input_hashes.hex()
     row_hex = kept.row_hashes.hex()
     rows = [
-        _new_row(
+        new_row(
             (
                 batch.source(j),
                 rows_values[i],
@@ -388,7 +427,7 @@ def _as_items(
     return [item if item is not None else next(extra) for item in out]
 
 
-def write(output: _SpanOutput, kept: KeptColumns, stats: SpanStatistics) -> None:
+def write(output: SpanOutput, kept: KeptColumns, stats: SpanStatistics) -> None:
     """The kept rows of a column-wise batch to the shards (as ``_SpanOutput.write`` writes
     them: each split's rows in order) and to the statistics."""
     numeric = [c for c, kind in output.types.items() if kind == "numeric"]
