@@ -249,19 +249,26 @@ def with_overrides(config: str, overrides: list[str]) -> str:
 
 
 def run_span(project_dir: Path, *, full: bool) -> tuple[dict[str, Any], int, Path]:
-    """One span's ``run``: its record, the rows its training saw, and the champion to score."""
+    """One span's ``run``: its record, the rows its training saw, and the champion to score.
+
+    A span whose increment a full retrain challenged (the policy's quality debt) has two
+    records: the increment's is returned, with the challenger's as ``record["challenger"]``;
+    the rows are both trainings'.
+    """
     from evergreen import config as config_mod
     from evergreen.loop import TrainingLoop, champion_saved_model
     from evergreen.project import Project
 
     with Project(config_mod.load(project_dir / "evergreen.toml")) as project:
-        [record] = [r.to_dict() for r in TrainingLoop(project).run(full=full)]
+        record, *challenger = [r.to_dict() for r in TrainingLoop(project).run(full=full)]
+        if challenger:
+            record["challenger"] = challenger[0]
         trained = [
             r.summary.get("rows_trained", 0)
             for r in project.store.runs(component="train", limit=1_000_000)
             if r.span == record["span"] and r.status == "succeeded"
         ]
-        return record, int(trained[-1]) if trained else 0, champion_saved_model(project)
+        return record, sum(trained), champion_saved_model(project)
 
 
 def score(saved_model: Path, rows: list[dict[str, Any]], label: str) -> dict[str, float]:
@@ -346,6 +353,12 @@ def bench_stream(
             )
         for line in inc.get("verdict") or []:
             print(f"{'':>5}  · {line}")
+        challenger = inc.get("challenger")
+        if challenger:
+            landed = f"v{challenger['version']}" if challenger.get("version") else "not published"
+            print(f"{'':>5}  · full retrain challenger → {landed}: {challenger['reason']}")
+            for line in challenger.get("verdict") or []:
+                print(f"{'':>5}    · {line}")
         if not full.get("blessed"):
             print(f"{'':>5}  · full side not published: {'; '.join(full.get('verdict') or [])}")
         out.append(

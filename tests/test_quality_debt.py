@@ -1,4 +1,5 @@
-"""The policy's quality debt: a full retrain once increments brought enough new data."""
+"""The policy's quality debt: once increments brought enough new data, a full retrain
+challenges the increment and replaces the champion only if it scores higher."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import csv
 from pathlib import Path
 
 from evergreen import config as config_mod
+from evergreen.components.evaluate import challenge_verdict
 from evergreen.config import DriftConfig
 from evergreen.loop import TrainingLoop
 from evergreen.policy import decide
@@ -13,13 +15,40 @@ from evergreen.project import Project
 from tests.conftest import dataset, write_config
 
 
-def test_growth_beyond_the_budget_asks_for_a_full_retrain() -> None:
+def test_growth_beyond_the_budget_asks_for_a_challenger() -> None:
     calm = decide(None, cfg=DriftConfig(), data_growth=0.75, full_after_growth=1.0)
-    assert calm.mode == "incremental"
+    assert calm.mode == "incremental" and not calm.challenger
     due = decide(None, cfg=DriftConfig(), data_growth=1.0, full_after_growth=1.0)
-    assert due.mode == "full" and due.reasons[0].startswith("quality debt: ")
+    assert due.mode == "incremental"
+    assert due.challenger.startswith("quality debt: ") and due.reasons[-1] == due.challenger
     off = decide(None, cfg=DriftConfig(), data_growth=5.0, full_after_growth=0.0)
-    assert off.mode == "incremental"
+    assert off.mode == "incremental" and not off.challenger
+    # A span that needs a full retrain anyway gets one, and no challenger beside it.
+    forced = decide(
+        None, cfg=DriftConfig(), data_growth=2.0, full_after_growth=1.0, unknown_rate=0.9
+    )
+    assert forced.mode == "full" and not forced.challenger
+
+
+def test_a_challenger_must_score_higher_than_the_champion() -> None:
+    def result(new: float, historic: float) -> dict[str, object]:
+        return {
+            "candidate": {
+                "new": {"auc": new, "rows": 100.0},
+                "historic": {"auc": historic, "rows": 300.0},
+            },
+            "champion": {
+                "new": {"auc": 0.80, "rows": 100.0},
+                "historic": {"auc": 0.80, "rows": 300.0},
+            },
+        }
+
+    better, line = challenge_verdict(result(0.78, 0.81), "auc")  # -0.02 x 1/4 + 0.01 x 3/4
+    assert better and line.startswith("challenger: auc +0.0025")
+    worse, line = challenge_verdict(result(0.84, 0.78), "auc")  # +0.04 x 1/4 - 0.02 x 3/4
+    assert not worse and "the champion stays" in line
+    tie, _ = challenge_verdict(result(0.80, 0.80), "auc")
+    assert not tie
 
 
 def test_the_loop_retrains_in_full_when_the_data_doubled(tmp_path: Path) -> None:
@@ -39,6 +68,27 @@ def test_the_loop_retrains_in_full_when_the_data_doubled(tmp_path: Path) -> None
     config = write_config(project_dir, label="churn", extra=extra)
     with Project(config_mod.load(config)) as project:
         records = TrainingLoop(project).run()
-    # 300 / 600 rows: incremental; 600 / 600: the data doubled, full; then 300 / 1200 again.
-    assert [r.mode for r in records] == ["full", "incremental", "full", "incremental"]
-    assert records[2].reason.startswith("quality debt: increments since the last full retrain")
+        challenger_evaluations = [
+            e
+            for e in project.store.artifacts(type="ModelEvaluation")
+            if e.properties.get("challenger")
+        ]
+    # 300 / 600 rows: incremental; 600 / 600: the data doubled, so span 3's increment is
+    # followed by a full retrain on spans 1-3 that challenges it; then 300 / 1200 again.
+    assert [(r.span, r.mode) for r in records] == [
+        (1, "full"),
+        (2, "incremental"),
+        (3, "incremental"),
+        (3, "full"),
+        (4, "incremental"),
+    ]
+    assert records[2].reason.endswith("a full retrain challenges the increment")
+    challenger = records[3]
+    assert challenger.reason.startswith("quality debt: increments since the last full retrain")
+    assert challenger.verdict[0].startswith("challenger: ")
+    higher, line = challenge_verdict(challenger.metrics, "auc")  # churn: binary, AUC
+    assert challenger.verdict[0] == line
+    assert higher or not challenger.blessed  # a challenger that does not score higher never lands
+    assert (challenger.version is not None) == challenger.blessed
+    assert len(challenger_evaluations) == 1 and challenger_evaluations[0].span == 3
+    assert "quality debt" not in records[4].reason  # the challenger paid the debt

@@ -190,9 +190,11 @@ class TrainConfig:
     rewarm_peak: float | str = "auto"
     shrink: float = 1.0  # shrink-and-perturb: weights x shrink (1: off; 0.8 measured worse) ...
     perturb: float = 0.0  # ... + this x N(0, 1) noise (0: off)
-    # Quality debt (policy.py): full retrain once increments since the last one brought this
-    # many times its train rows (1.0: each time the data doubles; 0: off).
-    full_after_growth: float = 0.0
+    # Quality debt (policy.py): once increments since the last full retrain brought this many
+    # times its train rows, a full retrain is trained after the increment and replaces the
+    # champion only if it scores higher (1.0: each time the data doubles, so all full retrains
+    # together cost about 2x one on all the data; 0: off).
+    full_after_growth: float = 1.0
     # Scale-out (evergreen.training): none, mirrored (Keras fit on all local GPUs), multi_worker
     distribution: str = "none"  # multi_worker: run `evergreen train-worker` on every TF_CONFIG task
     mixed_precision: str = "none"  # mixed_float16 (GPUs), mixed_bfloat16: outputs stay float32

@@ -12,6 +12,12 @@ rule that fires adds a reason; the strongest mode wins (block > full > increment
                  train.full_every increments since the last full retrain; the last candidate
                  regressed on the historic holdout beyond train.max_historic_regression
     incremental  otherwise (minor drift is named in the reasons, but does not force a retrain)
+
+An increment can carry a **challenger**: when the increments since the last full retrain
+brought ``train.full_after_growth`` times the rows that retrain saw (the quality debt), the
+increment runs as usual and then a full retrain on every span is trained beside it and
+replaces the champion only if it scores higher (:attr:`Decision.challenger`). A weak early
+model that increments never catch up with is replaced; a strong increment is kept.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ MODES = ("incremental", "full", "block")
 class Decision:
     mode: str  # incremental, full, or block
     reasons: list[str] = field(default_factory=list)
+    # Incremental only: why a full retrain challenges the increment after it ("": none).
+    challenger: str = ""
 
     @property
     def reason(self) -> str:
@@ -40,11 +48,14 @@ class Decision:
         return "; ".join(self.reasons)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "reasons": list(self.reasons)}
+        out: dict[str, Any] = {"mode": self.mode, "reasons": list(self.reasons)}
+        if self.challenger:
+            out["challenger"] = self.challenger
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Decision:
-        return cls(data["mode"], list(data["reasons"]))
+        return cls(data["mode"], list(data["reasons"]), data.get("challenger", ""))
 
 
 def hard_rule(
@@ -96,22 +107,18 @@ def decide(
             tabular categories).
         data_growth: the quality debt — train rows taken in by increments since the last full
             retrain (this span included), over the rows that full retrain saw (None: unknown).
-        full_after_growth: at or beyond this growth, full (0: never). 1.0 retrains in full
-            each time the data doubles: the full retrains' total cost stays within a constant
-            factor of the data, so the cost per row stays bounded while the champion never
-            trails a full fit on more than half of the data.
+        full_after_growth: at or beyond this growth, a full retrain challenges the increment
+            (0: never). 1.0 challenges each time the data doubles: the full retrains' total
+            cost stays within a constant factor (about 2x) of one full retrain on all the
+            data, so the cost per row stays bounded while the champion is never compared with
+            a full fit on less than half of the data.
     """
     blocks, fulls, notes = _drift_rules(drift, cfg) if drift is not None else ([], [], [])
     if unknown_rate is None and drift is not None:
         unknown_rate = drift.unknown_rate
     fulls += _unknown_rate_rule(unknown_rate, max_unknown_rate, rate_name)
     fulls += _debt_rules(
-        increments_since_full,
-        full_every,
-        data_growth,
-        full_after_growth,
-        historic_regression,
-        max_historic_regression,
+        increments_since_full, full_every, historic_regression, max_historic_regression
     )
     if blocks:
         return Decision("block", blocks + fulls + notes)
@@ -119,7 +126,9 @@ def decide(
         return Decision("full", fulls + notes)
     rate = f"{rate_name} {unknown_rate:.2f}" if unknown_rate is not None else ""
     fits = "the champion fits the new span" + (f" ({rate})" if rate else "")
-    return Decision("incremental", [fits, *notes])
+    challenger = _growth_challenge(data_growth, full_after_growth)
+    reasons = [fits, *notes] + ([challenger] if challenger else [])
+    return Decision("incremental", reasons, challenger)
 
 
 def _drift_rules(drift: DriftResult, cfg: DriftConfig) -> tuple[list[str], list[str], list[str]]:
@@ -159,8 +168,6 @@ def _unknown_rate_rule(rate: float | None, max_rate: float, rate_name: str) -> l
 def _debt_rules(
     increments_since_full: int,
     full_every: int,
-    data_growth: float | None,
-    full_after_growth: float,
     historic_regression: float | None,
     max_historic_regression: float,
 ) -> list[str]:
@@ -171,17 +178,23 @@ def _debt_rules(
             f"{increments_since_full} increments since the last full retrain "
             f"(train.full_every = {full_every})"
         )
-    if full_after_growth and data_growth is not None and data_growth >= full_after_growth:
-        fulls.append(
-            f"quality debt: increments since the last full retrain brought {data_growth:.2f}x "
-            f"its rows (train.full_after_growth = {full_after_growth})"
-        )
     if historic_regression is not None and historic_regression > max_historic_regression:
         fulls.append(
             f"forgetting: the last candidate lost {historic_regression:.3f} historic accuracy "
             f"(train.max_historic_regression = {max_historic_regression})"
         )
     return fulls
+
+
+def _growth_challenge(data_growth: float | None, full_after_growth: float) -> str:
+    """Why a full retrain should challenge this increment (the quality debt), or ``""``."""
+    if not full_after_growth or data_growth is None or data_growth < full_after_growth:
+        return ""
+    return (
+        f"quality debt: increments since the last full retrain brought {data_growth:.2f}x its "
+        f"rows (train.full_after_growth = {full_after_growth}): a full retrain challenges the "
+        "increment"
+    )
 
 
 def _describe(drift: DriftResult, level: str) -> str:

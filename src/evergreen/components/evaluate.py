@@ -323,11 +323,19 @@ class EvaluateCandidate:
     version: ClassVar[str] = "3"
 
     def __init__(
-        self, cfg: TrainConfig, new_span: int, slicing: EvaluateConfig | None = None
+        self,
+        cfg: TrainConfig,
+        new_span: int,
+        slicing: EvaluateConfig | None = None,
+        *,
+        challenger: bool = False,
     ) -> None:
         self.cfg = cfg
         self.new_span = new_span
         self.slicing = slicing or EvaluateConfig()
+        # A challenger (the policy's quality debt) must score higher than the champion, not
+        # merely pass the guards: it replaces a champion that is not known to be worse.
+        self.challenger = challenger
 
     def parameters(self) -> dict[str, Any]:
         return {
@@ -342,6 +350,7 @@ class EvaluateCandidate:
             "holdout": "stratified-hash-1",
             # Only when slicing is asked, so that existing evaluations stay cached.
             **({"slicing": asdict(self.slicing)} if self.slicing.slices else {}),
+            **({"challenger": True} if self.challenger else {}),
         }
 
     def execute(self, ctx: ExecutionContext) -> dict[str, Any]:
@@ -381,6 +390,7 @@ class EvaluateCandidate:
                 "blessed": result.blessed,
                 "candidate": inputs.candidate.id,
                 "rows_scored": scores.rows_scored,
+                **({"challenger": True} if self.challenger else {}),
             },
         )
         return result.to_dict()
@@ -409,6 +419,10 @@ class EvaluateCandidate:
                 refused = slicer.refusals(result.slices)
                 result.blessed = result.blessed and not refused
                 result.reasons += refused
+        if self.challenger and result.champion:
+            better, line = challenge_verdict(result.to_dict(), metric)
+            result.blessed = result.blessed and better
+            result.reasons = [line] + result.reasons
         trained = inputs.candidate.properties
         if inputs.champion is not None and trained.get("improved") is False:
             # Training kept the champion's weights: publishing them would be a no-op version.
@@ -458,3 +472,31 @@ class EvaluateCandidate:
             blessed &= not guard["regressed"]
             reasons.append(describe_guard(name, guard, result))
         return blessed, reasons
+
+
+def challenge_verdict(result: Mapping[str, Any], metric: str) -> tuple[bool, str]:
+    """Does a challenger score higher than the champion? And the line that says so.
+
+    Higher means the row-weighted mean, over the evaluation sets (the new eval rows and the
+    historic holdout), of the candidate's primary metric minus the champion's is above zero.
+    """
+    gains, weights = [], []
+    for name in ("new", "historic"):
+        candidate, champion = result["candidate"].get(name), result["champion"].get(name)
+        if candidate and champion and metric in candidate and metric in champion:
+            gains.append(candidate[metric] - champion[metric])
+            weights.append(candidate.get("rows", 1.0))
+    if not gains:
+        return False, f"challenger: no {metric} to compare with the champion; not published"
+    gain = float(np.average(gains, weights=weights))
+    parts = ", ".join(
+        f"{name} {result['candidate'][name][metric]:.4f} vs {result['champion'][name][metric]:.4f}"
+        for name in ("new", "historic")
+        if name in result["candidate"] and name in result["champion"]
+    )
+    if gain > 0:
+        return True, f"challenger: {metric} {gain:+.4f} over the champion ({parts})"
+    return False, (
+        f"challenger: {metric} {gain:+.4f}, not higher than the champion ({parts}); "
+        "the champion stays"
+    )

@@ -57,6 +57,10 @@ class SpanPlan:
         drift: the span's drift severity (None: drift is off, or not measured).
         policy_tokens: tokens the featurizer-fit check computed (booked in the ledger).
         adoption: the model to adopt (mode ``adopted`` only).
+        challenger: incremental: why a full retrain challenges the increment once it has run
+            (the policy's quality debt; "": none).
+        challenging: this plan is that challenger: a full retrain that replaces the champion
+            only if it scores higher on the evaluation rows.
     """
 
     span: int
@@ -69,6 +73,8 @@ class SpanPlan:
     drift: str | None = None
     policy_tokens: int = 0
     adoption: Adoption | None = field(default=None)
+    challenger: str = ""
+    challenging: bool = False
 
     @property
     def rows_new(self) -> int:
@@ -110,6 +116,21 @@ class Planner:
         )
         self._decide(plan, force_full)
         return plan
+
+    def challenger_plan(self, record: SpanRecord, history: list[SpanRecord], why: str) -> SpanPlan:
+        """The full retrain that challenges ``record``'s increment (run after it): judged
+        against the champion the increment left, whether or not that was published."""
+        return SpanPlan(
+            span=record.span,
+            history=history,
+            examples={r.span: self.store.artifact(r.examples_id) for r in history},
+            champion=self.champion_for(record.span),
+            labels=self.label_classes(history),
+            mode=FULL,
+            reason=why,
+            drift=None,
+            challenging=True,
+        )
 
     def champion_model(self) -> Artifact | None:
         """The registry champion's ``Model`` artifact (None: no champion yet)."""
@@ -194,6 +215,7 @@ class Planner:
             full_after_growth=cfg.full_after_growth,
         )
         plan.mode, plan.reason = decision.mode, "; ".join(decision.reasons)
+        plan.challenger = decision.challenger
 
     def _unknown_rate(
         self, champion: Artifact, drift: Any, new_examples: Artifact
@@ -251,8 +273,16 @@ class Planner:
         return sum(n for s, n in rows.items() if s not in seen) / base if base else None
 
     def _last_forgetting(self) -> float | None:
-        """How far beyond noise the last candidate fell on the historic holdout (None: unknown)."""
-        evaluations = self.store.artifacts(type="ModelEvaluation")
+        """How far beyond noise the last candidate fell on the historic holdout (None: unknown).
+
+        A challenger's evaluation is not counted: a full retrain that lost its challenge left
+        the champion in place, and the champion forgot nothing by it.
+        """
+        evaluations = [
+            e
+            for e in self.store.artifacts(type="ModelEvaluation")
+            if not e.properties.get("challenger")
+        ]
         if not evaluations:
             return None
         path = Path(evaluations[-1].uri) / "evaluation.json"

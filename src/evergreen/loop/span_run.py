@@ -158,7 +158,7 @@ class SpanRun:
         # An adopted model is evaluated without slices: adopt has always judged it whole.
         slicing = None if plan.adoption is not None else self.cfg.evaluate
         evaluated = self.runner.run(
-            EvaluateCandidate(self.cfg.train, plan.span, slicing),
+            EvaluateCandidate(self.cfg.train, plan.span, slicing, challenger=plan.challenging),
             EvaluateInputs(candidate, plan.examples, plan.champion),
             span=plan.span,
         )

@@ -7,6 +7,7 @@ A span's run is planned (:mod:`evergreen.loop.plan`), its components run
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +73,14 @@ class TrainingLoop:
         records = []
         for record in pending:
             history = [r for r in usable if r.span <= record.span]
-            result = self._one_span(record, history, force_full=full)
-            if imported:  # this process's start-up cost, booked once, on its first record
-                result.seconds["import_tensorflow"] = round(imported, 3)
-                imported = 0.0
-            self._publish_record(result, track=True)
-            records.append(result)
-            if result.mode == BLOCK:
-                return records
+            for result in self._one_span(record, history, force_full=full):
+                if imported:  # this process's start-up cost, booked once, on its first record
+                    result.seconds["import_tensorflow"] = round(imported, 3)
+                    imported = 0.0
+                self._publish_record(result, track=True)
+                records.append(result)
+                if result.mode == BLOCK:
+                    return records
         if stop is not None:
             result = self._validation_blocked(next(r for r in current if r.span == stop))
             self._publish_record(result, track=False)
@@ -155,13 +156,23 @@ class TrainingLoop:
 
     def _one_span(
         self, record: SpanRecord, history: list[SpanRecord], *, force_full: bool
-    ) -> RunRecord:
+    ) -> Iterator[RunRecord]:
+        """The span's run record; then, when the policy asks, its challenger's.
+
+        Lazy, so the caller saves the increment's record before the challenger trains: a run
+        killed during the challenge keeps the increment, and the debt stays due for the next
+        span (the challenge is not resumed for this one).
+        """
         seconds = self._data_seconds(record.span)  # before planning runs drift: not its time
         plan = self.planner.plan(record, history, force_full)
         if plan.mode == BLOCK:
             reason = plan.reason + "; change the span's data or the [drift] config and run again"
-            return assemble.not_trained(plan, reason, seconds)
-        return self._execute(SpanRun(self.project, self.registry, plan, self.family(), seconds))
+            yield assemble.not_trained(plan, reason, seconds)
+            return
+        yield self._execute(SpanRun(self.project, self.registry, plan, self.family(), seconds))
+        if plan.challenger:
+            challenge = self.planner.challenger_plan(record, history, plan.challenger)
+            yield self._execute(SpanRun(self.project, self.registry, challenge, self.family(), {}))
 
     def _execute(self, run: SpanRun) -> RunRecord:
         """Featurizer → featurize → candidate → evaluate → push if blessed → the record."""
