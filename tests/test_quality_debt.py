@@ -1,5 +1,5 @@
 """The policy's quality debt: once increments brought enough new data, a full retrain
-challenges the increment and replaces the champion only if it scores higher."""
+challenges the increment and replaces the champion only if its loss is lower."""
 
 from __future__ import annotations
 
@@ -30,24 +30,24 @@ def test_growth_beyond_the_budget_asks_for_a_challenger() -> None:
     assert forced.mode == "full" and not forced.challenger
 
 
-def test_a_challenger_must_score_higher_than_the_champion() -> None:
+def test_a_challenger_must_have_the_lower_loss() -> None:
     def result(new: float, historic: float) -> dict[str, object]:
         return {
             "candidate": {
-                "new": {"auc": new, "rows": 100.0},
-                "historic": {"auc": historic, "rows": 300.0},
+                "new": {"loss": new, "auc": 0.9, "rows": 100.0},
+                "historic": {"loss": historic, "auc": 0.9, "rows": 300.0},
             },
             "champion": {
-                "new": {"auc": 0.80, "rows": 100.0},
-                "historic": {"auc": 0.80, "rows": 300.0},
+                "new": {"loss": 0.50, "auc": 0.7, "rows": 100.0},
+                "historic": {"loss": 0.50, "auc": 0.7, "rows": 300.0},
             },
         }
 
-    better, line = challenge_verdict(result(0.78, 0.81), "auc")  # -0.02 x 1/4 + 0.01 x 3/4
-    assert better and line.startswith("challenger: auc +0.0025")
-    worse, line = challenge_verdict(result(0.84, 0.78), "auc")  # +0.04 x 1/4 - 0.02 x 3/4
-    assert not worse and "the champion stays" in line
-    tie, _ = challenge_verdict(result(0.80, 0.80), "auc")
+    better, line = challenge_verdict(result(0.54, 0.48))  # 0.135 + 0.36 < 0.5: row-weighted
+    assert better and line.startswith("challenger: loss 0.4950 vs the champion's 0.5000")
+    worse, line = challenge_verdict(result(0.40, 0.54))  # 0.1 + 0.405 > 0.5, whatever the AUC
+    assert not worse and line.endswith("not lower; the champion stays")
+    tie, _ = challenge_verdict(result(0.50, 0.50))
     assert not tie
 
 
@@ -86,9 +86,9 @@ def test_the_loop_retrains_in_full_when_the_data_doubled(tmp_path: Path) -> None
     challenger = records[3]
     assert challenger.reason.startswith("quality debt: increments since the last full retrain")
     assert challenger.verdict[0].startswith("challenger: ")
-    higher, line = challenge_verdict(challenger.metrics, "auc")  # churn: binary, AUC
+    lower, line = challenge_verdict(challenger.metrics)
     assert challenger.verdict[0] == line
-    assert higher or not challenger.blessed  # a challenger that does not score higher never lands
+    assert lower or not challenger.blessed  # a challenger that does not beat the loss never lands
     assert (challenger.version is not None) == challenger.blessed
     assert len(challenger_evaluations) == 1 and challenger_evaluations[0].span == 3
     assert "quality debt" not in records[4].reason  # the challenger paid the debt

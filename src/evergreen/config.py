@@ -192,7 +192,7 @@ class TrainConfig:
     perturb: float = 0.0  # ... + this x N(0, 1) noise (0: off)
     # Quality debt (policy.py): once increments since the last full retrain brought this many
     # times its train rows, a full retrain is trained after the increment and replaces the
-    # champion only if it scores higher (1.0: each time the data doubles, so all full retrains
+    # champion only if its loss is lower (1.0: each time the data doubles, so all full retrains
     # together cost about 2x one on all the data; 0: off).
     full_after_growth: float = 1.0
     # Scale-out (evergreen.training): none, mirrored (Keras fit on all local GPUs), multi_worker

@@ -15,9 +15,9 @@ rule that fires adds a reason; the strongest mode wins (block > full > increment
 
 An increment can carry a **challenger**: when the increments since the last full retrain
 brought ``train.full_after_growth`` times the rows that retrain saw (the quality debt), the
-increment runs as usual and then a full retrain on every span is trained beside it and
-replaces the champion only if it scores higher (:attr:`Decision.challenger`). A weak early
-model that increments never catch up with is replaced; a strong increment is kept.
+increment runs as usual, then a full retrain on every span is trained beside it and replaces
+the champion only if its loss on the evaluation rows is lower (:attr:`Decision.challenger`).
+A weak early model that increments never catch up with is replaced; a strong increment is kept.
 """
 
 from __future__ import annotations

@@ -333,8 +333,8 @@ class EvaluateCandidate:
         self.cfg = cfg
         self.new_span = new_span
         self.slicing = slicing or EvaluateConfig()
-        # A challenger (the policy's quality debt) must score higher than the champion, not
-        # merely pass the guards: it replaces a champion that is not known to be worse.
+        # A challenger (the policy's quality debt) must beat the champion's loss, not merely
+        # pass the guards: it replaces a champion that is not known to be worse.
         self.challenger = challenger
 
     def parameters(self) -> dict[str, Any]:
@@ -420,7 +420,7 @@ class EvaluateCandidate:
                 result.blessed = result.blessed and not refused
                 result.reasons += refused
         if self.challenger and result.champion:
-            better, line = challenge_verdict(result.to_dict(), metric)
+            better, line = challenge_verdict(result.to_dict())
             result.blessed = result.blessed and better
             result.reasons = [line] + result.reasons
         trained = inputs.candidate.properties
@@ -474,29 +474,30 @@ class EvaluateCandidate:
         return blessed, reasons
 
 
-def challenge_verdict(result: Mapping[str, Any], metric: str) -> tuple[bool, str]:
-    """Does a challenger score higher than the champion? And the line that says so.
+def challenge_verdict(result: Mapping[str, Any]) -> tuple[bool, str]:
+    """Does a challenger beat the champion? And the line that says so.
 
-    Higher means the row-weighted mean, over the evaluation sets (the new eval rows and the
-    historic holdout), of the candidate's primary metric minus the champion's is above zero.
+    It must have the lower cross-entropy on the evaluation rows (the new eval rows and the
+    historic holdout, row-weighted), as an increment's epoch must beat the champion's val_loss
+    to count. The loss, a proper scoring rule, varies far less between two models on a few
+    hundred rows than AUC or accuracy do (quick fine foods, seed 3: AUC said -0.2 points on
+    495 rows where the loss said -0.012 on both sets, and the held-out test rows +2.9 points).
     """
-    gains, weights = [], []
+    losses = {"candidate": 0.0, "champion": 0.0}
+    rows, parts = 0.0, []
     for name in ("new", "historic"):
         candidate, champion = result["candidate"].get(name), result["champion"].get(name)
-        if candidate and champion and metric in candidate and metric in champion:
-            gains.append(candidate[metric] - champion[metric])
-            weights.append(candidate.get("rows", 1.0))
-    if not gains:
-        return False, f"challenger: no {metric} to compare with the champion; not published"
-    gain = float(np.average(gains, weights=weights))
-    parts = ", ".join(
-        f"{name} {result['candidate'][name][metric]:.4f} vs {result['champion'][name][metric]:.4f}"
-        for name in ("new", "historic")
-        if name in result["candidate"] and name in result["champion"]
-    )
-    if gain > 0:
-        return True, f"challenger: {metric} {gain:+.4f} over the champion ({parts})"
-    return False, (
-        f"challenger: {metric} {gain:+.4f}, not higher than the champion ({parts}); "
-        "the champion stays"
-    )
+        if not candidate or not champion:
+            continue
+        n = float(candidate.get("rows", 0.0))
+        losses["candidate"] += n * candidate["loss"]
+        losses["champion"] += n * champion["loss"]
+        rows += n
+        parts.append(f"{name} {candidate['loss']:.4f} vs {champion['loss']:.4f} on {n:.0f} rows")
+    if not rows:
+        return False, "challenger: no evaluation rows to compare with the champion; not published"
+    candidate_loss, champion_loss = losses["candidate"] / rows, losses["champion"] / rows
+    said = f"loss {candidate_loss:.4f} vs the champion's {champion_loss:.4f} ({', '.join(parts)})"
+    if candidate_loss < champion_loss:
+        return True, f"challenger: {said}, lower"
+    return False, f"challenger: {said}, not lower; the champion stays"

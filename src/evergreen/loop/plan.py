@@ -60,7 +60,7 @@ class SpanPlan:
         challenger: incremental: why a full retrain challenges the increment once it has run
             (the policy's quality debt; "": none).
         challenging: this plan is that challenger: a full retrain that replaces the champion
-            only if it scores higher on the evaluation rows.
+            only if its loss on the evaluation rows is lower.
     """
 
     span: int
