@@ -105,14 +105,23 @@ def test_published_increments_beat_day_0_model_on_the_new_days(tmp_path: Path) -
     demo.write_stream(folder, DAYS, day0_rows=DAY0_ROWS, daily_rows=DAILY_ROWS, seed=seed)
     (folder / "evergreen.toml").write_text(demo.CONFIG, encoding="utf-8")
     with Project(config_mod.load(folder / "evergreen.toml")) as project:
-        records = TrainingLoop(project).run()
+        everything = TrainingLoop(project).run()
+        # Each time the days since the last full retrain double its rows, the quality debt's
+        # full retrain challenges that day's increment (published only with a lower loss).
+        challengers = [r for r in everything if r.reason.startswith("quality debt")]
+        assert challengers and all(r.mode == "full" for r in challengers), everything
+        for challenger in challengers:
+            increment = everything[everything.index(challenger) - 1]
+            assert (increment.span, increment.mode) == (challenger.span, "incremental")
+        records = [r for r in everything if r not in challengers]
         assert [r.mode for r in records] == ["full"] + ["incremental"] * (DAYS - 1)
         registry = Registry(project.config.registry_dir)
         first = registry.version_numbers(project.config.name)[0]
         champion = registry.alias(project.config.name, "champion")
         published = [r for r in records[1:] if r.blessed and r.version is not None]
         assert len(published) >= 2, [r.verdict for r in records[1:]]
-        assert champion == records[-1].version == published[-1].version
+        landed = [r.version for r in everything if r.blessed and r.version is not None]
+        assert champion == landed[-1]  # the last increment, or a challenger that beat it
 
         # Incremental work: each increment read the new day plus a replay sample of the history
         # (1:1, the default), so an epoch reads at most twice the new rows where a full
@@ -124,7 +133,7 @@ def test_published_increments_beat_day_0_model_on_the_new_days(tmp_path: Path) -
         runs = {
             r.span: r.summary
             for r in project.store.runs(component="train")
-            if r.status == "succeeded"
+            if r.status == "succeeded" and r.summary["mode"] == "incremental"
         }
         for record in records[1:]:
             summary, new = runs[record.span], train_rows[record.span]
@@ -138,6 +147,7 @@ def test_published_increments_beat_day_0_model_on_the_new_days(tmp_path: Path) -
         last_days = [DAYS - 1, DAYS]
         first_correct, first_loss = _eval_answers(project, first, last_days)
         final_correct, final_loss = _eval_answers(project, champion, last_days)
+        increment_correct, _ = _eval_answers(project, published[-1].version, last_days)
         # What `evergreen demo` prints after its table agrees with the count here.
         shown_champion, shown = demo.first_vs_champion(project)
     assert shown_champion == champion and [d.span for d in shown] == list(range(2, DAYS + 1))
@@ -158,4 +168,5 @@ def test_published_increments_beat_day_0_model_on_the_new_days(tmp_path: Path) -
     assert len(differences) >= 200
     assert first_correct.mean() < 0.8  # day 0's model is far from saturating the later days
     assert gain >= 0.05 and gain > 3 * noise
+    assert increment_correct.mean() - first_correct.mean() >= 0.05  # the increments alone too
     assert final_loss.mean() < 0.8 * first_loss.mean()

@@ -187,7 +187,10 @@ def test_heavy_drift_switches_the_loop_to_a_full_retrain(tmp_path: Path) -> None
     # Span 4 changes domain: support tickets, a vocabulary the reviews never used.
     write_csv(project_dir / "data" / "span-4" / "reviews.csv", header, ticket_rows(800, 0.65))
     config = write_config(
-        project_dir, label="score", features={"product": "categorical", "review": "text"}
+        project_dir,
+        label="score",
+        features={"product": "categorical", "review": "text"},
+        extra="[train]\nfull_after_growth = 0\n",  # drift alone decides (no debt challenger)
     )
     with Project(config_mod.load(config)) as project:
         records = TrainingLoop(project).run()

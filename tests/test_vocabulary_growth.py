@@ -211,8 +211,9 @@ def test_an_unpublished_growth_is_grown_from_and_its_spans_are_not_featurized_ag
     # is not published, so the champion stays span 1's model.
     extra = (
         "[train]\nepochs = 1\nincremental_epochs = 1\nsequence_length = 40\n"
-        "max_unknown_rate = 0.9\nmin_delta = 100.0\n\n[drift]\nenabled = false\n"
-    )
+        "max_unknown_rate = 0.9\nmin_delta = 100.0\nfull_after_growth = 0\n\n"
+        "[drift]\nenabled = false\n"
+    )  # no quality-debt challenger: its full retrain would start a new featurizer line
     config = write_config(project_dir, label="score", extra=extra)
     with Project(config_mod.load(config)) as project:
         first = TrainingLoop(project).run()

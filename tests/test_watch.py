@@ -22,6 +22,7 @@ from tests.conftest import dataset, read_csv, write_config, write_csv
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 EXTRA = """[train]
 epochs = 2
+full_after_growth = 0  # each span trained once: no quality-debt challenger
 
 [drift]
 full_retrain_on = "never"
