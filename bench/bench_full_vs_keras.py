@@ -402,7 +402,7 @@ def row_line(name: str, seed: int, side: str, result: Side) -> str:
         f"{name:<11} {seed:>4} {side:<9} {result.rows:>5} {result.epochs:>6} "
         f"{m['accuracy']:>8.3f} {primary(m):>8.3f} {bal:>7.3f} {result.cost.wall:>7.1f} "
         f"{result.cost.cpu:>7.1f}  {result.note}"
-    )
+    ).rstrip()
 
 
 def summary(name: str, runs: list[tuple[Side, Side]]) -> None:
