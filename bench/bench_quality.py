@@ -186,6 +186,12 @@ def stream(name: str, quick: bool) -> Stream:
 
 def digits_stream(quick: bool) -> Stream:
     """scikit-learn's bundled 8x8 digits (1,797 images, no download) as PNG files, 4-5 spans."""
+    parts = _cut(digit_rows(), [450] * 4 if quick else [360] * 5)
+    return _hold_out(parts, CONFIGS["digits"], ["image", "digit"], "digit")
+
+
+def digit_rows() -> list[dict[str, Any]]:
+    """The 1,797 digits as rows: ``image`` (PNG bytes, 0..255 gray), ``name``, ``digit``."""
     import io
 
     from PIL import Image
@@ -198,8 +204,7 @@ def digits_stream(quick: bool) -> Stream:
         scaled = np.clip(pixels * 16, 0, 255).astype("uint8")
         Image.fromarray(scaled, mode="L").save(buffer, format="PNG")
         rows.append({"image": buffer.getvalue(), "name": f"{i:05d}.png", "digit": str(target)})
-    parts = _cut(rows, [450] * 4 if quick else [360] * 5)
-    return _hold_out(parts, CONFIGS["digits"], ["image", "digit"], "digit")
+    return rows
 
 
 def typed(rows: list[dict[str, Any]], label: str) -> list[Any]:
