@@ -57,9 +57,9 @@ _MAX_BATCH_BYTES = 1 << 28
 _digest = operator.methodcaller("digest")
 _blake2b_16 = functools.partial(hashlib.blake2b, digest_size=16)
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-# What json.dumps(..., ensure_ascii=False) writes a string as (its C encoder): it escapes
-# only control characters, '"' and '\\'.
-_encode_basestring = json.encoder.encode_basestring
+# How json.dumps(..., ensure_ascii=False) writes each control character (it escapes only
+# those, '"' and '\\').
+_CONTROL_ESCAPES = {code: json.dumps(chr(code))[1:-1] for code in range(0x20)}
 
 
 class ColumnBatch:
@@ -325,9 +325,10 @@ def _json_strings(values: pa.Array) -> pa.Array:
     """Each value as ``json.dumps(value, ensure_ascii=False)`` writes it ("null" if missing).
 
     A value with nothing to escape is only quoted; the few holding a quote, a backslash or a
-    control character (found by numpy in the column's bytes) are escaped by JSON's own
-    encoder, and the column's bytes are joined again around them.
+    control character (found by numpy in the column's bytes) get JSON's escapes, applied
+    by Arrow to those values alone.
     """
+    escaped = values
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
     offsets = offsets[values.offset : values.offset + len(values) + 1]
     # Only the bytes the offsets cover: a buffer may be longer (pa.nulls allocates one of
@@ -336,44 +337,21 @@ def _json_strings(values: pa.Array) -> pa.Array:
     end = int(offsets[-1]) if len(offsets) else 0
     data = np.frombuffer(values.buffers()[2] or b"", dtype=np.uint8)[start:end]
     special = np.flatnonzero((data < 0x20) | (data == ord('"')) | (data == ord("\\"))) + start
-    escaped = values
     if len(special):
         rows = np.unique(np.searchsorted(offsets, special, side="right") - 1)
-        escaped = _escaped(values, offsets, rows)
+        fixed = values.take(pa.array(rows))
+        # The backslash first, so that the backslashes the others add are not doubled.
+        fixed = pc.replace_substring(fixed, "\\", "\\\\")
+        fixed = pc.replace_substring(fixed, '"', '\\"')
+        found = data[special - start]
+        for code in np.unique(found[found < 0x20]).tolist():
+            fixed = pc.replace_substring(fixed, chr(code), _CONTROL_ESCAPES[code])
+        mask = np.zeros(len(values), dtype=np.bool_)
+        mask[rows] = True
+        escaped = pc.replace_with_mask(values, pa.array(mask), fixed)
     quote = pa.scalar(b'"', _BINARY)
     quoted = pc.binary_join_element_wise(quote, escaped, quote, _NOTHING)
     return pc.fill_null(quoted, pa.scalar(b"null", _BINARY))
-
-
-def _escaped(values: pa.Array, offsets: np.ndarray, rows: np.ndarray) -> pa.Array:
-    """``values`` with JSON's escapes applied to the values at ``rows`` (sorted, unique):
-    ``json.encoder.encode_basestring`` (what ``json.dumps`` calls) on those, the other
-    values' bytes taken as they are, in runs."""
-    buffer = memoryview(values.buffers()[2])
-    lengths = np.diff(offsets).astype(np.int64)
-    pieces: list[Any] = []
-    bounds = offsets.tolist()
-    done = bounds[0]
-    for r in rows.tolist():
-        text = bytes(buffer[bounds[r] : bounds[r + 1]]).decode("utf-8")
-        fixed = _encode_basestring(text)[1:-1].encode("utf-8")
-        pieces += (buffer[done : bounds[r]], fixed)
-        lengths[r] = len(fixed)
-        done = bounds[r + 1]
-    pieces.append(buffer[done : bounds[-1]])
-    # At most six bytes for one (a control character, escaped): _MAX_BATCH_BYTES keeps
-    # the escaped column within 32-bit offsets.
-    new_offsets = np.zeros(len(values) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=new_offsets[1:])
-    validity = None
-    if values.null_count:
-        valid = values.is_valid().to_numpy(zero_copy_only=False)
-        validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    return pa.Array.from_buffers(
-        _BINARY,
-        len(values),
-        [validity, pa.py_buffer(new_offsets), pa.py_buffer(b"".join(pieces))],
-    )
 
 
 def _json_lists(parts: list[pa.Array], n: int) -> pa.Array:
