@@ -65,6 +65,31 @@ def test_fast_csv_reads_as_the_strict_reader(monkeypatch: pytest.MonkeyPatch, bl
         assert fast_csv(path) == slow_csv(path), path.name
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["LF", "CRLF"])
+@pytest.mark.parametrize("block", [48, 200, 4096], ids=["48B", "200B", "4KiB"])
+def test_fast_csv_keeps_line_breaks_inside_quotes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, newline: str, block: int
+) -> None:
+    """Records over several lines, blank lines, escaped quotes and a last line without a
+    break read as the strict reader reads them (the fast path splits blocks at line breaks
+    without keeping them: a record over two lines must not lose its quoted break)."""
+    monkeypatch.setattr(readers, "_CSV_BLOCK_BYTES", block)
+    _, rows = read_csv(dataset("fine_foods_train.csv"))
+    lines = ["product,review,score"]
+    for n, (product, review, score) in enumerate(rows[:60]):
+        if n % 7 == 3:
+            review = review[:40] + newline + review[40:80]  # a quoted line break
+        if n % 11 == 5:
+            lines.append("")  # a blank line
+        quoted = '"' + review.replace('"', '""') + '"'
+        lines.append(f"{product},{quoted},{score}")
+    path = tmp_path / "multiline.csv"
+    path.write_bytes(newline.join(lines).encode("utf-8"))  # no break after the last line
+    fast, slow = fast_csv(path), slow_csv(path)
+    assert fast == slow
+    assert sum(newline in (r.values or {}).get("review", "") for r in fast) == 9
+
+
 def test_a_broken_quote_mid_file_falls_back_from_that_block(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
