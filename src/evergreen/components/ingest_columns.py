@@ -304,14 +304,9 @@ def _binary(texts: list[str], data: bytes) -> pa.Array:
     empty (a missing value); ``data`` is the texts' UTF-8 bytes, concatenated."""
     lengths = np.fromiter(map(len, texts), np.int64, len(texts))
     if int(lengths.sum()) != len(data):  # not all ASCII: a character is not always a byte
-        lengths = np.fromiter(
-            (
-                n if t.isascii() else len(t.encode("utf-8"))
-                for t, n in zip(texts, lengths.tolist(), strict=True)
-            ),
-            np.int64,
-            len(texts),
-        )
+        ascii = np.fromiter(map(str.isascii, texts), np.bool_, len(texts))
+        for i in np.flatnonzero(~ascii).tolist():
+            lengths[i] = len(texts[i].encode("utf-8"))
     offsets = np.zeros(len(texts) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     present = lengths > 0

@@ -13,6 +13,7 @@ statistics and never re-read a span.
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import json
 import math
@@ -85,8 +86,11 @@ def _words(texts: list[str]) -> tuple[pa.LargeBinaryArray, np.ndarray] | None:
     data = _SEPARATOR.join(["", *texts, ""])
     rare = any(c in data for c in _RARE)
     if rare or not data.isascii():  # str.isascii reads a flag of the string: no scan
-        plain = _plain if rare else str.isascii
-        data = _SEPARATOR.join(["", *(t if plain(t) else " ".join(words(t)) for t in texts), ""])
+        plain = np.fromiter(map(_plain if rare else str.isascii, texts), np.bool_, len(texts))
+        texts = list(texts)
+        for i in np.flatnonzero(~plain).tolist():
+            texts[i] = " ".join(words(texts[i]))
+        data = _SEPARATOR.join(["", *texts, ""])
     if data.count(_SEPARATOR) != len(texts) + 1 or _SPACE in data:
         return None
     try:
@@ -212,8 +216,7 @@ class ColumnStatistics:
                 self.distinct.update(hashlib.blake2b(value, digest_size=16).hexdigest())
             self.quantiles.update(np.fromiter(map(len, present), np.float32, len(present)))
             return
-        for value in set(present):
-            self.distinct.update(value)
+        collections.deque(map(self.distinct.update, set(present)), maxlen=0)
         if self.kind == "text":
             counts, lengths = batch_words(present)
             self.quantiles.update(np.fromiter(map(len, present), np.float32, len(present)))
