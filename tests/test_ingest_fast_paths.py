@@ -65,7 +65,7 @@ def test_fast_csv_reads_as_the_strict_reader(monkeypatch: pytest.MonkeyPatch, bl
         assert fast_csv(path) == slow_csv(path), path.name
 
 
-@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["LF", "CRLF"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["LF", "CRLF", "CR"])
 @pytest.mark.parametrize("block", [48, 200, 4096], ids=["48B", "200B", "4KiB"])
 def test_fast_csv_keeps_line_breaks_inside_quotes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, newline: str, block: int
@@ -81,13 +81,16 @@ def test_fast_csv_keeps_line_breaks_inside_quotes(
             review = review[:40] + newline + review[40:80]  # a quoted line break
         if n % 11 == 5:
             lines.append("")  # a blank line
+        if n % 13 == 6:
+            review = review[:30] + "\r" + review[30:]  # a lone CR inside quotes: a break
         quoted = '"' + review.replace('"', '""') + '"'
         lines.append(f"{product},{quoted},{score}")
     path = tmp_path / "multiline.csv"
     path.write_bytes(newline.join(lines).encode("utf-8"))  # no break after the last line
     fast, slow = fast_csv(path), slow_csv(path)
     assert fast == slow
-    assert sum(newline in (r.values or {}).get("review", "") for r in fast) == 9
+    breaks = sum(newline in (r.values or {}).get("review", "") for r in fast)
+    assert breaks == (9 if newline != "\r" else 13)
 
 
 def test_a_broken_quote_mid_file_falls_back_from_that_block(

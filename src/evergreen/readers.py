@@ -498,14 +498,15 @@ class _FastCsv:
 
 def _lines(text: str) -> Any:
     """The lines of ``text`` as ``io.StringIO(text, newline="")`` gives them to the C reader,
-    but without their ``\n`` when the text has no ``\r`` (then the only line break): the
-    reader ends a record at the end of a line as at its ``\n``, and the list costs a third
-    less than the stream's lines. Only a record running over a line break parses otherwise
-    (its quoted ``\n`` is lost), and a block with one is not kept as parsed
-    (:meth:`_FastCsv._parse` counts one record per line), so the answers are the same.
+    but without their ``\n`` when every ``\r`` is followed by one (then ``\n`` ends every
+    line): the reader ends a record at the end of a line as at its ``\n`` (a ``\r``
+    before it, kept, ends it as in the stream), and the list costs a third less than the
+    stream's lines. Only a record running over a line break parses otherwise (its quoted
+    ``\n`` is lost), and a block with one is not kept as parsed (:meth:`_FastCsv._parse`
+    counts one record per line), so the answers are the same.
     """
-    if "\r" in text:
-        return io.StringIO(text, newline="")
+    if "\r" in text and text.count("\r") != text.count("\r\n"):
+        return io.StringIO(text, newline="")  # a lone \r ends a line too
     lines = text.split("\n")
     if lines[-1] == "":  # after the last line break: no line
         lines.pop()
