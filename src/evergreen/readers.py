@@ -18,6 +18,7 @@ import functools
 import io
 import itertools
 import json
+import operator
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -505,12 +506,15 @@ def _lines(text: str) -> Any:
     ``\n`` is lost), and a block with one is not kept as parsed (:meth:`_FastCsv._parse`
     counts one record per line), so the answers are the same.
     """
-    if "\r" in text and text.count("\r") != text.count("\r\n"):
+    lines = text.split("\n")  # each but the last was followed by a \n
+    if "\r" in text and text.count("\r") != sum(map(_ends_with_cr, lines[:-1])):
         return io.StringIO(text, newline="")  # a lone \r ends a line too
-    lines = text.split("\n")
     if lines[-1] == "":  # after the last line break: no line
         lines.pop()
     return lines
+
+
+_ends_with_cr = operator.methodcaller("endswith", "\r")
 
 
 # A RawRecord from a 4-tuple without the named tuple's Python-level __new__.
