@@ -21,7 +21,7 @@ import json
 import operator
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -88,7 +88,7 @@ class RecordBlock(NamedTuple):
     path: Path
     first_line: int
     columns: list[str]
-    rows: list[list[str]]
+    rows: Sequence[list[str]]  # a list, or the columns Arrow parsed (csv_arrow.TableRows)
 
     def records(self) -> list[RawRecord]:
         """The same records as :class:`RawRecord` objects (what :func:`read` yields)."""
@@ -393,7 +393,9 @@ def _read_csv(path: Path, progress: ReadProgress, limit: int) -> Iterator[RawRec
 class _FastCsv:
     """CSV records at C speed, with exactly the answers of :class:`_CsvFile`.
 
-    The file is read in blocks of whole lines (cut after a newline), each parsed by one C
+    The file is read in blocks of whole lines (cut after a newline). A block whose bytes
+    prove that Arrow's CSV reader gives the C reader's answers (:mod:`evergreen.csv_arrow`:
+    simple quoting, one record per line) is parsed by Arrow into columns; any other by one C
     ``csv.reader`` over the block; ``line_num`` gives every record's first line. A block that
     the strict reader refuses (a broken quote, a record running past the block, NUL bytes),
     or one that could hold a record over the length limit, is not trusted: from that block's
@@ -452,6 +454,14 @@ class _FastCsv:
         """The records of one block and its line count, or None when the block is not trusted."""
         if len(block) > self.limit:
             return None  # a record in it could be over the limit: let the exact reader judge
+        if first and block.startswith(_UTF8_BOM):
+            block = block[len(_UTF8_BOM) :]  # as the text's "\ufeff" below
+        from evergreen import csv_arrow  # pyarrow, imported when a CSV file is read
+
+        columns = csv_arrow.parse(block, len(self.columns), header=first)
+        if columns is not None:  # the C reader's answers, provably: as Arrow columns
+            table, lines = columns
+            return RecordBlock(self.path, lines_before + first + 1, self.columns, table), lines
         text = block.decode("utf-8", errors="surrogateescape")
         if first and text.startswith("\ufeff"):
             text = text[1:]

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from evergreen import examples, readers
+from evergreen import csv_arrow, examples, readers
 from evergreen.dedupe_index import SpanIndex, digests_array
 
 if TYPE_CHECKING:
@@ -69,11 +69,22 @@ class ColumnBatch:
     def __init__(self, blocks: Sequence[readers.RecordBlock]) -> None:
         self.blocks = list(blocks)
         self.columns = self.blocks[0].columns
-        self.rows: list[list[str]] = [row for block in self.blocks for row in block.rows]
-        self._starts = list(np.cumsum([0] + [len(b.rows) for b in self.blocks[:-1]]).tolist())
+        sizes = [len(b.rows) for b in self.blocks]
+        self._size = sum(sizes)
+        self._starts = list(np.cumsum([0, *sizes[:-1]]).tolist())
+        # The batch as Arrow string columns, when Arrow parsed every block of it.
+        self.table: pa.Table | None = None
+        if all(isinstance(b.rows, csv_arrow.TableRows) for b in self.blocks):
+            tables = [b.rows.table for b in self.blocks]  # type: ignore[attr-defined]
+            self.table = pa.concat_tables(tables).combine_chunks()
+
+    @functools.cached_property
+    def rows(self) -> list[list[str]]:
+        """The records' fields, row by row."""
+        return [row for block in self.blocks for row in block.rows]
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self._size
 
     def source(self, i: int) -> str:
         """Row ``i``'s ``file:line``, as its :class:`~evergreen.readers.RawRecord` has it."""
@@ -214,13 +225,16 @@ def _fitting_columns(
     field limit, no label column): the row code decides those."""
     if "image" in processor.types.values():
         return None
-    columns = dict(zip(batch.columns, map(list, zip(*batch.rows, strict=True)), strict=True))
-    utf8: dict[str, bytes] = {}
-    for name, values in columns.items():
-        try:  # an undecodable byte (kept as a surrogate) cannot be encoded
-            utf8[name] = "".join(values).encode("utf-8")
-        except UnicodeEncodeError:
-            return None
+    if batch.table is not None:
+        columns, utf8 = _table_columns(batch)
+    else:
+        columns = dict(zip(batch.columns, map(list, zip(*batch.rows, strict=True)), strict=True))
+        utf8 = {}
+        for name, values in columns.items():
+            try:  # an undecodable byte (kept as a surrogate) cannot be encoded
+                utf8[name] = "".join(values).encode("utf-8")
+            except UnicodeEncodeError:
+                return None
     if sum(map(len, utf8.values())) > _MAX_BATCH_BYTES:
         return None  # Arrow's binary arrays (32-bit offsets) could overflow: row by row
     longest = max((max(map(len, values), default=0) for values in columns.values()), default=0)
@@ -228,6 +242,21 @@ def _fitting_columns(
         return None  # a value may be over the limit: let the row code measure it
     if processor.label not in columns:
         return None
+    return columns, utf8
+
+
+def _table_columns(batch: ColumnBatch) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """:func:`_fitting_columns`' columns and UTF-8 bytes of a batch Arrow parsed: the
+    values as Python strings, the bytes straight from the Arrow columns (valid UTF-8)."""
+    assert batch.table is not None
+    columns: dict[str, list[str]] = {}
+    utf8: dict[str, Any] = {}
+    for name, column in zip(batch.columns, batch.table.columns, strict=True):
+        array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+        columns[name] = array.to_pylist()
+        offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)
+        start, end = offsets[array.offset], offsets[array.offset + len(array)]
+        utf8[name] = memoryview(array.buffers()[2])[start:end] if end > start else b""
     return columns, utf8
 
 
