@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 
-from evergreen import examples, readers
+from evergreen import csv_arrow, examples, readers
 from evergreen.components.ingest import (
     IngestReport,
     Quarantined,
@@ -91,6 +92,87 @@ def test_fast_csv_keeps_line_breaks_inside_quotes(
     assert fast == slow
     breaks = sum(newline in (r.values or {}).get("review", "") for r in fast)
     assert breaks == (9 if newline != "\r" else 13)
+
+
+ODD_LINES = {
+    "strict_quote": '"x"y,b,1',  # text after a closing quote: the strict reader refuses it
+    "inner_quote": 'x"y,b,1',  # a quote inside an unquoted field is a character
+    "space_quote": ' "x",b,1',  # not a quoted field: the space comes first
+    "lone_cr": '"x\ry",b,1',  # a lone CR is a line break to the stream
+    "bom": "\ufeffx,b,1",  # a BOM at a line's start (not the file's) is part of the value
+    "blank": "",  # no record
+    "nul": "x\x00y,b,1",
+    "short": "x,b",
+    "long": "x" * 140_000 + ",b,1",  # over csv's default field limit (readers lifts it)
+    "doubled": '"x""y""",""",""",1',  # doubled quotes, and a value made of quotes and commas
+    "empty_quoted": '"","",""',
+    "quoted_break": '"x\ny",b,1',
+}
+
+
+@pytest.mark.parametrize("odd", sorted(ODD_LINES), ids=sorted(ODD_LINES))
+@pytest.mark.parametrize("block", [256, 4096], ids=["256B", "4KiB"])
+def test_arrow_blocks_read_as_the_strict_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, odd: str, block: int
+) -> None:
+    """Blocks Arrow parses give the C reader's records; a block with anything Arrow might
+    read otherwise is left to the C reader (and the file still reads as the strict one)."""
+    monkeypatch.setattr(readers, "_CSV_BLOCK_BYTES", block)
+    _, rows = read_csv(dataset("fine_foods_train.csv"))
+    lines = ["\ufeffproduct,review,score"]
+    for n, (product, review, score) in enumerate(rows[:80]):
+        lines.append(
+            ODD_LINES[odd]
+            if n == 60
+            else f'{product},"{review.replace(chr(34), 2 * chr(34))}",{score}'
+        )
+    path = tmp_path / f"{odd}.csv"
+    path.write_bytes("\r\n".join(lines).encode("utf-8", errors="surrogatepass"))
+    assert fast_csv(path) == slow_csv(path)
+    with open(path, "rb") as binary:
+        columns = readers._CsvFile(path, binary, readers.MAX_RECORD_BYTES).columns
+    items = list(
+        readers._FastCsv(path, columns, readers.MAX_RECORD_BYTES).items(readers.ReadProgress())
+    )
+    by_arrow = [
+        i
+        for i in items
+        if isinstance(i, readers.RecordBlock) and isinstance(i.rows, csv_arrow.TableRows)
+    ]
+    assert by_arrow  # the clean blocks around the odd line went to Arrow
+
+
+@pytest.mark.parametrize("odd", sorted(ODD_LINES), ids=sorted(ODD_LINES))
+def test_arrow_parse_gives_the_c_readers_rows_or_nothing(odd: str) -> None:
+    """:func:`csv_arrow.parse` of a block, the odd line first, last or alone: the C reader's
+    rows, or None (then the C reader parses the block); the odd ones Arrow could misread
+    are refused."""
+    clean = '"a ""quoted"" value",plain,3'
+    for text in (f"{ODD_LINES[odd]}\r\n{clean}", f"{clean}\n{ODD_LINES[odd]}\n", ODD_LINES[odd]):
+        block = text.encode("utf-8")
+        got = csv_arrow.parse(block, 3, header=False)
+        if got is None:
+            continue
+        reader = csv.reader(io.StringIO(block.decode("utf-8"), newline=""), strict=True)
+        expected = list(reader)
+        assert got[0].to_lists() == expected
+        assert got[1] == reader.line_num == len(expected)
+    refused = {"strict_quote", "lone_cr", "bom", "blank", "nul", "short", "quoted_break"}
+    if odd in refused:
+        assert csv_arrow.parse(ODD_LINES[odd].encode("utf-8"), 3, header=False) is None
+
+
+def test_arrow_parses_clean_blocks_of_a_real_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clean real file is read by Arrow block after block, with the strict reader's records."""
+    monkeypatch.setattr(readers, "_CSV_BLOCK_BYTES", 4096)
+    path = dataset("mlc_churn.csv")
+    assert fast_csv(path) == slow_csv(path)
+    with open(path, "rb") as binary:
+        columns = readers._CsvFile(path, binary, readers.MAX_RECORD_BYTES).columns
+    items = list(
+        readers._FastCsv(path, columns, readers.MAX_RECORD_BYTES).items(readers.ReadProgress())
+    )
+    assert items and all(isinstance(i.rows, csv_arrow.TableRows) for i in items)
 
 
 def test_a_broken_quote_mid_file_falls_back_from_that_block(
