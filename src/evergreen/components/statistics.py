@@ -223,8 +223,7 @@ class ColumnStatistics:
             self.word_counts.update(lengths.astype(np.float32))
         else:
             counts = Counter(present)
-        for item, n in counts.items():
-            self.frequent.update(item, n)
+        collections.deque(map(self.frequent.update, counts, counts.values()), maxlen=0)
 
     def merge(self, other: ColumnStatistics) -> None:
         self.present += other.present
