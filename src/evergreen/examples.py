@@ -201,20 +201,27 @@ def _bytes_entry(key: bytes, data: bytes) -> bytes:
 
 
 def varints(numbers: np.ndarray) -> Any:
-    """Each number's protobuf varint, as a binary Arrow array (numbers below 2**35)."""
+    """Each number's protobuf varint, as a binary Arrow array (numbers below 2**35).
+
+    Each varint's k-th byte is written for the numbers that have one, at its start plus k
+    (most lengths take one or two bytes: a pass or two over the numbers).
+    """
     import pyarrow as pa
 
     numbers = np.asarray(numbers, dtype=np.uint64)
-    sizes = np.ones(len(numbers), dtype=np.int32)
-    for bits in (7, 14, 21, 28):
-        sizes += numbers >= (1 << bits)
-    groups = np.empty((len(numbers), 5), dtype=np.uint8)
-    for k in range(5):
-        more = (sizes > k + 1).astype(np.uint8) << 7
-        groups[:, k] = ((numbers >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8) | more
-    data = groups[np.arange(5) < sizes[:, None]]  # row by row, each varint's bytes
+    sizes = _varint_sizes(numbers)
     offsets = np.zeros(len(numbers) + 1, dtype=np.int32)
     np.cumsum(sizes, out=offsets[1:])
+    if not len(numbers) or int(sizes.max()) == 1:
+        data = numbers.astype(np.uint8)
+    else:
+        data = np.empty(int(offsets[-1]), dtype=np.uint8)
+        starts = offsets[:-1]
+        for k in range(int(sizes.max())):
+            chosen = np.flatnonzero(sizes > k) if k else slice(None)
+            more = (sizes[chosen] > k + 1).astype(np.uint8) << 7
+            low = (numbers[chosen] >> np.uint64(7 * k)) & np.uint64(0x7F)
+            data[starts[chosen] + k] = low.astype(np.uint8) | more
     return pa.Array.from_buffers(
         pa.binary(), len(numbers), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
     )
@@ -222,7 +229,10 @@ def varints(numbers: np.ndarray) -> Any:
 
 def _varint_sizes(numbers: np.ndarray) -> np.ndarray:
     sizes = np.ones(len(numbers), dtype=np.int64)
+    top = int(numbers.max()) if len(numbers) else 0
     for bits in (7, 14, 21, 28):
+        if top < 1 << bits:
+            break
         sizes += numbers >= (1 << bits)
     return sizes
 
