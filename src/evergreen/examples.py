@@ -121,39 +121,49 @@ class ExampleEncoder:
             row_hashes: each row's ``__row_hash__`` (32 hex digits), as a binary Arrow array.
 
         The wire format is built by Arrow: each entry's lengths are computed as arrays, their
-        varints written by numpy, and the pieces joined row by row in C++
-        (``binary_join_element_wise``), so no Python object is made per row.
+        varints written by numpy, and all the pieces of a row (a text column's value among
+        them, copied once) joined in one C++ call (``binary_join_element_wise``), so no
+        Python object is made per row.
         """
         import pyarrow as pa
         import pyarrow.compute as pc
 
         n = len(labels)
-        parts: list[Any] = []
+        if n == 0:
+            return pa.array([], pa.binary())
+        parts: list[Any] = []  # the pieces of every row, joined once at the end
+        lengths = np.zeros(n, dtype=np.int64)  # each row's Features message, in bytes
         for key, numeric, column in self.columns:
             values = columns.get(column)
-            empty = pa.scalar(self._empty[key], pa.binary())
+            empty = self._empty[key]
             if values is None:
-                parts.append(empty)
-            elif numeric:
-                parts.append(pc.fill_null(self._float_entries(key, values), empty))
-            else:
-                parts.append(pc.fill_null(_bytes_entries(key, values), empty))
+                parts.append(pa.scalar(empty, pa.binary()))
+                lengths += len(empty)
+                continue
+            if not numeric and values.null_count == 0:  # the usual text column: its pieces
+                pieces, sizes = _bytes_entry_pieces(key, values)
+                parts += pieces
+                lengths += sizes
+                continue
+            entries = self._float_entries(key, values) if numeric else _bytes_entries(key, values)
+            entries = pc.fill_null(entries, pa.scalar(empty, pa.binary()))
+            parts.append(entries)
+            lengths += pc.binary_length(entries).to_numpy(zero_copy_only=False)
         distinct = list(dict.fromkeys(labels))
         for label_value in distinct:
             if label_value not in self._labels:
                 self._labels[label_value] = _bytes_entry(self.label_key, label_value.encode())
         position = {label_value: i for i, label_value in enumerate(distinct)}
         codes = np.fromiter(map(position.__getitem__, labels), np.int32, n)
-        parts.append(pa.array([self._labels[v] for v in distinct], pa.binary()).take(codes))
+        entries = [self._labels[v] for v in distinct]
+        parts.append(pa.array(entries, pa.binary()).take(codes))
+        lengths += np.array([len(e) for e in entries], dtype=np.int64)[codes]
         hash_header = _bytes_entry(self.hash_key, bytes(32))[:-32]
         parts += (pa.scalar(hash_header, pa.binary()), row_hashes.cast(pa.binary()))
-        if n == 0:
-            return pa.array([], pa.binary())
-        features = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
-        lengths = pc.binary_length(features).to_numpy(zero_copy_only=False)
+        lengths += len(hash_header) + 32
         head = pa.scalar(b"\x0a", pa.binary())
         return pc.binary_join_element_wise(
-            head, varints(lengths), features, pa.scalar(b"", pa.binary())
+            head, varints(lengths), *parts, pa.scalar(b"", pa.binary())
         )
 
     def _float_entries(self, key: bytes, values: Sequence[float | None]) -> Any:
@@ -235,6 +245,22 @@ def _varint_sizes(numbers: np.ndarray) -> np.ndarray:
             break
         sizes += numbers >= (1 << bits)
     return sizes
+
+
+def _bytes_entry_pieces(key: bytes, values: Any) -> tuple[list[Any], np.ndarray]:
+    """:func:`_bytes_entry` of every value of a binary Arrow array without nulls, as the
+    pieces to join (arrays and scalars) and each entry's length."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n1 = pc.binary_length(values).to_numpy(zero_copy_only=False).astype(np.int64)
+    n2 = 1 + _varint_sizes(n1) + n1  # BytesList
+    n3 = 1 + _varint_sizes(n2) + n2  # Feature
+    n4 = len(key) + _varint_sizes(n3) + n3  # the map entry
+    tag = pa.scalar(b"\x0a", pa.binary())
+    pieces = [tag, varints(n4), pa.scalar(key, pa.binary()), varints(n3), tag, varints(n2)]
+    pieces += (tag, varints(n1), values.cast(pa.binary()))
+    return pieces, 1 + _varint_sizes(n4) + n4
 
 
 def _bytes_entries(key: bytes, values: Any) -> Any:
