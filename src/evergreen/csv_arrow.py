@@ -30,6 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from evergreen import byte_scan
+
 _QUOTE, _COMMA, _LF, _CR = ord('"'), ord(","), ord("\n"), ord("\r")
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -115,10 +117,10 @@ def parse(block: bytes, width: int, header: bool) -> tuple[TableRows, int] | Non
 def _provably_simple(data: np.ndarray) -> bool:
     """Whether the quotes and line breaks of ``data`` are as the module docstring asks."""
     n = len(data)
-    crs = np.flatnonzero(data == _CR)
+    crs = byte_scan.positions(data, (_CR,))
     if len(crs) and (crs[-1] == n - 1 or (data[crs + 1] != _LF).any()):
         return False  # a lone \r: a line break to the C reader's stream, not always to Arrow
-    quotes = np.flatnonzero(data == _QUOTE)
+    quotes = byte_scan.positions(data, (_QUOTE,))
     if len(quotes) % 2:
         return False
     if len(quotes):
@@ -131,7 +133,7 @@ def _provably_simple(data: np.ndarray) -> bool:
         closing[:-1] |= closes[:-1] + 1 == opens[1:]
         if not (opening.all() and closing.all()):
             return False
-    breaks = np.flatnonzero(data == _LF)
+    breaks = byte_scan.positions(data, (_LF,))
     # A line break is outside quotes when an even number of quotes comes before it.
     return not (np.searchsorted(quotes, breaks) % 2).any()
 

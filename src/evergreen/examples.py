@@ -9,9 +9,10 @@ value is an empty list. The label is a ``bytes_list``; ``__row_hash__`` identifi
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -210,6 +211,21 @@ def _bytes_entry(key: bytes, data: bytes) -> bytes:
     return b"".join((b"\x0a", v4, key, v3, b"\x0a", v2, b"\x0a", v1, data))
 
 
+def binary_views(values: Any, rows: np.ndarray | None = None) -> Iterator[memoryview]:
+    """The values of a binary Arrow array without nulls (those at ``rows``, default all),
+    as memoryviews of its buffer made one at a time: hashed or copied as they come, they
+    never pile up as a list of bytes objects (megabytes of fresh memory per batch, faulted
+    in page by page)."""
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
+    offsets = offsets[values.offset : values.offset + len(values) + 1]
+    if rows is None:
+        starts, ends = offsets[:-1], offsets[1:]
+    else:
+        starts, ends = offsets[rows], offsets[rows + 1]
+    data = memoryview(values.buffers()[2] or b"")
+    return map(data.__getitem__, map(slice, starts.tolist(), ends.tolist()))
+
+
 def varints(numbers: np.ndarray) -> Any:
     """Each number's protobuf varint, as a binary Arrow array (numbers below 2**35).
 
@@ -353,17 +369,23 @@ class ShardWriter:
         self._writer.write(record)
         self.rows += 1
 
-    def write_many(self, records: Sequence[bytes]) -> None:
+    def write_many(self, records: Iterable[bytes], count: int | None = None) -> None:
         """Write records in order, rolling shards as :meth:`write` does, a shard's share at
-        a time through the writer's C++ method (no Python call per record)."""
-        done = 0
-        while done < len(records):
+        a time through the writer's C++ method (no Python call per record).
+
+        Args:
+            records: the records (any iterable: consumed once, as they are written).
+            count: how many there are (default ``len(records)``).
+        """
+        remaining = len(records) if count is None else count  # type: ignore[arg-type]
+        records = iter(records)
+        while remaining > 0:
             if self._writer is None or self.rows % self.shard_rows == 0 and self.rows:
                 self._roll()
-            part = records[done : done + self.shard_rows - self.rows % self.shard_rows]
-            collections.deque(map(self._write, part), maxlen=0)
-            self.rows += len(part)
-            done += len(part)
+            take = min(remaining, self.shard_rows - self.rows % self.shard_rows)
+            collections.deque(map(self._write, itertools.islice(records, take)), maxlen=0)
+            self.rows += take
+            remaining -= take
 
     def _roll(self) -> None:
         if self._writer is not None:

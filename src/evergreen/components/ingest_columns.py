@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from evergreen import csv_arrow, examples, readers
+from evergreen import byte_scan, csv_arrow, examples, readers
 from evergreen.dedupe_index import SpanIndex, digests_array
 
 if TYPE_CHECKING:
@@ -311,18 +311,18 @@ def _kept(
         else:
             encoded[column] = pa.nulls(n, _BINARY)
         json_parts.append(_json_strings(encoded[column]))
-    input_data = _json_lists(json_parts, n).to_pylist()
-    input_hashes = b"".join(map(_digest, map(_blake2b_16, input_data)))
+    input_data = _json_lists(json_parts, n)
+    input_hashes = b"".join(map(_digest, map(_blake2b_16, examples.binary_views(input_data))))
     label_array = pa.array(labels, pa.string()).cast(_BINARY)
     row_inputs = pc.binary_join_element_wise(
         hex_array(input_hashes), pa.scalar(b"\x00", _BINARY), label_array, _NOTHING
     )
-    row_hashes = b"".join(map(_digest, map(_blake2b_16, row_inputs.to_pylist())))
+    row_hashes = b"".join(map(_digest, map(_blake2b_16, examples.binary_views(row_inputs))))
     if processor.split_key:
         key = texts.get(processor.split_key)
-        keys = [b""] * n if key is None else [k.encode("utf-8") for k in key]
+        keys: Iterable[Any] = [b""] * n if key is None else [k.encode("utf-8") for k in key]
     else:
-        keys = input_data
+        keys = examples.binary_views(input_data)
     splits = _split_indexes(processor.boundaries, keys)
     split_names = [name for _, name in processor.boundaries]
     return KeptColumns(values, encoded, labels, input_hashes, row_hashes, splits, split_names)
@@ -360,7 +360,7 @@ def _json_strings(values: pa.Array) -> pa.Array:
     start = int(offsets[0]) if len(offsets) else 0
     end = int(offsets[-1]) if len(offsets) else 0
     data = np.frombuffer(values.buffers()[2] or b"", dtype=np.uint8)[start:end]
-    special = np.flatnonzero((data < 0x20) | (data == ord('"')) | (data == ord("\\"))) + start
+    special = byte_scan.positions(data, (ord('"'), ord("\\")), below=0x20) + start
     if len(special):
         rows = np.unique(np.searchsorted(offsets, special, side="right") - 1)
         fixed = values.take(pa.array(rows))
@@ -401,7 +401,7 @@ def hex_array(digests: bytes) -> pa.Array:
     return fixed.cast(_BINARY)
 
 
-def _split_indexes(boundaries: list[tuple[float, str]], keys: list[bytes]) -> np.ndarray:
+def _split_indexes(boundaries: list[tuple[float, str]], keys: Iterable[Any]) -> np.ndarray:
     """:func:`ingest._pick_many` of the keys' SHA-256 buckets, as indexes into the names."""
     digests = np.frombuffer(
         b"".join(map(_digest, map(hashlib.sha256, keys))), dtype=np.uint8
@@ -460,11 +460,11 @@ def write(output: SpanOutput, kept: KeptColumns, stats: SpanStatistics) -> None:
         kept.labels,
         hex_array(kept.row_hashes),
     )
-    serialized = records.to_pylist()
     for s, name in enumerate(kept.split_names):
-        chosen = np.flatnonzero(kept.splits == s).tolist()
-        if chosen:
-            output.shards[name].write_many([serialized[i] for i in chosen])
+        chosen = np.flatnonzero(kept.splits == s)
+        if len(chosen):
+            serialized = map(bytes, examples.binary_views(records, chosen))
+            output.shards[name].write_many(serialized, len(chosen))
     columns = dict(kept.values)
     for column in numeric:
         columns[column] = [None if v is None else examples.as_float32(v) for v in columns[column]]
