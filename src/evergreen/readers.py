@@ -421,14 +421,18 @@ class _FastCsv:
             offset, lines_before, first, pending = 0, 0, True, b""
             while True:
                 data = binary.read(_CSV_BLOCK_BYTES)
-                buffer = pending + data
-                if not buffer:
+                if not data and not pending:
                     return
-                cut = buffer.rfind(b"\n") + 1 if data else len(buffer)
-                if cut == 0 and data and len(buffer) <= self.limit:
-                    pending = buffer  # no line break yet: read on
-                    continue
-                block, pending = (buffer[:cut], buffer[cut:]) if cut else (buffer, b"")
+                cut = data.rfind(b"\n") + 1  # pending holds no line break
+                if not data or cut == 0:
+                    buffer = pending + data
+                    if data and len(buffer) <= self.limit:
+                        pending = buffer  # no line break yet: read on
+                        continue
+                    block, pending = buffer, b""
+                else:  # up to the last line break, copied once
+                    block = b"".join((pending, memoryview(data)[:cut]))
+                    pending = data[cut:]
                 parsed = self._parse(block, first, lines_before) if block else ([], 0)
                 if parsed is None:  # not trusted: the exact reader takes over from here
                     binary.seek(offset)

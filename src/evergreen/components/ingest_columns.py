@@ -174,13 +174,23 @@ def process(
     if kept is None:
         return quarantined, None
     keys = digests_array(kept.input_hashes)
-    repeats = np.unique(np.frombuffer(kept.input_hashes, dtype="S16")).size < len(kept.labels)
+    repeats = _repeats(kept.input_hashes)
     if repeats or index.seen(keys):
         # Seen before or repeated in the batch: the row code decides, row by row.
         items = _as_items(processor, batch, quarantined, kept, good)
         return processor._dedupe(items, report), None
     index.remember_hashes(kept.input_hashes, kept.row_hashes, pa.array(kept.labels, pa.string()))
     return quarantined, kept
+
+
+def _repeats(digests: bytes) -> bool:
+    """Whether a 16-byte digest occurs twice among ``digests`` (concatenated). Their first
+    eight bytes as integers are sorted first (several times faster than 16-byte strings);
+    only when two of those are equal are the whole digests compared."""
+    n = len(digests) // 16
+    if np.unique(np.frombuffer(digests, dtype=np.uint64)[0::2]).size == n:
+        return False
+    return bool(np.unique(np.frombuffer(digests, dtype="S16")).size < n)
 
 
 def _check(
