@@ -83,13 +83,10 @@ _SLICE = 2048
 def _words(texts: list[str]) -> tuple[pa.LargeBinaryArray, np.ndarray] | None:
     """The words of ``texts`` in order, each with the separators that follow it, and each
     text's word count (None: count in Python)."""
+    texts = _tokenized(texts, str.isascii)  # str.isascii reads a flag of the string: no scan
     data = _SEPARATOR.join(["", *texts, ""])
-    rare = any(c in data for c in _RARE)
-    if rare or not data.isascii():  # str.isascii reads a flag of the string: no scan
-        plain = np.fromiter(map(_plain if rare else str.isascii, texts), np.bool_, len(texts))
-        texts = list(texts)
-        for i in np.flatnonzero(~plain).tolist():
-            texts[i] = " ".join(words(texts[i]))
+    if any(c in data for c in _RARE):
+        texts = _tokenized(texts, _plain)
         data = _SEPARATOR.join(["", *texts, ""])
     if data.count(_SEPARATOR) != len(texts) + 1 or _SPACE in data:
         return None
@@ -98,6 +95,18 @@ def _words(texts: list[str]) -> tuple[pa.LargeBinaryArray, np.ndarray] | None:
     except UnicodeEncodeError:
         return None
     return _split_words(raw.translate(_LOWER, _DELETE))
+
+
+def _tokenized(texts: list[str], plain: Any) -> list[str]:
+    """``texts``, each one that is not ``plain`` replaced by its :func:`words` joined by
+    spaces (which the byte-wise split gives back unchanged)."""
+    odd = np.flatnonzero(~np.fromiter(map(plain, texts), np.bool_, len(texts))).tolist()
+    if not odd:
+        return texts
+    texts = list(texts)
+    for i in odd:
+        texts[i] = " ".join(words(texts[i]))
+    return texts
 
 
 def _split_words(data: bytes) -> tuple[pa.LargeBinaryArray, np.ndarray]:
