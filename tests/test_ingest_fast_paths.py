@@ -107,6 +107,7 @@ ODD_LINES = {
     "doubled": '"x""y""",""",""",1',  # doubled quotes, and a value made of quotes and commas
     "empty_quoted": '"","",""',
     "quoted_break": '"x\ny",b,1',
+    "bad_utf8": "x\udcffy,b,1",  # written with surrogatepass: bytes that are not UTF-8
 }
 
 
@@ -149,17 +150,28 @@ def test_arrow_parse_gives_the_c_readers_rows_or_nothing(odd: str) -> None:
     are refused."""
     clean = '"a ""quoted"" value",plain,3'
     for text in (f"{ODD_LINES[odd]}\r\n{clean}", f"{clean}\n{ODD_LINES[odd]}\n", ODD_LINES[odd]):
-        block = text.encode("utf-8")
+        block = text.encode("utf-8", errors="surrogatepass")
         got = csv_arrow.parse(block, 3, header=False)
         if got is None:
             continue
-        reader = csv.reader(io.StringIO(block.decode("utf-8"), newline=""), strict=True)
+        text = block.decode("utf-8", errors="surrogateescape")  # as readers decodes
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
         expected = list(reader)
         assert got[0].to_lists() == expected
         assert got[1] == reader.line_num == len(expected)
-    refused = {"strict_quote", "lone_cr", "bom", "blank", "nul", "short", "quoted_break"}
+    refused = {
+        "strict_quote",
+        "lone_cr",
+        "bom",
+        "blank",
+        "nul",
+        "short",
+        "quoted_break",
+        "bad_utf8",
+    }
     if odd in refused:
-        assert csv_arrow.parse(ODD_LINES[odd].encode("utf-8"), 3, header=False) is None
+        block = ODD_LINES[odd].encode("utf-8", errors="surrogatepass")
+        assert csv_arrow.parse(block, 3, header=False) is None
 
 
 def test_arrow_parses_clean_blocks_of_a_real_file(monkeypatch: pytest.MonkeyPatch) -> None:
