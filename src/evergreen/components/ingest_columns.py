@@ -247,9 +247,10 @@ def _fitting_columns(
                 return None
     if sum(map(len, utf8.values())) > _MAX_BATCH_BYTES:
         return None  # Arrow's binary arrays (32-bit offsets) could overflow: row by row
-    if batch.table is not None:  # characters, counted by Arrow
-        lengths = [pc.max(pc.utf8_length(c)).as_py() or 0 for c in batch.table.columns]
-        longest = max(lengths, default=0)
+    if batch.table is not None:  # counted by Arrow: bytes first (no more than characters)
+        longest = max(pc.max(pc.binary_length(c)).as_py() or 0 for c in batch.table.columns)
+        if longest * 4 > processor.max_field_bytes:
+            longest = max(pc.max(pc.utf8_length(c)).as_py() or 0 for c in batch.table.columns)
     else:
         longest = max((max(map(len, v), default=0) for v in columns.values()), default=0)
     if longest * 4 > processor.max_field_bytes:
