@@ -367,3 +367,19 @@ def test_write_many_rolls_shards_as_write_does(tmp_path: Path) -> None:
     for a, b in zip(*shards, strict=True):
         assert a.read_bytes() == b.read_bytes()
     assert list(examples.iter_records(tmp_path / "many")) == records
+
+
+def test_table_rows_read_as_a_list_of_field_lists() -> None:
+    """:class:`csv_arrow.TableRows` answers as the list of rows it stands for."""
+    import pyarrow as pa
+
+    rows = [["a", "1"], ["b", ""], ["é", "3"], ["d", "4"]]
+    table = pa.table({"f0": [r[0] for r in rows], "f1": [r[1] for r in rows]})
+    held = csv_arrow.TableRows(table)
+    assert len(held) == 4 and bool(held) and list(held) == rows
+    assert [held[i] for i in range(-4, 4)] == rows + rows
+    for start, stop in [(0, 2), (1, 4), (3, 9), (2, 2), (None, -1)]:
+        assert list(held[start:stop]) == rows[start:stop]
+        assert len(held[start:stop]) == len(rows[start:stop])
+    with pytest.raises(IndexError):
+        held[4]

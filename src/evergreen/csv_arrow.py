@@ -55,7 +55,8 @@ class TableRows:
             if step != 1:
                 raise ValueError("TableRows slices have a step of 1")
             return TableRows(self.table.slice(start, max(stop - start, 0)))
-        return self.to_lists()[key]
+        row = self.table.slice(range(len(self))[key], 1)  # one row, without the others
+        return [column[0].as_py() for column in row.columns]
 
     def __iter__(self) -> Iterator[list[str]]:
         return iter(self.to_lists())
