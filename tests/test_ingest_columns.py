@@ -236,7 +236,10 @@ def test_json_strings_read_only_the_bytes_the_offsets_cover() -> None:
     assert got == [json.dumps(t, ensure_ascii=False).encode() for t in texts[1:4]]
 
 
-def test_encode_columns_writes_what_encode_writes() -> None:
+@pytest.mark.parametrize("missing", [True, False], ids=["missing", "complete"])
+def test_encode_columns_writes_what_encode_writes(missing: bool) -> None:
+    """Byte for byte :meth:`ExampleEncoder.encode`, row by row (text columns with missing
+    values, or complete ones, whose entries are joined as pieces; values up to ~140 KB)."""
     import pyarrow as pa
 
     from evergreen.tf import tensorflow
@@ -248,8 +251,8 @@ def test_encode_columns_writes_what_encode_writes() -> None:
     for n, (product, review, _score) in enumerate(rows[:500]):
         values.append(
             {
-                "review": review * (1 + n % 40) if n % 9 else None,  # up to ~16k bytes, or none
-                "product": product if n % 5 else None,
+                "review": review * (1 + n % 40 + (n == 7) * 400) if n % 9 or not missing else None,
+                "product": product if n % 5 or not missing else None,
                 "stars": [1.5, None, 1e39, -3.0, 0.1][n % 5],
             }
         )

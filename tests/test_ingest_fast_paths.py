@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 
-from evergreen import examples, readers
+from evergreen import csv_arrow, examples, readers
 from evergreen.components.ingest import (
     IngestReport,
     Quarantined,
@@ -63,6 +64,127 @@ def test_fast_csv_reads_as_the_strict_reader(monkeypatch: pytest.MonkeyPatch, bl
     assert len(paths) > 10
     for path in paths:
         assert fast_csv(path) == slow_csv(path), path.name
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["LF", "CRLF", "CR"])
+@pytest.mark.parametrize("block", [48, 200, 4096], ids=["48B", "200B", "4KiB"])
+def test_fast_csv_keeps_line_breaks_inside_quotes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, newline: str, block: int
+) -> None:
+    """Records over several lines, blank lines, escaped quotes and a last line without a
+    break read as the strict reader reads them (the fast path splits blocks at line breaks
+    without keeping them: a record over two lines must not lose its quoted break)."""
+    monkeypatch.setattr(readers, "_CSV_BLOCK_BYTES", block)
+    _, rows = read_csv(dataset("fine_foods_train.csv"))
+    lines = ["product,review,score"]
+    for n, (product, review, score) in enumerate(rows[:60]):
+        if n % 7 == 3:
+            review = review[:40] + newline + review[40:80]  # a quoted line break
+        if n % 11 == 5:
+            lines.append("")  # a blank line
+        if n % 13 == 6:
+            review = review[:30] + "\r" + review[30:]  # a lone CR inside quotes: a break
+        quoted = '"' + review.replace('"', '""') + '"'
+        lines.append(f"{product},{quoted},{score}")
+    path = tmp_path / "multiline.csv"
+    path.write_bytes(newline.join(lines).encode("utf-8"))  # no break after the last line
+    fast, slow = fast_csv(path), slow_csv(path)
+    assert fast == slow
+    breaks = sum(newline in (r.values or {}).get("review", "") for r in fast)
+    assert breaks == (9 if newline != "\r" else 13)
+
+
+ODD_LINES = {
+    "strict_quote": '"x"y,b,1',  # text after a closing quote: the strict reader refuses it
+    "inner_quote": 'x"y,b,1',  # a quote inside an unquoted field is a character
+    "space_quote": ' "x",b,1',  # not a quoted field: the space comes first
+    "lone_cr": '"x\ry",b,1',  # a lone CR is a line break to the stream
+    "bom": "\ufeffx,b,1",  # a BOM at a line's start (not the file's) is part of the value
+    "blank": "",  # no record
+    "nul": "x\x00y,b,1",
+    "short": "x,b",
+    "long": "x" * 140_000 + ",b,1",  # over csv's default field limit (readers lifts it)
+    "doubled": '"x""y""",""",""",1',  # doubled quotes, and a value made of quotes and commas
+    "empty_quoted": '"","",""',
+    "quoted_break": '"x\ny",b,1',
+    "bad_utf8": "x\udcffy,b,1",  # written with surrogatepass: bytes that are not UTF-8
+}
+
+
+@pytest.mark.parametrize("odd", sorted(ODD_LINES), ids=sorted(ODD_LINES))
+@pytest.mark.parametrize("block", [256, 4096], ids=["256B", "4KiB"])
+def test_arrow_blocks_read_as_the_strict_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, odd: str, block: int
+) -> None:
+    """Blocks Arrow parses give the C reader's records; a block with anything Arrow might
+    read otherwise is left to the C reader (and the file still reads as the strict one)."""
+    monkeypatch.setattr(readers, "_CSV_BLOCK_BYTES", block)
+    _, rows = read_csv(dataset("fine_foods_train.csv"))
+    lines = ["\ufeffproduct,review,score"]
+    for n, (product, review, score) in enumerate(rows[:80]):
+        lines.append(
+            ODD_LINES[odd]
+            if n == 60
+            else f'{product},"{review.replace(chr(34), 2 * chr(34))}",{score}'
+        )
+    path = tmp_path / f"{odd}.csv"
+    path.write_bytes("\r\n".join(lines).encode("utf-8", errors="surrogatepass"))
+    assert fast_csv(path) == slow_csv(path)
+    with open(path, "rb") as binary:
+        columns = readers._CsvFile(path, binary, readers.MAX_RECORD_BYTES).columns
+    items = list(
+        readers._FastCsv(path, columns, readers.MAX_RECORD_BYTES).items(readers.ReadProgress())
+    )
+    by_arrow = [
+        i
+        for i in items
+        if isinstance(i, readers.RecordBlock) and isinstance(i.rows, csv_arrow.TableRows)
+    ]
+    assert by_arrow  # the clean blocks around the odd line went to Arrow
+
+
+@pytest.mark.parametrize("odd", sorted(ODD_LINES), ids=sorted(ODD_LINES))
+def test_arrow_parse_gives_the_c_readers_rows_or_nothing(odd: str) -> None:
+    """:func:`csv_arrow.parse` of a block, the odd line first, last or alone: the C reader's
+    rows, or None (then the C reader parses the block); the odd ones Arrow could misread
+    are refused."""
+    clean = '"a ""quoted"" value",plain,3'
+    for text in (f"{ODD_LINES[odd]}\r\n{clean}", f"{clean}\n{ODD_LINES[odd]}\n", ODD_LINES[odd]):
+        block = text.encode("utf-8", errors="surrogatepass")
+        got = csv_arrow.parse(block, 3, header=False)
+        if got is None:
+            continue
+        text = block.decode("utf-8", errors="surrogateescape")  # as readers decodes
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        expected = list(reader)
+        assert got[0].to_lists() == expected
+        assert got[1] == reader.line_num == len(expected)
+    refused = {
+        "strict_quote",
+        "lone_cr",
+        "bom",
+        "blank",
+        "nul",
+        "short",
+        "quoted_break",
+        "bad_utf8",
+    }
+    if odd in refused:
+        block = ODD_LINES[odd].encode("utf-8", errors="surrogatepass")
+        assert csv_arrow.parse(block, 3, header=False) is None
+
+
+def test_arrow_parses_clean_blocks_of_a_real_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clean real file is read by Arrow block after block, with the strict reader's records."""
+    monkeypatch.setattr(readers, "_CSV_BLOCK_BYTES", 4096)
+    path = dataset("mlc_churn.csv")
+    assert fast_csv(path) == slow_csv(path)
+    with open(path, "rb") as binary:
+        columns = readers._CsvFile(path, binary, readers.MAX_RECORD_BYTES).columns
+    items = list(
+        readers._FastCsv(path, columns, readers.MAX_RECORD_BYTES).items(readers.ReadProgress())
+    )
+    assert items and all(isinstance(i.rows, csv_arrow.TableRows) for i in items)
 
 
 def test_a_broken_quote_mid_file_falls_back_from_that_block(
@@ -245,3 +367,19 @@ def test_write_many_rolls_shards_as_write_does(tmp_path: Path) -> None:
     for a, b in zip(*shards, strict=True):
         assert a.read_bytes() == b.read_bytes()
     assert list(examples.iter_records(tmp_path / "many")) == records
+
+
+def test_table_rows_read_as_a_list_of_field_lists() -> None:
+    """:class:`csv_arrow.TableRows` answers as the list of rows it stands for."""
+    import pyarrow as pa
+
+    rows = [["a", "1"], ["b", ""], ["é", "3"], ["d", "4"]]
+    table = pa.table({"f0": [r[0] for r in rows], "f1": [r[1] for r in rows]})
+    held = csv_arrow.TableRows(table)
+    assert len(held) == 4 and bool(held) and list(held) == rows
+    assert [held[i] for i in range(-4, 4)] == rows + rows
+    for start, stop in [(0, 2), (1, 4), (3, 9), (2, 2), (None, -1)]:
+        assert list(held[start:stop]) == rows[start:stop]
+        assert len(held[start:stop]) == len(rows[start:stop])
+    with pytest.raises(IndexError):
+        held[4]

@@ -9,9 +9,10 @@ value is an empty list. The label is a ``bytes_list``; ``__row_hash__`` identifi
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -121,39 +122,49 @@ class ExampleEncoder:
             row_hashes: each row's ``__row_hash__`` (32 hex digits), as a binary Arrow array.
 
         The wire format is built by Arrow: each entry's lengths are computed as arrays, their
-        varints written by numpy, and the pieces joined row by row in C++
-        (``binary_join_element_wise``), so no Python object is made per row.
+        varints written by numpy, and all the pieces of a row (a text column's value among
+        them, copied once) joined in one C++ call (``binary_join_element_wise``), so no
+        Python object is made per row.
         """
         import pyarrow as pa
         import pyarrow.compute as pc
 
         n = len(labels)
-        parts: list[Any] = []
+        if n == 0:
+            return pa.array([], pa.binary())
+        parts: list[Any] = []  # the pieces of every row, joined once at the end
+        lengths = np.zeros(n, dtype=np.int64)  # each row's Features message, in bytes
         for key, numeric, column in self.columns:
             values = columns.get(column)
-            empty = pa.scalar(self._empty[key], pa.binary())
+            empty = self._empty[key]
             if values is None:
-                parts.append(empty)
-            elif numeric:
-                parts.append(pc.fill_null(self._float_entries(key, values), empty))
-            else:
-                parts.append(pc.fill_null(_bytes_entries(key, values), empty))
+                parts.append(pa.scalar(empty, pa.binary()))
+                lengths += len(empty)
+                continue
+            if not numeric and values.null_count == 0:  # the usual text column: its pieces
+                pieces, sizes = _bytes_entry_pieces(key, values)
+                parts += pieces
+                lengths += sizes
+                continue
+            entries = self._float_entries(key, values) if numeric else _bytes_entries(key, values)
+            entries = pc.fill_null(entries, pa.scalar(empty, pa.binary()))
+            parts.append(entries)
+            lengths += pc.binary_length(entries).to_numpy(zero_copy_only=False)
         distinct = list(dict.fromkeys(labels))
         for label_value in distinct:
             if label_value not in self._labels:
                 self._labels[label_value] = _bytes_entry(self.label_key, label_value.encode())
         position = {label_value: i for i, label_value in enumerate(distinct)}
         codes = np.fromiter(map(position.__getitem__, labels), np.int32, n)
-        parts.append(pa.array([self._labels[v] for v in distinct], pa.binary()).take(codes))
+        entries = [self._labels[v] for v in distinct]
+        parts.append(pa.array(entries, pa.binary()).take(codes))
+        lengths += np.array([len(e) for e in entries], dtype=np.int64)[codes]
         hash_header = _bytes_entry(self.hash_key, bytes(32))[:-32]
         parts += (pa.scalar(hash_header, pa.binary()), row_hashes.cast(pa.binary()))
-        if n == 0:
-            return pa.array([], pa.binary())
-        features = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
-        lengths = pc.binary_length(features).to_numpy(zero_copy_only=False)
+        lengths += len(hash_header) + 32
         head = pa.scalar(b"\x0a", pa.binary())
         return pc.binary_join_element_wise(
-            head, varints(lengths), features, pa.scalar(b"", pa.binary())
+            head, varints(lengths), *parts, pa.scalar(b"", pa.binary())
         )
 
     def _float_entries(self, key: bytes, values: Sequence[float | None]) -> Any:
@@ -200,21 +211,43 @@ def _bytes_entry(key: bytes, data: bytes) -> bytes:
     return b"".join((b"\x0a", v4, key, v3, b"\x0a", v2, b"\x0a", v1, data))
 
 
+def binary_views(values: Any, rows: np.ndarray | None = None) -> Iterator[memoryview]:
+    """The values of a binary Arrow array without nulls (those at ``rows``, default all),
+    as memoryviews of its buffer made one at a time: hashed or copied as they come, they
+    never pile up as a list of bytes objects (megabytes of fresh memory per batch, faulted
+    in page by page)."""
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
+    offsets = offsets[values.offset : values.offset + len(values) + 1]
+    if rows is None:
+        starts, ends = offsets[:-1], offsets[1:]
+    else:
+        starts, ends = offsets[rows], offsets[rows + 1]
+    data = memoryview(values.buffers()[2] or b"")
+    return map(data.__getitem__, map(slice, starts.tolist(), ends.tolist()))
+
+
 def varints(numbers: np.ndarray) -> Any:
-    """Each number's protobuf varint, as a binary Arrow array (numbers below 2**35)."""
+    """Each number's protobuf varint, as a binary Arrow array (numbers below 2**35).
+
+    Each varint's k-th byte is written for the numbers that have one, at its start plus k
+    (most lengths take one or two bytes: a pass or two over the numbers).
+    """
     import pyarrow as pa
 
     numbers = np.asarray(numbers, dtype=np.uint64)
-    sizes = np.ones(len(numbers), dtype=np.int32)
-    for bits in (7, 14, 21, 28):
-        sizes += numbers >= (1 << bits)
-    groups = np.empty((len(numbers), 5), dtype=np.uint8)
-    for k in range(5):
-        more = (sizes > k + 1).astype(np.uint8) << 7
-        groups[:, k] = ((numbers >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8) | more
-    data = groups[np.arange(5) < sizes[:, None]]  # row by row, each varint's bytes
+    sizes = _varint_sizes(numbers)
     offsets = np.zeros(len(numbers) + 1, dtype=np.int32)
     np.cumsum(sizes, out=offsets[1:])
+    if not len(numbers) or int(sizes.max()) == 1:
+        data = numbers.astype(np.uint8)
+    else:
+        data = np.empty(int(offsets[-1]), dtype=np.uint8)
+        starts = offsets[:-1]
+        for k in range(int(sizes.max())):
+            chosen = np.flatnonzero(sizes > k) if k else slice(None)
+            more = (sizes[chosen] > k + 1).astype(np.uint8) << 7
+            low = (numbers[chosen] >> np.uint64(7 * k)) & np.uint64(0x7F)
+            data[starts[chosen] + k] = low.astype(np.uint8) | more
     return pa.Array.from_buffers(
         pa.binary(), len(numbers), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
     )
@@ -222,9 +255,28 @@ def varints(numbers: np.ndarray) -> Any:
 
 def _varint_sizes(numbers: np.ndarray) -> np.ndarray:
     sizes = np.ones(len(numbers), dtype=np.int64)
+    top = int(numbers.max()) if len(numbers) else 0
     for bits in (7, 14, 21, 28):
+        if top < 1 << bits:
+            break
         sizes += numbers >= (1 << bits)
     return sizes
+
+
+def _bytes_entry_pieces(key: bytes, values: Any) -> tuple[list[Any], np.ndarray]:
+    """:func:`_bytes_entry` of every value of a binary Arrow array without nulls, as the
+    pieces to join (arrays and scalars) and each entry's length."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n1 = pc.binary_length(values).to_numpy(zero_copy_only=False).astype(np.int64)
+    n2 = 1 + _varint_sizes(n1) + n1  # BytesList
+    n3 = 1 + _varint_sizes(n2) + n2  # Feature
+    n4 = len(key) + _varint_sizes(n3) + n3  # the map entry
+    tag = pa.scalar(b"\x0a", pa.binary())
+    pieces = [tag, varints(n4), pa.scalar(key, pa.binary()), varints(n3), tag, varints(n2)]
+    pieces += (tag, varints(n1), values.cast(pa.binary()))
+    return pieces, 1 + _varint_sizes(n4) + n4
 
 
 def _bytes_entries(key: bytes, values: Any) -> Any:
@@ -317,17 +369,23 @@ class ShardWriter:
         self._writer.write(record)
         self.rows += 1
 
-    def write_many(self, records: Sequence[bytes]) -> None:
+    def write_many(self, records: Iterable[bytes], count: int | None = None) -> None:
         """Write records in order, rolling shards as :meth:`write` does, a shard's share at
-        a time through the writer's C++ method (no Python call per record)."""
-        done = 0
-        while done < len(records):
+        a time through the writer's C++ method (no Python call per record).
+
+        Args:
+            records: the records (any iterable: consumed once, as they are written).
+            count: how many there are (default ``len(records)``).
+        """
+        remaining = len(records) if count is None else count  # type: ignore[arg-type]
+        records = iter(records)
+        while remaining > 0:
             if self._writer is None or self.rows % self.shard_rows == 0 and self.rows:
                 self._roll()
-            part = records[done : done + self.shard_rows - self.rows % self.shard_rows]
-            collections.deque(map(self._write, part), maxlen=0)
-            self.rows += len(part)
-            done += len(part)
+            take = min(remaining, self.shard_rows - self.rows % self.shard_rows)
+            collections.deque(map(self._write, itertools.islice(records, take)), maxlen=0)
+            self.rows += take
+            remaining -= take
 
     def _roll(self) -> None:
         if self._writer is not None:

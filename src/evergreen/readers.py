@@ -18,9 +18,10 @@ import functools
 import io
 import itertools
 import json
+import operator
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -87,7 +88,7 @@ class RecordBlock(NamedTuple):
     path: Path
     first_line: int
     columns: list[str]
-    rows: list[list[str]]
+    rows: Sequence[list[str]]  # a list, or the columns Arrow parsed (csv_arrow.TableRows)
 
     def records(self) -> list[RawRecord]:
         """The same records as :class:`RawRecord` objects (what :func:`read` yields)."""
@@ -392,7 +393,9 @@ def _read_csv(path: Path, progress: ReadProgress, limit: int) -> Iterator[RawRec
 class _FastCsv:
     """CSV records at C speed, with exactly the answers of :class:`_CsvFile`.
 
-    The file is read in blocks of whole lines (cut after a newline), each parsed by one C
+    The file is read in blocks of whole lines (cut after a newline). A block whose bytes
+    prove that Arrow's CSV reader gives the C reader's answers (:mod:`evergreen.csv_arrow`:
+    simple quoting, one record per line) is parsed by Arrow into columns; any other by one C
     ``csv.reader`` over the block; ``line_num`` gives every record's first line. A block that
     the strict reader refuses (a broken quote, a record running past the block, NUL bytes),
     or one that could hold a record over the length limit, is not trusted: from that block's
@@ -418,14 +421,18 @@ class _FastCsv:
             offset, lines_before, first, pending = 0, 0, True, b""
             while True:
                 data = binary.read(_CSV_BLOCK_BYTES)
-                buffer = pending + data
-                if not buffer:
+                if not data and not pending:
                     return
-                cut = buffer.rfind(b"\n") + 1 if data else len(buffer)
-                if cut == 0 and data and len(buffer) <= self.limit:
-                    pending = buffer  # no line break yet: read on
-                    continue
-                block, pending = (buffer[:cut], buffer[cut:]) if cut else (buffer, b"")
+                cut = data.rfind(b"\n") + 1  # pending holds no line break
+                if not data or cut == 0:
+                    buffer = pending + data
+                    if data and len(buffer) <= self.limit:
+                        pending = buffer  # no line break yet: read on
+                        continue
+                    block, pending = buffer, b""
+                else:  # up to the last line break, copied once
+                    block = b"".join((pending, memoryview(data)[:cut]))
+                    pending = data[cut:]
                 parsed = self._parse(block, first, lines_before) if block else ([], 0)
                 if parsed is None:  # not trusted: the exact reader takes over from here
                     binary.seek(offset)
@@ -451,10 +458,18 @@ class _FastCsv:
         """The records of one block and its line count, or None when the block is not trusted."""
         if len(block) > self.limit:
             return None  # a record in it could be over the limit: let the exact reader judge
+        if first and block.startswith(_UTF8_BOM):
+            block = block[len(_UTF8_BOM) :]  # as the text's "\ufeff" below
+        from evergreen import csv_arrow  # pyarrow, imported when a CSV file is read
+
+        columns = csv_arrow.parse(block, len(self.columns), header=first)
+        if columns is not None:  # the C reader's answers, provably: as Arrow columns
+            table, lines = columns
+            return RecordBlock(self.path, lines_before + first + 1, self.columns, table), lines
         text = block.decode("utf-8", errors="surrogateescape")
         if first and text.startswith("\ufeff"):
             text = text[1:]
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        reader = csv.reader(_lines(text), strict=True)
         try:
             if first:
                 next(reader, None)  # the header, already checked
@@ -494,6 +509,26 @@ class _FastCsv:
         except csv.Error:
             return None
         return out, reader.line_num
+
+
+def _lines(text: str) -> Any:
+    """The lines of ``text`` as ``io.StringIO(text, newline="")`` gives them to the C reader,
+    but without their ``\n`` when every ``\r`` is followed by one (then ``\n`` ends every
+    line): the reader ends a record at the end of a line as at its ``\n`` (a ``\r``
+    before it, kept, ends it as in the stream), and the list costs a third less than the
+    stream's lines. Only a record running over a line break parses otherwise (its quoted
+    ``\n`` is lost), and a block with one is not kept as parsed (:meth:`_FastCsv._parse`
+    counts one record per line), so the answers are the same.
+    """
+    lines = text.split("\n")  # each but the last was followed by a \n
+    if "\r" in text and text.count("\r") != sum(map(_ends_with_cr, lines[:-1])):
+        return io.StringIO(text, newline="")  # a lone \r ends a line too
+    if lines[-1] == "":  # after the last line break: no line
+        lines.pop()
+    return lines
+
+
+_ends_with_cr = operator.methodcaller("endswith", "\r")
 
 
 # A RawRecord from a 4-tuple without the named tuple's Python-level __new__.

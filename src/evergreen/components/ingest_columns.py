@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from evergreen import examples, readers
+from evergreen import byte_scan, csv_arrow, examples, readers
 from evergreen.dedupe_index import SpanIndex, digests_array
 
 if TYPE_CHECKING:
@@ -69,11 +69,22 @@ class ColumnBatch:
     def __init__(self, blocks: Sequence[readers.RecordBlock]) -> None:
         self.blocks = list(blocks)
         self.columns = self.blocks[0].columns
-        self.rows: list[list[str]] = [row for block in self.blocks for row in block.rows]
-        self._starts = list(np.cumsum([0] + [len(b.rows) for b in self.blocks[:-1]]).tolist())
+        sizes = [len(b.rows) for b in self.blocks]
+        self._size = sum(sizes)
+        self._starts = list(np.cumsum([0, *sizes[:-1]]).tolist())
+        # The batch as Arrow string columns, when Arrow parsed every block of it.
+        self.table: pa.Table | None = None
+        if all(isinstance(b.rows, csv_arrow.TableRows) for b in self.blocks):
+            tables = [b.rows.table for b in self.blocks]  # type: ignore[attr-defined]
+            self.table = pa.concat_tables(tables).combine_chunks()
+
+    @functools.cached_property
+    def rows(self) -> list[list[str]]:
+        """The records' fields, row by row."""
+        return [row for block in self.blocks for row in block.rows]
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self._size
 
     def source(self, i: int) -> str:
         """Row ``i``'s ``file:line``, as its :class:`~evergreen.readers.RawRecord` has it."""
@@ -163,13 +174,23 @@ def process(
     if kept is None:
         return quarantined, None
     keys = digests_array(kept.input_hashes)
-    repeats = np.unique(np.frombuffer(kept.input_hashes, dtype="S16")).size < len(kept.labels)
+    repeats = _repeats(kept.input_hashes)
     if repeats or index.seen(keys):
         # Seen before or repeated in the batch: the row code decides, row by row.
         items = _as_items(processor, batch, quarantined, kept, good)
         return processor._dedupe(items, report), None
     index.remember_hashes(kept.input_hashes, kept.row_hashes, pa.array(kept.labels, pa.string()))
     return quarantined, kept
+
+
+def _repeats(digests: bytes) -> bool:
+    """Whether a 16-byte digest occurs twice among ``digests`` (concatenated). Their first
+    eight bytes as integers are sorted first (several times faster than 16-byte strings);
+    only when two of those are equal are the whole digests compared."""
+    n = len(digests) // 16
+    if np.unique(np.frombuffer(digests, dtype=np.uint64)[0::2]).size == n:
+        return False
+    return bool(np.unique(np.frombuffer(digests, dtype="S16")).size < n)
 
 
 def _check(
@@ -214,20 +235,43 @@ def _fitting_columns(
     field limit, no label column): the row code decides those."""
     if "image" in processor.types.values():
         return None
-    columns = dict(zip(batch.columns, map(list, zip(*batch.rows, strict=True)), strict=True))
-    utf8: dict[str, bytes] = {}
-    for name, values in columns.items():
-        try:  # an undecodable byte (kept as a surrogate) cannot be encoded
-            utf8[name] = "".join(values).encode("utf-8")
-        except UnicodeEncodeError:
-            return None
+    if batch.table is not None:
+        columns, utf8 = _table_columns(batch)
+    else:
+        columns = dict(zip(batch.columns, map(list, zip(*batch.rows, strict=True)), strict=True))
+        utf8 = {}
+        for name, values in columns.items():
+            try:  # an undecodable byte (kept as a surrogate) cannot be encoded
+                utf8[name] = "".join(values).encode("utf-8")
+            except UnicodeEncodeError:
+                return None
     if sum(map(len, utf8.values())) > _MAX_BATCH_BYTES:
         return None  # Arrow's binary arrays (32-bit offsets) could overflow: row by row
-    longest = max((max(map(len, values), default=0) for values in columns.values()), default=0)
+    if batch.table is not None:  # counted by Arrow: bytes first (no more than characters)
+        longest = max(pc.max(pc.binary_length(c)).as_py() or 0 for c in batch.table.columns)
+        if longest * 4 > processor.max_field_bytes:
+            longest = max(pc.max(pc.utf8_length(c)).as_py() or 0 for c in batch.table.columns)
+    else:
+        longest = max((max(map(len, v), default=0) for v in columns.values()), default=0)
     if longest * 4 > processor.max_field_bytes:
         return None  # a value may be over the limit: let the row code measure it
     if processor.label not in columns:
         return None
+    return columns, utf8
+
+
+def _table_columns(batch: ColumnBatch) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """:func:`_fitting_columns`' columns and UTF-8 bytes of a batch Arrow parsed: the
+    values as Python strings, the bytes straight from the Arrow columns (valid UTF-8)."""
+    assert batch.table is not None
+    columns: dict[str, list[str]] = {}
+    utf8: dict[str, Any] = {}
+    for name, column in zip(batch.columns, batch.table.columns, strict=True):
+        array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+        columns[name] = array.to_pylist()
+        offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)
+        start, end = offsets[array.offset], offsets[array.offset + len(array)]
+        utf8[name] = memoryview(array.buffers()[2])[start:end] if end > start else b""
     return columns, utf8
 
 
@@ -282,18 +326,18 @@ def _kept(
         else:
             encoded[column] = pa.nulls(n, _BINARY)
         json_parts.append(_json_strings(encoded[column]))
-    input_data = _json_lists(json_parts, n).to_pylist()
-    input_hashes = b"".join(map(_digest, map(_blake2b_16, input_data)))
+    input_data = _json_lists(json_parts, n)
+    input_hashes = b"".join(map(_digest, map(_blake2b_16, examples.binary_views(input_data))))
     label_array = pa.array(labels, pa.string()).cast(_BINARY)
     row_inputs = pc.binary_join_element_wise(
         hex_array(input_hashes), pa.scalar(b"\x00", _BINARY), label_array, _NOTHING
     )
-    row_hashes = b"".join(map(_digest, map(_blake2b_16, row_inputs.to_pylist())))
+    row_hashes = b"".join(map(_digest, map(_blake2b_16, examples.binary_views(row_inputs))))
     if processor.split_key:
         key = texts.get(processor.split_key)
-        keys = [b""] * n if key is None else [k.encode("utf-8") for k in key]
+        keys: Iterable[Any] = [b""] * n if key is None else [k.encode("utf-8") for k in key]
     else:
-        keys = input_data
+        keys = examples.binary_views(input_data)
     splits = _split_indexes(processor.boundaries, keys)
     split_names = [name for _, name in processor.boundaries]
     return KeptColumns(values, encoded, labels, input_hashes, row_hashes, splits, split_names)
@@ -304,14 +348,9 @@ def _binary(texts: list[str], data: bytes) -> pa.Array:
     empty (a missing value); ``data`` is the texts' UTF-8 bytes, concatenated."""
     lengths = np.fromiter(map(len, texts), np.int64, len(texts))
     if int(lengths.sum()) != len(data):  # not all ASCII: a character is not always a byte
-        lengths = np.fromiter(
-            (
-                n if t.isascii() else len(t.encode("utf-8"))
-                for t, n in zip(texts, lengths.tolist(), strict=True)
-            ),
-            np.int64,
-            len(texts),
-        )
+        ascii = np.fromiter(map(str.isascii, texts), np.bool_, len(texts))
+        for i in np.flatnonzero(~ascii).tolist():
+            lengths[i] = len(texts[i].encode("utf-8"))
     offsets = np.zeros(len(texts) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     present = lengths > 0
@@ -336,7 +375,7 @@ def _json_strings(values: pa.Array) -> pa.Array:
     start = int(offsets[0]) if len(offsets) else 0
     end = int(offsets[-1]) if len(offsets) else 0
     data = np.frombuffer(values.buffers()[2] or b"", dtype=np.uint8)[start:end]
-    special = np.flatnonzero((data < 0x20) | (data == ord('"')) | (data == ord("\\"))) + start
+    special = byte_scan.positions(data, (ord('"'), ord("\\")), below=0x20) + start
     if len(special):
         rows = np.unique(np.searchsorted(offsets, special, side="right") - 1)
         fixed = values.take(pa.array(rows))
@@ -377,7 +416,7 @@ def hex_array(digests: bytes) -> pa.Array:
     return fixed.cast(_BINARY)
 
 
-def _split_indexes(boundaries: list[tuple[float, str]], keys: list[bytes]) -> np.ndarray:
+def _split_indexes(boundaries: list[tuple[float, str]], keys: Iterable[Any]) -> np.ndarray:
     """:func:`ingest._pick_many` of the keys' SHA-256 buckets, as indexes into the names."""
     digests = np.frombuffer(
         b"".join(map(_digest, map(hashlib.sha256, keys))), dtype=np.uint8
@@ -436,11 +475,11 @@ def write(output: SpanOutput, kept: KeptColumns, stats: SpanStatistics) -> None:
         kept.labels,
         hex_array(kept.row_hashes),
     )
-    serialized = records.to_pylist()
     for s, name in enumerate(kept.split_names):
-        chosen = np.flatnonzero(kept.splits == s).tolist()
-        if chosen:
-            output.shards[name].write_many([serialized[i] for i in chosen])
+        chosen = np.flatnonzero(kept.splits == s)
+        if len(chosen):
+            serialized = map(bytes, examples.binary_views(records, chosen))
+            output.shards[name].write_many(serialized, len(chosen))
     columns = dict(kept.values)
     for column in numeric:
         columns[column] = [None if v is None else examples.as_float32(v) for v in columns[column]]

@@ -13,6 +13,7 @@ statistics and never re-read a span.
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import json
 import math
@@ -57,10 +58,10 @@ def batch_words(texts: list[str]) -> tuple[dict[str, int], np.ndarray]:
         word -> count, in order of first appearance (the order the frequent-words sketch is
         fed, which matters once it evicts), and the texts' word counts as an int64 array.
 
-    Vectorized: the batch is joined into one UTF-8 buffer (texts separated by NUL), which
+    Vectorized: the batch is joined into one UTF-8 buffer (texts between NULs), which
     ``bytes.translate`` lower-cases and strips of punctuation in one C pass (whitespace
-    becomes SOH); numpy finds the words (:func:`_split_words`, 2,048 texts at a time),
-    Arrow counts them. On ASCII text this is exactly Python's
+    becomes SOH); numpy finds where the words start (:func:`_split_words`, 2,048 texts at a
+    time), Arrow counts them. On ASCII text this is exactly Python's
     ``str.lower`` and ``str.split`` except for four separators (``\x1c``-``\x1f``) that
     only Python splits on; a text holding one, or any non-ASCII text (Python lower-cases
     some letters differently, e.g. a final sigma), is tokenized by :func:`words` first and
@@ -70,11 +71,8 @@ def batch_words(texts: list[str]) -> tuple[dict[str, int], np.ndarray]:
     parts = [_words(texts[i : i + _SLICE]) for i in range(0, len(texts), _SLICE)]
     if any(part is None for part in parts) or not parts:
         return _python_batch_words(texts)
-    counted = pc.value_counts(pa.chunked_array([words for words, _ in parts], pa.large_string()))
-    counts = dict(
-        zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True)
-    )
-    return counts, np.concatenate([lengths for _, lengths in parts])
+    counted = pc.value_counts(pa.chunked_array([words for words, _ in parts], pa.large_binary()))
+    return _strip_counts(counted), np.concatenate([lengths for _, lengths in parts])
 
 
 # Texts tokenized together: small enough that numpy's temporaries are reused from the heap
@@ -82,14 +80,15 @@ def batch_words(texts: list[str]) -> tuple[dict[str, int], np.ndarray]:
 _SLICE = 2048
 
 
-def _words(texts: list[str]) -> tuple[pa.LargeStringArray, np.ndarray] | None:
-    """The words of ``texts`` in order, and each text's word count (None: count in Python)."""
-    data = _SEPARATOR.join(texts)
-    rare = any(c in data for c in _RARE)
-    if rare or not data.isascii():  # str.isascii reads a flag of the string: no scan
-        plain = _plain if rare else str.isascii
-        data = _SEPARATOR.join([t if plain(t) else " ".join(words(t)) for t in texts])
-    if data.count(_SEPARATOR) != len(texts) - 1 or _SPACE in data:
+def _words(texts: list[str]) -> tuple[pa.LargeBinaryArray, np.ndarray] | None:
+    """The words of ``texts`` in order, each with the separators that follow it, and each
+    text's word count (None: count in Python)."""
+    texts = _tokenized(texts, str.isascii)  # str.isascii reads a flag of the string: no scan
+    data = _SEPARATOR.join(["", *texts, ""])
+    if any(c in data for c in _RARE):
+        texts = _tokenized(texts, _plain)
+        data = _SEPARATOR.join(["", *texts, ""])
+    if data.count(_SEPARATOR) != len(texts) + 1 or _SPACE in data:
         return None
     try:
         raw = data.encode("utf-8")
@@ -98,26 +97,54 @@ def _words(texts: list[str]) -> tuple[pa.LargeStringArray, np.ndarray] | None:
     return _split_words(raw.translate(_LOWER, _DELETE))
 
 
-def _split_words(data: bytes) -> tuple[pa.LargeStringArray, np.ndarray]:
-    """The words, and words per text, of lower-cased texts without punctuation, given as
-    their UTF-8 bytes joined by NUL, whitespace translated to SOH.
+def _tokenized(texts: list[str], plain: Any) -> list[str]:
+    """``texts``, each one that is not ``plain`` replaced by its :func:`words` joined by
+    spaces (which the byte-wise split gives back unchanged)."""
+    odd = np.flatnonzero(~np.fromiter(map(plain, texts), np.bool_, len(texts))).tolist()
+    if not odd:
+        return texts
+    texts = list(texts)
+    for i in odd:
+        texts[i] = " ".join(words(texts[i]))
+    return texts
 
-    The words are found by numpy: a word is a run of bytes above SOH; they are packed into
-    one Arrow string array (the buffer without its separators, by ``bytes.translate``).
+
+def _split_words(data: bytes) -> tuple[pa.LargeBinaryArray, np.ndarray]:
+    """The words, and words per text, of lower-cased texts without punctuation, given as
+    their UTF-8 bytes between NULs (one before the first text, one after the last),
+    whitespace translated to SOH.
+
+    A word is a run of bytes above SOH. numpy finds where each starts; the Arrow array's
+    values run from one word's start to the next's, so each keeps the separators after it
+    (no copy of the buffer): :func:`_strip_counts` takes them off the counted values.
     """
     buffer = np.frombuffer(data, dtype=np.uint8)
-    edges = np.flatnonzero(np.diff(buffer > 1, prepend=False, append=False))
-    starts, ends = edges[0::2], edges[1::2]  # each word's first byte, and one past its last
-    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
-    np.cumsum(ends - starts, out=offsets[1:])
-    packed = data.translate(None, b"\x00\x01")
-    found = pa.LargeStringArray.from_buffers(
-        len(starts), pa.py_buffer(offsets), pa.py_buffer(packed)
+    inside = buffer > 1
+    starts = np.flatnonzero(inside[1:] > inside[:-1]) + 1  # the buffer starts with a NUL
+    offsets = np.empty(len(starts) + 1, dtype=np.int64)
+    offsets[:-1] = starts
+    offsets[-1] = len(data)
+    found = pa.Array.from_buffers(
+        pa.large_binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
     )
-    # Words before each text's start: the NULs end the texts, and no word crosses one.
-    text_starts = np.concatenate(([0], np.flatnonzero(buffer == 0) + 1))
-    before = np.searchsorted(starts, text_starts, side="left")
-    return found, np.diff(before, append=len(starts)).astype(np.int64)
+    # Words before each text's start (the NUL before it), and before the final NUL.
+    before = np.searchsorted(starts, np.flatnonzero(buffer == 0), side="left")
+    return found, np.diff(before).astype(np.int64)
+
+
+def _strip_counts(counted: pa.StructArray) -> dict[str, int]:
+    """Arrow's counts of words with their trailing separators, as word -> count.
+
+    A word is counted under each of its separator tails; the tails come off here, on the
+    distinct values only. Arrow lists values in order of first appearance, so the first
+    tail met is the word's first appearance: the order is that of the words themselves.
+    """
+    counts: dict[str, int] = {}
+    values = counted.field("values").to_pylist()
+    for value, n in zip(values, counted.field("counts").to_pylist(), strict=True):
+        word = value.rstrip(b"\x00\x01").decode("utf-8")
+        counts[word] = counts.get(word, 0) + n
+    return counts
 
 
 def _plain(text: str) -> bool:
@@ -198,16 +225,14 @@ class ColumnStatistics:
                 self.distinct.update(hashlib.blake2b(value, digest_size=16).hexdigest())
             self.quantiles.update(np.fromiter(map(len, present), np.float32, len(present)))
             return
-        for value in set(present):
-            self.distinct.update(value)
+        collections.deque(map(self.distinct.update, set(present)), maxlen=0)
         if self.kind == "text":
             counts, lengths = batch_words(present)
             self.quantiles.update(np.fromiter(map(len, present), np.float32, len(present)))
             self.word_counts.update(lengths.astype(np.float32))
         else:
             counts = Counter(present)
-        for item, n in counts.items():
-            self.frequent.update(item, n)
+        collections.deque(map(self.frequent.update, counts, counts.values()), maxlen=0)
 
     def merge(self, other: ColumnStatistics) -> None:
         self.present += other.present
