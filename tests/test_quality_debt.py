@@ -4,6 +4,7 @@ challenges the increment and replaces the champion only if its loss is lower."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 from evergreen import config as config_mod
@@ -92,3 +93,11 @@ def test_the_loop_retrains_in_full_when_the_data_doubled(tmp_path: Path) -> None
     assert (challenger.version is not None) == challenger.blessed
     assert len(challenger_evaluations) == 1 and challenger_evaluations[0].span == 3
     assert "quality debt" not in records[4].reason  # the challenger paid the debt
+    # Both of span 3's records are kept for people: the challenger's report beside the
+    # increment's, neither overwriting the other.
+    assert challenger.challenger and not records[2].challenger
+    assert Path(records[2].report).name == "span-3.html"
+    assert Path(challenger.report).name == "span-3-challenger.html"
+    assert "a full retrain challenges the increment" in Path(records[2].report).read_text("utf-8")
+    saved = json.loads(Path(challenger.report).with_suffix(".json").read_text("utf-8"))
+    assert saved["challenger"] is True and saved["version"] == challenger.version

@@ -113,7 +113,8 @@ class RunRecord:
     ``epoch_losses`` is None for a record whose run trained nothing here (blocked, the champion
     already is this training, or an adopted model); such records have no
     ``featurizer_growth``/``epoch_losses`` keys. An adopted model's record has no ``drift`` key. ``report`` is the HTML report's
-    path, set once it is written.
+    path, set once it is written. ``challenger`` marks the full retrain the quality debt ran
+    after the span's increment (the key is there only then).
     """
 
     span: int
@@ -132,6 +133,7 @@ class RunRecord:
     slices: dict[str, Any] | None = None
     epoch_losses: dict[str, list[float]] | None = None
     report: str | None = None
+    challenger: bool = False
 
     @property
     def trained(self) -> bool:
@@ -161,6 +163,8 @@ class RunRecord:
             out["epoch_losses"] = self.epoch_losses
         if self.report is not None:
             out["report"] = self.report
+        if self.challenger:
+            out["challenger"] = True
         return out
 
     @classmethod
@@ -182,4 +186,5 @@ class RunRecord:
             slices=data.get("slices"),
             epoch_losses=data.get("epoch_losses"),
             report=data.get("report"),
+            challenger=bool(data.get("challenger", False)),
         )

@@ -69,6 +69,7 @@ def trained(
         featurizer_growth=growth,
         slices=evaluation.slices,
         epoch_losses=epoch_losses,
+        challenger=plan.challenging,
     )
 
 

@@ -40,9 +40,10 @@ ul{margin:.3rem 0} code{font-size:.85rem}
 """
 
 
-def record_path(project: Any, span: int) -> Path:
-    """Where the loop's record for ``span`` is written for people: ``<root>/reports/span-N.json``."""
-    return project.reports_dir / f"span-{span}.json"
+def record_path(project: Any, span: int, *, challenger: bool = False) -> Path:
+    """Where the loop's record for ``span`` is written for people: ``<root>/reports/span-N.json``
+    (the quality debt's challenger: ``span-N-challenger.json``, beside its increment's)."""
+    return project.reports_dir / f"span-{span}{'-challenger' if challenger else ''}.json"
 
 
 def load_record(project: Any, span: int) -> dict[str, Any] | None:
@@ -56,7 +57,7 @@ def save_run_report(project: Any, record: Mapping[str, Any]) -> Path:
     if hasattr(record, "to_dict"):  # a typed run record: its dict is what is kept
         record = record.to_dict()
     data = DecisionLog(project.store).save(record)
-    path = record_path(project, int(data["span"]))
+    path = record_path(project, int(data["span"]), challenger=bool(data.get("challenger")))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -459,5 +460,7 @@ def report_for(project: Any, span: int, output: Path | None = None) -> Path:
     """What ``evergreen report SPAN`` does: the loop's record when there is one, else none."""
     if not any(r.span == span for r in project.store.spans()):
         raise NotFound(f"span {span} has not been ingested; run `evergreen ingest` first")
-    path = output or record_path(project, span).with_suffix(".html")
-    return write_report(project, span, load_record(project, span), path)
+    record = load_record(project, span)  # the last word on the span: a challenger's, if any
+    challenger = bool(record and record.get("challenger"))
+    path = output or record_path(project, span, challenger=challenger).with_suffix(".html")
+    return write_report(project, span, record, path)
