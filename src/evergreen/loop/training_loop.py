@@ -159,9 +159,10 @@ class TrainingLoop:
     ) -> Iterator[RunRecord]:
         """The span's run record; then, when the policy asks, its challenger's.
 
-        Lazy, so the caller saves the increment's record before the challenger trains: a run
-        killed during the challenge keeps the increment, and the debt stays due for the next
-        span (the challenge is not resumed for this one).
+        Lazy, so the caller saves the increment's record before the challenger trains. A run
+        killed during the challenge keeps the increment and does not resume the challenge: the
+        next span challenges instead, unless the challenger's training had committed (its
+        full-retrain model pays the debt).
         """
         seconds = self._data_seconds(record.span)  # before planning runs drift: not its time
         plan = self.planner.plan(record, history, force_full)
