@@ -164,10 +164,14 @@ def test_an_increment_grows_the_vocabulary_records_it_and_reuses_the_history(
         assert records[1].ledger.tokens_computed == (
             grow[2].summary["tokens_computed"] + featurize[2].summary["tokens_computed"] + policy
         )
+        # The increment tokenized each new text once: featurize looked up the train texts'
+        # ids from the tokens the growth pass kept, and tokenized the rest.
+        assert featurize[2].summary["tokens_reused"] > 0
+        assert featurize[2].summary["tokens_computed"] < featurize[2].summary["tokens_reused"]
         for record in records:  # a full retrain: its fit over every train row + its featurize
             spans = [featurized[s].properties for s in range(1, record.span + 1)]
             assert record.ledger.tokens_full_retrain == sum(
-                p["tokens_computed"] + p["fit_tokens"] for p in spans
+                p["tokens_computed"] + p["tokens_reused"] + p["fit_tokens"] for p in spans
             )
         assert records[0].ledger.tokens_full_retrain == records[0].ledger.tokens_computed
         if records[1].version is not None:  # published: the registry's lineage says so too

@@ -372,22 +372,25 @@ class TextColumnFeaturizer:
     def featurize(
         self, rows: Sequence[Mapping[str, Any]], cache: Any = None
     ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-        """Token ids of the rows' texts, every one tokenized here (``cache`` is ignored).
+        """Token ids of the rows' texts (``cache`` is ignored).
 
-        There is no token cache: dedupe leaves about 1 % of texts repeated, and a lookup cost
-        more than tokenizing. The ledger counts the tokens computed (padding excluded) and
-        ``tokens_untruncated``, the texts' tokens before the cut to ``sequence_length``: what a
-        fit on the same texts counts (see :func:`evergreen.loop.span_run.full_retrain_cost`).
+        There is no token cache across runs: dedupe leaves about 1 % of texts repeated, and a
+        lookup cost more than tokenizing. Within a run, texts whose tokens the growth pass just
+        computed (an increment's new train rows) are not tokenized again, only looked up
+        (:mod:`evergreen.models.kept_tokens`). The ledger counts the tokens computed here and
+        those reused from the growth pass (padding excluded), and ``tokens_untruncated``, the
+        texts' tokens before the cut to ``sequence_length``: what a fit on the same texts counts
+        (see :func:`evergreen.loop.span_run.full_retrain_cost`).
         """
         texts = [row.get(self.text_feature) or "" for row in rows]
-        ids, untruncated = self.inner.transform_counted(texts)
+        ids, untruncated, reused = self.inner.transform_reusing(texts)
         out = np.asarray(ids, dtype=np.int64)
-        tokens = int(np.count_nonzero(out != PAD_ID))
+        tokens = np.count_nonzero(out != PAD_ID, axis=1)
         ledger = {
             "rows_featurized": len(texts),
             "rows_reused": 0,
-            "tokens_computed": tokens,
-            "tokens_reused": 0,
+            "tokens_computed": int(tokens[~reused].sum()),
+            "tokens_reused": int(tokens[reused].sum()),
             "unknown_tokens": int(np.sum(out == OOV_ID)),
             "tokens_untruncated": untruncated,
         }

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 
 from evergreen.errors import ConfigError, DataError, NotFound
+from evergreen.models import kept_tokens
 from evergreen.models.contract import check_format, keras_module
+from evergreen.models.kept_tokens import KEPT
 from evergreen.tf import tensorflow
 
 __all__ = ["OOV_ID", "PAD_ID", "TextFeaturizer", "as_text", "did_you_mean"]
@@ -253,21 +255,49 @@ class TextFeaturizer:
         ``output_sequence_length`` (``to_tensor`` with that width), so the ids are those of
         :meth:`layer`, the one the SavedModel serves with (tested).
         """
+        ids, untruncated, _ = self.transform_reusing(texts)
+        return ids, untruncated
+
+    def transform_reusing(self, texts: Sequence[str | bytes]) -> tuple[np.ndarray, int, np.ndarray]:
+        """:meth:`transform_counted`, reusing the tokens a growth pass kept (:mod:`kept_tokens`).
+
+        Returns:
+            The ids, the untruncated token count, and a boolean per text: True where its tokens
+            were kept by the last growth pass and only looked up here (not tokenized again).
+        """
+        tf = tensorflow()
+        texts = [as_text(t) for t in texts]
+        found = np.asarray(KEPT.find(self._token_settings(), texts), dtype=np.int64)
+        reused = found >= 0
+        ids = np.zeros((len(texts), self.sequence_length), dtype=np.int64)
+        untruncated = 0
+        fresh = np.flatnonzero(~reused)
+        for start in range(0, len(fresh), BATCH):
+            part = fresh[start : start + BATCH]
+            dense, count = self._tokenizer()(tf.constant([texts[i] for i in part], tf.string))
+            ids[part] = dense.numpy()
+            untruncated += int(count)
+        if reused.any():
+            # The ragged layer's own lookup on the kept tokens: the rest of what it would do.
+            tokenizer = self._tokenizer().python_function
+            dense, count = tokenizer.look_up(KEPT.gather(found[reused]))
+            ids[reused] = dense.numpy()
+            untruncated += int(count)
+        return ids, untruncated, reused
+
+    def _tokenizer(self) -> Any:
+        """The traced :class:`_CountingTokenizer` of this vocabulary (built once)."""
         tf = tensorflow()
         if self._tokenize is None:
             self._tokenize = tf.function(
                 _CountingTokenizer(self.layer(ragged=True), self.sequence_length),
                 input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string)],
             )
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, self.sequence_length), dtype=np.int64), 0
-        chunks = [
-            self._tokenize(tf.constant([as_text(t) for t in texts[i : i + BATCH]], tf.string))
-            for i in range(0, len(texts), BATCH)
-        ]
-        ids = np.concatenate([chunk.numpy() for chunk, _ in chunks]).astype(np.int64, copy=False)
-        return ids, sum(int(count) for _, count in chunks)
+        return self._tokenize
+
+    def _token_settings(self) -> tuple[Any, ...]:
+        """What a text's tokens depend on (not the vocabulary: only their ids do)."""
+        return (FORMAT_VERSION, STANDARDIZE, SPLIT, self.ngrams)
 
     @staticmethod
     def unknown_rate(ids: np.ndarray) -> float:
@@ -281,14 +311,21 @@ class TextFeaturizer:
 
     # -- growing -----------------------------------------------------------------------------
 
-    def token_counts(self, texts: Iterable[str | bytes]) -> dict[str, int]:
-        """How often each token occurs in ``texts``, tokenized exactly as :meth:`fit` does."""
+    def token_counts(self, texts: Iterable[str | bytes], *, keep: bool = False) -> dict[str, int]:
+        """How often each token occurs in ``texts``, tokenized exactly as :meth:`fit` does.
+
+        ``keep``: keep the texts' tokens for the featurize pass after this one
+        (:mod:`evergreen.models.kept_tokens`; :meth:`transform_reusing` looks them up).
+        """
         tf = tensorflow()
         layer = self.layer("count_tokens") if self.vocabulary_ else None
         if layer is None:
             layer = keras_module().layers.TextVectorization(**self._layer_kwargs())
         counts: Counter[str] = Counter()
         batch: list[str | bytes] = []
+        kept_texts: list[str | bytes] = []
+        kept: list[Any] | None = [] if keep else None
+        counted = 0
         for text in [*texts, None]:
             if text is not None:
                 batch.append(as_text(text))
@@ -297,7 +334,15 @@ class TextFeaturizer:
                 tokens = layer._preprocess(tf.constant(batch, tf.string))
                 values = tokens.flat_values if hasattr(tokens, "flat_values") else tokens
                 counts.update(t.decode("utf-8") for t in values.numpy().ravel() if t)
+                counted += int(values.shape[0])
+                if kept is not None and hasattr(tokens, "flat_values"):
+                    kept_texts += batch
+                    kept.append(tokens)
+                    if counted > kept_tokens.LIMIT:  # too many to hold: keep nothing
+                        kept = None
                 batch = []
+        if keep:
+            KEPT.keep(self._token_settings(), kept_texts, kept or [])
         return dict(counts)
 
     def grow(self, texts: Iterable[str | bytes], min_count: int, limit: int) -> list[str]:
@@ -309,7 +354,7 @@ class TextFeaturizer:
         ``limit`` per span instead. Returns the tokens added (empty: nothing changed).
         """
         known = set(self._fitted())
-        counts = self.token_counts(texts)
+        counts = self.token_counts(texts, keep=True)  # featurize reuses these tokens
         self.tokens_counted_ = sum(counts.values())
         fresh = sorted(
             ((n, t) for t, n in counts.items() if n >= min_count and t not in known),
@@ -411,7 +456,13 @@ class _CountingTokenizer:
         self.width = width
 
     def __call__(self, batch: Any) -> tuple[Any, Any]:
+        return self._cut(self.ragged(batch))
+
+    def look_up(self, tokens: Any) -> tuple[Any, Any]:
+        """The same answer for texts already tokenized (ragged strings): the lookup only."""
+        return self._cut(self.ragged._lookup_layer(tokens))
+
+    def _cut(self, ids: Any) -> tuple[Any, Any]:
         tf = tensorflow()
-        ids = self.ragged(batch)
         dense = ids.to_tensor(default_value=PAD_ID, shape=[None, self.width])
         return dense, tf.size(ids.flat_values, out_type=tf.int64)
