@@ -8,6 +8,9 @@ Usage: ``python -m tests.killpoint POINT evergreen-args...`` where POINT is
 * ``push:published``: the new version is in the registry, the champion alias not yet moved;
 * ``push:aliased``: the alias moved, the push run not yet committed.
 
+``after:COMPONENT@N`` and ``mid:COMPONENT@N`` pick its N-th run that did work in the process
+(e.g. ``mid:train@2``: inside the quality debt's challenger, the run's second training).
+
 The points are patched in here, in the test's own process, so production code carries no hook.
 """
 
@@ -29,21 +32,30 @@ def _die() -> None:
 
 def install(point: str) -> None:
     where, _, target = point.partition(":")
+    target, _, nth = target.partition("@")
     real_run = Runner.run
     real_set_alias = Registry.set_alias
+    worked = {"mid": 0, "after": 0}  # runs of the target that did work so far
+
+    def reached(stage: str) -> bool:
+        worked[stage] += 1
+        return worked[stage] == int(nth or 1)
 
     def run(self: Runner, component: Any, inputs: Any = None, *, span: Any = None) -> Any:
         if where == "mid" and component.name == target:
             real_execute = component.execute
 
             def execute(ctx: Any) -> Any:
-                real_execute(ctx)
-                _die()
+                done = real_execute(ctx)
+                if reached("mid"):
+                    _die()
+                return done
 
             object.__setattr__(component, "execute", execute)
         result = real_run(self, component, inputs, span=span)
         if where == "after" and component.name == target and not result.cached:
-            _die()
+            if reached("after"):
+                _die()
         return result
 
     def set_alias(self: Registry, *args: Any, **kwargs: Any) -> None:

@@ -5,7 +5,9 @@ killed right after each component's commit and in the middle of each (see tests/
 a plain ``evergreen run`` then completes it. The final state must equal an uninterrupted twin's:
 the same registry versions with the same lineage and metrics, the same champion, the same
 artifacts, no temporary folder and no run left 'running'. A kill during span 1's full training
-is covered the same way from an empty pipeline.
+is covered the same way from an empty pipeline, and so is a kill during the quality debt's
+challenger (the full retrain that follows span 2's increment when the debt is on): the next run
+resumes the challenge.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ UPDATE_POINTS = [
 ]
 # Kill points of the first, full training (span 1 from an empty pipeline).
 FIRST_POINTS = ["mid:fit-featurizer", "after:fit-featurizer", "after:evaluate", "push:aliased"]
+# Kill points of the challenger (span 2's second training): nothing of it committed yet; its
+# model committed, not yet judged.
+CHALLENGE_POINTS = ["mid:train@2", "after:train@2"]
 
 
 def _write_span(project: Path, number: int) -> None:
@@ -123,7 +128,7 @@ def _restore(snapshot: Path, project: Path) -> None:
     shutil.copytree(snapshot, project)  # same path: the store's absolute URIs stay valid
 
 
-def _kill_then_recover(config: Path, point: str) -> None:
+def _kill_then_recover(config: Path, point: str) -> list[Any]:
     killed = _evergreen(config, "run", "--json", kill_at=point)
     assert killed.returncode == -signal.SIGKILL, (
         f"{point}: expected to be killed, got exit {killed.returncode}: {killed.stderr[-2000:]}"
@@ -133,6 +138,7 @@ def _kill_then_recover(config: Path, point: str) -> None:
     with Project(config_mod.load(config)) as project:
         records = TrainingLoop(project).run()
     assert all(r.mode != "block" for r in records), records
+    return records
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +175,58 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "trained_once": trained_once,
         "twin": _state(config),
     }
+
+
+@pytest.fixture(scope="module")
+def challenged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The same two spans with the quality debt on: span 2 doubles the data, so its increment
+    is followed by a challenger. The snapshot after span 1, and the uninterrupted twin's state."""
+    base = tmp_path_factory.mktemp("kill-challenge")
+    project = base / "reviews"
+    _write_span(project, 1)
+    config = write_config(
+        project,
+        label="score",
+        features={"product": "categorical", "review": "text"},
+        extra='[train]\nepochs = 2\nfull_after_growth = 1.0\n\n[drift]\nfull_retrain_on = "never"\n',
+    )
+    first = _evergreen(config, "run", "--json")
+    assert first.returncode == 0, first.stderr
+    _write_span(project, 2)
+    trained_once = base / "snapshot-span-1"
+    shutil.copytree(project, trained_once)
+    twin = _evergreen(config, "run", "--json")
+    assert twin.returncode == 0, twin.stderr
+    records = json.loads(twin.stdout)
+    assert [(r["mode"], r.get("challenger", False)) for r in records] == [
+        ("incremental", False),
+        ("full", True),
+    ], records
+    assert records[0]["challenge"] and records[1]["reason"] == records[0]["challenge"]
+    return {
+        "project": project,
+        "config": config,
+        "trained_once": trained_once,
+        "twin": _state(config),
+        "challenger": records[1],
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", CHALLENGE_POINTS)
+def test_kill_during_the_challenger_resumes_the_challenge(
+    challenged: dict[str, Any], point: str
+) -> None:
+    _restore(challenged["trained_once"], challenged["project"])
+    [resumed] = _kill_then_recover(challenged["config"], point)
+    assert resumed.challenger and resumed.span == 2 and resumed.mode == "full"
+    expected = challenged["challenger"]
+    assert (resumed.blessed, resumed.version) == (expected["blessed"], expected["version"])
+    state = _state(challenged["config"])
+    assert state["running"] == [] and state["temporaries"] == []
+    assert state == challenged["twin"], point
+    with Project(config_mod.load(challenged["config"])) as project:
+        assert TrainingLoop(project).run() == []  # the challenge is not owed twice
 
 
 @pytest.mark.slow

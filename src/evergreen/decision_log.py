@@ -66,6 +66,19 @@ class DecisionLog:
             record = conn.execute(query).scalar_one_or_none()
         return None if record is None else dict(record)
 
+    def last(self) -> dict[str, Any] | None:
+        """The last record saved, whatever its span (None: none yet)."""
+        t = decisions_table
+        query = (
+            sa.select(t.c.record)
+            .where(t.c.pipeline == self.store.pipeline)
+            .order_by(t.c.id.desc())
+            .limit(1)
+        )
+        with self.store.engine.connect() as conn:
+            record = conn.execute(query).scalar_one_or_none()
+        return None if record is None else dict(record)
+
     def all_latest(self) -> dict[int, dict[str, Any]]:
         """The last record saved for each span, by span."""
         t = decisions_table

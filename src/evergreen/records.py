@@ -114,7 +114,9 @@ class RunRecord:
     already is this training, or an adopted model); such records have no
     ``featurizer_growth``/``epoch_losses`` keys. An adopted model's record has no ``drift`` key. ``report`` is the HTML report's
     path, set once it is written. ``challenger`` marks the full retrain the quality debt ran
-    after the span's increment (the key is there only then).
+    after the span's increment (the key is there only then); ``challenge`` is, on that
+    increment's record, why the challenger follows it (the key is there only then: a run killed
+    between the two resumes the challenge from it).
     """
 
     span: int
@@ -134,6 +136,7 @@ class RunRecord:
     epoch_losses: dict[str, list[float]] | None = None
     report: str | None = None
     challenger: bool = False
+    challenge: str = ""
 
     @property
     def trained(self) -> bool:
@@ -165,6 +168,8 @@ class RunRecord:
             out["report"] = self.report
         if self.challenger:
             out["challenger"] = True
+        if self.challenge:
+            out["challenge"] = self.challenge
         return out
 
     @classmethod
@@ -187,4 +192,5 @@ class RunRecord:
             epoch_losses=data.get("epoch_losses"),
             report=data.get("report"),
             challenger=bool(data.get("challenger", False)),
+            challenge=str(data.get("challenge", "")),
         )

@@ -70,6 +70,7 @@ def trained(
         slices=evaluation.slices,
         epoch_losses=epoch_losses,
         challenger=plan.challenging,
+        challenge=plan.challenger,
     )
 
 

@@ -70,7 +70,7 @@ class TrainingLoop:
         pending = [r for r in usable if r.span not in completed]
         if full and usable:
             pending = [pending[-1] if pending else usable[-1]]
-        records = []
+        records = [] if full else self._resume_challenge(usable, completed)
         for record in pending:
             history = [r for r in usable if r.span <= record.span]
             for result in self._one_span(record, history, force_full=full):
@@ -86,6 +86,29 @@ class TrainingLoop:
             self._publish_record(result, track=False)
             records.append(result)
         return records
+
+    def _resume_challenge(self, usable: list[SpanRecord], completed: set[int]) -> list[RunRecord]:
+        """The challenge a killed run owed, run now (before any later span): [its record] or [].
+
+        An increment the quality debt challenges saves its record before its challenger trains
+        (:meth:`_one_span`); when that is still the last record saved, the run died before the
+        challenger's record, and the challenge runs again — whatever of it had committed (its
+        featurizer, featurized spans, trained model, evaluation) is reused from the cache.
+        """
+        from evergreen.decision_log import DecisionLog
+
+        last = DecisionLog(self.store).last()
+        if not last or not last.get("challenge") or last.get("challenger"):
+            return []
+        span = int(last["span"])
+        record = next((r for r in usable if r.span == span), None)
+        if record is None or span not in completed:
+            return []
+        history = [r for r in usable if r.span <= span]
+        plan = self.planner.challenger_plan(record, history, str(last["challenge"]))
+        result = self._execute(SpanRun(self.project, self.registry, plan, self.family(), {}))
+        self._publish_record(result, track=True)
+        return [result]
 
     def _publish_record(self, record: RunRecord, *, track: bool) -> None:
         """Save the record with its HTML report (``record.report``); log it to tracking."""
@@ -159,10 +182,9 @@ class TrainingLoop:
     ) -> Iterator[RunRecord]:
         """The span's run record; then, when the policy asks, its challenger's.
 
-        Lazy, so the caller saves the increment's record before the challenger trains. A run
-        killed during the challenge keeps the increment and does not resume the challenge: the
-        next span challenges instead, unless the challenger's training had committed (its
-        full-retrain model pays the debt).
+        Lazy, so the caller saves the increment's record (which names the challenge) before
+        the challenger trains: a run killed during the challenge keeps the increment, and the
+        next run resumes the challenge (:meth:`_resume_challenge`).
         """
         seconds = self._data_seconds(record.span)  # before planning runs drift: not its time
         plan = self.planner.plan(record, history, force_full)
