@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from evergreen.models import kept_tokens
-from evergreen.models.kept_tokens import KEPT
 from evergreen.models.text import TextColumnFeaturizer
 from evergreen.models.text_featurizer import TextFeaturizer
 from tests.conftest import dataset, read_csv
@@ -19,54 +18,56 @@ def _rows() -> list[dict[str, str]]:
     return [dict(zip(header, row, strict=True)) for row in rows]
 
 
-def _grown(tmp_path: Path, ngrams: int | None) -> tuple[TextColumnFeaturizer, list, list]:
-    """A featurizer fit on 600 reviews, grown on the next 300 (kept), saved and loaded back."""
+def _grown(tmp_path: Path, ngrams: int | None) -> tuple[TextColumnFeaturizer, list, Path]:
+    """A featurizer fit on 600 reviews, grown on the next 300, saved with the growth's tokens."""
     rows = _rows()
-    history, new, other = rows[:600], rows[600:900], rows[900:1000]
     inner = TextFeaturizer(max_tokens=3000, sequence_length=64, ngrams=ngrams)
-    featurizer = TextColumnFeaturizer("review", inner).fit(history)
-    added = featurizer.grow(new, min_count=2, limit=500)
-    assert added["review"], "the new reviews bring tokens the history did not have"
+    featurizer = TextColumnFeaturizer("review", inner).fit(rows[:600])
+    new = rows[600:900]
+    assert featurizer.grow(new, min_count=2, limit=500)["review"], "new reviews bring new words"
+    assert featurizer.kept_tokens is not None
     featurizer.save(tmp_path / "grown")
-    return TextColumnFeaturizer.load(tmp_path / "grown"), new, other
+    kept_tokens.write(tmp_path / "grown", *featurizer.kept_tokens)
+    return TextColumnFeaturizer.load(tmp_path / "grown"), new, tmp_path / "grown"
 
 
 @pytest.mark.parametrize("ngrams", [None, 2])
-def test_featurize_reuses_the_growth_pass_tokens_with_the_same_ids(
+def test_featurize_looks_up_the_growth_pass_tokens_and_gets_the_same_ids(
     tmp_path: Path, ngrams: int | None
 ) -> None:
-    featurizer, new, other = _grown(tmp_path, ngrams)
-    rows = [*other[:50], *new, *other[50:]]  # mixed: kept and not kept, in any order
-    arrays, ledger = featurizer.featurize(rows, None)
+    featurizer, new, folder = _grown(tmp_path, ngrams)
+    kept = kept_tokens.read(folder)
+    assert kept is not None and len(kept) == 300
+    # In chunks, as FeaturizeSpan reads the span: each chunk says where it starts.
+    parts = [
+        featurizer.featurize(new[i : i + 128], None, kept=kept, start=i) for i in (0, 128, 256)
+    ]
+    ids = np.concatenate([arrays["ids"] for arrays, _ in parts])
+    expected, fresh = featurizer.featurize(new, None)  # nothing kept: every text tokenized
+    np.testing.assert_array_equal(ids, expected["ids"])
+    for key in ("unknown_tokens", "tokens_untruncated", "rows_featurized"):
+        assert sum(ledger[key] for _, ledger in parts) == fresh[key]
+    # Nothing was tokenized again; the same tokens were booked as reused.
+    assert sum(ledger["tokens_computed"] for _, ledger in parts) == 0
+    assert sum(ledger["tokens_reused"] for _, ledger in parts) == fresh["tokens_computed"] > 0
+    assert fresh["tokens_reused"] == 0
 
-    KEPT.clear()  # the same featurizer with nothing kept tokenizes every text
-    fresh = TextColumnFeaturizer.load(tmp_path / "grown")
-    expected, full = fresh.featurize(rows, None)
+
+def test_rows_whose_text_does_not_match_the_kept_row_are_tokenized(tmp_path: Path) -> None:
+    featurizer, new, folder = _grown(tmp_path, None)
+    kept = kept_tokens.read(folder)
+    rows = [*new[:100], *_rows()[950:1000], *new[150:]]  # rows 100-149 are other reviews
+    arrays, ledger = featurizer.featurize(rows, None, kept=kept, start=0)
+    expected, fresh = featurizer.featurize(rows, None)
     np.testing.assert_array_equal(arrays["ids"], expected["ids"])
-    assert ledger["unknown_tokens"] == full["unknown_tokens"]
-    assert ledger["tokens_untruncated"] == full["tokens_untruncated"]
-    # Only the 100 texts the growth pass did not see were tokenized; the 300 were looked up.
     counts = np.count_nonzero(expected["ids"], axis=1)
-    assert ledger["tokens_reused"] == counts[50:350].sum() > 0
-    assert ledger["tokens_computed"] == counts[:50].sum() + counts[350:].sum() > 0
-    assert full["tokens_reused"] == 0 and full["tokens_computed"] == counts.sum()
+    assert ledger["tokens_computed"] == counts[100:150].sum() > 0
+    assert ledger["tokens_reused"] == counts[:100].sum() + counts[150:].sum()
 
 
-def test_a_growth_pass_over_the_limit_keeps_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_growth_pass_over_the_limit_keeps_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kept_tokens, "LIMIT", 1000)  # the 300 reviews hold far more tokens
-    featurizer, new, _ = _grown(tmp_path, None)
-    _, ledger = featurizer.featurize(new, None)
-    assert ledger["tokens_reused"] == 0 and ledger["tokens_computed"] > 1000
-
-
-def test_other_tokenizer_settings_do_not_reuse_kept_tokens(tmp_path: Path) -> None:
-    featurizer, new, _ = _grown(tmp_path, None)  # kept with words only
-    bigrams = TextColumnFeaturizer(
-        "review", TextFeaturizer(max_tokens=3000, sequence_length=64, ngrams=2)
-    ).fit(_rows()[:600])
-    _, ledger = bigrams.featurize(new, None)
-    assert ledger["tokens_reused"] == 0 and ledger["tokens_computed"] > 0
-    _, ledger = featurizer.featurize(new, None)
-    assert ledger["tokens_computed"] == 0 and ledger["tokens_reused"] > 0
+    rows = _rows()
+    featurizer = TextColumnFeaturizer("review", TextFeaturizer(max_tokens=3000)).fit(rows[:600])
+    featurizer.grow(rows[600:900], min_count=2, limit=500)
+    assert featurizer.kept_tokens is None

@@ -5,9 +5,10 @@ category vocabularies, image settings) on the train split of the given spans and
 ``FeaturizeSpan`` writes a span's rows as featurized records (TFRecord shards per split, plus a
 ``replay`` copy of the train split in a hash-random order, so that any prefix is a uniform sample
 for later incremental runs): one run per span and
-featurizer, reused by every later run. The text family also sends every text through a
-content-addressed cache (text hash + featurizer fingerprint) in the metadata store, so a text is
-tokenized once across all runs; the run summary is the ledger.
+featurizer, reused by every later run. ``GrowFeaturizer`` grows the champion's featurizer with a
+new span's values; the text family keeps the tokens of that pass beside the grown featurizer, so
+featurizing the span does not tokenize its train texts again (:mod:`evergreen.models.kept_tokens`).
+The run summary is the ledger.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, ClassVar
 from evergreen import examples
 from evergreen.components.ingest import split_bucket
 from evergreen.metadata import Artifact
+from evergreen.models import kept_tokens
 from evergreen.models.contract import Featurizer, ModelFamily
 from evergreen.models.featurized import encode_featurized
 from evergreen.models.registry import load_featurizer
@@ -158,6 +160,9 @@ class GrowFeaturizer:
         added = featurizer.grow(span_rows(source, "train"), self.min_count, self.limit)
         writer = ctx.output("featurizer", "Featurizer")
         featurizer.save(writer.path)
+        kept = getattr(featurizer, "kept_tokens", None)
+        if kept is not None:  # featurize of this span looks them up instead of tokenizing
+            kept_tokens.write(writer.path, *kept)
         props = {
             "fingerprint": featurizer.fingerprint(),
             "labels": parent.properties["labels"],
@@ -170,6 +175,7 @@ class GrowFeaturizer:
                 *parent.properties.get("compatible", []),
                 parent.properties["fingerprint"],
             ],
+            "growth_tokens_of": source.id if kept is not None else None,
         }
         extra = getattr(featurizer, "properties", None)
         props.update(extra() if extra else {})
@@ -275,8 +281,14 @@ class FeaturizeSpan:
             replay = ReplaySample(REPLAY_KEEP_ROWS) if split == "train" else None
             counts_here = label_counts.setdefault(split, {})
             rows = span_rows(source, split)
+            kept = growth_tokens(fitted, source) if split == "train" else None
+            done = 0
             while chunk := list(itertools.islice(rows, _CHUNK)):
-                arrays, counts = featurizer.featurize(chunk, None)
+                if kept is None:
+                    arrays, counts = featurizer.featurize(chunk, None)
+                else:
+                    arrays, counts = featurizer.featurize(chunk, None, kept=kept, start=done)
+                done += len(chunk)
                 unknown += counts.pop("unknown_tokens", 0)
                 untruncated = counts.pop("tokens_untruncated", 0)
                 if split == "train":  # what a fit over the span's train rows would count
@@ -319,3 +331,11 @@ class FeaturizeSpan:
             props["sequence_length"] = fitted.properties["sequence_length"]
         ctx.set_properties("featurized", props)
         return ledger
+
+
+def growth_tokens(featurizer: Artifact, source: Artifact) -> kept_tokens.KeptTokens | None:
+    """The train texts' tokens the growth pass that made ``featurizer`` kept, when it grew on
+    ``source`` (None otherwise: the texts are tokenized)."""
+    if featurizer.properties.get("growth_tokens_of") != source.id:
+        return None
+    return kept_tokens.read(Path(featurizer.uri))

@@ -26,6 +26,7 @@ import numpy as np
 from evergreen.errors import ConfigError, DataError, NotFound
 from evergreen.models.contract import ConfigProblem, keras_module, read_family, save_family
 from evergreen.models.decision import decide, read_threshold
+from evergreen.models.kept_tokens import KeptTokens
 from evergreen.models.text_featurizer import (
     BATCH,
     OOV_ID,
@@ -370,31 +371,43 @@ class TextColumnFeaturizer:
         return {"ids": ([self.inner.sequence_length], "int64")}
 
     def featurize(
-        self, rows: Sequence[Mapping[str, Any]], cache: Any = None
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        cache: Any = None,
+        *,
+        kept: KeptTokens | None = None,
+        start: int = 0,
     ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
         """Token ids of the rows' texts (``cache`` is ignored).
 
         There is no token cache across runs: dedupe leaves about 1 % of texts repeated, and a
-        lookup cost more than tokenizing. Within a run, texts whose tokens the growth pass just
-        computed (an increment's new train rows) are not tokenized again, only looked up
-        (:mod:`evergreen.models.kept_tokens`). The ledger counts the tokens computed here and
-        those reused from the growth pass (padding excluded), and ``tokens_untruncated``, the
-        texts' tokens before the cut to ``sequence_length``: what a fit on the same texts counts
-        (see :func:`evergreen.loop.span_run.full_retrain_cost`).
+        lookup cost more than tokenizing. ``kept``: the tokens the growth pass computed for the
+        span's train texts, ``start`` the first row's index among them; the texts that match
+        are only looked up, not tokenized again (:mod:`evergreen.models.kept_tokens`). The
+        ledger counts the tokens computed here and those reused (padding excluded), and
+        ``tokens_untruncated``, the texts' tokens before the cut to ``sequence_length``: what a
+        fit on the same texts counts (see :func:`evergreen.loop.span_run.full_retrain_cost`).
         """
         texts = [row.get(self.text_feature) or "" for row in rows]
-        ids, untruncated, reused = self.inner.transform_reusing(texts)
+        tokens, matches = kept.rows(start, texts) if kept is not None else (None, None)
+        ids, untruncated = self.inner.transform_counted(texts, tokens, matches)
         out = np.asarray(ids, dtype=np.int64)
-        tokens = np.count_nonzero(out != PAD_ID, axis=1)
+        counts = np.count_nonzero(out != PAD_ID, axis=1)
+        reused = matches if matches is not None else np.zeros(len(texts), dtype=bool)
         ledger = {
             "rows_featurized": len(texts),
             "rows_reused": 0,
-            "tokens_computed": int(tokens[~reused].sum()),
-            "tokens_reused": int(tokens[reused].sum()),
+            "tokens_computed": int(counts[~reused].sum()),
+            "tokens_reused": int(counts[reused].sum()),
             "unknown_tokens": int(np.sum(out == OOV_ID)),
             "tokens_untruncated": untruncated,
         }
         return {"ids": out}, ledger
+
+    @property
+    def kept_tokens(self) -> tuple[Any, list[str | bytes]] | None:
+        """The last :meth:`grow`'s tokens and texts (None: none kept), to write beside it."""
+        return self.inner.kept_
 
     def model_inputs(self, parsed: Mapping[str, Any]) -> Any:
         return parsed["ids"]

@@ -24,7 +24,6 @@ import numpy as np
 from evergreen.errors import ConfigError, DataError, NotFound
 from evergreen.models import kept_tokens
 from evergreen.models.contract import check_format, keras_module
-from evergreen.models.kept_tokens import KEPT
 from evergreen.tf import tensorflow
 
 __all__ = ["OOV_ID", "PAD_ID", "TextFeaturizer", "as_text", "did_you_mean"]
@@ -88,6 +87,8 @@ class TextFeaturizer:
         # Tokens the last fit or grow tokenized (n-grams included), for the run's ledger; not
         # saved: it is work done, not state.
         self.tokens_counted_: int = 0
+        # The last grow's tokens and texts (see token_counts), for featurize; not saved here.
+        self.kept_: tuple[Any, list[str | bytes]] | None = None
         self._tokenize: Any = None  # cached tf.function over a layer built from vocabulary_
 
     def __repr__(self) -> str:
@@ -246,7 +247,9 @@ class TextFeaturizer:
         """
         return self.transform_counted(texts)[0]
 
-    def transform_counted(self, texts: Sequence[str | bytes]) -> tuple[np.ndarray, int]:
+    def transform_counted(
+        self, texts: Sequence[str | bytes], kept: Any = None, matches: Any = None
+    ) -> tuple[np.ndarray, int]:
         """:meth:`transform`'s ids, and how many tokens the texts held before truncation.
 
         The count is what :meth:`fit` (and :meth:`grow`) would count on the same texts, read
@@ -254,21 +257,14 @@ class TextFeaturizer:
         here with the very call Keras makes inside a ``TextVectorization`` with an
         ``output_sequence_length`` (``to_tensor`` with that width), so the ids are those of
         :meth:`layer`, the one the SavedModel serves with (tested).
-        """
-        ids, untruncated, _ = self.transform_reusing(texts)
-        return ids, untruncated
 
-    def transform_reusing(self, texts: Sequence[str | bytes]) -> tuple[np.ndarray, int, np.ndarray]:
-        """:meth:`transform_counted`, reusing the tokens a growth pass kept (:mod:`kept_tokens`).
-
-        Returns:
-            The ids, the untruncated token count, and a boolean per text: True where its tokens
-            were kept by the last growth pass and only looked up here (not tokenized again).
+        ``kept``, ``matches``: the tokens a growth pass already computed for the texts where
+        ``matches`` is True (ragged strings, one row per such text, in order;
+        :mod:`evergreen.models.kept_tokens`). Those are only looked up, not tokenized again.
         """
         tf = tensorflow()
         texts = [as_text(t) for t in texts]
-        found = np.asarray(KEPT.find(self._token_settings(), texts), dtype=np.int64)
-        reused = found >= 0
+        reused = np.zeros(len(texts), dtype=bool) if matches is None else np.asarray(matches)
         ids = np.zeros((len(texts), self.sequence_length), dtype=np.int64)
         untruncated = 0
         fresh = np.flatnonzero(~reused)
@@ -279,11 +275,10 @@ class TextFeaturizer:
             untruncated += int(count)
         if reused.any():
             # The ragged layer's own lookup on the kept tokens: the rest of what it would do.
-            tokenizer = self._tokenizer().python_function
-            dense, count = tokenizer.look_up(KEPT.gather(found[reused]))
+            dense, count = self._tokenizer().python_function.look_up(kept)
             ids[reused] = dense.numpy()
             untruncated += int(count)
-        return ids, untruncated, reused
+        return ids, untruncated
 
     def _tokenizer(self) -> Any:
         """The traced :class:`_CountingTokenizer` of this vocabulary (built once)."""
@@ -294,10 +289,6 @@ class TextFeaturizer:
                 input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string)],
             )
         return self._tokenize
-
-    def _token_settings(self) -> tuple[Any, ...]:
-        """What a text's tokens depend on (not the vocabulary: only their ids do)."""
-        return (FORMAT_VERSION, STANDARDIZE, SPLIT, self.ngrams)
 
     @staticmethod
     def unknown_rate(ids: np.ndarray) -> float:
@@ -314,8 +305,9 @@ class TextFeaturizer:
     def token_counts(self, texts: Iterable[str | bytes], *, keep: bool = False) -> dict[str, int]:
         """How often each token occurs in ``texts``, tokenized exactly as :meth:`fit` does.
 
-        ``keep``: keep the texts' tokens for the featurize pass after this one
-        (:mod:`evergreen.models.kept_tokens`; :meth:`transform_reusing` looks them up).
+        ``keep``: keep the texts' tokens in ``kept_`` as (ragged tokens, texts), for the
+        featurize pass after this one (:mod:`evergreen.models.kept_tokens`); None when there
+        are more than ``kept_tokens.LIMIT``.
         """
         tf = tensorflow()
         layer = self.layer("count_tokens") if self.vocabulary_ else None
@@ -326,6 +318,7 @@ class TextFeaturizer:
         kept_texts: list[str | bytes] = []
         kept: list[Any] | None = [] if keep else None
         counted = 0
+        self.kept_ = None
         for text in [*texts, None]:
             if text is not None:
                 batch.append(as_text(text))
@@ -341,8 +334,8 @@ class TextFeaturizer:
                     if counted > kept_tokens.LIMIT:  # too many to hold: keep nothing
                         kept = None
                 batch = []
-        if keep:
-            KEPT.keep(self._token_settings(), kept_texts, kept or [])
+        if kept:
+            self.kept_ = (tf.concat(kept, axis=0), kept_texts)
         return dict(counts)
 
     def grow(self, texts: Iterable[str | bytes], min_count: int, limit: int) -> list[str]:
