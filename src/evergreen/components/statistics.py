@@ -225,7 +225,12 @@ class ColumnStatistics:
                 self.distinct.update(hashlib.blake2b(value, digest_size=16).hexdigest())
             self.quantiles.update(np.fromiter(map(len, present), np.float32, len(present)))
             return
-        collections.deque(map(self.distinct.update, set(present)), maxlen=0)
+        # In input order: the HLL's estimate (HIP) depends on the order of the new items, and
+        # a set's order of strings changes with each process's hash seed. A repeat changes
+        # nothing, so texts (mostly distinct) go as they come; categories, which repeat,
+        # once each (dict.fromkeys keeps their first appearances' order).
+        distinct = present if self.kind == "text" else dict.fromkeys(present)
+        collections.deque(map(self.distinct.update, distinct), maxlen=0)
         if self.kind == "text":
             counts, lengths = batch_words(present)
             self.quantiles.update(np.fromiter(map(len, present), np.float32, len(present)))
