@@ -379,10 +379,9 @@ def _json_pieces(values: pa.Array) -> list[Any]:
 def _escaped(values: pa.Array) -> pa.Array:
     """The values with JSON's escapes (null stays null).
 
-    Arrow replaces the backslashes, then the quotes, over the whole column (a search per
-    value, faster than finding the few values that hold one and splicing them back); the
-    control characters are looked for by numpy in the column's bytes, and only those found
-    are replaced.
+    A value with nothing to escape is left as it is; the few holding a quote, a backslash
+    or a control character (found by numpy in the column's bytes) get JSON's escapes,
+    applied by Arrow to those values alone.
     """
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
     offsets = offsets[values.offset : values.offset + len(values) + 1]
@@ -390,16 +389,21 @@ def _escaped(values: pa.Array) -> pa.Array:
     # uninitialised bytes, all its offsets 0), and those bytes belong to no value.
     start = int(offsets[0]) if len(offsets) else 0
     end = int(offsets[-1]) if len(offsets) else 0
-    if end == start:
+    data = np.frombuffer(values.buffers()[2] or b"", dtype=np.uint8)[start:end]
+    special = byte_scan.positions(data, (ord('"'), ord("\\")), below=0x20) + start
+    if not len(special):
         return values
-    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[start:end]
+    rows = np.unique(np.searchsorted(offsets, special, side="right") - 1)
+    fixed = values.take(pa.array(rows))
     # The backslash first, so that the backslashes the others add are not doubled.
-    escaped = pc.replace_substring(values, "\\", "\\\\")
-    escaped = pc.replace_substring(escaped, '"', '\\"')
-    controls = byte_scan.positions(data, (), below=0x20)
-    for code in np.unique(data[controls]).tolist():
-        escaped = pc.replace_substring(escaped, chr(code), _CONTROL_ESCAPES[code])
-    return escaped
+    fixed = pc.replace_substring(fixed, "\\", "\\\\")
+    fixed = pc.replace_substring(fixed, '"', '\\"')
+    found = data[special - start]
+    for code in np.unique(found[found < 0x20]).tolist():
+        fixed = pc.replace_substring(fixed, chr(code), _CONTROL_ESCAPES[code])
+    mask = np.zeros(len(values), dtype=np.bool_)
+    mask[rows] = True
+    return pc.replace_with_mask(values, pa.array(mask), fixed)
 
 
 def _json_lists(parts: list[list[Any]], n: int) -> pa.Array:
