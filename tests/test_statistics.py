@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +94,41 @@ def test_batch_words_counts_exactly_the_featurizer_words(
     assert list(counts.items()) == list(expected.items())
     assert lengths.tolist() == [len(words(text)) for text in texts]
     assert any(not text.isascii() for text in texts[:3000])  # real non-ASCII reviews are in it
+
+
+# A span's statistics in a fresh process: every sketch but the KLL ones (whose compaction
+# draws random bits in the library itself, so they differ between processes anyway).
+_STATS_OF_FINE_FOODS = """
+import csv, json, sys
+from evergreen.components.statistics import SpanStatistics
+with open(sys.argv[1], newline="", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))[:3000]
+stats = SpanStatistics({"review": "text", "product": "categorical"}, spans=[1])
+for i in range(0, len(rows), 1000):
+    stats.add_batch(rows[i : i + 1000], "score")
+stored = stats.to_dict()
+for column in stored["columns"].values():
+    del column["quantiles"], column["word_counts"]
+print(json.dumps(stored, sort_keys=True))
+"""
+
+
+def test_distinct_counts_do_not_depend_on_the_processs_string_hash_seed() -> None:
+    """The HLL's estimate depends on the order of its new items: fed in a set's order (which
+    moves with PYTHONHASHSEED), the same span's stored distinct counts differed from one
+    process to the next. Fed in input order, the sketches are the same bytes."""
+    src = Path(statistics.__file__).resolve().parents[2]
+    out = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(src)}
+        result = subprocess.run(
+            [sys.executable, "-c", _STATS_OF_FINE_FOODS, str(dataset("fine_foods_train.csv"))],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out.append(json.loads(result.stdout))
+    assert out[0] == out[1]
+    columns = out[0]["columns"]
+    assert columns["review"]["present"] == columns["product"]["present"] == 3000

@@ -317,7 +317,7 @@ def _kept(
     for column, kind in processor.types.items():
         if kind == "numeric":
             text = ["null" if v is None else repr(v) for v in values[column]]
-            json_parts.append(pa.array(text, pa.string()).cast(_BINARY))
+            json_parts.append([pa.array(text, pa.string()).cast(_BINARY)])
             continue
         if column in texts:
             kept = texts[column]  # a missing value is "" here, None in values
@@ -325,7 +325,7 @@ def _kept(
             encoded[column] = _binary(kept, data)
         else:
             encoded[column] = pa.nulls(n, _BINARY)
-        json_parts.append(_json_strings(encoded[column]))
+        json_parts.append(_json_pieces(encoded[column]))
     input_data = _json_lists(json_parts, n)
     input_hashes = b"".join(map(_digest, map(_blake2b_16, examples.binary_views(input_data))))
     label_array = pa.array(labels, pa.string()).cast(_BINARY)
@@ -361,13 +361,28 @@ def _binary(texts: list[str], data: bytes) -> pa.Array:
 
 
 def _json_strings(values: pa.Array) -> pa.Array:
-    """Each value as ``json.dumps(value, ensure_ascii=False)`` writes it ("null" if missing).
+    """Each value as ``json.dumps(value, ensure_ascii=False)`` writes it ("null" if missing)."""
+    quote = pa.scalar(b'"', _BINARY)
+    quoted = pc.binary_join_element_wise(quote, _escaped(values), quote, _NOTHING)
+    return pc.fill_null(quoted, pa.scalar(b"null", _BINARY))
 
-    A value with nothing to escape is only quoted; the few holding a quote, a backslash or a
-    control character (found by numpy in the column's bytes) get JSON's escapes, applied
-    by Arrow to those values alone.
+
+def _json_pieces(values: pa.Array) -> list[Any]:
+    """:func:`_json_strings` of a column as pieces of the row's JSON (arrays and constant
+    bytes, joined by :func:`_json_lists`): a column with no missing value is its escaped
+    values between two quote constants, so that its bytes are copied once, by that join."""
+    if values.null_count:
+        return [_json_strings(values)]
+    return [b'"', _escaped(values), b'"']
+
+
+def _escaped(values: pa.Array) -> pa.Array:
+    """The values with JSON's escapes (null stays null).
+
+    A value with nothing to escape is left as it is; the few holding a quote, a backslash
+    or a control character (found by numpy in the column's bytes) get JSON's escapes,
+    applied by Arrow to those values alone.
     """
-    escaped = values
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
     offsets = offsets[values.offset : values.offset + len(values) + 1]
     # Only the bytes the offsets cover: a buffer may be longer (pa.nulls allocates one of
@@ -376,34 +391,38 @@ def _json_strings(values: pa.Array) -> pa.Array:
     end = int(offsets[-1]) if len(offsets) else 0
     data = np.frombuffer(values.buffers()[2] or b"", dtype=np.uint8)[start:end]
     special = byte_scan.positions(data, (ord('"'), ord("\\")), below=0x20) + start
-    if len(special):
-        rows = np.unique(np.searchsorted(offsets, special, side="right") - 1)
-        fixed = values.take(pa.array(rows))
-        # The backslash first, so that the backslashes the others add are not doubled.
-        fixed = pc.replace_substring(fixed, "\\", "\\\\")
-        fixed = pc.replace_substring(fixed, '"', '\\"')
-        found = data[special - start]
-        for code in np.unique(found[found < 0x20]).tolist():
-            fixed = pc.replace_substring(fixed, chr(code), _CONTROL_ESCAPES[code])
-        mask = np.zeros(len(values), dtype=np.bool_)
-        mask[rows] = True
-        escaped = pc.replace_with_mask(values, pa.array(mask), fixed)
-    quote = pa.scalar(b'"', _BINARY)
-    quoted = pc.binary_join_element_wise(quote, escaped, quote, _NOTHING)
-    return pc.fill_null(quoted, pa.scalar(b"null", _BINARY))
+    if not len(special):
+        return values
+    rows = np.unique(np.searchsorted(offsets, special, side="right") - 1)
+    fixed = values.take(pa.array(rows))
+    # The backslash first, so that the backslashes the others add are not doubled.
+    fixed = pc.replace_substring(fixed, "\\", "\\\\")
+    fixed = pc.replace_substring(fixed, '"', '\\"')
+    found = data[special - start]
+    for code in np.unique(found[found < 0x20]).tolist():
+        fixed = pc.replace_substring(fixed, chr(code), _CONTROL_ESCAPES[code])
+    mask = np.zeros(len(values), dtype=np.bool_)
+    mask[rows] = True
+    return pc.replace_with_mask(values, pa.array(mask), fixed)
 
 
-def _json_lists(parts: list[pa.Array], n: int) -> pa.Array:
-    """``json.dumps`` of each row's values: "[v1, v2, ...]" from each column's JSON."""
+def _json_lists(parts: list[list[Any]], n: int) -> pa.Array:
+    """``json.dumps`` of each row's values: "[v1, v2, ...]" from each column's JSON pieces
+    (:func:`_json_pieces`), in one join; neighbouring constants are merged first."""
     if not parts:
         return pa.array([b"[]"] * n, _BINARY)
-    pieces: list[Any] = [pa.scalar(b"[", _BINARY)]
+    flat: list[Any] = [b"["]
     for i, part in enumerate(parts):
-        if i:
-            pieces.append(pa.scalar(b", ", _BINARY))
-        pieces.append(part)
-    pieces.append(pa.scalar(b"]", _BINARY))
-    return pc.binary_join_element_wise(*pieces, _NOTHING)
+        flat += [b", ", *part] if i else part
+    flat.append(b"]")
+    pieces: list[Any] = []
+    for piece in flat:
+        if isinstance(piece, bytes) and pieces and isinstance(pieces[-1], bytes):
+            pieces[-1] += piece
+        else:
+            pieces.append(piece)
+    scalars = [pa.scalar(p, _BINARY) if isinstance(p, bytes) else p for p in pieces]
+    return pc.binary_join_element_wise(*scalars, _NOTHING)
 
 
 def hex_array(digests: bytes) -> pa.Array:

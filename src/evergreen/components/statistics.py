@@ -84,17 +84,26 @@ def _words(texts: list[str]) -> tuple[pa.LargeBinaryArray, np.ndarray] | None:
     """The words of ``texts`` in order, each with the separators that follow it, and each
     text's word count (None: count in Python)."""
     texts = _tokenized(texts, str.isascii)  # str.isascii reads a flag of the string: no scan
-    data = _SEPARATOR.join(["", *texts, ""])
-    if any(c in data for c in _RARE):
+    raw = _joined(texts)
+    if raw is not None and any(c in raw for c in _RARE_BYTES):
         texts = _tokenized(texts, _plain)
-        data = _SEPARATOR.join(["", *texts, ""])
-    if data.count(_SEPARATOR) != len(texts) + 1 or _SPACE in data:
-        return None
-    try:
-        raw = data.encode("utf-8")
-    except UnicodeEncodeError:
+        raw = _joined(texts)
+    if raw is None or raw.count(_NUL) != len(texts) + 1 or _SPACE_BYTE in raw:
         return None
     return _split_words(raw.translate(_LOWER, _DELETE))
+
+
+def _joined(texts: list[str]) -> bytes | None:
+    """The texts' UTF-8 bytes between NULs (one before the first, one after the last), or
+    None when one cannot be encoded (a lone surrogate).
+
+    Each text is encoded on its own: an ASCII one is copied as it is, where one text with a
+    wider character would make a joined ``str`` (and its encoding) wide all along.
+    """
+    try:
+        return _NUL.join([b"", *[text.encode("utf-8") for text in texts], b""])
+    except UnicodeEncodeError:
+        return None
 
 
 def _tokenized(texts: list[str], plain: Any) -> list[str]:
@@ -156,6 +165,11 @@ _SEPARATOR = "\x00"
 # ASCII characters that Python's str.split() treats as whitespace and Arrow's does not.
 _RARE = "\x1c\x1d\x1e\x1f"
 _SPACE = "\x01"  # what ASCII whitespace becomes: a text holding one is counted in Python
+# The same, as bytes (UTF-8 writes each of them as that one byte, and no other character
+# has a byte below 0x80 in its encoding).
+_NUL = _SEPARATOR.encode()
+_RARE_BYTES = [c.encode() for c in _RARE]
+_SPACE_BYTE = _SPACE.encode()
 _LOWER = bytes.maketrans(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZ\t\n\x0b\x0c\r ",
     b"abcdefghijklmnopqrstuvwxyz\x01\x01\x01\x01\x01\x01",
@@ -225,7 +239,12 @@ class ColumnStatistics:
                 self.distinct.update(hashlib.blake2b(value, digest_size=16).hexdigest())
             self.quantiles.update(np.fromiter(map(len, present), np.float32, len(present)))
             return
-        collections.deque(map(self.distinct.update, set(present)), maxlen=0)
+        # In input order: the HLL's estimate (HIP) depends on the order of the new items, and
+        # a set's order of strings changes with each process's hash seed. A repeat changes
+        # nothing, so texts (mostly distinct) go as they come; categories, which repeat,
+        # once each (dict.fromkeys keeps their first appearances' order).
+        distinct = present if self.kind == "text" else dict.fromkeys(present)
+        collections.deque(map(self.distinct.update, distinct), maxlen=0)
         if self.kind == "text":
             counts, lengths = batch_words(present)
             self.quantiles.update(np.fromiter(map(len, present), np.float32, len(present)))
