@@ -23,6 +23,7 @@ Run it from the repository root:
     .venv/bin/python bench/bench_ingest.py --quick       # ~100,000 rows, a smoke run
     .venv/bin/python bench/bench_ingest.py --rows 300000 --workdir /tmp/evb --keep
     .venv/bin/python bench/bench_ingest.py --quick --profile /tmp/ingest.prof   # + cProfile
+    .venv/bin/python bench/bench_ingest.py --rows 300000 --repeats 5   # median of 5 pairs
 
 ``--profile`` runs the Evergreen side under cProfile (slower; its timings are then not
 comparable) and prints the top functions by own time.
@@ -39,6 +40,7 @@ import platform
 import resource
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -331,6 +333,29 @@ def show(rows: int, csv_path: Path, evergreen: dict[str, Any], baseline: dict[st
         print(f"  {side['command']}")
 
 
+def show_repeats(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """Every run's rows per CPU second, side by side, and the median ratio.
+
+    The same code on the same file moves by up to a third in CPU seconds from run to run on
+    this machine (both sides alike), so one run cannot settle a ratio near 1.
+    """
+    ratios = []
+    print(f"\n{len(pairs)} alternating runs, rows per CPU second:")
+    for i, (evergreen, baseline) in enumerate(pairs, start=1):
+        e_cpu = evergreen["rows_read"] / evergreen["cpu_seconds"]
+        b_cpu = baseline["rows_read"] / baseline["cpu_seconds"]
+        ratios.append(e_cpu / b_cpu)
+        rss = evergreen["peak_rss"] - evergreen["rss_before"]
+        print(
+            f"  run {i}: evergreen {e_cpu:,.0f}, baseline {b_cpu:,.0f}, "
+            f"ratio {e_cpu / b_cpu:.2f}x, evergreen peak RSS above imports {mib(rss)}"
+        )
+    print(
+        f"median ratio {statistics.median(ratios):.2f}x "
+        f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     size = parser.add_mutually_exclusive_group()
@@ -341,6 +366,9 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir afterwards")
     parser.add_argument("--profile", help="cProfile the evergreen side into this file")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="alternating runs of both sides (median shown)"
+    )
     parser.add_argument("--side", choices=("evergreen", "baseline"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
@@ -355,9 +383,13 @@ def main() -> None:
         csv_path = generate(workdir, rows)
         print(f"generated {csv_path} in {time.perf_counter() - started:.1f}s", file=sys.stderr)
         (workdir / "evergreen.toml").write_text(CONFIG, encoding="utf-8")
-        baseline = spawn("baseline", workdir, None)
-        evergreen = spawn("evergreen", workdir, args.profile)
-        show(rows, csv_path, evergreen, baseline)
+        pairs = []
+        for _ in range(args.repeats):  # alternating, so that a load swing hits both sides
+            baseline = spawn("baseline", workdir, None)
+            pairs.append((spawn("evergreen", workdir, args.profile), baseline))
+        show(rows, csv_path, *pairs[-1])
+        if args.repeats > 1:
+            show_repeats(pairs)
         if args.profile:
             import pstats
 
