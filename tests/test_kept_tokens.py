@@ -71,3 +71,38 @@ def test_a_growth_pass_over_the_limit_keeps_nothing(monkeypatch: pytest.MonkeyPa
     featurizer = TextColumnFeaturizer("review", TextFeaturizer(max_tokens=3000)).fit(rows[:600])
     featurizer.grow(rows[600:900], min_count=2, limit=500)
     assert featurizer.kept_tokens is None
+
+
+def test_an_increment_whose_growth_adds_nothing_still_tokenizes_its_texts_once(
+    tmp_path: Path,
+) -> None:
+    """Span 2 repeats span 1's reviews under other products: every word is known, the growth
+    adds nothing and the champion's featurizer featurizes the span — from the growth's tokens."""
+    from evergreen import config as config_mod
+    from evergreen.loop import TrainingLoop
+    from evergreen.project import Project
+    from tests.conftest import write_config, write_csv
+
+    header, rows = read_csv(dataset("fine_foods_train.csv"))
+    product = header.index("product")
+    project = tmp_path / "known"
+    write_csv(project / "data" / "span-1" / "r.csv", header, rows[:600])
+    again = [list(row) for row in rows[:200]]
+    for row in again:
+        row[product] = "B000REPEAT"
+    write_csv(project / "data" / "span-2" / "r.csv", header, again)
+    extra = "[train]\nepochs = 1\nincremental_epochs = 1\nfull_after_growth = 0\n\n"
+    extra += '[drift]\nfull_retrain_on = "never"\n'
+    config = write_config(project, label="score", extra=extra)
+    with Project(config_mod.load(config)) as opened:
+        records = TrainingLoop(opened).run()
+        assert [r.mode for r in records] == ["full", "incremental"]
+        assert records[1].featurizer_growth is None  # the growth added nothing
+        [grow] = opened.store.runs(component="grow-featurizer")
+        featurize = [r for r in opened.store.runs(component="featurize") if r.span == 2]
+        [ledger] = [r.summary for r in featurize]
+    assert ledger["tokens_reused"] > 0  # the train texts: looked up, not tokenized again
+    # Span 2's texts were tokenized once: its train texts by the growth pass, the rest here.
+    assert records[1].ledger.tokens_computed == (
+        grow.summary["tokens_computed"] + ledger["tokens_computed"]
+    )

@@ -228,7 +228,9 @@ class ReplaySample:
 
 @dataclass(frozen=True)
 class FeaturizeInputs(Inputs):
-    """What featurizing one span reads: its examples and the fitted featurizer.
+    """What featurizing one span reads: its examples and the fitted featurizer, and for an
+    increment's new span the growth made on it (whose kept tokens featurize looks up, whether
+    or not the growth added anything; see :mod:`evergreen.models.kept_tokens`).
 
     Featurize components read them by link name (the field names), so that the Beam variant
     and callers passing ``{"examples": ..., "featurizer": ...}`` run the same component.
@@ -236,6 +238,7 @@ class FeaturizeInputs(Inputs):
 
     examples: Artifact
     featurizer: Artifact
+    growth: Artifact | None = None
 
 
 class FeaturizeSpan:
@@ -281,7 +284,11 @@ class FeaturizeSpan:
             replay = ReplaySample(REPLAY_KEEP_ROWS) if split == "train" else None
             counts_here = label_counts.setdefault(split, {})
             rows = span_rows(source, split)
-            kept = growth_tokens(fitted, source) if split == "train" else None
+            kept = (
+                growth_tokens(ctx.inputs.get("growth"), fitted, source)
+                if split == "train"
+                else None
+            )
             done = 0
             while chunk := list(itertools.islice(rows, _CHUNK)):
                 if kept is None:
@@ -333,9 +340,14 @@ class FeaturizeSpan:
         return ledger
 
 
-def growth_tokens(featurizer: Artifact, source: Artifact) -> kept_tokens.KeptTokens | None:
-    """The train texts' tokens the growth pass that made ``featurizer`` kept, when it grew on
-    ``source`` (None otherwise: the texts are tokenized)."""
-    if featurizer.properties.get("growth_tokens_of") != source.id:
+def growth_tokens(
+    growth: Artifact | None, featurizer: Artifact, source: Artifact
+) -> kept_tokens.KeptTokens | None:
+    """The train texts' tokens ``growth`` kept, when it grew on ``source`` and ``featurizer``
+    is that growth or its parent (the same tokenizer); None otherwise: the texts are tokenized.
+    """
+    if growth is None or growth.properties.get("growth_tokens_of") != source.id:
         return None
-    return kept_tokens.read(Path(featurizer.uri))
+    if featurizer.id not in (growth.id, growth.properties.get("grown_from")):
+        return None
+    return kept_tokens.read(Path(growth.uri))

@@ -61,6 +61,7 @@ class SpanRun:
         self.seconds = seconds
         self.ledger = Ledger()
         self.growth: dict[str, Any] | None = None
+        self.grown: Artifact | None = None  # the growth made on the new span (its kept tokens)
 
     def featurizer(self, feature_types: dict[str, str]) -> Artifact:
         """The featurizer of this run: fitted on every span (full, adopted) or the champion's,
@@ -107,7 +108,9 @@ class SpanRun:
                 continue
             result = self.runner.run(
                 featurize_component(self.cfg, span, record.version),
-                FeaturizeInputs(plan.examples[span], featurizer),
+                FeaturizeInputs(
+                    plan.examples[span], featurizer, self.grown if span == plan.span else None
+                ),
                 span=span,
             )
             featurized[span] = result.outputs["featurized"]
@@ -232,7 +235,7 @@ class SpanRun:
         self.seconds["grow_featurizer"] = result.seconds
         # The growth pass tokenized the new span's train texts: this span's work, cached or not.
         self.ledger.tokens_computed += int(result.summary.get("tokens_computed", 0))
-        grown = result.outputs["featurizer"]
+        grown = self.grown = result.outputs["featurizer"]
         chosen = grown if any(grown.properties["added"].values()) else parent
         self._record_growth(champion, parent, chosen)
         return chosen
