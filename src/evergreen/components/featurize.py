@@ -343,10 +343,12 @@ class FeaturizeSpan:
 def growth_tokens(
     growth: Artifact | None, featurizer: Artifact, source: Artifact
 ) -> kept_tokens.KeptTokens | None:
-    """The train texts' tokens ``growth`` kept, when it grew on ``source`` and ``featurizer``
-    is that growth or its parent (the same tokenizer); None otherwise: the texts are tokenized.
+    """The train texts' tokens ``growth`` (default: ``featurizer`` itself) kept, when it grew
+    on ``source`` and ``featurizer`` is that growth or its parent (the same tokenizer); None
+    otherwise: the texts are tokenized.
     """
-    if growth is None or growth.properties.get("growth_tokens_of") != source.id:
+    growth = growth or featurizer
+    if growth.properties.get("growth_tokens_of") != source.id:
         return None
     if featurizer.id not in (growth.id, growth.properties.get("grown_from")):
         return None

@@ -108,9 +108,7 @@ class SpanRun:
                 continue
             result = self.runner.run(
                 featurize_component(self.cfg, span, record.version),
-                FeaturizeInputs(
-                    plan.examples[span], featurizer, self.grown if span == plan.span else None
-                ),
+                FeaturizeInputs(plan.examples[span], featurizer, self._growth_of(span, featurizer)),
                 span=span,
             )
             featurized[span] = result.outputs["featurized"]
@@ -213,6 +211,12 @@ class SpanRun:
         if candidate.properties.get("decision"):  # the binary decision threshold, if any
             manifest["decision"] = candidate.properties["decision"]
         return manifest
+
+    def _growth_of(self, span: int, featurizer: Artifact) -> Artifact | None:
+        """The growth made on ``span`` when it is not ``featurizer`` itself (it added nothing):
+        featurize reads its kept tokens (a growth that is the featurizer is read as such)."""
+        grown = self.grown
+        return grown if span == self.plan.span and grown and grown.id != featurizer.id else None
 
     def _grow(self, champion: Artifact) -> Artifact:
         """The champion's featurizer, or its latest growth, grown with the new span's frequent
