@@ -12,11 +12,19 @@ goes through, in order:
    fresh featurizer, every row featurized again, a model trained from scratch), timed the same.
 4. **update inside watch**: in this (warm) process, the ``Watcher`` library entry runs the loop
    the way ``evergreen watch`` does: span 3 (1 % new rows) is run once to warm it, then span 4
-   (1 % new rows) is timed around ``Watcher.run``.
+   (and, with ``--repeats N``, spans 5 … 3 + N; 1 % new rows each) is timed around
+   ``Watcher.run``.
 
-Accuracy: the champion after the CLI update and the full retrain's candidate, both scored on the
-real ``fine_foods_test.csv`` (1,000 rows never used to build the histories) through their
-exported SavedModels.
+Accuracy: the champion before the update (the history's full training), the champion after the
+CLI update and the full retrain's candidate, all scored on the real ``fine_foods_test.csv``
+(1,000 rows never used to build the histories) through their exported SavedModels. Two
+trainings of the same data differ by a point or more on 1,000 rows, so ``--seeds 0,1,2`` runs
+the whole measurement once per ``[train] seed`` and prints the gap (update − full) per seed, its
+mean and standard deviation.
+
+Noise in the timings: ``--repeats N`` runs the CLI update N times, each on the same state (the
+pipeline folder is restored from a copy between repeats), and times N spans inside watch after
+the warm-up span; the tables show medians, the raw times are printed beside them.
 
 **The data.** ``../shared/datasets/fine_foods_train.csv`` has 4,000 real reviews, too few for
 192k distinct rows, so histories are recombined at sentence level: every review is split into
@@ -34,6 +42,7 @@ Run it from the repository root (long: the 64× history's two full trainings tak
     python bench/bench_scaling.py --quick             # 1,4 × 1,000 rows
     python bench/bench_scaling.py --sizes 1,16 --base 3000 --workdir /tmp/bs --keep
     python bench/bench_scaling.py --sizes 1,16 --new-rows 480 --updates-only
+    python bench/bench_scaling.py --sizes 1,16,64 --repeats 3 --seeds 0,1,2
 
 ``--new-rows N`` gives every history the same new span of N rows instead of 1 % of it: the
 update's cost then shows whether it depends on the history at all (the question "is an update
@@ -53,6 +62,7 @@ import re
 import resource
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,6 +114,7 @@ class Measured:
 
     history: int
     new_rows: int
+    seed: int = 0
     initial_seconds: float = 0.0
     update_cli: float = 0.0
     full_cli: float = float("nan")  # nan: not run (--updates-only)
@@ -114,8 +125,12 @@ class Measured:
     update_record: dict[str, Any] = field(default_factory=dict)
     full_record: dict[str, Any] = field(default_factory=dict)
     watch_record: dict[str, Any] = field(default_factory=dict)
+    accuracy_initial: float = float("nan")  # the champion before the update
     accuracy_update: float = float("nan")
     accuracy_full: float = float("nan")
+    # every repeat: (wall s, CPU s, its record)
+    update_cli_runs: list[tuple[float, float, dict[str, Any]]] = field(default_factory=list)
+    update_watch_runs: list[tuple[float, float, dict[str, Any]]] = field(default_factory=list)
 
 
 def load_corpus(path: Path) -> Corpus:
@@ -194,28 +209,64 @@ def latest_model(config: Path, mode: str) -> Path:
         return Path(models[-1].uri) / "saved_model"
 
 
-def watch_update(
-    config: Path, corpus: Corpus, new_rows: int
-) -> tuple[float, float, dict[str, Any]]:
-    """Two 1 % spans through the ``Watcher`` in this process; the second one is timed."""
+def watch_updates(
+    config: Path, corpus: Corpus, new_rows: int, repeats: int
+) -> list[tuple[float, float, dict[str, Any]]]:
+    """1 % spans through the ``Watcher`` in this process: span 3 warms it, then ``repeats``
+    spans (4, 5, …) are timed, one ``Watcher.run`` each: [(wall s, CPU s, record)]."""
     from evergreen import config as config_mod
     from evergreen.project import Project
     from evergreen.watch import Watcher
 
     cfg = config_mod.load(config)
     watcher = Watcher(cfg, log=lambda line: None)
-    timed: tuple[float, float, dict[str, Any]] = (float("nan"), float("nan"), {})
+    timed: list[tuple[float, float, dict[str, Any]]] = []
     with Project(cfg) as project:
-        for span in (3, 4):
+        for span in range(3, 4 + repeats):
             write_span(corpus, config.parent / "data" / f"span-{span}", new_rows, seed=span)
             started, cpu = time.perf_counter(), cpu_seconds(resource.RUSAGE_SELF)
             records = watcher.run(project, watcher.pending(project))
-            timed = (
-                time.perf_counter() - started,
-                cpu_seconds(resource.RUSAGE_SELF) - cpu,
-                records[-1].to_dict() if records else {},
-            )
+            if span > 3:
+                timed.append(
+                    (
+                        time.perf_counter() - started,
+                        cpu_seconds(resource.RUSAGE_SELF) - cpu,
+                        records[-1].to_dict() if records else {},
+                    )
+                )
     return timed
+
+
+def median_run(
+    runs: list[tuple[float, float, Any]],
+) -> tuple[float, float, Any]:
+    """The run of median wall time (the lower middle one of an even count)."""
+    ordered = sorted(runs, key=lambda run: run[0])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def repeated_update(config: Path, repeats: int) -> list[tuple[float, float, dict[str, Any]]]:
+    """The CLI update ``repeats`` times from the same state: [(wall s, CPU s, last record)].
+
+    Between repeats the pipeline folder is restored from a copy taken before the first (at
+    the same path: the store's artifact URIs are absolute), so every repeat does the same work.
+    """
+    folder = config.parent
+    snapshot = folder.with_name(folder.name + "-before-update")
+    runs = []
+    if repeats > 1:
+        shutil.rmtree(snapshot, ignore_errors=True)
+        shutil.copytree(folder, snapshot)
+    try:
+        for repeat in range(repeats):
+            if repeat:
+                shutil.rmtree(folder)
+                shutil.copytree(snapshot, folder)
+            seconds, cpu, records = cli(config)
+            runs.append((seconds, cpu, records[-1]))
+    finally:
+        shutil.rmtree(snapshot, ignore_errors=True)
+    return runs
 
 
 def measure(
@@ -225,26 +276,30 @@ def measure(
     test_rows: list[dict[str, str]],
     new_rows: int | None = None,
     full: bool = True,
+    repeats: int = 1,
+    seed: int = 0,
 ) -> Measured:
     """One history's numbers; ``new_rows`` per new span (None: 1 % of the history)."""
     config = folder / "evergreen.toml"
     folder.mkdir(parents=True, exist_ok=True)
-    config.write_text(CONFIG, encoding="utf-8")
+    config.write_text(CONFIG + f"\n[train]\nseed = {seed}\n", encoding="utf-8")
     new_rows = new_rows or max(1, history // 100)
-    result = Measured(history, new_rows)
+    result = Measured(history, new_rows, seed)
     write_span(corpus, folder / "data" / "span-1", history, seed=1)
     result.initial_seconds, _, _ = cli(config)
+    result.accuracy_initial = test_accuracy(latest_champion(config), test_rows)
     write_span(corpus, folder / "data" / "span-2", new_rows, seed=2)
-    result.update_cli, result.update_cli_cpu, records = cli(config)
-    result.update_record = records[-1]
+    runs = repeated_update(config, repeats)
+    result.update_cli_runs = runs
+    result.update_cli, result.update_cli_cpu, result.update_record = median_run(runs)
     result.accuracy_update = test_accuracy(latest_champion(config), test_rows)
     if full:
         result.full_cli, result.full_cli_cpu, records = cli(config, "--full")
         result.full_record = records[-1]
         result.accuracy_full = test_accuracy(latest_model(config, "full"), test_rows)
-    result.update_watch, result.update_watch_cpu, result.watch_record = watch_update(
-        config, corpus, new_rows
-    )
+    runs = watch_updates(config, corpus, new_rows, repeats)
+    result.update_watch_runs = runs
+    result.update_watch, result.update_watch_cpu, result.watch_record = median_run(runs)
     return result
 
 
@@ -260,10 +315,11 @@ def latest_champion(config: Path) -> Path:
 def report(results: list[Measured]) -> None:
     print()
     print(
-        "| history | new | update CLI s | update watch s | full retrain s | full/CLI | full/watch "
-        "| tokens update / full | fewer tokens | accuracy update / full | update mode |"
+        "| seed | history | new | update CLI s | update watch s | full retrain s | full/CLI "
+        "| full/watch | tokens update / full | fewer tokens | accuracy before / update / full "
+        "| update mode |"
     )
-    print("| " + " | ".join(["---"] * 11) + " |")
+    print("| " + " | ".join(["---"] * 12) + " |")
     for r in results:
         up, full = r.update_record, r.full_record
         fewer = (
@@ -272,12 +328,20 @@ def report(results: list[Measured]) -> None:
             else float("nan")
         )
         print(
-            f"| {r.history:,} | {r.new_rows:,} | {r.update_cli:.1f} | {r.update_watch:.1f} | "
-            f"{r.full_cli:.1f} | {r.full_cli / r.update_cli:.1f}× | "
+            f"| {r.seed} | {r.history:,} | {r.new_rows:,} | {r.update_cli:.1f} | "
+            f"{r.update_watch:.1f} | {r.full_cli:.1f} | {r.full_cli / r.update_cli:.1f}× | "
             f"{r.full_cli / r.update_watch:.1f}× | {up.get('tokens_computed', 0):,} / "
-            f"{full.get('tokens_computed', 0):,} | {fewer:.2%} | "
+            f"{full.get('tokens_computed', 0):,} | {fewer:.2%} | {r.accuracy_initial:.3f} / "
             f"{r.accuracy_update:.3f} / {r.accuracy_full:.3f} | {up.get('mode')} |"
         )
+    if any(len(r.update_cli_runs) > 1 for r in results):
+        print()
+        print("every repeat, wall s (CPU s, mode, train stage s; the tables show the median):")
+        for r in results:
+            print(
+                f"  seed {r.seed}, {r.history:>7,}: CLI {describe_runs(r.update_cli_runs)}; "
+                f"watch {describe_runs(r.update_watch_runs)}"
+            )
     print()
     # The update's ledger says what a full retrain would compute (its fit over every train row
     # plus featurizing every span); the full retrain that ran says what it did compute.
@@ -290,11 +354,11 @@ def report(results: list[Measured]) -> None:
         print(f"  {r.history:,}: {said:,} vs {did:,} ({'equal' if said == did else 'differ'})")
     print()
     print("CPU seconds (user + system, all threads; not inflated by other processes' load):")
-    print("| history | update CLI | update watch | full retrain | full/CLI | full/watch |")
-    print("| " + " | ".join(["---"] * 6) + " |")
+    print("| seed | history | update CLI | update watch | full retrain | full/CLI | full/watch |")
+    print("| " + " | ".join(["---"] * 7) + " |")
     for r in results:
         print(
-            f"| {r.history:,} | {r.update_cli_cpu:.1f} | {r.update_watch_cpu:.1f} | "
+            f"| {r.seed} | {r.history:,} | {r.update_cli_cpu:.1f} | {r.update_watch_cpu:.1f} | "
             f"{r.full_cli_cpu:.1f} | {r.full_cli_cpu / r.update_cli_cpu:.1f}× | "
             f"{r.full_cli_cpu / r.update_watch_cpu:.1f}× |"
         )
@@ -303,16 +367,43 @@ def report(results: list[Measured]) -> None:
     for r in results:
         print(f"  {r.history:>7,}: CLI   {json.dumps(r.update_record.get('seconds', {}))}")
         print(f"  {'':>7}  watch {json.dumps(r.watch_record.get('seconds', {}))}")
-    if len(results) > 1:
-        first = results[0]
-        for r in results[1:]:
+    for seed in sorted({r.seed for r in results}):
+        of_seed = [r for r in results if r.seed == seed]
+        first = of_seed[0]
+        for r in of_seed[1:]:
             print(
-                f"update at {r.history // first.history}x history / at 1x: wall CLI "
+                f"seed {seed}: update at {r.history // first.history}x history / at 1x: wall CLI "
                 f"{r.update_cli / first.update_cli:.2f}, watch "
                 f"{r.update_watch / first.update_watch:.2f}; CPU CLI "
                 f"{r.update_cli_cpu / first.update_cli_cpu:.2f}, watch "
                 f"{r.update_watch_cpu / first.update_watch_cpu:.2f}"
             )
+    report_accuracy(results)
+
+
+def describe_runs(runs: list[tuple[float, float, dict[str, Any]]]) -> str:
+    return ", ".join(
+        f"{wall:.1f} ({cpu:.1f}, {record.get('mode')}, {record.get('seconds', {}).get('train', 0):.1f})"
+        for wall, cpu, record in runs
+    )
+
+
+def report_accuracy(results: list[Measured]) -> None:
+    """The accuracy gap (update − full retrain) per history over the seeds, in points."""
+    measured = [r for r in results if r.accuracy_full == r.accuracy_full]  # not nan
+    if not measured:
+        return
+    print()
+    print("accuracy gap, update − full retrain, points on the 1,000 real test reviews:")
+    for history in sorted({r.history for r in measured}):
+        gaps = [
+            100 * (r.accuracy_update - r.accuracy_full) for r in measured if r.history == history
+        ]
+        spread = f" (sd {statistics.stdev(gaps):.2f})" if len(gaps) > 1 else ""
+        print(
+            f"  {history:>7,}: {', '.join(f'{g:+.1f}' for g in gaps)}; "
+            f"mean {statistics.mean(gaps):+.2f}{spread}"
+        )
 
 
 def main() -> None:
@@ -326,6 +417,10 @@ def main() -> None:
     parser.add_argument(
         "--updates-only", action="store_true", help="skip the full retrain (history flatness)"
     )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="CLI updates (same state) and watch spans timed"
+    )
+    parser.add_argument("--seeds", default="0", help="[train] seed of each whole measurement")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--keep", action="store_true", help="keep the pipelines")
     args = parser.parse_args()
@@ -342,15 +437,22 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-scaling-"))
     results = []
     try:
-        for size in sizes:
-            folder = work / f"h{size}"
+        for seed, size in [(int(s), z) for s in args.seeds.split(",") for z in sizes]:
+            folder = work / f"s{seed}-h{size}"
             shutil.rmtree(folder, ignore_errors=True)
             measured = measure(
-                corpus, folder, size * base, test_rows, args.new_rows, not args.updates_only
+                corpus,
+                folder,
+                size * base,
+                test_rows,
+                args.new_rows,
+                not args.updates_only,
+                args.repeats,
+                seed,
             )
             results.append(measured)
             print(
-                f"history {measured.history:,}: initial full {measured.initial_seconds:.1f} s, "
+                f"seed {seed}, history {measured.history:,}: initial full {measured.initial_seconds:.1f} s, "
                 f"update CLI {measured.update_cli:.1f} s, full {measured.full_cli:.1f} s, "
                 f"update watch {measured.update_watch:.1f} s (CPU s: update CLI "
                 f"{measured.update_cli_cpu:.1f}, full {measured.full_cli_cpu:.1f}, update watch "

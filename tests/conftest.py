@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,37 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
         writer.writerow(header)
         writer.writerows(rows)
     return path
+
+
+def float_differences(got: Any, expected: Any, tolerance: float, path: str = "") -> list[str]:
+    """Where ``got`` and ``expected`` (JSON-like) differ: in structure, in a non-float value, or
+    in a float by more than ``tolerance``; [] when they agree.
+
+    For comparisons that must hold on any CPU: a model's scores depend in their last bits on the
+    machine's vector instructions and on the batch's shape (an AMD EPYC with AVX2 scored the same
+    rows 3e-8 apart in a batch of 2 and one of 8), and training amplifies those bits into a few
+    flipped predictions. Exact equality holds only on the machine that produced the expected side.
+    """
+    if isinstance(expected, dict) and isinstance(got, dict):
+        if set(got) != set(expected):
+            return [f"{path}: keys {sorted(set(got) ^ set(expected))} on one side only"]
+        return [
+            d
+            for k in expected
+            for d in float_differences(got[k], expected[k], tolerance, f"{path}.{k}")
+        ]
+    if isinstance(expected, list | tuple) and isinstance(got, list | tuple):
+        if len(got) != len(expected):
+            return [f"{path}: {len(got)} items, expected {len(expected)}"]
+        pairs = zip(got, expected, strict=True)
+        return [
+            d
+            for i, (g, e) in enumerate(pairs)
+            for d in float_differences(g, e, tolerance, f"{path}[{i}]")
+        ]
+    if isinstance(expected, float) and isinstance(got, int | float):
+        return [] if abs(got - expected) <= tolerance else [f"{path}: {got} vs {expected}"]
+    return [] if got == expected else [f"{path}: {got!r} vs {expected!r}"]
 
 
 def write_config(

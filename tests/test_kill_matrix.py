@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from evergreen import config as config_mod
+from evergreen.decision_log import DecisionLog
 from evergreen.loop import TrainingLoop
 from evergreen.project import Project
 from evergreen.registry import CHAMPION, Registry
@@ -58,8 +59,11 @@ UPDATE_POINTS = [
 # Kill points of the first, full training (span 1 from an empty pipeline).
 FIRST_POINTS = ["mid:fit-featurizer", "after:fit-featurizer", "after:evaluate", "push:aliased"]
 # Kill points of the challenger (span 2's second training): nothing of it committed yet; its
-# model committed, not yet judged.
-CHALLENGE_POINTS = ["mid:train@2", "after:train@2"]
+# model committed, not yet judged; and the increment published, its record (which names the
+# challenge) not saved yet.
+CHALLENGE_POINTS = ["mid:train@2", "after:train@2", "after:push"]
+# What of each span's decision (the loop's record) must not depend on a kill.
+DECIDED = ("mode", "reason", "blessed", "version", "verdict", "challenger", "challenge")
 
 
 def _write_span(project: Path, number: int) -> None:
@@ -113,8 +117,16 @@ def _state(config: Path) -> dict[str, Any]:
     with Project(cfg) as project:
         artifacts = Counter(a.type for a in project.store.artifacts())
         running = [r.id for r in project.store.runs(limit=100_000) if r.status == "running"]
+        log = DecisionLog(project.store)
+        decisions = {
+            span: {key: record.get(key) for key in DECIDED}
+            for span, record in log.all_latest().items()
+        }
+        staged = log.staged()
     return {
         "versions": versions,
+        "decisions": decisions,
+        "staged": staged,
         "champion": registry.alias(cfg.name, CHAMPION),
         "artifacts": dict(artifacts),
         "running": running,
@@ -218,7 +230,12 @@ def test_kill_during_the_challenger_resumes_the_challenge(
     challenged: dict[str, Any], point: str
 ) -> None:
     _restore(challenged["trained_once"], challenged["project"])
-    [resumed] = _kill_then_recover(challenged["config"], point)
+    records = _kill_then_recover(challenged["config"], point)
+    if point == "after:push":  # the increment's record is saved first, from what was staged
+        increment = records.pop(0)
+        assert (increment.span, increment.mode) == (2, "incremental")
+        assert increment.challenge == challenged["challenger"]["reason"]
+    [resumed] = records
     assert resumed.challenger and resumed.span == 2 and resumed.mode == "full"
     expected = challenged["challenger"]
     assert (resumed.blessed, resumed.version) == (expected["blessed"], expected["version"])

@@ -5,6 +5,12 @@ the pipeline's metadata database.
 ``reports/span-N.json`` files the loop also writes for people to read: a file can be edited,
 deleted or copied without its pipeline, the database is the pipeline's memory. The table
 shares the metadata store's database and pipeline name, not its lineage schema.
+
+A blessed span's record is *staged* before its push (``staged_decisions``: the record less its
+version, keyed by the candidate) and saved once the push committed. A run killed in between
+leaves a published version whose record was never saved; the next run finds the staged
+record, completes it with the version the push made and saves it (``TrainingLoop``), so the
+span's decision, and a challenge it names, survive the kill.
 """
 
 from __future__ import annotations
@@ -31,6 +37,18 @@ decisions_table = sa.Table(
 )
 
 
+staged_table = sa.Table(
+    "staged_decisions",
+    _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pipeline", sa.String(200), nullable=False, index=True),
+    sa.Column("span", sa.Integer, nullable=False),
+    sa.Column("candidate", sa.Integer, nullable=False),  # the Model artifact being pushed
+    sa.Column("record", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 class DecisionLog:
     """Every record the training loop saved for one pipeline; the latest per span counts."""
 
@@ -39,9 +57,19 @@ class DecisionLog:
         _meta.create_all(store.engine)
 
     def save(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """Store a loop record (its JSON form: what ``span-N.json`` holds); returns that form."""
+        """Store a loop record (its JSON form: what ``span-N.json`` holds); returns that form.
+
+        Any record staged for the same span is dropped in the same transaction: this one
+        supersedes it.
+        """
         data: dict[str, Any] = json.loads(json.dumps(record, default=str))
         with self.store.transaction() as conn:
+            conn.execute(
+                staged_table.delete().where(
+                    staged_table.c.pipeline == self.store.pipeline,
+                    staged_table.c.span == int(data["span"]),
+                )
+            )
             conn.execute(
                 decisions_table.insert().values(
                     pipeline=self.store.pipeline,
@@ -86,3 +114,33 @@ class DecisionLog:
         with self.store.engine.connect() as conn:
             rows = conn.execute(query.order_by(t.c.id)).all()
         return {int(r.span): dict(r.record) for r in rows}
+
+    def stage(self, record: Mapping[str, Any], candidate: int) -> None:
+        """Keep ``record`` (its version not known yet) while ``candidate`` is being pushed."""
+        data: dict[str, Any] = json.loads(json.dumps(record, default=str))
+        with self.store.transaction() as conn:
+            conn.execute(
+                staged_table.insert().values(
+                    pipeline=self.store.pipeline,
+                    span=int(data["span"]),
+                    candidate=candidate,
+                    record=data,
+                    created_at=utcnow(),
+                )
+            )
+
+    def staged(self) -> list[tuple[int, dict[str, Any]]]:
+        """Records staged and not saved since: [(candidate artifact id, record)], oldest first."""
+        t = staged_table
+        query = sa.select(t.c.candidate, t.c.record).where(t.c.pipeline == self.store.pipeline)
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(query.order_by(t.c.id)).all()
+        return [(int(r.candidate), dict(r.record)) for r in rows]
+
+    def drop_staged(self, candidate: int) -> None:
+        """Forget what was staged for ``candidate`` (its push never committed)."""
+        t = staged_table
+        with self.store.transaction() as conn:
+            conn.execute(
+                t.delete().where(t.c.pipeline == self.store.pipeline, t.c.candidate == candidate)
+            )

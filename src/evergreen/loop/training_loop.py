@@ -19,7 +19,7 @@ from evergreen.metadata import Artifact, SpanRecord
 from evergreen.models.contract import ModelFamily
 from evergreen.models.registry import family
 from evergreen.project import Project
-from evergreen.records import RunRecord
+from evergreen.records import Evaluation, RunRecord
 from evergreen.registry import CHAMPION, Registry
 
 
@@ -70,7 +70,8 @@ class TrainingLoop:
         pending = [r for r in usable if r.span not in completed]
         if full and usable:
             pending = [pending[-1] if pending else usable[-1]]
-        records = [] if full else self._resume_challenge(usable, completed)
+        records = self._save_staged_records()
+        records += [] if full else self._resume_challenge(usable, completed)
         for record in pending:
             history = [r for r in usable if r.span <= record.span]
             for result in self._one_span(record, history, force_full=full):
@@ -86,6 +87,39 @@ class TrainingLoop:
             self._publish_record(result, track=False)
             records.append(result)
         return records
+
+    def _save_staged_records(self) -> list[RunRecord]:
+        """Records a killed run staged before a push that committed, completed and saved now.
+
+        A blessed span's record is staged before its push (:meth:`_execute`); a run killed after
+        the push committed but before the record was saved left a published version without a
+        decision. Its record gets the version the push made; a staged record whose push never
+        committed is dropped (the span is not completed, so it runs again and decides anew).
+        """
+        from evergreen.decision_log import DecisionLog
+
+        log = DecisionLog(self.store)
+        staged = log.staged()
+        if not staged:
+            return []
+        pushed: dict[int, Any] = {}
+        for run in self.store.runs(component="push", limit=1_000_000):
+            candidate = self.store.run_inputs(run.id).get("candidate")
+            if run.status == "succeeded" and candidate is not None:
+                pushed[candidate.id] = run
+        saved = []
+        for candidate, data in staged:
+            push = pushed.get(candidate)
+            if push is None:
+                log.drop_staged(candidate)
+                continue
+            record = RunRecord.from_dict(data)
+            record.version = int(push.summary["version"])
+            if push.seconds is not None:
+                record.seconds["push"] = round(push.seconds, 3)
+            self._publish_record(record, track=True)
+            saved.append(record)
+        return saved
 
     def _resume_challenge(self, usable: list[SpanRecord], completed: set[int]) -> list[RunRecord]:
         """The challenge a killed run owed, run now (before any later span): [its record] or [].
@@ -208,20 +242,35 @@ class TrainingLoop:
             version = self.registry.alias(self.cfg.name, CHAMPION)
             return assemble.already_champion(plan, run.seconds, version)
         evaluation, evaluated = run.evaluate(candidate)
-        version = None
-        if evaluation.blessed:
-            manifest = run.manifest(candidate, featurizer, evaluation, evaluated.id)
-            version = run.push(candidate, evaluated, manifest)
-        if plan.adoption is not None:
-            return assemble.adopted(plan, run.ledger, run.seconds, evaluation, version)
+        epoch_losses = produced.summary.get("epoch_losses", {})
+        if not evaluation.blessed:
+            return self._record(run, evaluation, None, epoch_losses)
+        from evergreen.decision_log import DecisionLog
+
+        manifest = run.manifest(candidate, featurizer, evaluation, evaluated.id)
+        # Staged first: a kill after the push commits still leaves the record to save.
+        staged = self._record(run, evaluation, None, epoch_losses)
+        DecisionLog(self.store).stage(staged.to_dict(), candidate.id)
+        version = run.push(candidate, evaluated, manifest)
+        return self._record(run, evaluation, version, epoch_losses)
+
+    @staticmethod
+    def _record(
+        run: SpanRun,
+        evaluation: Evaluation,
+        version: int | None,
+        epoch_losses: dict[str, list[float]],
+    ) -> RunRecord:
+        if run.plan.adoption is not None:
+            return assemble.adopted(run.plan, run.ledger, run.seconds, evaluation, version)
         return assemble.trained(
-            plan,
+            run.plan,
             run.ledger,
             run.seconds,
             evaluation,
             version,
             growth=run.growth,
-            epoch_losses=produced.summary.get("epoch_losses", {}),
+            epoch_losses=epoch_losses,
         )
 
     def adopt(self, source: Path, labels: list[str] | None = None) -> RunRecord:
