@@ -248,9 +248,10 @@ class TrainingLoop:
         from evergreen.decision_log import DecisionLog
 
         manifest = run.manifest(candidate, featurizer, evaluation, evaluated.id)
-        # Staged first: a kill after the push commits still leaves the record to save.
-        staged = self._record(run, evaluation, None, epoch_losses)
-        DecisionLog(self.store).stage(staged.to_dict(), candidate.id)
+        if plan.adoption is None:  # an adoption's record is not a span's decision (not saved)
+            # Staged first: a kill after the push commits still leaves the record to save.
+            staged = self._record(run, evaluation, None, epoch_losses)
+            DecisionLog(self.store).stage(staged.to_dict(), candidate.id)
         version = run.push(candidate, evaluated, manifest)
         return self._record(run, evaluation, version, epoch_losses)
 
