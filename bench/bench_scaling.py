@@ -456,8 +456,9 @@ def main() -> None:
                 f"update CLI {measured.update_cli:.1f} s, full {measured.full_cli:.1f} s, "
                 f"update watch {measured.update_watch:.1f} s (CPU s: update CLI "
                 f"{measured.update_cli_cpu:.1f}, full {measured.full_cli_cpu:.1f}, update watch "
-                f"{measured.update_watch_cpu:.1f}), load average "
-                f"{os.getloadavg()[0]:.2f}",
+                f"{measured.update_watch_cpu:.1f}); accuracy before / update / full "
+                f"{measured.accuracy_initial:.3f} / {measured.accuracy_update:.3f} / "
+                f"{measured.accuracy_full:.3f}; load average {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
         report(results)
